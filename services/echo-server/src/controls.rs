@@ -1,0 +1,242 @@
+//! Checks a request's control fields and turns them into a [`Plan`] the handlers follow.
+
+use std::time::Duration;
+
+use grpc_echo::echo::v1::{EchoRequest, MetadataEcho, StatusCode};
+use tonic::Code;
+
+use crate::config::Config;
+use crate::error::EchoError;
+
+/// The RPC a request arrived on; some controls apply to some RPCs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rpc {
+    Echo,
+    ServerStream,
+    ClientStream,
+    BidiStream,
+}
+
+/// Where the request's metadata is copied in the response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EchoTargets {
+    pub headers: bool,
+    pub trailers: bool,
+}
+
+impl EchoTargets {
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            headers: self.headers || other.headers,
+            trailers: self.trailers || other.trailers,
+        }
+    }
+}
+
+/// What the server does for one request, once its controls are checked.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub delay: Duration,
+    pub response_size: Option<u32>,
+    pub error: Option<EchoError>,
+    pub echo: EchoTargets,
+    pub count: u32,
+    pub interval: Duration,
+}
+
+/// The server's bounds on control values.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub max_delay: Duration,
+    pub max_stream_count: u32,
+    pub max_payload_size: u32,
+    pub max_summary_messages: u32,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Self {
+            max_delay: *config.max_delay,
+            max_stream_count: config.max_stream_count,
+            max_payload_size: config.max_payload_size,
+            max_summary_messages: config.max_summary_messages,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every control of `request` for `rpc`; the first bad one names its field.
+    pub fn plan(&self, request: &EchoRequest, rpc: Rpc) -> Result<Plan, EchoError> {
+        let delay = self.duration("delay", request.delay.as_ref())?;
+
+        let response_size = request.response_size;
+        if let Some(size) = response_size {
+            if rpc == Rpc::ClientStream {
+                return Err(EchoError::invalid(
+                    "response_size",
+                    "ClientStream answers with a summary, which has no payload",
+                ));
+            }
+            if size > self.max_payload_size {
+                return Err(EchoError::invalid(
+                    "response_size",
+                    format!("{size} exceeds the server maximum of {}", self.max_payload_size),
+                ));
+            }
+        }
+
+        let error = request.error.as_ref().map(requested_error).transpose()?;
+
+        let echo = match MetadataEcho::try_from(request.echo_metadata) {
+            Ok(MetadataEcho::None) => EchoTargets::default(),
+            Ok(_) if rpc == Rpc::BidiStream => {
+                return Err(EchoError::invalid(
+                    "echo_metadata",
+                    "BidiStream sends its headers before reading requests; use Echo, ServerStream or ClientStream",
+                ));
+            }
+            Ok(MetadataEcho::Headers) => EchoTargets { headers: true, trailers: false },
+            Ok(MetadataEcho::Trailers) => EchoTargets { headers: false, trailers: true },
+            Ok(MetadataEcho::Both) => EchoTargets { headers: true, trailers: true },
+            Err(_) => {
+                return Err(EchoError::invalid(
+                    "echo_metadata",
+                    format!("unknown MetadataEcho value {}", request.echo_metadata),
+                ));
+            }
+        };
+
+        let (count, interval) = match &request.stream {
+            None => (1, Duration::ZERO),
+            Some(_) if rpc != Rpc::ServerStream => {
+                return Err(EchoError::invalid("stream", "applies to ServerStream only"));
+            }
+            Some(stream) => {
+                let count = stream.count.unwrap_or(1);
+                if count > self.max_stream_count {
+                    return Err(EchoError::invalid(
+                        "stream.count",
+                        format!("{count} exceeds the server maximum of {}", self.max_stream_count),
+                    ));
+                }
+                (count, self.duration("stream.interval", stream.interval.as_ref())?)
+            }
+        };
+
+        Ok(Plan {
+            delay,
+            response_size,
+            error,
+            echo,
+            count,
+            interval,
+        })
+    }
+
+    fn duration(
+        &self,
+        field: &'static str,
+        value: Option<&prost_types::Duration>,
+    ) -> Result<Duration, EchoError> {
+        let Some(value) = value else {
+            return Ok(Duration::ZERO);
+        };
+        if value.seconds < 0 || value.nanos < 0 {
+            return Err(EchoError::invalid(field, "must not be negative"));
+        }
+        let duration = Duration::try_from(*value)
+            .map_err(|err| EchoError::invalid(field, err.to_string()))?;
+        if duration > self.max_delay {
+            return Err(EchoError::invalid(
+                field,
+                format!(
+                    "{} exceeds the server maximum of {}",
+                    humantime::format_duration(duration),
+                    humantime::format_duration(self.max_delay)
+                ),
+            ));
+        }
+        Ok(duration)
+    }
+}
+
+fn requested_error(control: &grpc_echo::echo::v1::ErrorControl) -> Result<EchoError, EchoError> {
+    match StatusCode::try_from(control.code) {
+        Ok(StatusCode::Ok) => Err(EchoError::invalid(
+            "error.code",
+            "STATUS_CODE_OK is not an error; leave `error` unset to succeed",
+        )),
+        Ok(_) => Ok(EchoError::Requested {
+            code: Code::from_i32(control.code),
+            message: control.message.clone(),
+            details: control.details.clone(),
+        }),
+        Err(_) => Err(EchoError::invalid(
+            "error.code",
+            format!("unknown StatusCode value {}", control.code),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use grpc_echo::echo::v1::{ErrorControl, StreamControl};
+
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::from(&Config::default())
+    }
+
+    fn field_of(result: Result<Plan, EchoError>) -> &'static str {
+        match result {
+            Err(EchoError::InvalidControl { field, .. }) => field,
+            other => panic!("expected an invalid control, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_request_is_one_immediate_echo() {
+        let plan = limits().plan(&EchoRequest::default(), Rpc::Echo).unwrap();
+        assert_eq!(plan.delay, Duration::ZERO);
+        assert_eq!(plan.count, 1);
+        assert!(plan.error.is_none());
+        assert_eq!(plan.echo, EchoTargets::default());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let limits = limits();
+        let negative = prost_types::Duration { seconds: -1, nanos: 0 };
+        let request = EchoRequest { delay: Some(negative), ..Default::default() };
+        assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "delay");
+
+        let request = EchoRequest {
+            stream: Some(StreamControl { count: Some(limits.max_stream_count + 1), interval: None }),
+            ..Default::default()
+        };
+        assert_eq!(field_of(limits.plan(&request, Rpc::ServerStream)), "stream.count");
+        assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "stream");
+
+        let request = EchoRequest {
+            stream: Some(StreamControl { count: Some(2), interval: Some(negative) }),
+            ..Default::default()
+        };
+        assert_eq!(field_of(limits.plan(&request, Rpc::ServerStream)), "stream.interval");
+
+        let request = EchoRequest { echo_metadata: 42, ..Default::default() };
+        assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "echo_metadata");
+
+        let request = EchoRequest {
+            error: Some(ErrorControl { code: 99, ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "error.code");
+
+        let request = EchoRequest {
+            response_size: Some(limits.max_payload_size + 1),
+            ..Default::default()
+        };
+        assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "response_size");
+    }
+}

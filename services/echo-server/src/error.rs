@@ -1,0 +1,73 @@
+//! Why an echo call fails, and the one place that turns it into a `tonic::Status`.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `google.rpc.ErrorInfo.reason` of errors that the request asked for.
+pub const REQUESTED_ERROR_REASON: &str = "ECHO_REQUESTED_ERROR";
+/// `google.rpc.ErrorInfo.domain` of errors that the request asked for.
+pub const ERROR_DOMAIN: &str = "grpc-echo";
+
+/// A failed echo call.
+#[derive(Debug, thiserror::Error)]
+pub enum EchoError {
+    /// A control field has a value the server refuses.
+    #[error("invalid {field}: {reason}")]
+    InvalidControl {
+        /// Path of the field in the request, e.g. `stream.count`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request's `error` control asked for this status.
+    #[error("{message}")]
+    Requested {
+        /// The status code asked for.
+        code: Code,
+        /// The status message asked for.
+        message: String,
+        /// Copied into the `google.rpc.ErrorInfo` metadata.
+        details: HashMap<String, String>,
+    },
+    /// The caller's deadline passed before the call finished.
+    #[error("deadline exceeded before the call finished")]
+    DeadlineExceeded,
+    /// The server's shutdown grace period ran out while the call was open.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// Reading the request stream failed; the status says why.
+    #[error(transparent)]
+    Inbound(#[from] Status),
+}
+
+impl EchoError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidControl {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<EchoError> for Status {
+    fn from(error: EchoError) -> Self {
+        let message = error.to_string();
+        match error {
+            EchoError::InvalidControl { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            EchoError::Requested { code, details, .. } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(REQUESTED_ERROR_REASON, ERROR_DOMAIN, details),
+            ),
+            EchoError::DeadlineExceeded => Status::deadline_exceeded(message),
+            EchoError::ShuttingDown => Status::unavailable(message),
+            EchoError::Inbound(status) => status,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Honours the caller's `grpc-timeout`: handlers see it as a [`Deadline`], and a
+//! call whose response has not started by then ends with DEADLINE_EXCEEDED.
+//!
+//! tonic enforces the same header itself but answers CANCELLED; this layer sits
+//! inside tonic's timer, starts first, and so answers first with the code the
+//! gRPC spec asks for. Streams past their first response are bounded by their
+//! handlers, which watch the [`Deadline`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use grpc_echo::grpc_timeout;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::EchoError;
+
+/// Request extension: when the caller stops waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+/// Applies the caller's deadline; see the module docs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeadlineLayer;
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService { inner }
+    }
+}
+
+/// The service made by [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for DeadlineService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let deadline = request
+            .headers()
+            .get(grpc_timeout::HEADER)
+            .and_then(grpc_timeout::parse)
+            .and_then(|timeout| Instant::now().checked_add(timeout));
+        if let Some(deadline) = deadline {
+            request.extensions_mut().insert(Deadline(deadline));
+        }
+        DeadlineFuture {
+            sleep: deadline.map(tokio::time::sleep_until),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`DeadlineService`].
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F, B, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.inner.poll(cx) {
+            return Poll::Ready(output);
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => {
+                Poll::Ready(Ok(tonic::Status::from(EchoError::DeadlineExceeded).into_http()))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}

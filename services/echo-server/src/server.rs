@@ -1,0 +1,137 @@
+//! Assembles the services and layers and runs them until shutdown, then drains.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::layers::{DeadlineLayer, TraceLayer, TrailersLayer};
+use crate::service::EchoService;
+use crate::stats::Stats;
+
+/// After the grace period ends open streams, how long their final statuses get
+/// to reach the callers before every remaining connection is dropped. This also
+/// bounds shutdown when a peer never closes its connection.
+pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
+
+/// Why the server could not start or stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The descriptor sets given to reflection do not decode.
+    #[error("reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP/2 server failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The echo server: health, reflection (v1 and v1alpha) and `echo.v1.EchoService`.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    stats: Arc<Stats>,
+}
+
+impl Server {
+    /// A server that will run with `config` (its `listen` is for the caller to bind).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Live counters of this server, for observing it while it runs.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down gracefully:
+    /// health turns NOT_SERVING, the listener closes, connections get GOAWAY,
+    /// unary calls finish, and streams still open after `shutdown_grace` end with
+    /// UNAVAILABLE. Returns once every connection is closed, or
+    /// [`STREAM_END_FLUSH`] after the grace period.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let streams_end = CancellationToken::new();
+        let stop_accepting = CancellationToken::new();
+
+        let echo = EchoServiceServer::new(EchoService::new(
+            &self.config,
+            Arc::clone(&self.stats),
+            streams_end.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<EchoServiceServer<EchoService>>().await;
+
+        let serve = tonic::transport::Server::builder()
+            .layer(TraceLayer)
+            .layer(TrailersLayer)
+            .layer(DeadlineLayer)
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(echo)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop_accepting.clone().cancelled_owned(),
+            );
+        tokio::pin!(serve);
+
+        tokio::select! {
+            result = &mut serve => return Ok(result?),
+            () = shutdown => {}
+        }
+
+        let grace = *self.config.shutdown_grace;
+        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health.set_not_serving::<EchoServiceServer<EchoService>>().await;
+        stop_accepting.cancel();
+
+        tokio::select! {
+            result = &mut serve => {
+                tracing::info!("all connections closed");
+                return Ok(result?);
+            }
+            () = tokio::time::sleep(grace) => {}
+        }
+
+        tracing::warn!(
+            open_streams = self.stats.open_streams(),
+            "grace period over: ending open streams with UNAVAILABLE"
+        );
+        streams_end.cancel();
+        match tokio::time::timeout(STREAM_END_FLUSH, serve).await {
+            Ok(result) => Ok(result?),
+            Err(_) => {
+                tracing::warn!("connections still open after the grace period: dropping them");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs an echo server with `config` on `listener` until `shutdown`; see [`Server::run`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    Server::new(config).run(listener, shutdown).await
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
