@@ -1,1 +1,41 @@
+//! Client library for the grpc-echo server: a builder giving a typed client for
+//! all four `echo.v1.EchoService` RPCs and the standard health service.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use echo_client::{EchoClient, proto::EchoRequest};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = EchoClient::builder("http://127.0.0.1:50051")
+//!     .connect_timeout(Duration::from_secs(2))
+//!     .timeout(Duration::from_secs(5))
+//!     .metadata("x-team", "payments")?
+//!     .connect()
+//!     .await?;
+//! let reply = client
+//!     .echo(EchoRequest { message: "hello".into(), ..Default::default() })
+//!     .await?;
+//! println!("{} (answered by {})", reply.get_ref().message, reply.get_ref().instance);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
+//! - [`policy`]: the tower layer that applies default metadata and deadlines to every call.
+//! - [`error`]: [`ClientError`], for building and connecting.
+//! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
+#![forbid(unsafe_code)]
 
+pub mod client;
+pub mod error;
+pub mod policy;
+
+pub use client::{ClientBuilder, EchoClient};
+pub use error::ClientError;
+
+/// Generated `echo.v1` types and stubs (from the `grpc-echo` contract crate).
+pub use grpc_echo::echo::v1 as proto;
+/// Generated `grpc.health.v1` types and stubs.
+pub use tonic_health::pb as health_proto;

@@ -1,0 +1,197 @@
+//! [`ClientBuilder`] and the typed [`EchoClient`].
+
+use std::time::Duration;
+
+use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
+use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{IntoRequest, IntoStreamingRequest, Response, Status, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower_layer::Layer;
+
+use crate::error::ClientError;
+use crate::policy::{CallPolicy, CallPolicyLayer};
+
+/// The channel every call goes through.
+pub type Transport = CallPolicy<Channel>;
+
+/// Configures and connects an [`EchoClient`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoint: String,
+    connect_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    metadata: MetadataMap,
+}
+
+impl ClientBuilder {
+    /// A builder for `endpoint`: a URI such as `http://127.0.0.1:50051`, or a
+    /// bare `host:port` (plaintext HTTP/2 is assumed).
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            connect_timeout: None,
+            timeout: None,
+            metadata: MetadataMap::new(),
+        }
+    }
+
+    /// How long connecting may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline of each call that does not set its own (`Request::set_timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Metadata sent with every call that does not set `key` itself.
+    pub fn metadata(mut self, key: &str, value: &str) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::InvalidMetadata {
+            key: key.to_owned(),
+            reason,
+        };
+        if key.ends_with("-bin") {
+            return Err(invalid("binary keys take `binary_metadata`".to_owned()));
+        }
+        let name = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let value = AsciiMetadataValue::try_from(value).map_err(|e| invalid(e.to_string()))?;
+        self.metadata.append(name, value);
+        Ok(self)
+    }
+
+    /// Binary metadata (`key` ends in `-bin`) sent with every call that does not set `key`.
+    pub fn binary_metadata(mut self, key: &str, value: &[u8]) -> Result<Self, ClientError> {
+        let name = tonic::metadata::BinaryMetadataKey::from_bytes(key.as_bytes()).map_err(|e| {
+            ClientError::InvalidMetadata {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.metadata
+            .append_bin(name, tonic::metadata::BinaryMetadataValue::from_bytes(value));
+        Ok(self)
+    }
+
+    /// Connects now; fails if the server cannot be reached.
+    pub async fn connect(self) -> Result<EchoClient, ClientError> {
+        let endpoint = self.endpoint()?;
+        let channel = endpoint.connect().await.map_err(|source| ClientError::Connect {
+            endpoint: self.endpoint.clone(),
+            source,
+        })?;
+        Ok(self.client(channel))
+    }
+
+    /// Connects on the first call, and reconnects whenever needed.
+    pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
+        let channel = self.endpoint()?.connect_lazy();
+        Ok(self.client(channel))
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, ClientError> {
+        let uri = if self.endpoint.contains("://") {
+            self.endpoint.clone()
+        } else {
+            format!("http://{}", self.endpoint)
+        };
+        let endpoint =
+            Endpoint::from_shared(uri).map_err(|source| ClientError::InvalidEndpoint {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        Ok(match self.connect_timeout {
+            Some(timeout) => endpoint.connect_timeout(timeout),
+            None => endpoint,
+        })
+    }
+
+    fn client(self, channel: Channel) -> EchoClient {
+        let transport =
+            CallPolicyLayer::new(self.metadata.into_headers(), self.timeout).layer(channel);
+        EchoClient {
+            echo: EchoServiceClient::new(transport.clone()),
+            health: HealthClient::new(transport),
+        }
+    }
+}
+
+/// A connected client of `echo.v1.EchoService` and `grpc.health.v1.Health`.
+///
+/// Cheap to clone; clones share one HTTP/2 connection. Each method takes a
+/// message or a `tonic::Request` (to add metadata or a timeout to one call).
+#[derive(Debug, Clone)]
+pub struct EchoClient {
+    echo: EchoServiceClient<Transport>,
+    health: HealthClient<Transport>,
+}
+
+impl EchoClient {
+    /// Shorthand for [`ClientBuilder::new`].
+    pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(endpoint)
+    }
+
+    /// Unary `Echo`.
+    pub async fn echo(
+        &self,
+        request: impl IntoRequest<EchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        self.echo.clone().echo(request).await
+    }
+
+    /// `ServerStream`: one request, a stream of responses.
+    pub async fn server_stream(
+        &self,
+        request: impl IntoRequest<EchoRequest>,
+    ) -> Result<Response<Streaming<EchoResponse>>, Status> {
+        self.echo.clone().server_stream(request).await
+    }
+
+    /// `ClientStream`: a stream of requests, one summary.
+    pub async fn client_stream(
+        &self,
+        requests: impl IntoStreamingRequest<Message = EchoRequest>,
+    ) -> Result<Response<ClientStreamResponse>, Status> {
+        self.echo.clone().client_stream(requests).await
+    }
+
+    /// `BidiStream`: each request echoed as it arrives.
+    pub async fn bidi_stream(
+        &self,
+        requests: impl IntoStreamingRequest<Message = EchoRequest>,
+    ) -> Result<Response<Streaming<EchoResponse>>, Status> {
+        self.echo.clone().bidi_stream(requests).await
+    }
+
+    /// Health of `service` (`""` for the whole server).
+    pub async fn health_check(&self, service: &str) -> Result<ServingStatus, Status> {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let response = self.health.clone().check(request).await?;
+        Ok(response.get_ref().status())
+    }
+
+    /// A stream of `service`'s health, starting with its current status.
+    pub async fn health_watch(
+        &self,
+        service: &str,
+    ) -> Result<Streaming<HealthCheckResponse>, Status> {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        Ok(self.health.clone().watch(request).await?.into_inner())
+    }
+
+    /// The generated `EchoService` client, for anything the methods above do not cover.
+    pub fn echo_service(&self) -> EchoServiceClient<Transport> {
+        self.echo.clone()
+    }
+}

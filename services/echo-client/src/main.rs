@@ -1,0 +1,462 @@
+//! `echo-client`: calls every RPC of a grpc-echo server from the command line.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use echo_client::proto::{
+    ClientStreamResponse, EchoRequest, EchoResponse, ErrorControl, MetadataEcho, StatusCode,
+    StreamControl,
+};
+use echo_client::{ClientBuilder, EchoClient};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::LinesStream;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::{Code, Status, Streaming};
+
+/// Default `--addr`.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+
+#[derive(Debug, Parser)]
+#[command(name = "echo-client", version, about = "Call a grpc-echo server")]
+struct Cli {
+    /// Server address: `http://host:port` or `host:port`.
+    #[arg(long, global = true, env = "ECHO_ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+
+    /// Deadline of each call (e.g. `500ms`, `5s`).
+    #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// How long connecting may take.
+    #[arg(long, global = true, env = "ECHO_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    connect_timeout: Duration,
+
+    /// Metadata sent with each call, as `key:value` (repeatable; `-bin` keys take raw text).
+    #[arg(short = 'H', long = "header", global = true, value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true, env = "ECHO_JSON")]
+    json: bool,
+
+    /// Also print the response headers and trailers.
+    #[arg(long, global = true)]
+    show_metadata: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Unary Echo.
+    Echo {
+        /// Text to echo.
+        #[arg(default_value = "")]
+        message: String,
+        #[command(flatten)]
+        controls: Controls,
+    },
+    /// ServerStream: one request, `--count` responses.
+    ServerStream {
+        /// Text to echo.
+        #[arg(default_value = "")]
+        message: String,
+        /// Number of responses.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Pause between responses.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<Duration>,
+        #[command(flatten)]
+        controls: Controls,
+    },
+    /// ClientStream: sends each MESSAGE (or each stdin line), prints the summary.
+    ClientStream {
+        /// Messages to send; stdin lines when none are given.
+        messages: Vec<String>,
+    },
+    /// BidiStream: sends stdin lines as they are typed, prints echoes as they arrive.
+    Bidi,
+    /// Health of SERVICE (the whole server by default); exits 1 unless SERVING.
+    Health {
+        /// Service name, e.g. `echo.v1.EchoService`.
+        #[arg(default_value = "")]
+        service: String,
+        /// Keep printing status changes until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+/// Controls that make the server misbehave on purpose.
+#[derive(Debug, Args)]
+struct Controls {
+    /// Send a payload of this many bytes.
+    #[arg(long, default_value_t = 0)]
+    payload_size: usize,
+    /// Ask the server for a response payload of this many bytes.
+    #[arg(long)]
+    response_size: Option<u32>,
+    /// Ask the server to wait this long before answering.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// Ask the server to fail with this code (name such as NOT_FOUND, or number).
+    #[arg(long, value_parser = parse_code)]
+    fail_code: Option<Code>,
+    /// Status message of `--fail-code`.
+    #[arg(long, default_value = "", requires = "fail_code")]
+    fail_message: String,
+    /// ErrorInfo metadata of `--fail-code`, as `key=value` (repeatable).
+    #[arg(long, value_parser = parse_detail, requires = "fail_code")]
+    fail_detail: Vec<(String, String)>,
+    /// Ask the server to echo this call's metadata back.
+    #[arg(long, value_enum)]
+    echo_metadata: Option<EchoMetadata>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EchoMetadata {
+    Headers,
+    Trailers,
+    Both,
+}
+
+impl Controls {
+    fn request(&self, message: String, stream: Option<StreamControl>) -> EchoRequest {
+        EchoRequest {
+            message,
+            payload: (0..self.payload_size).map(|i| (i % 251) as u8).collect(),
+            delay: self.delay.map(proto_duration),
+            response_size: self.response_size,
+            error: self.fail_code.map(|code| ErrorControl {
+                code: code as i32,
+                message: self.fail_message.clone(),
+                details: self.fail_detail.iter().cloned().collect(),
+            }),
+            echo_metadata: match self.echo_metadata {
+                None => MetadataEcho::None,
+                Some(EchoMetadata::Headers) => MetadataEcho::Headers,
+                Some(EchoMetadata::Trailers) => MetadataEcho::Trailers,
+                Some(EchoMetadata::Both) => MetadataEcho::Both,
+            } as i32,
+            stream,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            match err.downcast_ref::<Status>() {
+                Some(status) => report_status(status, json),
+                None if json => eprintln!("{}", json!({ "error": format!("{err:#}") })),
+                None => eprintln!("error: {err:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut builder = ClientBuilder::new(&cli.addr).connect_timeout(cli.connect_timeout);
+    if let Some(timeout) = cli.timeout {
+        builder = builder.timeout(timeout);
+    }
+    for (key, value) in &cli.headers {
+        builder = if key.ends_with("-bin") {
+            builder.binary_metadata(key, value.as_bytes())?
+        } else {
+            builder.metadata(key, value)?
+        };
+    }
+    let client = builder.connect().await?;
+    let out = Output {
+        json: cli.json,
+        show_metadata: cli.show_metadata,
+    };
+
+    match cli.command {
+        Command::Echo { message, controls } => {
+            let response = client.echo(controls.request(message, None)).await?;
+            // tonic merges a unary call's trailers into its metadata.
+            out.metadata("metadata", response.metadata());
+            out.response(response.get_ref());
+        }
+        Command::ServerStream {
+            message,
+            count,
+            interval,
+            controls,
+        } => {
+            let stream = StreamControl {
+                count: Some(count),
+                interval: interval.map(proto_duration),
+            };
+            let response = client.server_stream(controls.request(message, Some(stream))).await?;
+            out.stream(response).await?;
+        }
+        Command::ClientStream { messages } => {
+            let requests = message_source(messages).await?;
+            let response = client.client_stream(requests).await?;
+            out.metadata("metadata", response.metadata());
+            out.summary(response.get_ref());
+        }
+        Command::Bidi => {
+            let lines = LinesStream::new(tokio::io::BufReader::new(tokio::io::stdin()).lines());
+            let requests = lines.map_while(Result::ok).map(|message| EchoRequest {
+                message,
+                ..Default::default()
+            });
+            let response = client.bidi_stream(requests).await?;
+            out.stream(response).await?;
+        }
+        Command::Health { service, watch } => return health(&client, &service, watch, out).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The requests of a client stream: `messages`, or stdin lines when there are none.
+async fn message_source(
+    messages: Vec<String>,
+) -> anyhow::Result<impl tokio_stream::Stream<Item = EchoRequest> + Send + 'static> {
+    let messages = if messages.is_empty() {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut read = Vec::new();
+        while let Some(line) = lines.next_line().await.context("reading stdin")? {
+            read.push(line);
+        }
+        read
+    } else {
+        messages
+    };
+    Ok(tokio_stream::iter(messages).map(|message| EchoRequest {
+        message,
+        ..Default::default()
+    }))
+}
+
+async fn health(
+    client: &EchoClient,
+    service: &str,
+    watch: bool,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    use echo_client::health_proto::health_check_response::ServingStatus;
+    let serving = |status: ServingStatus| {
+        if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    };
+    if !watch {
+        let status = client.health_check(service).await?;
+        out.health(service, status);
+        return Ok(serving(status));
+    }
+    let mut updates = client.health_watch(service).await?;
+    let mut last = None;
+    while let Some(update) = updates.message().await? {
+        out.health(service, update.status());
+        last = Some(update.status());
+    }
+    match last {
+        Some(status) => Ok(serving(status)),
+        None => bail!("the health watch ended without a status"),
+    }
+}
+
+/// How results are printed: text, or JSON lines.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    json: bool,
+    show_metadata: bool,
+}
+
+impl Output {
+    fn response(&self, response: &EchoResponse) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "message": response.message,
+                    "payload_bytes": response.payload.len(),
+                    "instance": response.instance,
+                    "peer": response.peer,
+                    "sequence": response.sequence,
+                })
+            );
+        } else {
+            println!(
+                "{}  [seq {} · {} payload bytes · instance {} · peer {}]",
+                response.message,
+                response.sequence,
+                response.payload.len(),
+                response.instance,
+                response.peer
+            );
+        }
+    }
+
+    fn summary(&self, summary: &ClientStreamResponse) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "count": summary.count,
+                    "total_bytes": summary.total_bytes,
+                    "messages": summary.messages,
+                    "messages_truncated": summary.messages_truncated,
+                    "sha256": summary.sha256,
+                    "instance": summary.instance,
+                    "peer": summary.peer,
+                })
+            );
+        } else {
+            println!(
+                "{} messages, {} bytes, sha256 {}  [instance {} · peer {}]",
+                summary.count, summary.total_bytes, summary.sha256, summary.instance, summary.peer
+            );
+            for message in &summary.messages {
+                println!("  {message}");
+            }
+            if summary.messages_truncated {
+                println!("  … (truncated)");
+            }
+        }
+    }
+
+    fn health(&self, service: &str, status: impl std::fmt::Debug + Copy) {
+        let name = format!("{status:?}");
+        if self.json {
+            println!("{}", json!({ "service": service, "status": name }));
+        } else {
+            let service = if service.is_empty() { "(server)" } else { service };
+            println!("{service}: {name}");
+        }
+    }
+
+    async fn stream(&self, response: tonic::Response<Streaming<EchoResponse>>) -> anyhow::Result<()> {
+        self.metadata("headers", response.metadata());
+        let mut stream = response.into_inner();
+        while let Some(message) = stream.message().await? {
+            self.response(&message);
+        }
+        if let Some(trailers) = stream.trailers().await? {
+            self.metadata("trailers", &trailers);
+        }
+        Ok(())
+    }
+
+    fn metadata(&self, kind: &str, metadata: &MetadataMap) {
+        if !self.show_metadata {
+            return;
+        }
+        let entries: Vec<(String, String)> = metadata
+            .as_ref()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        if self.json {
+            let map: HashMap<_, _> = entries.into_iter().collect();
+            println!("{}", json!({ kind: map }));
+        } else {
+            for (key, value) in entries {
+                println!("< {kind}: {key}: {value}");
+            }
+        }
+    }
+}
+
+/// Prints a failed call's status (and its rich details) to stderr.
+fn report_status(status: &Status, json: bool) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let mut detail_lines = Vec::new();
+    if let Some(info) = details.error_info() {
+        detail_lines.push(format!(
+            "error info: reason {} domain {} metadata {:?}",
+            info.reason, info.domain, info.metadata
+        ));
+    }
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            detail_lines.push(format!("bad field {}: {}", violation.field, violation.description));
+        }
+    }
+    let name = code_name(status.code());
+    if json {
+        let value: Value = json!({
+            "error": {
+                "code": status.code() as i32,
+                "name": name,
+                "message": status.message(),
+                "details": detail_lines,
+            }
+        });
+        eprintln!("{value}");
+    } else {
+        eprintln!("error: {name} (code {}): {}", status.code() as i32, status.message());
+        for line in detail_lines {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// The canonical upper-case name of `code`, e.g. `NOT_FOUND`.
+fn code_name(code: Code) -> String {
+    let name = StatusCode::try_from(code as i32)
+        .map(|c| c.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("STATUS_CODE_{}", code as i32));
+    name.trim_start_matches("STATUS_CODE_").to_owned()
+}
+
+fn parse_code(text: &str) -> Result<Code, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return match StatusCode::try_from(number) {
+            Ok(_) => Ok(Code::from_i32(number)),
+            Err(_) => Err(format!("{number} is not a gRPC status code (0..=16)")),
+        };
+    }
+    let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
+    StatusCode::from_str_name(&format!("STATUS_CODE_{wanted}"))
+        .map(|c| Code::from_i32(c as i32))
+        .ok_or_else(|| format!("unknown status code {text:?} (try NOT_FOUND, UNAVAILABLE, 14, ...)"))
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not `key:value`"))?;
+    let key = key.trim().to_ascii_lowercase();
+    let value = value.trim().to_owned();
+    if key.ends_with("-bin") {
+        MetadataKey::<tonic::metadata::Binary>::from_bytes(key.as_bytes())
+            .map_err(|e| format!("bad key {key:?}: {e}"))?;
+    } else {
+        MetadataKey::<tonic::metadata::Ascii>::from_bytes(key.as_bytes())
+            .map_err(|e| format!("bad key {key:?}: {e}"))?;
+        MetadataValue::<tonic::metadata::Ascii>::try_from(value.as_str())
+            .map_err(|e| format!("bad value for {key:?}: {e}"))?;
+    }
+    Ok((key, value))
+}
+
+fn parse_detail(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not `key=value`"))
+}
+
+fn proto_duration(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: duration.as_secs() as i64,
+        nanos: duration.subsec_nanos() as i32,
+    }
+}

@@ -1,0 +1,134 @@
+//! Applies the client's defaults to every call: default metadata, and a
+//! deadline that ends the call with DEADLINE_EXCEEDED.
+//!
+//! A call's own timeout (`tonic::Request::set_timeout`) wins over the default.
+//! tonic's channel enforces `grpc-timeout` too, but reports CANCELLED; this
+//! layer sits outside it and reports DEADLINE_EXCEEDED, as the gRPC spec says.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use grpc_echo::grpc_timeout;
+use http::HeaderMap;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Builds [`CallPolicy`] services.
+#[derive(Debug, Clone, Default)]
+pub struct CallPolicyLayer {
+    metadata: Arc<HeaderMap>,
+    timeout: Option<Duration>,
+}
+
+impl CallPolicyLayer {
+    /// Adds `metadata` to calls that do not set those keys, and gives calls
+    /// without their own timeout this one.
+    pub fn new(metadata: HeaderMap, timeout: Option<Duration>) -> Self {
+        Self {
+            metadata: Arc::new(metadata),
+            timeout,
+        }
+    }
+}
+
+impl<S> Layer<S> for CallPolicyLayer {
+    type Service = CallPolicy<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallPolicy {
+            inner,
+            policy: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`CallPolicyLayer`].
+#[derive(Debug, Clone)]
+pub struct CallPolicy<S> {
+    inner: S,
+    policy: CallPolicyLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallPolicy<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = CallPolicyFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let headers = request.headers_mut();
+        for key in self.policy.metadata.keys() {
+            if !headers.contains_key(key) {
+                for value in self.policy.metadata.get_all(key) {
+                    headers.append(key.clone(), value.clone());
+                }
+            }
+        }
+        let own_timeout = headers.get(grpc_timeout::HEADER).and_then(grpc_timeout::parse);
+        let timeout = own_timeout.or(self.policy.timeout);
+        if let (None, Some(timeout)) = (own_timeout, timeout) {
+            headers.insert(grpc_timeout::HEADER, grpc_timeout::encode(timeout));
+        }
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        CallPolicyFuture {
+            inner: self.inner.call(request),
+            deadline,
+            sleep: deadline.map(tokio::time::sleep_until),
+        }
+    }
+}
+
+pin_project! {
+    /// Future of [`CallPolicy`].
+    pub struct CallPolicyFuture<F> {
+        #[pin]
+        inner: F,
+        deadline: Option<Instant>,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F, R, E> Future for CallPolicyFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<R, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let expired = |deadline: &Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
+        match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            // The channel's own timer fired (as CANCELLED): report it properly.
+            Poll::Ready(Err(_)) if expired(this.deadline) => {
+                return Poll::Ready(Err(deadline_exceeded()));
+            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+            Poll::Pending => {}
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(deadline_exceeded())),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+fn deadline_exceeded() -> BoxError {
+    Box::new(Status::deadline_exceeded("deadline exceeded before the server answered"))
+}

@@ -1,0 +1,89 @@
+//! Starts an in-process echo server on a loopback port for a test.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use echo_client::EchoClient;
+use echo_server::{Config, ServeError, Server, Stats};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Instance id the test servers report.
+pub const INSTANCE: &str = "test-instance";
+
+/// A server running `echo_server::Server::run` on `127.0.0.1:0`.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let config = Config {
+            instance_id: Some(INSTANCE.to_owned()),
+            ..config
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(config);
+        let stats = server.stats();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            stats,
+            shutdown: Some(tx),
+            handle,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> EchoClient {
+        EchoClient::builder(self.uri())
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Starts the graceful shutdown; `join` waits for it to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(self) -> Result<(), ServeError> {
+        self.handle.await.expect("server task panicked")
+    }
+
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        self.join().await.unwrap();
+    }
+}
+
+/// Polls `condition` every 10 ms for up to 5 s.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
