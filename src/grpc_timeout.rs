@@ -65,7 +65,10 @@ mod tests {
         assert_eq!(parse_str("3M"), Some(Duration::from_secs(180)));
         assert_eq!(parse_str("10S"), Some(Duration::from_secs(10)));
         assert_eq!(parse_str("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_str("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(
+            parse_str("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
         assert_eq!(parse_str("7n"), Some(Duration::from_nanos(7)));
         for bad in ["", "S", "123456789S", "10", "10s", "-1S", "1.5S"] {
             assert_eq!(parse_str(bad), None, "{bad:?}");

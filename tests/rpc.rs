@@ -5,9 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{INSTANCE, TestServer, eventually};
-use echo_client::proto::{
-    EchoRequest, ErrorControl, MetadataEcho, StatusCode, StreamControl,
-};
+use echo_client::proto::{EchoRequest, ErrorControl, MetadataEcho, StatusCode, StreamControl};
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,7 +36,11 @@ async fn echo_returns_message_payload_instance_and_peer() {
     assert_eq!(response.message, "hello");
     assert_eq!(&response.payload[..], &[1, 2, 3]);
     assert_eq!(response.instance, INSTANCE);
-    assert!(response.peer.starts_with("127.0.0.1:"), "peer {:?}", response.peer);
+    assert!(
+        response.peer.starts_with("127.0.0.1:"),
+        "peer {:?}",
+        response.peer
+    );
     assert_eq!(response.sequence, 0);
     server.stop().await;
 }
@@ -57,7 +59,10 @@ async fn response_size_and_delay_are_honoured() {
     let response = client.echo(request).await.unwrap().into_inner();
     assert!(started.elapsed() >= Duration::from_millis(200));
     assert_eq!(response.payload.len(), 100_000);
-    assert_eq!(response.payload[251], 0, "the generated pattern repeats every 251 bytes");
+    assert_eq!(
+        response.payload[251], 0,
+        "the generated pattern repeats every 251 bytes"
+    );
     assert_eq!(response.payload[252], 1);
     server.stop().await;
 }
@@ -91,35 +96,99 @@ async fn bad_controls_get_invalid_argument_naming_the_field() {
     let cases: Vec<(&str, EchoRequest)> = vec![
         (
             "delay",
-            EchoRequest { delay: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..text("") },
+            EchoRequest {
+                delay: Some(prost_types::Duration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+                ..text("")
+            },
         ),
-        ("delay", EchoRequest { delay: Some(ms(3_600_000)), ..text("") }),
-        ("response_size", EchoRequest { response_size: Some(u32::MAX), ..text("") }),
-        ("echo_metadata", EchoRequest { echo_metadata: 7, ..text("") }),
+        (
+            "delay",
+            EchoRequest {
+                delay: Some(ms(3_600_000)),
+                ..text("")
+            },
+        ),
+        (
+            "response_size",
+            EchoRequest {
+                response_size: Some(u32::MAX),
+                ..text("")
+            },
+        ),
+        (
+            "echo_metadata",
+            EchoRequest {
+                echo_metadata: 7,
+                ..text("")
+            },
+        ),
         (
             "error.code",
-            EchoRequest { error: Some(ErrorControl { code: 77, ..Default::default() }), ..text("") },
+            EchoRequest {
+                error: Some(ErrorControl {
+                    code: 77,
+                    ..Default::default()
+                }),
+                ..text("")
+            },
         ),
-        ("error.code", EchoRequest { error: Some(ErrorControl::default()), ..text("") }),
-        ("stream", EchoRequest { stream: Some(StreamControl::default()), ..text("") }),
+        (
+            "error.code",
+            EchoRequest {
+                error: Some(ErrorControl::default()),
+                ..text("")
+            },
+        ),
+        (
+            "stream",
+            EchoRequest {
+                stream: Some(StreamControl::default()),
+                ..text("")
+            },
+        ),
     ];
     for (field, request) in cases {
         let status = client.echo(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
-        let violations = status.get_details_bad_request().expect("BadRequest detail").field_violations;
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+        let violations = status
+            .get_details_bad_request()
+            .expect("BadRequest detail")
+            .field_violations;
         assert_eq!(violations[0].field, field);
     }
 
     let stream_cases = [
-        ("stream.count", StreamControl { count: Some(1_000_000), interval: None }),
+        (
+            "stream.count",
+            StreamControl {
+                count: Some(1_000_000),
+                interval: None,
+            },
+        ),
         (
             "stream.interval",
-            StreamControl { count: Some(2), interval: Some(prost_types::Duration { seconds: 0, nanos: -5 }) },
+            StreamControl {
+                count: Some(2),
+                interval: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: -5,
+                }),
+            },
         ),
     ];
     for (field, stream) in stream_cases {
-        let request = EchoRequest { stream: Some(stream), ..text("") };
+        let request = EchoRequest {
+            stream: Some(stream),
+            ..text("")
+        };
         let status = client.server_stream(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         let violations = status.get_details_bad_request().unwrap().field_violations;
@@ -132,7 +201,10 @@ async fn bad_controls_get_invalid_argument_naming_the_field() {
 async fn unary_past_its_deadline_gets_deadline_exceeded() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let mut request = Request::new(EchoRequest { delay: Some(ms(10_000)), ..text("slow") });
+    let mut request = Request::new(EchoRequest {
+        delay: Some(ms(10_000)),
+        ..text("slow")
+    });
     request.set_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let status = client.echo(request).await.unwrap_err();
@@ -146,7 +218,10 @@ async fn server_stream_sends_count_responses_then_the_requested_error() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let request = EchoRequest {
-        stream: Some(StreamControl { count: Some(5), interval: Some(ms(20)) }),
+        stream: Some(StreamControl {
+            count: Some(5),
+            interval: Some(ms(20)),
+        }),
         response_size: Some(64),
         error: Some(ErrorControl {
             code: StatusCode::Aborted as i32,
@@ -167,7 +242,10 @@ async fn server_stream_sends_count_responses_then_the_requested_error() {
     assert_eq!(status.message(), "after five");
 
     let empty = EchoRequest {
-        stream: Some(StreamControl { count: Some(0), interval: None }),
+        stream: Some(StreamControl {
+            count: Some(0),
+            interval: None,
+        }),
         ..text("")
     };
     let mut stream = client.server_stream(empty).await.unwrap().into_inner();
@@ -180,7 +258,10 @@ async fn server_stream_past_its_deadline_ends_with_deadline_exceeded() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let mut request = Request::new(EchoRequest {
-        stream: Some(StreamControl { count: Some(1000), interval: Some(ms(50)) }),
+        stream: Some(StreamControl {
+            count: Some(1000),
+            interval: Some(ms(50)),
+        }),
         ..text("tick")
     });
     request.set_timeout(Duration::from_millis(300));
@@ -195,7 +276,10 @@ async fn server_stream_past_its_deadline_ends_with_deadline_exceeded() {
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!((1..100).contains(&received), "received {received}");
-    eventually("the stream to close on the server", || server.stats.open_streams() == 0).await;
+    eventually("the stream to close on the server", || {
+        server.stats.open_streams() == 0
+    })
+    .await;
     server.stop().await;
 }
 
@@ -204,7 +288,10 @@ async fn cancelling_a_server_stream_stops_the_server_producing() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let request = EchoRequest {
-        stream: Some(StreamControl { count: Some(10_000), interval: Some(ms(10)) }),
+        stream: Some(StreamControl {
+            count: Some(10_000),
+            interval: Some(ms(10)),
+        }),
         ..text("tick")
     };
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
@@ -214,11 +301,21 @@ async fn cancelling_a_server_stream_stops_the_server_producing() {
     assert_eq!(server.stats.open_streams(), 1);
     drop(stream);
 
-    eventually("the server to drop the cancelled stream", || server.stats.open_streams() == 0).await;
+    eventually("the server to drop the cancelled stream", || {
+        server.stats.open_streams() == 0
+    })
+    .await;
     let sent = server.stats.stream_messages_sent();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.stats.stream_messages_sent(), sent, "the server kept producing");
-    assert!(sent < 100, "the server produced {sent} messages for a stream read 3 deep");
+    assert_eq!(
+        server.stats.stream_messages_sent(),
+        sent,
+        "the server kept producing"
+    );
+    assert!(
+        sent < 100,
+        "the server produced {sent} messages for a stream read 3 deep"
+    );
     server.stop().await;
 }
 
@@ -231,9 +328,15 @@ async fn client_stream_summarises_every_request() {
     .await;
     let client = server.client().await;
     let requests = vec![
-        EchoRequest { payload: vec![1, 2].into(), ..text("a") },
+        EchoRequest {
+            payload: vec![1, 2].into(),
+            ..text("a")
+        },
         text("bb"),
-        EchoRequest { payload: vec![3].into(), ..text("ccc") },
+        EchoRequest {
+            payload: vec![3].into(),
+            ..text("ccc")
+        },
     ];
     let mut digest = Sha256::new();
     for request in &requests {
@@ -257,11 +360,17 @@ async fn client_stream_summarises_every_request() {
     let failing = vec![
         text("fine"),
         EchoRequest {
-            error: Some(ErrorControl { code: StatusCode::DataLoss as i32, ..Default::default() }),
+            error: Some(ErrorControl {
+                code: StatusCode::DataLoss as i32,
+                ..Default::default()
+            }),
             ..text("")
         },
     ];
-    let status = client.client_stream(tokio_stream::iter(failing)).await.unwrap_err();
+    let status = client
+        .client_stream(tokio_stream::iter(failing))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::DataLoss);
     server.stop().await;
 }
@@ -272,7 +381,11 @@ async fn bidi_answers_each_request_before_the_client_finishes() {
     let client = server.client().await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(text("first")).await.unwrap();
-    let mut responses = client.bidi_stream(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut responses = client
+        .bidi_stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     for (sequence, word) in ["first", "second", "third"].into_iter().enumerate() {
         if sequence > 0 {
             tx.send(text(word)).await.unwrap();
@@ -282,16 +395,31 @@ async fn bidi_answers_each_request_before_the_client_finishes() {
         assert_eq!(response.message, word);
         assert_eq!(response.sequence, sequence as u64);
     }
-    tx.send(EchoRequest { response_size: Some(10), ..text("sized") }).await.unwrap();
-    assert_eq!(responses.message().await.unwrap().unwrap().payload.len(), 10);
+    tx.send(EchoRequest {
+        response_size: Some(10),
+        ..text("sized")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        responses.message().await.unwrap().unwrap().payload.len(),
+        10
+    );
     drop(tx);
     assert!(responses.message().await.unwrap().is_none());
 
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let mut responses = client.bidi_stream(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    tx.send(EchoRequest { echo_metadata: MetadataEcho::Headers as i32, ..text("") })
+    let mut responses = client
+        .bidi_stream(ReceiverStream::new(rx))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    tx.send(EchoRequest {
+        echo_metadata: MetadataEcho::Headers as i32,
+        ..text("")
+    })
+    .await
+    .unwrap();
     let status = responses.message().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("echo_metadata"));
@@ -304,36 +432,62 @@ async fn metadata_is_echoed_as_headers_and_trailers() {
     let client = server.client().await;
     let with_metadata = |request: EchoRequest| {
         let mut request = Request::new(request);
-        request.metadata_mut().insert("x-trace", "abc".parse().unwrap());
         request
             .metadata_mut()
-            .insert_bin("x-blob-bin", tonic::metadata::MetadataValue::from_bytes(&[0, 255]));
+            .insert("x-trace", "abc".parse().unwrap());
+        request.metadata_mut().insert_bin(
+            "x-blob-bin",
+            tonic::metadata::MetadataValue::from_bytes(&[0, 255]),
+        );
         request
     };
 
-    let request = EchoRequest { echo_metadata: MetadataEcho::Headers as i32, ..text("") };
+    let request = EchoRequest {
+        echo_metadata: MetadataEcho::Headers as i32,
+        ..text("")
+    };
     let response = client.echo(with_metadata(request)).await.unwrap();
     assert_eq!(response.metadata().get("x-trace").unwrap(), "abc");
-    assert_eq!(response.metadata().get_bin("x-blob-bin").unwrap().to_bytes().unwrap(), &[0, 255][..]);
+    assert_eq!(
+        response
+            .metadata()
+            .get_bin("x-blob-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap(),
+        &[0, 255][..]
+    );
 
     // Trailers on a stream arrive after the last message.
     let request = EchoRequest {
         echo_metadata: MetadataEcho::Trailers as i32,
-        stream: Some(StreamControl { count: Some(2), interval: None }),
+        stream: Some(StreamControl {
+            count: Some(2),
+            interval: None,
+        }),
         ..text("")
     };
     let response = client.server_stream(with_metadata(request)).await.unwrap();
-    assert!(response.metadata().get("x-trace").is_none(), "asked for trailers only");
+    assert!(
+        response.metadata().get("x-trace").is_none(),
+        "asked for trailers only"
+    );
     let mut stream = response.into_inner();
     while stream.message().await.unwrap().is_some() {}
     let trailers = stream.trailers().await.unwrap().expect("trailers");
     assert_eq!(trailers.get("x-trace").unwrap(), "abc");
-    assert!(trailers.get("user-agent").is_none(), "protocol headers are not echoed");
+    assert!(
+        trailers.get("user-agent").is_none(),
+        "protocol headers are not echoed"
+    );
 
     // A failing call still echoes, in its status metadata.
     let request = EchoRequest {
         echo_metadata: MetadataEcho::Both as i32,
-        error: Some(ErrorControl { code: StatusCode::Unavailable as i32, ..Default::default() }),
+        error: Some(ErrorControl {
+            code: StatusCode::Unavailable as i32,
+            ..Default::default()
+        }),
         ..text("")
     };
     let status = client.echo(with_metadata(request)).await.unwrap_err();
@@ -352,12 +506,18 @@ async fn client_default_metadata_and_timeout_apply_to_every_call() {
         .connect()
         .await
         .unwrap();
-    let request = EchoRequest { echo_metadata: MetadataEcho::Headers as i32, ..text("") };
+    let request = EchoRequest {
+        echo_metadata: MetadataEcho::Headers as i32,
+        ..text("")
+    };
     let response = client.echo(request).await.unwrap();
     assert_eq!(response.metadata().get("x-team").unwrap(), "payments");
 
     let status = client
-        .echo(EchoRequest { delay: Some(ms(5_000)), ..text("") })
+        .echo(EchoRequest {
+            delay: Some(ms(5_000)),
+            ..text("")
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
@@ -378,7 +538,10 @@ async fn health_reports_serving_and_watch_turns_not_serving_on_shutdown() {
     .await;
     let client = server.client().await;
     use echo_client::health_proto::health_check_response::ServingStatus;
-    assert_eq!(client.health_check("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        client.health_check("").await.unwrap(),
+        ServingStatus::Serving
+    );
     assert_eq!(
         client.health_check("echo.v1.EchoService").await.unwrap(),
         ServingStatus::Serving
@@ -387,7 +550,10 @@ async fn health_reports_serving_and_watch_turns_not_serving_on_shutdown() {
     assert_eq!(status.code(), Code::NotFound);
 
     let mut watch = client.health_watch("echo.v1.EchoService").await.unwrap();
-    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
     server.begin_shutdown();
     let update = tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await
@@ -408,21 +574,34 @@ async fn shutdown_finishes_unary_calls_and_ends_streams_after_the_grace_period()
     let client = server.client().await;
 
     let request = EchoRequest {
-        stream: Some(StreamControl { count: Some(10_000), interval: Some(ms(20)) }),
+        stream: Some(StreamControl {
+            count: Some(10_000),
+            interval: Some(ms(20)),
+        }),
         ..text("long")
     };
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
     stream.message().await.unwrap().unwrap();
     let unary = tokio::spawn({
         let client = client.clone();
-        async move { client.echo(EchoRequest { delay: Some(ms(300)), ..text("in flight") }).await }
+        async move {
+            client
+                .echo(EchoRequest {
+                    delay: Some(ms(300)),
+                    ..text("in flight")
+                })
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let addr = server.addr;
     let shutdown_started = Instant::now();
     server.begin_shutdown();
-    let response = unary.await.unwrap().expect("the in-flight unary call finishes");
+    let response = unary
+        .await
+        .unwrap()
+        .expect("the in-flight unary call finishes");
     assert_eq!(response.get_ref().message, "in flight");
 
     let status = loop {
@@ -433,7 +612,10 @@ async fn shutdown_finishes_unary_calls_and_ends_streams_after_the_grace_period()
         }
     };
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(shutdown_started.elapsed() >= Duration::from_millis(500), "ended before the grace period");
+    assert!(
+        shutdown_started.elapsed() >= Duration::from_millis(500),
+        "ended before the grace period"
+    );
 
     tokio::time::timeout(Duration::from_secs(5), server.join())
         .await
@@ -452,14 +634,25 @@ async fn many_concurrent_calls_share_one_connection() {
     let client = server.client().await;
     let calls = (0..200).map(|i| {
         let client = client.clone();
-        async move { client.echo(text(&format!("call {i}"))).await.map(|r| r.into_inner().message) }
+        async move {
+            client
+                .echo(text(&format!("call {i}")))
+                .await
+                .map(|r| r.into_inner().message)
+        }
     });
     let results: Vec<_> = futures_util::future::join_all(calls).await;
     for (i, result) in results.into_iter().enumerate() {
         assert_eq!(result.unwrap(), format!("call {i}"));
     }
     let mut stream = client
-        .server_stream(EchoRequest { stream: Some(StreamControl { count: Some(50), interval: None }), ..text("") })
+        .server_stream(EchoRequest {
+            stream: Some(StreamControl {
+                count: Some(50),
+                interval: None,
+            }),
+            ..text("")
+        })
         .await
         .unwrap()
         .into_inner();

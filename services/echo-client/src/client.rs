@@ -60,7 +60,8 @@ impl ClientBuilder {
         if key.ends_with("-bin") {
             return Err(invalid("binary keys take `binary_metadata`".to_owned()));
         }
-        let name = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let name =
+            AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|e| invalid(e.to_string()))?;
         let value = AsciiMetadataValue::try_from(value).map_err(|e| invalid(e.to_string()))?;
         self.metadata.append(name, value);
         Ok(self)
@@ -74,18 +75,23 @@ impl ClientBuilder {
                 reason: e.to_string(),
             }
         })?;
-        self.metadata
-            .append_bin(name, tonic::metadata::BinaryMetadataValue::from_bytes(value));
+        self.metadata.append_bin(
+            name,
+            tonic::metadata::BinaryMetadataValue::from_bytes(value),
+        );
         Ok(self)
     }
 
     /// Connects now; fails if the server cannot be reached.
     pub async fn connect(self) -> Result<EchoClient, ClientError> {
         let endpoint = self.endpoint()?;
-        let channel = endpoint.connect().await.map_err(|source| ClientError::Connect {
-            endpoint: self.endpoint.clone(),
-            source,
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
         Ok(self.client(channel))
     }
 

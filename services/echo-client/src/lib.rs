@@ -35,6 +35,11 @@ pub mod policy;
 pub use client::{ClientBuilder, EchoClient};
 pub use error::ClientError;
 
+/// Compiles the README's Rust example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;
+
 /// Generated `echo.v1` types and stubs (from the `grpc-echo` contract crate).
 pub use grpc_echo::echo::v1 as proto;
 /// Generated `grpc.health.v1` types and stubs.

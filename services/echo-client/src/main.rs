@@ -202,7 +202,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 count: Some(count),
                 interval: interval.map(proto_duration),
             };
-            let response = client.server_stream(controls.request(message, Some(stream))).await?;
+            let response = client
+                .server_stream(controls.request(message, Some(stream)))
+                .await?;
             out.stream(response).await?;
         }
         Command::ClientStream { messages } => {
@@ -253,7 +255,11 @@ async fn health(
 ) -> anyhow::Result<ExitCode> {
     use echo_client::health_proto::health_check_response::ServingStatus;
     let serving = |status: ServingStatus| {
-        if status == ServingStatus::Serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        if status == ServingStatus::Serving {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
     };
     if !watch {
         let status = client.health_check(service).await?;
@@ -337,12 +343,19 @@ impl Output {
         if self.json {
             println!("{}", json!({ "service": service, "status": name }));
         } else {
-            let service = if service.is_empty() { "(server)" } else { service };
+            let service = if service.is_empty() {
+                "(server)"
+            } else {
+                service
+            };
             println!("{service}: {name}");
         }
     }
 
-    async fn stream(&self, response: tonic::Response<Streaming<EchoResponse>>) -> anyhow::Result<()> {
+    async fn stream(
+        &self,
+        response: tonic::Response<Streaming<EchoResponse>>,
+    ) -> anyhow::Result<()> {
         self.metadata("headers", response.metadata());
         let mut stream = response.into_inner();
         while let Some(message) = stream.message().await? {
@@ -361,7 +374,12 @@ impl Output {
         let entries: Vec<(String, String)> = metadata
             .as_ref()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         if self.json {
             let map: HashMap<_, _> = entries.into_iter().collect();
@@ -387,7 +405,10 @@ fn report_status(status: &Status, json: bool) {
     }
     if let Some(bad_request) = details.bad_request() {
         for violation in &bad_request.field_violations {
-            detail_lines.push(format!("bad field {}: {}", violation.field, violation.description));
+            detail_lines.push(format!(
+                "bad field {}: {}",
+                violation.field, violation.description
+            ));
         }
     }
     let name = code_name(status.code());
@@ -402,7 +423,11 @@ fn report_status(status: &Status, json: bool) {
         });
         eprintln!("{value}");
     } else {
-        eprintln!("error: {name} (code {}): {}", status.code() as i32, status.message());
+        eprintln!(
+            "error: {name} (code {}): {}",
+            status.code() as i32,
+            status.message()
+        );
         for line in detail_lines {
             eprintln!("  {line}");
         }
@@ -427,7 +452,9 @@ fn parse_code(text: &str) -> Result<Code, String> {
     let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
     StatusCode::from_str_name(&format!("STATUS_CODE_{wanted}"))
         .map(|c| Code::from_i32(c as i32))
-        .ok_or_else(|| format!("unknown status code {text:?} (try NOT_FOUND, UNAVAILABLE, 14, ...)"))
+        .ok_or_else(|| {
+            format!("unknown status code {text:?} (try NOT_FOUND, UNAVAILABLE, 14, ...)")
+        })
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {

@@ -78,7 +78,9 @@ where
                 }
             }
         }
-        let own_timeout = headers.get(grpc_timeout::HEADER).and_then(grpc_timeout::parse);
+        let own_timeout = headers
+            .get(grpc_timeout::HEADER)
+            .and_then(grpc_timeout::parse);
         let timeout = own_timeout.or(self.policy.timeout);
         if let (None, Some(timeout)) = (own_timeout, timeout) {
             headers.insert(grpc_timeout::HEADER, grpc_timeout::encode(timeout));
@@ -130,5 +132,7 @@ where
 }
 
 fn deadline_exceeded() -> BoxError {
-    Box::new(Status::deadline_exceeded("deadline exceeded before the server answered"))
+    Box::new(Status::deadline_exceeded(
+        "deadline exceeded before the server answered",
+    ))
 }

@@ -67,7 +67,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a socket address"),
             instance_id: None,
             log_format: LogFormat::Human,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
@@ -105,8 +107,7 @@ mod tests {
 
     #[test]
     fn durations_take_human_units() {
-        let parsed =
-            Config::try_parse_from(["echo-server", "--shutdown-grace", "1m 30s"]).unwrap();
+        let parsed = Config::try_parse_from(["echo-server", "--shutdown-grace", "1m 30s"]).unwrap();
         assert_eq!(*parsed.shutdown_grace, Duration::from_secs(90));
     }
 }

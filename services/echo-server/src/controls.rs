@@ -80,7 +80,10 @@ impl Limits {
             if size > self.max_payload_size {
                 return Err(EchoError::invalid(
                     "response_size",
-                    format!("{size} exceeds the server maximum of {}", self.max_payload_size),
+                    format!(
+                        "{size} exceeds the server maximum of {}",
+                        self.max_payload_size
+                    ),
                 ));
             }
         }
@@ -95,9 +98,18 @@ impl Limits {
                     "BidiStream sends its headers before reading requests; use Echo, ServerStream or ClientStream",
                 ));
             }
-            Ok(MetadataEcho::Headers) => EchoTargets { headers: true, trailers: false },
-            Ok(MetadataEcho::Trailers) => EchoTargets { headers: false, trailers: true },
-            Ok(MetadataEcho::Both) => EchoTargets { headers: true, trailers: true },
+            Ok(MetadataEcho::Headers) => EchoTargets {
+                headers: true,
+                trailers: false,
+            },
+            Ok(MetadataEcho::Trailers) => EchoTargets {
+                headers: false,
+                trailers: true,
+            },
+            Ok(MetadataEcho::Both) => EchoTargets {
+                headers: true,
+                trailers: true,
+            },
             Err(_) => {
                 return Err(EchoError::invalid(
                     "echo_metadata",
@@ -116,10 +128,16 @@ impl Limits {
                 if count > self.max_stream_count {
                     return Err(EchoError::invalid(
                         "stream.count",
-                        format!("{count} exceeds the server maximum of {}", self.max_stream_count),
+                        format!(
+                            "{count} exceeds the server maximum of {}",
+                            self.max_stream_count
+                        ),
                     ));
                 }
-                (count, self.duration("stream.interval", stream.interval.as_ref())?)
+                (
+                    count,
+                    self.duration("stream.interval", stream.interval.as_ref())?,
+                )
             }
         };
 
@@ -144,8 +162,8 @@ impl Limits {
         if value.seconds < 0 || value.nanos < 0 {
             return Err(EchoError::invalid(field, "must not be negative"));
         }
-        let duration = Duration::try_from(*value)
-            .map_err(|err| EchoError::invalid(field, err.to_string()))?;
+        let duration =
+            Duration::try_from(*value).map_err(|err| EchoError::invalid(field, err.to_string()))?;
         if duration > self.max_delay {
             return Err(EchoError::invalid(
                 field,
@@ -207,28 +225,52 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let limits = limits();
-        let negative = prost_types::Duration { seconds: -1, nanos: 0 };
-        let request = EchoRequest { delay: Some(negative), ..Default::default() };
+        let negative = prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        let request = EchoRequest {
+            delay: Some(negative),
+            ..Default::default()
+        };
         assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "delay");
 
         let request = EchoRequest {
-            stream: Some(StreamControl { count: Some(limits.max_stream_count + 1), interval: None }),
+            stream: Some(StreamControl {
+                count: Some(limits.max_stream_count + 1),
+                interval: None,
+            }),
             ..Default::default()
         };
-        assert_eq!(field_of(limits.plan(&request, Rpc::ServerStream)), "stream.count");
+        assert_eq!(
+            field_of(limits.plan(&request, Rpc::ServerStream)),
+            "stream.count"
+        );
         assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "stream");
 
         let request = EchoRequest {
-            stream: Some(StreamControl { count: Some(2), interval: Some(negative) }),
+            stream: Some(StreamControl {
+                count: Some(2),
+                interval: Some(negative),
+            }),
             ..Default::default()
         };
-        assert_eq!(field_of(limits.plan(&request, Rpc::ServerStream)), "stream.interval");
+        assert_eq!(
+            field_of(limits.plan(&request, Rpc::ServerStream)),
+            "stream.interval"
+        );
 
-        let request = EchoRequest { echo_metadata: 42, ..Default::default() };
+        let request = EchoRequest {
+            echo_metadata: 42,
+            ..Default::default()
+        };
         assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "echo_metadata");
 
         let request = EchoRequest {
-            error: Some(ErrorControl { code: 99, ..Default::default() }),
+            error: Some(ErrorControl {
+                code: 99,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "error.code");

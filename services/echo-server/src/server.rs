@@ -94,8 +94,12 @@ impl Server {
 
         let grace = *self.config.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
-        health.set_service_status("", ServingStatus::NotServing).await;
-        health.set_not_serving::<EchoServiceServer<EchoService>>().await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<EchoServiceServer<EchoService>>()
+            .await;
         stop_accepting.cancel();
 
         tokio::select! {
@@ -130,8 +134,12 @@ pub async fn run(
     Server::new(config).run(listener, shutdown).await
 }
 
+/// Both reflection versions describe every service served, each other included.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
         .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }

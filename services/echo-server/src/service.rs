@@ -123,7 +123,10 @@ impl EchoServiceApi for EchoService {
         request: Request<EchoRequest>,
     ) -> Result<Response<EchoStream>, Status> {
         let call = Call::stream(&request, &self.shared);
-        let plan = self.shared.limits.plan(request.get_ref(), Rpc::ServerStream)?;
+        let plan = self
+            .shared
+            .limits
+            .plan(request.get_ref(), Rpc::ServerStream)?;
         let echo = plan.echo;
         let template = self.response(request.get_ref(), &plan, &call.peer);
         let open = self.shared.stats.open_stream();
@@ -215,7 +218,10 @@ struct Call {
 impl Call {
     fn unary<T>(request: &Request<T>) -> Self {
         Self {
-            peer: request.remote_addr().map(|addr| addr.to_string()).unwrap_or_default(),
+            peer: request
+                .remote_addr()
+                .map(|addr| addr.to_string())
+                .unwrap_or_default(),
             deadline: request.extensions().get::<Deadline>().map(|d| d.0),
             streams_end: None,
         }
@@ -271,7 +277,9 @@ fn respond<T>(
                 *response.metadata_mut() = MetadataMap::from_headers(custom_metadata(metadata));
             }
             if echo.trailers {
-                response.extensions_mut().insert(ExtraTrailers(custom_metadata(metadata)));
+                response
+                    .extensions_mut()
+                    .insert(ExtraTrailers(custom_metadata(metadata)));
             }
             Ok(response)
         }
@@ -291,7 +299,13 @@ fn respond<T>(
 
 /// The caller's own metadata: everything but HTTP/2 and gRPC protocol headers.
 fn custom_metadata(metadata: &MetadataMap) -> HeaderMap {
-    const PROTOCOL: [&str; 5] = ["te", "content-type", "user-agent", "accept-encoding", "host"];
+    const PROTOCOL: [&str; 5] = [
+        "te",
+        "content-type",
+        "user-agent",
+        "accept-encoding",
+        "host",
+    ];
     let mut custom = HeaderMap::new();
     for (name, value) in metadata.as_ref() {
         let name_str = name.as_str();

@@ -91,9 +91,10 @@ where
             return Poll::Ready(output);
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                Poll::Ready(Ok(tonic::Status::from(EchoError::DeadlineExceeded).into_http()))
-            }
+            Some(Poll::Ready(())) => Poll::Ready(Ok(tonic::Status::from(
+                EchoError::DeadlineExceeded,
+            )
+            .into_http())),
             _ => Poll::Pending,
         }
     }

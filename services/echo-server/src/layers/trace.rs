@@ -84,7 +84,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let end = this.end.take().expect("TraceFuture polled after completion");
+        let end = this
+            .end
+            .take()
+            .expect("TraceFuture polled after completion");
         let output = {
             let _entered = end.span.enter();
             this.inner.poll(cx)

@@ -1,0 +1,137 @@
+//! Hostile or broken input gets a proper status or a closed connection, and the
+//! server keeps serving everyone else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use echo_client::proto::EchoRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic_prost::ProstCodec;
+
+/// A message whose field 1 is a varint, where `EchoRequest.message` is a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "1")]
+    message: u64,
+}
+
+async fn raw_unary<M>(channel: Channel, path: &'static str, message: M) -> Result<(), tonic::Status>
+where
+    M: prost::Message + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary::<M, EchoRequest, ProstCodec<M, EchoRequest>>(
+        tonic::Request::new(message),
+        PathAndQuery::from_static(path),
+        ProstCodec::default(),
+    )
+    .await
+    .map(drop)
+}
+
+async fn assert_still_serving(server: &TestServer) {
+    let client = server.client().await;
+    let response = client
+        .echo(EchoRequest {
+            message: "still here".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the server keeps serving");
+    assert_eq!(response.get_ref().message, "still here");
+}
+
+#[tokio::test]
+async fn garbage_bytes_close_the_connection_and_the_server_stays_up() {
+    let server = TestServer::start().await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    socket
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00\xff\xfe garbage")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed the connection"
+    );
+
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(&[0xde; 4096]).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the server neither answered nor closed the connection"
+    );
+
+    assert_still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_method_and_service_get_unimplemented() {
+    let server = TestServer::start().await;
+    let channel = Channel::from_shared(server.uri())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for path in ["/echo.v1.EchoService/NoSuchMethod", "/no.such.Service/Echo"] {
+        let status = raw_unary(channel.clone(), path, EchoRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
+    }
+    assert_still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_protobuf_gets_a_status_not_a_crash() {
+    let server = TestServer::start().await;
+    let channel = Channel::from_shared(server.uri())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = raw_unary(
+        channel,
+        "/echo.v1.EchoService/Echo",
+        WrongWireType { message: 42 },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("decode"), "{}", status.message());
+    assert_still_serving(&server).await;
+    server.stop().await;
+}
+
+/// tonic answers OUT_OF_RANGE where the gRPC spec says RESOURCE_EXHAUSTED; the
+/// limit itself holds and the message says why.
+#[tokio::test]
+async fn oversized_message_is_refused_with_a_clear_status() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let request = EchoRequest {
+        payload: vec![0; 5 * 1024 * 1024].into(),
+        ..Default::default()
+    };
+    let status = client.echo(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+    assert_still_serving(&server).await;
+    server.stop().await;
+}
