@@ -25,4 +25,9 @@ export GRPCURL
 
 cargo build --workspace --bins
 export ECHO_BIN_DIR="$PWD/$target_dir/debug"
-cargo test --workspace "$@"
+log="$tools/last-test-run.log"
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
