@@ -61,7 +61,7 @@ impl ServerProcess {
                 "bin-test",
             ])
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,echo_server=debug")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -218,6 +218,18 @@ fn cli_calls_every_rpc() {
         .collect();
     assert_eq!(messages, ["one", "two", "three"]);
 
+    let echoed = json_lines(&server.client(&[
+        "--json",
+        "-H",
+        "x-team:payments",
+        "--show-metadata",
+        "echo",
+        "m",
+        "--echo-metadata",
+        "both",
+    ]));
+    assert_eq!(echoed[0]["metadata"]["x-team"], "payments");
+
     let health = stdout(&server.client(&["health"]));
     assert_eq!(health.trim(), "(server): Serving");
     let health = json_lines(&server.client(&["--json", "health", "echo.v1.EchoService"]));
@@ -358,6 +370,27 @@ fn grpcurl_lists_describes_and_calls_without_proto_files() {
 
     let health = stdout(&server.grpcurl(&["ADDR", "grpc.health.v1.Health/Check"]));
     assert!(health.contains("SERVING"), "{health}");
+}
+
+#[test]
+fn every_rpc_is_logged_with_method_peer_code_and_duration() {
+    let server = ServerProcess::start(&[]);
+    assert!(
+        !server
+            .client(&["echo", "x", "--fail-code", "ABORTED"])
+            .status
+            .success()
+    );
+    let finished = server.wait_for_log("rpc finished");
+    assert_eq!(finished["span"]["method"], "/echo.v1.EchoService/Echo");
+    assert!(
+        finished["span"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(finished["fields"]["code"], "Aborted");
+    assert!(finished["fields"]["elapsed_ms"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]
