@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
 use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{IntoRequest, IntoStreamingRequest, Response, Status, Streaming};
@@ -25,6 +26,7 @@ pub struct ClientBuilder {
     connect_timeout: Option<Duration>,
     timeout: Option<Duration>,
     metadata: MetadataMap,
+    compression: Option<CompressionEncoding>,
 }
 
 impl ClientBuilder {
@@ -36,7 +38,15 @@ impl ClientBuilder {
             connect_timeout: None,
             timeout: None,
             metadata: MetadataMap::new(),
+            compression: None,
         }
+    }
+
+    /// Compress every request with `encoding`. Responses are accepted in gzip
+    /// and zstd either way (and are compressed when the server chooses to).
+    pub fn compression(mut self, encoding: CompressionEncoding) -> Self {
+        self.compression = Some(encoding);
+        self
     }
 
     /// How long connecting may take.
@@ -84,21 +94,32 @@ impl ClientBuilder {
 
     /// Connects now; fails if the server cannot be reached.
     pub async fn connect(self) -> Result<EchoClient, ClientError> {
-        let endpoint = self.endpoint()?;
-        let channel = endpoint
+        let transport = self.connect_transport().await?;
+        Ok(self.client(transport))
+    }
+
+    /// Connects on the first call, and reconnects whenever needed.
+    pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
+        let transport = self.transport(self.endpoint()?.connect_lazy());
+        Ok(self.client(transport))
+    }
+
+    /// A new connection with this builder's metadata and timeout, for any
+    /// generated client (`FooClient::new(transport)`).
+    pub async fn connect_transport(&self) -> Result<Transport, ClientError> {
+        let channel = self
+            .endpoint()?
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
                 endpoint: self.endpoint.clone(),
                 source,
             })?;
-        Ok(self.client(channel))
+        Ok(self.transport(channel))
     }
 
-    /// Connects on the first call, and reconnects whenever needed.
-    pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
-        let channel = self.endpoint()?.connect_lazy();
-        Ok(self.client(channel))
+    fn transport(&self, channel: Channel) -> Transport {
+        CallPolicyLayer::new(self.metadata.clone().into_headers(), self.timeout).layer(channel)
     }
 
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
@@ -118,13 +139,18 @@ impl ClientBuilder {
         })
     }
 
-    fn client(self, channel: Channel) -> EchoClient {
-        let transport =
-            CallPolicyLayer::new(self.metadata.into_headers(), self.timeout).layer(channel);
-        EchoClient {
-            echo: EchoServiceClient::new(transport.clone()),
-            health: HealthClient::new(transport),
+    fn client(self, transport: Transport) -> EchoClient {
+        let mut echo = EchoServiceClient::new(transport.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        let mut health = HealthClient::new(transport)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        if let Some(encoding) = self.compression {
+            echo = echo.send_compressed(encoding);
+            health = health.send_compressed(encoding);
         }
+        EchoClient { echo, health }
     }
 }
 

@@ -1,5 +1,7 @@
 //! `echo-client`: calls every RPC of a grpc-echo server from the command line.
 
+mod interop;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::LinesStream;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::{Code, Status, Streaming};
 
@@ -47,6 +50,10 @@ struct Cli {
     /// Also print the response headers and trailers.
     #[arg(long, global = true)]
     show_metadata: bool,
+
+    /// Compress requests with this encoding (responses are accepted in gzip and zstd).
+    #[arg(long, global = true, env = "ECHO_COMPRESS", value_enum)]
+    compress: Option<Compression>,
 
     #[command(subcommand)]
     command: Command,
@@ -92,6 +99,8 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Run gRPC interop test cases against a grpc.testing.TestService server.
+    Interop(interop::InteropArgs),
 }
 
 /// Controls that make the server misbehave on purpose.
@@ -118,6 +127,12 @@ struct Controls {
     /// Ask the server to echo this call's metadata back.
     #[arg(long, value_enum)]
     echo_metadata: Option<EchoMetadata>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Compression {
+    Gzip,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -172,12 +187,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(timeout) = cli.timeout {
         builder = builder.timeout(timeout);
     }
+    if let Some(compress) = cli.compress {
+        builder = builder.compression(match compress {
+            Compression::Gzip => CompressionEncoding::Gzip,
+            Compression::Zstd => CompressionEncoding::Zstd,
+        });
+    }
     for (key, value) in &cli.headers {
         builder = if key.ends_with("-bin") {
             builder.binary_metadata(key, value.as_bytes())?
         } else {
             builder.metadata(key, value)?
         };
+    }
+    if let Command::Interop(args) = &cli.command {
+        let all_passed = interop::run(&builder, args).await?;
+        return Ok(if all_passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let client = builder.connect().await?;
     let out = Output {
@@ -223,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.stream(response).await?;
         }
         Command::Health { service, watch } => return health(&client, &service, watch, out).await,
+        Command::Interop(_) => unreachable!("handled before connecting"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,10 @@ pub struct Config {
     #[arg(long, env = "ECHO_MAX_PAYLOAD_SIZE", default_value_t = DEFAULT_MAX_PAYLOAD_SIZE)]
     pub max_payload_size: u32,
 
+    /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
+    #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub interop: bool,
+
     /// How many messages a ClientStream summary lists before truncating.
     #[arg(long, env = "ECHO_MAX_SUMMARY_MESSAGES", default_value_t = DEFAULT_MAX_SUMMARY_MESSAGES)]
     pub max_summary_messages: u32,
@@ -77,6 +81,7 @@ impl Default for Config {
             max_stream_count: DEFAULT_MAX_STREAM_COUNT,
             max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
             max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
+            interop: true,
         }
     }
 }

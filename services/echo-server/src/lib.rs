@@ -1,5 +1,6 @@
 //! The grpc-echo server: `echo.v1.EchoService` with controls that make it
-//! misbehave on request, plus the standard health and reflection services.
+//! misbehave on request, the gRPC interop `TestService`, grpc-go's example echo
+//! service, and the standard health and reflection services.
 //!
 //! The binary only parses [`Config`], sets up tracing, binds and passes a
 //! shutdown signal to [`run`]; tests drive the same [`run`] on port 0.
@@ -19,16 +20,23 @@
 //!
 //! - [`config`]: the clap [`Config`] and its `DEFAULT_*` values.
 //! - [`server`]: [`Server`] / [`run`]: service assembly and graceful shutdown.
-//! - [`service`]: the `EchoService` handlers, kept thin.
+//! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
+//! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
+//! - [`examples`]: `grpc.examples.echo.Echo`, grpc-go's example echo service.
+//! - `call`: a handler's view of its call (peer, deadline, grace period, echoed metadata).
 //! - `controls`: checks request controls into a plan (INVALID_ARGUMENT naming the field).
 //! - [`error`]: [`EchoError`] and its single mapping to `tonic::Status`.
-//! - [`layers`]: tower layers for tracing, deadlines and extra trailers.
+//! - [`layers`]: tower layers for tracing, deadlines, extra trailers and
+//!   per-message compression.
 //! - [`stats`]: live counters (open streams, stream messages).
 #![forbid(unsafe_code)]
 
+mod call;
 pub mod config;
 mod controls;
 pub mod error;
+pub mod examples;
+pub mod interop;
 pub mod layers;
 pub mod server;
 pub mod service;

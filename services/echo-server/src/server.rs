@@ -5,13 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
+use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
+use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::layers::{DeadlineLayer, TraceLayer, TrailersLayer};
+use crate::examples::ExampleEchoService;
+use crate::interop::TestService;
+use crate::layers::{DeadlineLayer, MessageCompressionLayer, TraceLayer, TrailersLayer};
 use crate::service::EchoService;
 use crate::stats::Stats;
 
@@ -19,6 +24,18 @@ use crate::stats::Stats;
 /// to reach the callers before every remaining connection is dropped. This also
 /// bounds shutdown when a peer never closes its connection.
 pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
+
+/// Accepts gzip and zstd requests, and answers compressed in whichever of the
+/// two the client accepts (tonic's generated servers share no trait for this).
+macro_rules! compressed {
+    ($service:expr) => {
+        $service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
+}
 
 /// Why the server could not start or stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +48,9 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The echo server: health, reflection (v1 and v1alpha) and `echo.v1.EchoService`.
+/// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
+/// interop `grpc.testing.TestService` (unless switched off), health, and
+/// reflection (v1 and v1alpha).
 #[derive(Debug)]
 pub struct Server {
     config: Config,
@@ -70,17 +89,37 @@ impl Server {
             Arc::clone(&self.stats),
             streams_end.clone(),
         ));
+        let example_echo = ExampleEchoServer::new(ExampleEchoService::new(streams_end.clone()));
+        // TestService compresses per message itself (MessageCompressionLayer).
+        let interop = self.config.interop.then(|| {
+            TestServiceServer::new(TestService::new(
+                &self.config,
+                Arc::clone(&self.stats),
+                streams_end.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+        });
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<EchoServiceServer<EchoService>>().await;
+        health
+            .set_serving::<ExampleEchoServer<ExampleEchoService>>()
+            .await;
+        if interop.is_some() {
+            health.set_serving::<TestServiceServer<TestService>>().await;
+        }
 
         let serve = tonic::transport::Server::builder()
             .layer(TraceLayer)
             .layer(TrailersLayer)
             .layer(DeadlineLayer)
-            .add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .add_service(echo)
+            .layer(MessageCompressionLayer)
+            .add_service(compressed!(health_service))
+            .add_service(compressed!(reflection().build_v1()?))
+            .add_service(compressed!(reflection().build_v1alpha()?))
+            .add_service(compressed!(echo))
+            .add_service(compressed!(example_echo))
+            .add_optional_service(interop)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop_accepting.clone().cancelled_owned(),

@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -10,15 +9,14 @@ use grpc_echo::echo::v1::echo_service_server::EchoService as EchoServiceApi;
 use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::call::{Call, EchoedMetadata};
 use crate::config::Config;
 use crate::controls::{EchoTargets, Limits, Plan, Rpc};
 use crate::error::EchoError;
-use crate::layers::{Deadline, ExtraTrailers};
 use crate::stats::Stats;
 
 /// Response stream of ServerStream and BidiStream.
@@ -84,7 +82,7 @@ impl EchoService {
         inbound: &mut Streaming<EchoRequest>,
         sequence: u64,
     ) -> Result<Option<EchoResponse>, EchoError> {
-        let Some(request) = call.race(inbound.message()).await?? else {
+        let Some(request) = call.next_message(inbound).await? else {
             return Ok(None);
         };
         let plan = self.shared.limits.plan(&request, Rpc::BidiStream)?;
@@ -113,7 +111,7 @@ impl EchoServiceApi for EchoService {
             }
         }
         .await;
-        respond(request.metadata(), echo, result)
+        echoed(request.metadata(), echo).respond(result.map_err(Status::from))
     }
 
     type ServerStreamStream = EchoStream;
@@ -122,7 +120,7 @@ impl EchoServiceApi for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<EchoStream>, Status> {
-        let call = Call::stream(&request, &self.shared);
+        let call = Call::stream(&request, &self.shared.streams_end);
         let plan = self
             .shared
             .limits
@@ -149,20 +147,20 @@ impl EchoServiceApi for EchoService {
                 yield Err(error.into());
             }
         };
-        respond(request.metadata(), echo, Ok(Box::pin(stream) as EchoStream))
+        echoed(request.metadata(), echo).respond(Ok(Box::pin(stream) as EchoStream))
     }
 
     async fn client_stream(
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ClientStreamResponse>, Status> {
-        let call = Call::stream(&request, &self.shared);
+        let call = Call::stream(&request, &self.shared.streams_end);
         let _open = self.shared.stats.open_stream();
         let (metadata, _, mut inbound) = request.into_parts();
         let mut summary = Summary::new(self.shared.limits.max_summary_messages);
         let mut echo = EchoTargets::default();
         let result = async {
-            while let Some(request) = call.race(inbound.message()).await?? {
+            while let Some(request) = call.next_message(&mut inbound).await? {
                 let plan = self.shared.limits.plan(&request, Rpc::ClientStream)?;
                 echo = echo.union(plan.echo);
                 call.sleep(plan.delay).await?;
@@ -174,7 +172,7 @@ impl EchoServiceApi for EchoService {
             Ok(summary.finish(&self.shared.instance, &call.peer))
         }
         .await;
-        respond(&metadata, echo, result)
+        echoed(&metadata, echo).respond(result.map_err(Status::from))
     }
 
     type BidiStreamStream = EchoStream;
@@ -183,7 +181,7 @@ impl EchoServiceApi for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoStream>, Status> {
-        let call = Call::stream(&request, &self.shared);
+        let call = Call::stream(&request, &self.shared.streams_end);
         let open = self.shared.stats.open_stream();
         let mut inbound = request.into_inner();
         let service = self.clone();
@@ -206,114 +204,38 @@ impl EchoServiceApi for EchoService {
     }
 }
 
-/// What a handler knows about its call besides the request message.
-#[derive(Debug)]
-struct Call {
-    peer: String,
-    deadline: Option<Instant>,
-    /// Set for streams, which end when the shutdown grace period does.
-    streams_end: Option<CancellationToken>,
-}
-
-impl Call {
-    fn unary<T>(request: &Request<T>) -> Self {
-        Self {
-            peer: request
-                .remote_addr()
-                .map(|addr| addr.to_string())
-                .unwrap_or_default(),
-            deadline: request.extensions().get::<Deadline>().map(|d| d.0),
-            streams_end: None,
-        }
-    }
-
-    fn stream<T>(request: &Request<T>, shared: &Shared) -> Self {
-        Self {
-            streams_end: Some(shared.streams_end.clone()),
-            ..Self::unary(request)
-        }
-    }
-
-    /// Runs `work` unless the caller's deadline or the server's grace period ends first.
-    async fn race<F: Future>(&self, work: F) -> Result<F::Output, EchoError> {
-        let deadline = async {
-            match self.deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
+/// The caller's own metadata (everything but HTTP/2 and gRPC protocol headers),
+/// where `targets` ask for it.
+fn echoed(metadata: &MetadataMap, targets: EchoTargets) -> EchoedMetadata {
+    let custom = || {
+        const PROTOCOL: [&str; 5] = [
+            "te",
+            "content-type",
+            "user-agent",
+            "accept-encoding",
+            "host",
+        ];
+        let mut custom = HeaderMap::new();
+        for (name, value) in metadata.as_ref() {
+            let name_str = name.as_str();
+            if !name_str.starts_with("grpc-") && !PROTOCOL.contains(&name_str) {
+                custom.append(name.clone(), value.clone());
             }
-        };
-        let streams_end = async {
-            match &self.streams_end {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            output = work => Ok(output),
-            () = deadline => Err(EchoError::DeadlineExceeded),
-            () = streams_end => Err(EchoError::ShuttingDown),
         }
+        custom
+    };
+    EchoedMetadata {
+        headers: if targets.headers {
+            custom()
+        } else {
+            HeaderMap::new()
+        },
+        trailers: if targets.trailers {
+            custom()
+        } else {
+            HeaderMap::new()
+        },
     }
-
-    async fn sleep(&self, duration: Duration) -> Result<(), EchoError> {
-        if duration.is_zero() {
-            return Ok(());
-        }
-        self.race(tokio::time::sleep(duration)).await
-    }
-}
-
-/// Builds the handler's answer, copying `metadata` where `EchoTargets` say.
-fn respond<T>(
-    metadata: &MetadataMap,
-    echo: EchoTargets,
-    result: Result<T, EchoError>,
-) -> Result<Response<T>, Status> {
-    match result {
-        Ok(message) => {
-            let mut response = Response::new(message);
-            if echo.headers {
-                *response.metadata_mut() = MetadataMap::from_headers(custom_metadata(metadata));
-            }
-            if echo.trailers {
-                response
-                    .extensions_mut()
-                    .insert(ExtraTrailers(custom_metadata(metadata)));
-            }
-            Ok(response)
-        }
-        Err(error) => {
-            let mut status = Status::from(error);
-            // An error before any response is one trailers-only frame: headers
-            // and trailers both travel in the status metadata.
-            if echo.headers || echo.trailers {
-                let mut headers = std::mem::take(status.metadata_mut()).into_headers();
-                headers.extend(custom_metadata(metadata));
-                *status.metadata_mut() = MetadataMap::from_headers(headers);
-            }
-            Err(status)
-        }
-    }
-}
-
-/// The caller's own metadata: everything but HTTP/2 and gRPC protocol headers.
-fn custom_metadata(metadata: &MetadataMap) -> HeaderMap {
-    const PROTOCOL: [&str; 5] = [
-        "te",
-        "content-type",
-        "user-agent",
-        "accept-encoding",
-        "host",
-    ];
-    let mut custom = HeaderMap::new();
-    for (name, value) in metadata.as_ref() {
-        let name_str = name.as_str();
-        if !name_str.starts_with("grpc-") && !PROTOCOL.contains(&name_str) {
-            custom.append(name.clone(), value.clone());
-        }
-    }
-    custom
 }
 
 /// Running summary of a ClientStream.

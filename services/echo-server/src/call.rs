@@ -1,0 +1,118 @@
+//! What a handler knows about its call beyond the request message, and how it
+//! copies request metadata into its answer.
+
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use http::HeaderMap;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::error::EchoError;
+use crate::layers::{Deadline, ExtraTrailers};
+
+/// The peer, the deadline and (for streams) the end of the shutdown grace period.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub peer: String,
+    deadline: Option<Instant>,
+    /// Set for streams, which end when the shutdown grace period does.
+    streams_end: Option<CancellationToken>,
+}
+
+impl Call {
+    pub fn unary<T>(request: &Request<T>) -> Self {
+        Self {
+            peer: request
+                .remote_addr()
+                .map(|addr| addr.to_string())
+                .unwrap_or_default(),
+            deadline: request.extensions().get::<Deadline>().map(|d| d.0),
+            streams_end: None,
+        }
+    }
+
+    pub fn stream<T>(request: &Request<T>, streams_end: &CancellationToken) -> Self {
+        Self {
+            streams_end: Some(streams_end.clone()),
+            ..Self::unary(request)
+        }
+    }
+
+    /// Runs `work` unless the caller's deadline or the server's grace period ends first.
+    pub async fn race<F: Future>(&self, work: F) -> Result<F::Output, EchoError> {
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let streams_end = async {
+            match &self.streams_end {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            output = work => Ok(output),
+            () = deadline => Err(EchoError::DeadlineExceeded),
+            () = streams_end => Err(EchoError::ShuttingDown),
+        }
+    }
+
+    /// The next message of `inbound`, unless the deadline or grace period ends first.
+    pub async fn next_message<T, S>(&self, inbound: &mut S) -> Result<Option<T>, Status>
+    where
+        S: Stream<Item = Result<T, Status>> + Unpin,
+    {
+        self.race(inbound.next()).await?.transpose()
+    }
+
+    pub async fn sleep(&self, duration: Duration) -> Result<(), EchoError> {
+        if duration.is_zero() {
+            return Ok(());
+        }
+        self.race(tokio::time::sleep(duration)).await
+    }
+}
+
+/// Request metadata to copy into the response's headers and trailers.
+#[derive(Debug, Default)]
+pub(crate) struct EchoedMetadata {
+    pub headers: HeaderMap,
+    pub trailers: HeaderMap,
+}
+
+impl EchoedMetadata {
+    /// The handler's answer, carrying the echoed metadata.
+    pub fn respond<T>(self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        match result {
+            Ok(message) => {
+                let mut response = Response::new(message);
+                if !self.headers.is_empty() {
+                    *response.metadata_mut() = MetadataMap::from_headers(self.headers);
+                }
+                if !self.trailers.is_empty() {
+                    response
+                        .extensions_mut()
+                        .insert(ExtraTrailers(self.trailers));
+                }
+                Ok(response)
+            }
+            Err(mut status) => {
+                // An error before any response is one trailers-only frame: headers
+                // and trailers both travel in the status metadata.
+                if !self.headers.is_empty() || !self.trailers.is_empty() {
+                    let mut merged = std::mem::take(status.metadata_mut()).into_headers();
+                    merged.extend(self.headers);
+                    merged.extend(self.trailers);
+                    *status.metadata_mut() = MetadataMap::from_headers(merged);
+                }
+                Err(status)
+            }
+        }
+    }
+}
