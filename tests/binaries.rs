@@ -1,181 +1,11 @@
 //! The `echo-server` binary, called by the `echo-client` binary and by real `grpcurl`.
-//!
-//! `scripts/test.sh` builds the binaries and installs grpcurl, then points
-//! `ECHO_BIN_DIR` and `GRPCURL` at them. A missing tool fails the test.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use std::process::Command;
+
+use common::process::{ServerProcess, binary, json_lines, stdout};
 use serde_json::Value;
-
-fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ECHO_BIN_DIR") {
-        return dir.into();
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf()
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn grpcurl() -> PathBuf {
-    let path: PathBuf = std::env::var_os("GRPCURL")
-        .expect("GRPCURL is not set: run the suite with scripts/test.sh, which installs grpcurl")
-        .into();
-    assert!(path.is_file(), "GRPCURL={} does not exist", path.display());
-    path
-}
-
-/// An `echo-server` process on a free loopback port, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<Value>,
-}
-
-impl ServerProcess {
-    fn start(extra_args: &[&str]) -> Self {
-        let mut child = Command::new(binary("echo-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--instance-id",
-                "bin-test",
-            ])
-            .args(extra_args)
-            .env("RUST_LOG", "info,echo_server=debug")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let event = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-                if tx.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            log,
-        };
-        let listening = server.wait_for_log("listening");
-        server.addr = listening["fields"]["addr"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        server
-    }
-
-    fn wait_for_log(&self, message: &str) -> Value {
-        loop {
-            let event = self
-                .log
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no {message:?} log line within 10 s"));
-            if event["fields"]["message"] == message {
-                return event;
-            }
-        }
-    }
-
-    fn client(&self, args: &[&str]) -> Output {
-        self.client_with_stdin(args, "")
-    }
-
-    fn client_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(binary("echo-client"))
-            .arg("--addr")
-            .arg(self.addr.to_string())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn grpcurl(&self, args: &[&str]) -> Output {
-        let addr = self.addr.to_string();
-        Command::new(grpcurl())
-            .arg("-plaintext")
-            .args(args.iter().map(|a| a.replace("ADDR", &addr)))
-            .output()
-            .unwrap()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        for _ in 0..1000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("echo-server did not exit within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn json_lines(output: &Output) -> Vec<Value> {
-    stdout(output)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn cli_calls_every_rpc() {
@@ -229,6 +59,19 @@ fn cli_calls_every_rpc() {
         "both",
     ]));
     assert_eq!(echoed[0]["metadata"]["x-team"], "payments");
+
+    for encoding in ["gzip", "zstd"] {
+        let compressed = json_lines(&server.client(&[
+            "--json",
+            "--compress",
+            encoding,
+            "--show-metadata",
+            "echo",
+            "squeezed",
+        ]));
+        assert_eq!(compressed[0]["metadata"]["grpc-encoding"], encoding);
+        assert_eq!(compressed[1]["message"], "squeezed");
+    }
 
     let health = stdout(&server.client(&["health"]));
     assert_eq!(health.trim(), "(server): Serving");

@@ -6,11 +6,13 @@ use common::TestServer;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-const EXPECTED: [&str; 4] = [
+const EXPECTED: [&str; 6] = [
     "echo.v1.EchoService",
+    "grpc.examples.echo.Echo",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.testing.TestService",
 ];
 
 #[tokio::test]

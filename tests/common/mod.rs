@@ -1,6 +1,8 @@
 //! Starts an in-process echo server on a loopback port for a test.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

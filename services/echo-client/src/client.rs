@@ -140,12 +140,20 @@ impl ClientBuilder {
     }
 
     fn client(self, transport: Transport) -> EchoClient {
+        // The server answers in the first accepted encoding it supports: put
+        // the request encoding first so both directions match.
+        let preferred = self.compression.unwrap_or(CompressionEncoding::Gzip);
+        let other = if preferred == CompressionEncoding::Gzip {
+            CompressionEncoding::Zstd
+        } else {
+            CompressionEncoding::Gzip
+        };
         let mut echo = EchoServiceClient::new(transport.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
+            .accept_compressed(preferred)
+            .accept_compressed(other);
         let mut health = HealthClient::new(transport)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
+            .accept_compressed(preferred)
+            .accept_compressed(other);
         if let Some(encoding) = self.compression {
             echo = echo.send_compressed(encoding);
             health = health.send_compressed(encoding);

@@ -573,17 +573,16 @@ async fn custom_metadata(clients: &Clients) -> anyhow::Result<()> {
     // tonic merges a unary call's headers and trailers into one map.
     check_echoed(response.metadata(), response.metadata()).context("UnaryCall")?;
 
-    let (request_size, response_size) = PING_PONG[0];
-    let (tx, response) = full_duplex(
-        clients,
-        ping(request_size, response_size),
-        Some(echo_metadata()),
-    )
-    .await?;
+    let (tx, response) =
+        full_duplex(clients, ping(271_828, 314_159), Some(echo_metadata())).await?;
     drop(tx);
     let headers = response.metadata().clone();
     let mut stream = response.into_inner();
-    collect(&mut stream).await?;
+    let sizes = collect(&mut stream).await?;
+    ensure!(
+        sizes == [314_159],
+        "FullDuplexCall response sizes {sizes:?}"
+    );
     let trailers = stream.trailers().await?.context("no trailers")?;
     check_echoed(&headers, &trailers).context("FullDuplexCall")
 }

@@ -16,7 +16,7 @@ use grpc_echo::grpc::testing::{
 use grpc_echo::wire::{CompressionPlan, ObservedCompression};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::call::{Call, EchoedMetadata};
@@ -199,11 +199,16 @@ impl TestServiceApi for TestService {
         self.unary(request).await
     }
 
+    /// Answers like UnaryCall, marked cacheable for proxies in between.
     async fn cacheable_unary_call(
         &self,
         request: Request<SimpleRequest>,
     ) -> Result<Response<SimpleResponse>, Status> {
-        self.unary(request).await
+        let mut response = self.unary(request).await?;
+        response
+            .metadata_mut()
+            .insert("cache-control", MetadataValue::from_static("max-age=60"));
+        Ok(response)
     }
 
     type StreamingOutputCallStream = InteropStream;

@@ -10,6 +10,7 @@ use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
@@ -115,8 +116,10 @@ impl Server {
             .layer(DeadlineLayer)
             .layer(MessageCompressionLayer)
             .add_service(compressed!(health_service))
-            .add_service(compressed!(reflection().build_v1()?))
-            .add_service(compressed!(reflection().build_v1alpha()?))
+            .add_service(compressed!(reflection(self.config.interop).build_v1()?))
+            .add_service(compressed!(
+                reflection(self.config.interop).build_v1alpha()?
+            ))
             .add_service(compressed!(echo))
             .add_service(compressed!(example_echo))
             .add_optional_service(interop)
@@ -173,12 +176,28 @@ pub async fn run(
     Server::new(config).run(listener, shutdown).await
 }
 
-/// Both reflection versions describe every service served, each other included.
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .include_reflection_service(false)
-        .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+/// Both reflection versions list exactly the services served (each other
+/// included), and describe them from every descriptor set compiled in.
+fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
+    let mut served = vec![
+        <EchoServiceServer<EchoService> as NamedService>::NAME,
+        <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
+        tonic_health::pb::health_server::SERVICE_NAME,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    if interop {
+        served.push(<TestServiceServer<TestService> as NamedService>::NAME);
+    }
+    served.into_iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ),
+        |builder, name| builder.with_service_name(name),
+    )
 }
