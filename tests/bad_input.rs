@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use echo_client::proto::EchoRequest;
+use echo_client::proto::echo_service_client::EchoServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -115,23 +116,59 @@ async fn malformed_protobuf_gets_a_status_not_a_crash() {
     server.stop().await;
 }
 
-/// tonic answers OUT_OF_RANGE where the gRPC spec says RESOURCE_EXHAUSTED; the
-/// limit itself holds and the message says why.
+/// RESOURCE_EXHAUSTED as the gRPC spec says (tonic alone says OUT_OF_RANGE),
+/// and the same connection goes on serving.
 #[tokio::test]
-async fn oversized_message_is_refused_with_a_clear_status() {
-    let server = TestServer::start().await;
+async fn oversized_messages_get_resource_exhausted_both_ways() {
+    let server = TestServer::with_config(echo_server::Config {
+        max_message_size: 64 * 1024,
+        ..Default::default()
+    })
+    .await;
     let client = server.client().await;
-    let request = EchoRequest {
-        payload: vec![0; 5 * 1024 * 1024].into(),
+    let too_big = EchoRequest {
+        payload: vec![0; 100 * 1024].into(),
         ..Default::default()
     };
-    let status = client.echo(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let status = client.echo(too_big.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("too large"),
         "{}",
         status.message()
     );
-    assert_still_serving(&server).await;
+
+    // On a stream the status arrives in the trailers.
+    let status = client
+        .client_stream(tokio_stream::iter([EchoRequest::default(), too_big]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    // Too big to send back (uncompressed, so the limit bites): refused on the way out.
+    let channel = Channel::from_shared(server.uri())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = EchoRequest {
+        response_size: Some(100 * 1024),
+        ..Default::default()
+    };
+    let status = EchoServiceClient::new(channel)
+        .echo(request)
+        .await
+        .map(|response| response.into_inner().payload.len())
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let again = EchoRequest {
+        message: "same connection".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.echo(again).await.unwrap().get_ref().message,
+        "same connection"
+    );
     server.stop().await;
 }

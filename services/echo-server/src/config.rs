@@ -17,6 +17,35 @@ pub const DEFAULT_MAX_STREAM_COUNT: u32 = 10_000;
 pub const DEFAULT_MAX_PAYLOAD_SIZE: u32 = 1024 * 1024;
 /// Default `--max-summary-messages`.
 pub const DEFAULT_MAX_SUMMARY_MESSAGES: u32 = 100;
+/// Default `--max-message-size`: gRPC's usual 4 MiB, both ways, after decompression.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// Default `--max-concurrent-streams` per connection (hyper's own default,
+/// which tonic's builder would otherwise remove).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `--max-concurrent-calls` across all connections.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 10_000;
+/// Default `--max-call-time`.
+pub const DEFAULT_MAX_CALL_TIME: Duration = Duration::from_secs(300);
+/// Default `--keepalive-interval`.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `--keepalive-timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default `--max-header-list-size` (bytes).
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Default `--handshake-timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--auth-open-services`: what load balancers and tools must reach without a token.
+pub const DEFAULT_AUTH_OPEN_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+/// Streams a connection may get reset for its own protocol errors before it is
+/// closed with GOAWAY (hyper's default, the RUSTSEC-2024-0003 defence, which
+/// tonic's builder would otherwise switch off).
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,7 +57,7 @@ pub enum LogFormat {
 }
 
 /// Everything `echo-server` can be told, from flags or `ECHO_*` variables.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, PartialEq, Parser)]
 #[command(name = "echo-server", version, about)]
 pub struct Config {
     /// Address to listen on.
@@ -66,6 +95,63 @@ pub struct Config {
     /// How many messages a ClientStream summary lists before truncating.
     #[arg(long, env = "ECHO_MAX_SUMMARY_MESSAGES", default_value_t = DEFAULT_MAX_SUMMARY_MESSAGES)]
     pub max_summary_messages: u32,
+
+    /// Largest message (bytes) received or sent, after decompression.
+    #[arg(long, env = "ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE, help_heading = "Limits")]
+    pub max_message_size: usize,
+
+    /// Streams one connection may have open at once (advertised in SETTINGS).
+    #[arg(long, env = "ECHO_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS, help_heading = "Limits")]
+    pub max_concurrent_streams: u32,
+
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "ECHO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, help_heading = "Limits")]
+    pub max_connections: usize,
+
+    /// Calls starting at once across all connections; more get RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "ECHO_MAX_CONCURRENT_CALLS", default_value_t = DEFAULT_MAX_CONCURRENT_CALLS, help_heading = "Limits")]
+    pub max_concurrent_calls: usize,
+
+    /// Longest a call may last, whatever deadline its caller sets (DEADLINE_EXCEEDED past it).
+    #[arg(long, env = "ECHO_MAX_CALL_TIME", default_value_t = DEFAULT_MAX_CALL_TIME.into(), help_heading = "Limits")]
+    pub max_call_time: humantime::Duration,
+
+    /// Close connections this old (GOAWAY), so load balancers can rebalance [default: never].
+    #[arg(long, env = "ECHO_MAX_CONNECTION_AGE", help_heading = "Limits")]
+    pub max_connection_age: Option<humantime::Duration>,
+
+    /// After `--max-connection-age`, how long open calls may finish before the connection is cut [default: until they finish].
+    #[arg(
+        long,
+        env = "ECHO_MAX_CONNECTION_AGE_GRACE",
+        requires = "max_connection_age",
+        help_heading = "Limits"
+    )]
+    pub max_connection_age_grace: Option<humantime::Duration>,
+
+    /// Interval of HTTP/2 keepalive PINGs to idle peers.
+    #[arg(long, env = "ECHO_KEEPALIVE_INTERVAL", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.into(), help_heading = "Limits")]
+    pub keepalive_interval: humantime::Duration,
+
+    /// A peer that does not answer a keepalive PING within this is disconnected.
+    #[arg(long, env = "ECHO_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.into(), help_heading = "Limits")]
+    pub keepalive_timeout: humantime::Duration,
+
+    /// Largest header list (bytes) a request may send.
+    #[arg(long, env = "ECHO_MAX_HEADER_LIST_SIZE", default_value_t = DEFAULT_MAX_HEADER_LIST_SIZE, help_heading = "Limits")]
+    pub max_header_list_size: u32,
+
+    /// Require `authorization: Bearer <token>` with a token from this file (one per line).
+    #[arg(long, env = "ECHO_AUTH_TOKEN_FILE", help_heading = "Security")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
+    /// Services reachable without a token (comma-separated full names).
+    #[arg(long, env = "ECHO_AUTH_OPEN_SERVICES", value_delimiter = ',', default_values_t = DEFAULT_AUTH_OPEN_SERVICES.map(String::from), help_heading = "Security")]
+    pub auth_open_services: Vec<String>,
+
+    /// A new connection must send the HTTP/2 preface within this, or it is closed.
+    #[arg(long, env = "ECHO_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.into(), help_heading = "Limits")]
+    pub handshake_timeout: humantime::Duration,
 }
 
 impl Default for Config {
@@ -82,6 +168,19 @@ impl Default for Config {
             max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
             max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
             interop: true,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_call_time: DEFAULT_MAX_CALL_TIME.into(),
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL.into(),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT.into(),
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT.into(),
+            auth_token_file: None,
+            auth_open_services: DEFAULT_AUTH_OPEN_SERVICES.map(String::from).to_vec(),
         }
     }
 }
@@ -100,14 +199,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_documented_constants() {
+    fn clap_defaults_and_default_agree() {
         let parsed = Config::try_parse_from(["echo-server"]).unwrap();
-        let default = Config::default();
-        assert_eq!(parsed.listen, default.listen);
-        assert_eq!(*parsed.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
-        assert_eq!(*parsed.max_delay, DEFAULT_MAX_DELAY);
-        assert_eq!(parsed.max_stream_count, default.max_stream_count);
-        assert_eq!(parsed.max_payload_size, default.max_payload_size);
+        assert_eq!(parsed, Config::default());
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! # Layout
 //!
 //! - [`config`]: the clap [`Config`] and its `DEFAULT_*` values.
-//! - [`server`]: [`Server`] / [`run`]: service assembly and graceful shutdown.
+//! - [`server`]: [`Server`] / [`run`]: service assembly, limits and graceful shutdown.
+//! - `connections`: accepted connections, capped in number and in preface time.
 //! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
 //! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
 //! - [`examples`]: `grpc.examples.echo.Echo`, grpc-go's example echo service.
@@ -33,6 +34,7 @@
 
 mod call;
 pub mod config;
+mod connections;
 mod controls;
 pub mod error;
 pub mod examples;

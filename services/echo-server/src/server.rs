@@ -11,13 +11,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::util::option_layer;
 
 use crate::config::Config;
+use crate::config::MAX_LOCAL_ERROR_RESET_STREAMS;
+use crate::connections;
 use crate::examples::ExampleEchoService;
 use crate::interop::TestService;
-use crate::layers::{DeadlineLayer, MessageCompressionLayer, TraceLayer, TrailersLayer};
+use crate::layers::{
+    AuthLayer, DeadlineLayer, MessageCompressionLayer, MessageSizeStatusLayer, Tokens, TraceLayer,
+    TrailersLayer,
+};
 use crate::service::EchoService;
 use crate::stats::Stats;
 
@@ -26,11 +33,14 @@ use crate::stats::Stats;
 /// bounds shutdown when a peer never closes its connection.
 pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
 
-/// Accepts gzip and zstd requests, and answers compressed in whichever of the
-/// two the client accepts (tonic's generated servers share no trait for this).
+/// Limits messages to `max_message_size` both ways, accepts gzip and zstd
+/// requests, and answers compressed in whichever of the two the client accepts
+/// (tonic's generated servers share no trait for this).
 macro_rules! compressed {
-    ($service:expr) => {
+    ($service:expr, $max_message_size:expr) => {
         $service
+            .max_decoding_message_size($max_message_size)
+            .max_encoding_message_size($max_message_size)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip)
@@ -44,6 +54,14 @@ pub enum ServeError {
     /// The descriptor sets given to reflection do not decode.
     #[error("reflection descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The token file cannot be read or holds no token.
+    #[error("auth token file {path}: {reason}")]
+    TokenFile {
+        /// The file named by `--auth-token-file`.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The HTTP/2 server failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -82,6 +100,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let config = &self.config;
         let streams_end = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
 
@@ -100,6 +119,8 @@ impl Server {
             ))
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(config.max_message_size)
+            .max_encoding_message_size(config.max_message_size)
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<EchoServiceServer<EchoService>>().await;
@@ -110,21 +131,51 @@ impl Server {
             health.set_serving::<TestServiceServer<TestService>>().await;
         }
 
-        let serve = tonic::transport::Server::builder()
+        let auth = match &config.auth_token_file {
+            Some(path) => Some(AuthLayer::new(
+                read_tokens(path)?,
+                config.auth_open_services.clone(),
+            )),
+            None => None,
+        };
+        let max_message_size = config.max_message_size;
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .http2_keepalive_interval(Some(*config.keepalive_interval))
+            .http2_keepalive_timeout(Some(*config.keepalive_timeout))
+            .http2_max_header_list_size(config.max_header_list_size);
+        if let Some(age) = config.max_connection_age {
+            builder = builder.max_connection_age(*age);
+        }
+        if let Some(grace) = config.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(*grace);
+        }
+        let serve = builder
             .layer(TraceLayer)
-            .layer(TrailersLayer)
-            .layer(DeadlineLayer)
-            .layer(MessageCompressionLayer)
-            .add_service(compressed!(health_service))
-            .add_service(compressed!(reflection(self.config.interop).build_v1()?))
-            .add_service(compressed!(
-                reflection(self.config.interop).build_v1alpha()?
+            .layer(MessageSizeStatusLayer)
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(
+                config.max_concurrent_calls,
             ))
-            .add_service(compressed!(echo))
-            .add_service(compressed!(example_echo))
+            .layer(TrailersLayer)
+            .layer(option_layer(auth))
+            .layer(DeadlineLayer::new(*config.max_call_time))
+            .layer(MessageCompressionLayer)
+            .add_service(compressed!(health_service, max_message_size))
+            .add_service(compressed!(
+                reflection(config.interop).build_v1()?,
+                max_message_size
+            ))
+            .add_service(compressed!(
+                reflection(config.interop).build_v1alpha()?,
+                max_message_size
+            ))
+            .add_service(compressed!(echo, max_message_size))
+            .add_service(compressed!(example_echo, max_message_size))
             .add_optional_service(interop)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                connections::accept(listener, config.max_connections, *config.handshake_timeout),
                 stop_accepting.clone().cancelled_owned(),
             );
         tokio::pin!(serve);
@@ -178,6 +229,20 @@ pub async fn run(
 
 /// Both reflection versions list exactly the services served (each other
 /// included), and describe them from every descriptor set compiled in.
+fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
+    let error = |reason: String| ServeError::TokenFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
+    let tokens = Tokens::parse(&text);
+    if tokens.is_empty() {
+        return Err(error("no token in it".to_owned()));
+    }
+    tracing::info!(tokens = tokens.len(), "bearer-token authentication on");
+    Ok(tokens)
+}
+
 fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
     let mut served = vec![
         <EchoServiceServer<EchoService> as NamedService>::NAME,

@@ -1,5 +1,6 @@
-//! Honours the caller's `grpc-timeout`: handlers see it as a [`Deadline`], and a
-//! call whose response has not started by then ends with DEADLINE_EXCEEDED.
+//! Honours the caller's `grpc-timeout`, capped by the server's longest call
+//! time: handlers see it as a [`Deadline`], and a call whose response has not
+//! started by then ends with DEADLINE_EXCEEDED.
 //!
 //! tonic enforces the same header itself but answers CANCELLED; this layer sits
 //! inside tonic's timer, starts first, and so answers first with the code the
@@ -7,7 +8,8 @@
 //! handlers, which watch the [`Deadline`].
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use grpc_echo::grpc_timeout;
 use pin_project_lite::pin_project;
@@ -22,14 +24,26 @@ use crate::error::EchoError;
 pub struct Deadline(pub Instant);
 
 /// Applies the caller's deadline; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DeadlineLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    max_call_time: Duration,
+}
+
+impl DeadlineLayer {
+    /// No call lasts longer than `max_call_time`, whatever its caller asks.
+    pub fn new(max_call_time: Duration) -> Self {
+        Self { max_call_time }
+    }
+}
 
 impl<S> Layer<S> for DeadlineLayer {
     type Service = DeadlineService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService { inner }
+        DeadlineService {
+            inner,
+            max_call_time: self.max_call_time,
+        }
     }
 }
 
@@ -37,6 +51,7 @@ impl<S> Layer<S> for DeadlineLayer {
 #[derive(Debug, Clone)]
 pub struct DeadlineService<S> {
     inner: S,
+    max_call_time: Duration,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for DeadlineService<S>
@@ -53,16 +68,15 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let deadline = request
+        let timeout = request
             .headers()
             .get(grpc_timeout::HEADER)
             .and_then(grpc_timeout::parse)
-            .and_then(|timeout| Instant::now().checked_add(timeout));
-        if let Some(deadline) = deadline {
-            request.extensions_mut().insert(Deadline(deadline));
-        }
+            .map_or(self.max_call_time, |asked| asked.min(self.max_call_time));
+        let deadline = Instant::now() + timeout;
+        request.extensions_mut().insert(Deadline(deadline));
         DeadlineFuture {
-            sleep: deadline.map(tokio::time::sleep_until),
+            sleep: tokio::time::sleep_until(deadline),
             inner: self.inner.call(request),
         }
     }
@@ -74,7 +88,7 @@ pin_project! {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Option<Sleep>,
+        sleep: Sleep,
     }
 }
 
@@ -90,12 +104,9 @@ where
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(output);
         }
-        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Ok(tonic::Status::from(
-                EchoError::DeadlineExceeded,
-            )
-            .into_http())),
-            _ => Poll::Pending,
-        }
+        ready!(this.sleep.poll(cx));
+        Poll::Ready(Ok(
+            tonic::Status::from(EchoError::DeadlineExceeded).into_http()
+        ))
     }
 }
