@@ -237,6 +237,41 @@ fn every_rpc_is_logged_with_method_peer_code_and_duration() {
 }
 
 #[test]
+fn bearer_tokens_are_required_and_never_logged() {
+    let tokens = std::env::temp_dir().join(format!("grpc-echo-bin-tokens-{}", std::process::id()));
+    std::fs::write(&tokens, "s3cret-token-value\n").unwrap();
+    let mut server =
+        ServerProcess::start_logging(&["--auth-token-file", tokens.to_str().unwrap()], "debug");
+    assert!(
+        server
+            .client(&["--token", "s3cret-token-value", "echo", "in"])
+            .status
+            .success()
+    );
+    let refused = server.client(&["--token", "wrong-token-value", "echo", "out"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"));
+    assert!(
+        server.client(&["health"]).status.success(),
+        "health stays open"
+    );
+
+    assert!(server.terminate().success());
+    let log: Vec<String> = server
+        .remaining_log()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(log.len() > 5, "expected a debug log, got {log:?}");
+    for line in &log {
+        assert!(
+            !line.contains("s3cret-token-value") && !line.contains("wrong-token-value"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let mut server = ServerProcess::start(&["--shutdown-grace", "300ms"]);
     assert!(server.client(&["echo", "x"]).status.success());

@@ -1,6 +1,7 @@
 //! Starts an in-process echo server on a loopback port for a test.
 #![allow(dead_code)]
 
+pub mod h2raw;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -52,6 +52,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_logging(extra_args, "info,echo_server=debug")
+    }
+
+    /// Starts with `RUST_LOG=rust_log`.
+    pub fn start_logging(extra_args: &[&str], rust_log: &str) -> Self {
         let mut child = Command::new(binary("echo-server"))
             .args([
                 "--listen",
@@ -62,7 +67,7 @@ impl ServerProcess {
                 "bin-test",
             ])
             .args(extra_args)
-            .env("RUST_LOG", "info,echo_server=debug")
+            .env("RUST_LOG", rust_log)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -101,6 +106,15 @@ impl ServerProcess {
                 return event;
             }
         }
+    }
+
+    /// Every log event not read yet, up to the end of the process's output.
+    pub fn remaining_log(&self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.log.recv_timeout(Duration::from_secs(10)) {
+            events.push(event);
+        }
+        events
     }
 
     pub fn client(&self, args: &[&str]) -> Output {

@@ -77,6 +77,11 @@ impl ClientBuilder {
         Ok(self)
     }
 
+    /// Sends `authorization: Bearer <token>` with every call.
+    pub fn bearer_token(self, token: &str) -> Result<Self, ClientError> {
+        self.metadata("authorization", &format!("Bearer {token}"))
+    }
+
     /// Binary metadata (`key` ends in `-bin`) sent with every call that does not set `key`.
     pub fn binary_metadata(mut self, key: &str, value: &[u8]) -> Result<Self, ClientError> {
         let name = tonic::metadata::BinaryMetadataKey::from_bytes(key.as_bytes()).map_err(|e| {

@@ -43,6 +43,10 @@ struct Cli {
     #[arg(short = 'H', long = "header", global = true, value_parser = parse_header)]
     headers: Vec<(String, String)>,
 
+    /// Bearer token sent as `authorization` with each call.
+    #[arg(long, global = true, env = "ECHO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true, env = "ECHO_JSON")]
     json: bool,
@@ -192,6 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Compression::Gzip => CompressionEncoding::Gzip,
             Compression::Zstd => CompressionEncoding::Zstd,
         });
+    }
+    if let Some(token) = &cli.token {
+        builder = builder.bearer_token(token)?;
     }
     for (key, value) in &cli.headers {
         builder = if key.ends_with("-bin") {

@@ -1,6 +1,11 @@
-//! Accepted TCP connections, with a cap on how many are open and a deadline for
+//! Accepted TCP connections, with a cap on how many are open, a deadline for
 //! the HTTP/2 preface (hyper has neither: a silent peer would hold a connection,
-//! and graceful shutdown, forever).
+//! and graceful shutdown, forever), and an optional hard end of life.
+//!
+//! The hard end of life completes `--max-connection-age-grace`: tonic sends
+//! the age's GOAWAY only when no grace is set, and with one it cuts the
+//! connection at age + grace without any GOAWAY. So tonic is given the age
+//! alone, and the cut comes from here.
 
 use std::io;
 use std::pin::Pin;
@@ -25,6 +30,7 @@ pub(crate) fn accept(
     listener: TcpListener,
     max_connections: usize,
     handshake_timeout: Duration,
+    max_lifetime: Option<Duration>,
 ) -> impl Stream<Item = io::Result<Connection>> {
     let permits = Arc::new(Semaphore::new(max_connections));
     async_stream::stream! {
@@ -49,19 +55,22 @@ pub(crate) fn accept(
                 _permit: permit,
                 preface_read: 0,
                 preface_deadline: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+                end_of_life: max_lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
             });
         }
     }
 }
 
 pin_project! {
-    /// An accepted connection: closed with an error if the preface is late.
+    /// An accepted connection: closed with an error if the preface is late or
+    /// its lifetime is over.
     pub struct Connection {
         #[pin]
         stream: TcpStream,
         _permit: OwnedSemaphorePermit,
         preface_read: usize,
         preface_deadline: Option<Pin<Box<Sleep>>>,
+        end_of_life: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -72,6 +81,14 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if let Some(end) = this.end_of_life
+            && end.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection past its maximum age and grace",
+            )));
+        }
         let before = buf.filled().len();
         let result = this.stream.poll_read(cx, buf);
         if let Some(deadline) = this.preface_deadline {

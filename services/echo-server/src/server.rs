@@ -145,12 +145,15 @@ impl Server {
             .http2_keepalive_interval(Some(*config.keepalive_interval))
             .http2_keepalive_timeout(Some(*config.keepalive_timeout))
             .http2_max_header_list_size(config.max_header_list_size);
+        // The age's GOAWAY comes from tonic, the cut after the grace from
+        // `connections` (see there why).
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(*age);
         }
-        if let Some(grace) = config.max_connection_age_grace {
-            builder = builder.max_connection_age_grace(*grace);
-        }
+        let max_lifetime = config
+            .max_connection_age
+            .zip(config.max_connection_age_grace)
+            .map(|(age, grace)| *age + *grace);
         let serve = builder
             .layer(TraceLayer)
             .layer(MessageSizeStatusLayer)
@@ -175,7 +178,12 @@ impl Server {
             .add_service(compressed!(example_echo, max_message_size))
             .add_optional_service(interop)
             .serve_with_incoming_shutdown(
-                connections::accept(listener, config.max_connections, *config.handshake_timeout),
+                connections::accept(
+                    listener,
+                    config.max_connections,
+                    *config.handshake_timeout,
+                    max_lifetime,
+                ),
                 stop_accepting.clone().cancelled_owned(),
             );
         tokio::pin!(serve);

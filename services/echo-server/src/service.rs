@@ -208,12 +208,14 @@ impl EchoServiceApi for EchoService {
 /// where `targets` ask for it.
 fn echoed(metadata: &MetadataMap, targets: EchoTargets) -> EchoedMetadata {
     let custom = || {
-        const PROTOCOL: [&str; 5] = [
+        // Credentials are never echoed: proxies in between may log response headers.
+        const PROTOCOL: [&str; 6] = [
             "te",
             "content-type",
             "user-agent",
             "accept-encoding",
             "host",
+            "authorization",
         ];
         let mut custom = HeaderMap::new();
         for (name, value) in metadata.as_ref() {

@@ -1,0 +1,100 @@
+//! Hand-made HTTP/2 frames, for attacks and checks a well-behaved client library
+//! will not produce.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const SETTINGS: u8 = 0x4;
+pub const HEADERS: u8 = 0x1;
+pub const GOAWAY: u8 = 0x7;
+pub const END_HEADERS: u8 = 0x4;
+pub const END_STREAM: u8 = 0x1;
+pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// One frame: 24-bit length, type, flags, stream id, payload.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK block of literal, never-indexed fields (no Huffman), so any name
+/// can be sent, valid or not.
+pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.push(0x10);
+        for text in [name, value] {
+            assert!(text.len() < 127, "long strings need multi-byte lengths");
+            out.push(text.len() as u8);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out
+}
+
+/// The request headers of a gRPC call to `path`, plus `extra`.
+pub fn grpc_request(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut fields = vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+    fields.extend_from_slice(extra);
+    header_block(&fields)
+}
+
+/// A frame as read back.
+#[derive(Debug)]
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one frame; `None` at end of stream.
+pub async fn read_frame(socket: &mut (impl AsyncReadExt + Unpin)) -> Option<Frame> {
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).await.ok()?;
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0; length];
+    socket.read_exact(&mut payload).await.ok()?;
+    Some(Frame {
+        kind: header[3],
+        flags: header[4],
+        stream: u32::from_be_bytes(header[5..9].try_into().unwrap()) & 0x7fff_ffff,
+        payload,
+    })
+}
+
+/// Connects and sends the preface and an empty SETTINGS frame.
+pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(PREFACE).await.unwrap();
+    socket.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    socket
+}
+
+/// The parameters of a SETTINGS frame.
+pub fn settings(frame: &Frame) -> Vec<(u16, u32)> {
+    frame
+        .payload
+        .chunks_exact(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! Connections are rotated by age (GOAWAY), with and without a grace period;
+//! clients reconnect, and nothing panics (tonic 0.14.5/0.14.6 panicked without
+//! a grace period, grpc-rust #2522). Its own test binary, so the panic hook
+//! below sees this test's panics only.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use echo_client::proto::{EchoRequest, StreamControl};
+use echo_server::Config;
+
+#[tokio::test]
+async fn connections_are_rotated_by_age_and_clients_reconnect() {
+    let panics = Arc::new(AtomicUsize::new(0));
+    let previous = std::panic::take_hook();
+    std::panic::set_hook({
+        let panics = Arc::clone(&panics);
+        Box::new(move |info| {
+            panics.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        })
+    });
+
+    for grace in [None, Some(Duration::from_millis(100))] {
+        let server = TestServer::with_config(Config {
+            max_connection_age: Some(Duration::from_millis(200).into()),
+            max_connection_age_grace: grace.map(Into::into),
+            ..Default::default()
+        })
+        .await;
+        let client = server.client().await;
+        let (mut ok, mut failed) = (0, 0);
+        let mut peers = std::collections::HashSet::new();
+        for _ in 0..40 {
+            match client.echo(EchoRequest::default()).await {
+                Ok(response) => {
+                    ok += 1;
+                    peers.insert(response.into_inner().peer);
+                }
+                Err(_) => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        println!(
+            "grace {grace:?}: {ok} ok, {failed} failed, {} connections",
+            peers.len()
+        );
+        // 40 calls over about a second: several connections, each under 200 ms old.
+        assert!(
+            peers.len() >= 3,
+            "grace {grace:?}: only {} connections used",
+            peers.len()
+        );
+        assert_eq!(
+            failed, 0,
+            "grace {grace:?}: calls failed across rotations ({ok} ok)"
+        );
+
+        // A stream that outlives age + grace is cut; without a grace it may finish.
+        let long = EchoRequest {
+            stream: Some(StreamControl {
+                count: Some(20),
+                interval: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 50_000_000,
+                }),
+            }),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut stream = client.server_stream(long).await.unwrap().into_inner();
+        let mut received = 0;
+        let ended = loop {
+            match stream.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => break Ok(()),
+                Err(status) => break Err(status),
+            }
+        };
+        match grace {
+            None => assert!(
+                ended.is_ok() && received == 20,
+                "{ended:?} after {received}"
+            ),
+            Some(grace) => {
+                assert!(
+                    ended.is_err(),
+                    "a stream outlived age + grace ({received} messages)"
+                );
+                assert!(
+                    started.elapsed()
+                        < Duration::from_millis(200) + grace + Duration::from_millis(500)
+                );
+            }
+        }
+        client
+            .echo(EchoRequest::default())
+            .await
+            .expect("the client reconnects");
+        server.stop().await;
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "something panicked");
+}
