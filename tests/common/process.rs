@@ -57,10 +57,19 @@ impl ServerProcess {
 
     /// Starts with `RUST_LOG=rust_log`.
     pub fn start_logging(extra_args: &[&str], rust_log: &str) -> Self {
+        Self::spawn("127.0.0.1:0", extra_args, rust_log)
+    }
+
+    /// Starts listening on `listen` (e.g. again on the port of a stopped one).
+    pub fn start_at(listen: &str, extra_args: &[&str]) -> Self {
+        Self::spawn(listen, extra_args, "info")
+    }
+
+    fn spawn(listen: &str, extra_args: &[&str], rust_log: &str) -> Self {
         let mut child = Command::new(binary("echo-server"))
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--log-format",
                 "json",
                 "--instance-id",
@@ -149,22 +158,32 @@ impl ServerProcess {
             .unwrap()
     }
 
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// The exit status, once the process has exited (within 10 s).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         for _ in 0..1000 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("echo-server did not exit within 10 s of SIGTERM");
+        panic!("echo-server did not exit within 10 s");
     }
 }
 

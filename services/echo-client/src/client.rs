@@ -1,5 +1,6 @@
 //! [`ClientBuilder`] and the typed [`EchoClient`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
@@ -7,7 +8,7 @@ use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{IntoRequest, IntoStreamingRequest, Response, Status, Streaming};
+use tonic::{IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -15,6 +16,7 @@ use tower_layer::Layer;
 
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
+use crate::retry::{RetryPolicy, Retrying};
 
 /// The channel every call goes through.
 pub type Transport = CallPolicy<Channel>;
@@ -27,6 +29,8 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
+    retry: Option<RetryPolicy>,
+    keepalive: Option<(Duration, Duration)>,
 }
 
 impl ClientBuilder {
@@ -39,7 +43,24 @@ impl ClientBuilder {
             timeout: None,
             metadata: MetadataMap::new(),
             compression: None,
+            retry: None,
+            keepalive: None,
         }
+    }
+
+    /// Send HTTP/2 PINGs every `interval`, even when idle; a server that does
+    /// not answer within `timeout` counts as gone and its calls fail with
+    /// UNAVAILABLE instead of hanging.
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Retry idempotent calls (`echo`, `health_check`) that fail with
+    /// UNAVAILABLE; see [`RetryPolicy`]. Off by default.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
     }
 
     /// Compress every request with `encoding`. Responses are accepted in gzip
@@ -138,8 +159,15 @@ impl ClientBuilder {
                 endpoint: self.endpoint.clone(),
                 source,
             })?;
-        Ok(match self.connect_timeout {
+        let endpoint = match self.connect_timeout {
             Some(timeout) => endpoint.connect_timeout(timeout),
+            None => endpoint,
+        };
+        Ok(match self.keepalive {
+            Some((interval, timeout)) => endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true),
             None => endpoint,
         })
     }
@@ -163,7 +191,14 @@ impl ClientBuilder {
             echo = echo.send_compressed(encoding);
             health = health.send_compressed(encoding);
         }
-        EchoClient { echo, health }
+        let retrying = self
+            .retry
+            .map(|policy| Arc::new(Retrying::new(policy, self.timeout)));
+        EchoClient {
+            echo,
+            health,
+            retrying,
+        }
     }
 }
 
@@ -175,6 +210,7 @@ impl ClientBuilder {
 pub struct EchoClient {
     echo: EchoServiceClient<Transport>,
     health: HealthClient<Transport>,
+    retrying: Option<Arc<Retrying>>,
 }
 
 impl EchoClient {
@@ -188,7 +224,17 @@ impl EchoClient {
         &self,
         request: impl IntoRequest<EchoRequest>,
     ) -> Result<Response<EchoResponse>, Status> {
-        self.echo.clone().echo(request).await
+        let request = request.into_request();
+        match &self.retrying {
+            Some(retrying) => {
+                retrying
+                    .call(request, |request| async {
+                        self.echo.clone().echo(request).await
+                    })
+                    .await
+            }
+            None => self.echo.clone().echo(request).await,
+        }
     }
 
     /// `ServerStream`: one request, a stream of responses.
@@ -217,10 +263,19 @@ impl EchoClient {
 
     /// Health of `service` (`""` for the whole server).
     pub async fn health_check(&self, service: &str) -> Result<ServingStatus, Status> {
-        let request = HealthCheckRequest {
+        let request = Request::new(HealthCheckRequest {
             service: service.to_owned(),
+        });
+        let response = match &self.retrying {
+            Some(retrying) => {
+                retrying
+                    .call(request, |request| async {
+                        self.health.clone().check(request).await
+                    })
+                    .await?
+            }
+            None => self.health.clone().check(request).await?,
         };
-        let response = self.health.clone().check(request).await?;
         Ok(response.get_ref().status())
     }
 

@@ -664,9 +664,11 @@ pub struct PerMessageCompression<S> {
     inner: S,
 }
 
-impl<S> Service<http::Request<Body>> for PerMessageCompression<S>
+impl<S, B> Service<http::Request<Body>> for PerMessageCompression<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -697,11 +699,13 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for ObservedResponse<F>
+impl<F, B, E> Future for ObservedResponse<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    type Output = F::Output;
+    type Output = Result<http::Response<Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = ready!(self.project().inner.poll(cx))?;

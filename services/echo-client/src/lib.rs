@@ -24,6 +24,7 @@
 //!
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
 //! - [`policy`]: the tower layer that applies default metadata and deadlines to every call.
+//! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`error`]: [`ClientError`], for building and connecting.
 //! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
 #![forbid(unsafe_code)]
@@ -31,9 +32,11 @@
 pub mod client;
 pub mod error;
 pub mod policy;
+pub mod retry;
 
 pub use client::{ClientBuilder, EchoClient};
 pub use error::ClientError;
+pub use retry::RetryPolicy;
 
 /// Compiles the README's Rust example as a doctest.
 #[cfg(doctest)]

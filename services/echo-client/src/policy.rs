@@ -1,5 +1,7 @@
 //! Applies the client's defaults to every call: default metadata, and a
-//! deadline that ends the call with DEADLINE_EXCEEDED.
+//! deadline that ends the call with DEADLINE_EXCEEDED. Also reports a broken
+//! connection as UNAVAILABLE, as the gRPC spec says (tonic says UNKNOWN),
+//! whether it breaks before the response or in the middle of a stream.
 //!
 //! A call's own timeout (`tonic::Request::set_timeout`) wins over the default.
 //! tonic's channel enforces `grpc-timeout` too, but reports CANCELLED; this
@@ -14,7 +16,7 @@ use grpc_echo::grpc_timeout;
 use http::HeaderMap;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tonic::Status;
+use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -60,8 +62,10 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallPolicy<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Error: Into<BoxError>,
+    ResBody: http_body::Body,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = S::Response;
+    type Response = http::Response<UnavailableOnBreak<ResBody>>;
     type Error = BoxError;
     type Future = CallPolicyFuture<S::Future>;
 
@@ -105,29 +109,86 @@ pin_project! {
     }
 }
 
-impl<F, R, E> Future for CallPolicyFuture<F>
+impl<F, B, E> Future for CallPolicyFuture<F>
 where
-    F: Future<Output = Result<R, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<R, BoxError>;
+    type Output = Result<http::Response<UnavailableOnBreak<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let expired = |deadline: &Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
         match this.inner.poll(cx) {
-            Poll::Ready(Ok(response)) => return Poll::Ready(Ok(response)),
+            Poll::Ready(Ok(response)) => {
+                return Poll::Ready(Ok(response.map(|inner| UnavailableOnBreak { inner })));
+            }
             // The channel's own timer fired (as CANCELLED): report it properly.
             Poll::Ready(Err(_)) if expired(this.deadline) => {
                 return Poll::Ready(Err(deadline_exceeded()));
             }
-            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+            // Failing before any response, the request never reached a handler:
+            // hyper's "canceled" here means the connection closed under it.
+            Poll::Ready(Err(err)) => {
+                return Poll::Ready(Err(as_unavailable(
+                    err.into(),
+                    &[Code::Unknown, Code::Cancelled],
+                )));
+            }
             Poll::Pending => {}
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(deadline_exceeded())),
             _ => Poll::Pending,
         }
+    }
+}
+
+/// The status tonic would make of `error`, but UNAVAILABLE where it would say
+/// one of `codes`: a transport failure (refused, reset, broken pipe) is the
+/// "service is currently unavailable" the spec means.
+fn as_unavailable(error: BoxError, codes: &[Code]) -> BoxError {
+    let status = Status::from_error(error);
+    if !codes.contains(&status.code()) {
+        return Box::new(status);
+    }
+    Box::new(Status::unavailable(format!(
+        "connection lost: {}",
+        status.message()
+    )))
+}
+
+pin_project! {
+    /// A response body whose transport failures surface as UNAVAILABLE.
+    pub struct UnavailableOnBreak<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> http_body::Body for UnavailableOnBreak<B>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, BoxError>>> {
+        self.project().inner.poll_frame(cx).map(|frame| {
+            frame.map(|frame| frame.map_err(|err| as_unavailable(err.into(), &[Code::Unknown])))
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
