@@ -90,4 +90,19 @@ mod tests {
         assert_eq!(encode(Duration::from_millis(250)), "250000u");
         assert_eq!(encode(Duration::from_secs(200)), "200000m");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_takes_any_text_without_panicking(text in "\\PC{0,12}") {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let _ = parse(&value);
+            }
+        }
+
+        #[test]
+        fn any_timeout_round_trips_no_shorter(nanos in 0u64..=u64::MAX / 4) {
+            let timeout = Duration::from_nanos(nanos);
+            proptest::prop_assert!(parse(&encode(timeout)).unwrap() >= timeout);
+        }
+    }
 }

@@ -264,4 +264,48 @@ mod tests {
             .unwrap();
         assert_eq!(back, vec![0; 1000]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_in_any_chunks_split_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(0usize..2048, 0..8),
+        ) {
+            let mut splitter = MessageSplitter::default();
+            let mut start = 0;
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                let cut = cut.min(bytes.len()).max(start);
+                splitter.push(&bytes[start..cut]);
+                while splitter.next_message().is_some() {}
+                start = cut;
+            }
+        }
+
+        #[test]
+        fn framed_messages_come_back_whole_however_they_are_cut(
+            messages in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                0..6,
+            ),
+            chunk in 1usize..64,
+        ) {
+            let framed: Vec<u8> = messages
+                .iter()
+                .flat_map(|(compressed, bytes)| {
+                    encode(&Message { compressed: *compressed, bytes: bytes.clone().into() }).to_vec()
+                })
+                .collect();
+            let mut splitter = MessageSplitter::default();
+            let mut back = Vec::new();
+            for piece in framed.chunks(chunk) {
+                splitter.push(piece);
+                while let Some(message) = splitter.next_message() {
+                    back.push((message.compressed, message.bytes.to_vec()));
+                }
+            }
+            proptest::prop_assert_eq!(back, messages);
+        }
+    }
 }

@@ -22,6 +22,13 @@ struct WrongWireType {
     message: u64,
 }
 
+/// `EchoRequest.message` (field 1) as raw bytes, so it can hold invalid UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawMessageField {
+    #[prost(bytes = "vec", tag = "1")]
+    message: Vec<u8>,
+}
+
 async fn raw_unary<M>(channel: Channel, path: &'static str, message: M) -> Result<(), tonic::Status>
 where
     M: prost::Message + Send + Sync + 'static,
@@ -112,6 +119,26 @@ async fn malformed_protobuf_gets_a_status_not_a_crash() {
     .unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(status.message().contains("decode"), "{}", status.message());
+    assert_still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_string_field_gets_a_status() {
+    let server = TestServer::start().await;
+    let channel = Channel::from_shared(server.uri())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let invalid = RawMessageField {
+        message: vec![b'h', 0xff, 0xfe, b'i'],
+    };
+    let status = raw_unary(channel, "/echo.v1.EchoService/Echo", invalid)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
     assert_still_serving(&server).await;
     server.stop().await;
 }

@@ -6,7 +6,12 @@ use tokio::net::TcpStream;
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const SETTINGS: u8 = 0x4;
+pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
+pub const RST_STREAM: u8 = 0x3;
+pub const PING: u8 = 0x6;
+pub const CONTINUATION: u8 = 0x9;
+pub const CANCEL: u32 = 0x8;
 pub const GOAWAY: u8 = 0x7;
 pub const END_HEADERS: u8 = 0x4;
 pub const END_STREAM: u8 = 0x1;
@@ -24,15 +29,30 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An HPACK integer with a `prefix`-bit prefix, after the `flags` bits.
+fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u8, mut value: usize) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
 /// An HPACK block of literal, never-indexed fields (no Huffman), so any name
-/// can be sent, valid or not.
+/// can be sent, valid or not, of any length.
 pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
         out.push(0x10);
         for text in [name, value] {
-            assert!(text.len() < 127, "long strings need multi-byte lengths");
-            out.push(text.len() as u8);
+            hpack_int(&mut out, 0, 7, text.len());
             out.extend_from_slice(text.as_bytes());
         }
     }

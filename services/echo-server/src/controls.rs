@@ -281,4 +281,45 @@ mod tests {
         };
         assert_eq!(field_of(limits.plan(&request, Rpc::Echo)), "response_size");
     }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, decoding then checking them never panics, and
+        /// a plan that passes stays within the limits.
+        #[test]
+        fn any_request_bytes_are_checked_without_panicking(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            use prost::Message;
+            let limits = limits();
+            if let Ok(request) = EchoRequest::decode(&bytes[..]) {
+                for rpc in [Rpc::Echo, Rpc::ServerStream, Rpc::ClientStream, Rpc::BidiStream] {
+                    if let Ok(plan) = limits.plan(&request, rpc) {
+                        proptest::prop_assert!(plan.delay <= limits.max_delay);
+                        proptest::prop_assert!(plan.interval <= limits.max_delay);
+                        proptest::prop_assert!(plan.count <= limits.max_stream_count);
+                        proptest::prop_assert!(plan.response_size.unwrap_or(0) <= limits.max_payload_size);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_control_values_are_checked_without_panicking(
+            seconds in proptest::num::i64::ANY,
+            nanos in proptest::num::i32::ANY,
+            code in proptest::num::i32::ANY,
+            echo in proptest::num::i32::ANY,
+            count in proptest::option::of(proptest::num::u32::ANY),
+        ) {
+            let duration = prost_types::Duration { seconds, nanos };
+            let request = EchoRequest {
+                delay: Some(duration),
+                error: Some(ErrorControl { code, ..Default::default() }),
+                echo_metadata: echo,
+                stream: Some(StreamControl { count, interval: Some(duration) }),
+                ..Default::default()
+            };
+            let _ = limits().plan(&request, Rpc::ServerStream);
+        }
+    }
 }
