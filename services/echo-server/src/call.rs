@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::connections::PeerInfo;
 use crate::error::EchoError;
 use crate::layers::{Deadline, ExtraTrailers};
 
@@ -17,6 +18,8 @@ use crate::layers::{Deadline, ExtraTrailers};
 #[derive(Debug)]
 pub(crate) struct Call {
     pub peer: String,
+    /// The verified client certificate's subject (mTLS), or empty.
+    pub peer_identity: String,
     deadline: Option<Instant>,
     /// Set for streams, which end when the shutdown grace period does.
     streams_end: Option<CancellationToken>,
@@ -24,11 +27,13 @@ pub(crate) struct Call {
 
 impl Call {
     pub fn unary<T>(request: &Request<T>) -> Self {
+        let peer = request.extensions().get::<PeerInfo>();
         Self {
-            peer: request
-                .remote_addr()
-                .map(|addr| addr.to_string())
-                .unwrap_or_default(),
+            peer: peer.map(|peer| peer.addr.to_string()).unwrap_or_default(),
+            peer_identity: peer
+                .and_then(|peer| peer.identity.as_deref())
+                .unwrap_or_default()
+                .to_owned(),
             deadline: request.extensions().get::<Deadline>().map(|d| d.0),
             streams_end: None,
         }

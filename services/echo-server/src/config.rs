@@ -149,7 +149,19 @@ pub struct Config {
     #[arg(long, env = "ECHO_AUTH_OPEN_SERVICES", value_delimiter = ',', default_values_t = DEFAULT_AUTH_OPEN_SERVICES.map(String::from), help_heading = "Security")]
     pub auth_open_services: Vec<String>,
 
-    /// A new connection must send the HTTP/2 preface within this, or it is closed.
+    /// Serve TLS with this PEM certificate chain (reloaded when the file changes or on SIGHUP).
+    #[arg(long, env = "ECHO_TLS_CERT", requires = "tls_key", help_heading = "Security")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "ECHO_TLS_KEY", requires = "tls_cert", help_heading = "Security")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
+    #[arg(long, env = "ECHO_TLS_CLIENT_CA", requires = "tls_cert", help_heading = "Security")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// A new connection must finish its TLS handshake, and then send the HTTP/2 preface, within this.
     #[arg(long, env = "ECHO_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.into(), help_heading = "Limits")]
     pub handshake_timeout: humantime::Duration,
 }
@@ -180,12 +192,24 @@ impl Default for Config {
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT.into(),
             auth_token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             auth_open_services: DEFAULT_AUTH_OPEN_SERVICES.map(String::from).to_vec(),
         }
     }
 }
 
 impl Config {
+    /// The TLS files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// The instance id to report: the configured one, else the host name.
     pub fn instance(&self) -> String {
         self.instance_id

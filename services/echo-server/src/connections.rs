@@ -1,6 +1,7 @@
-//! Accepted TCP connections, with a cap on how many are open, a deadline for
-//! the HTTP/2 preface (hyper has neither: a silent peer would hold a connection,
-//! and graceful shutdown, forever), and an optional hard end of life.
+//! Accepted connections: capped in number, TLS handshakes run concurrently
+//! and bounded in time, a deadline for the HTTP/2 preface (hyper has none: a
+//! silent peer would hold a connection, and graceful shutdown, forever), and
+//! an optional hard end of life.
 //!
 //! The hard end of life completes `--max-connection-age-grace`: tonic sends
 //! the age's GOAWAY only when no grace is set, and with one it cuts the
@@ -8,34 +9,60 @@
 //! alone, and the cut comes from here.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Sleep;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::tls::Tls;
 
 /// Bytes a client sends first: the 24-byte preface and a SETTINGS frame header.
 const PREFACE_LEN: usize = 24 + 9;
 
+/// What handlers and logs know of a connection's peer (the connect info of every request).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The subject of its verified client certificate (mTLS only).
+    pub identity: Option<Arc<str>>,
+}
+
+/// Limits on each accepted connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub max_connections: usize,
+    /// For the TLS handshake, then again for the HTTP/2 preface.
+    pub handshake_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+}
+
 /// Accepts connections from `listener` while fewer than `max_connections` are
-/// open; one over the cap is closed at once.
+/// open (one over the cap is closed at once). Stops, closing the listener,
+/// when the returned stream is dropped.
 pub(crate) fn accept(
     listener: TcpListener,
-    max_connections: usize,
-    handshake_timeout: Duration,
-    max_lifetime: Option<Duration>,
+    limits: ConnectionLimits,
+    tls: Option<Tls>,
 ) -> impl Stream<Item = io::Result<Connection>> {
-    let permits = Arc::new(Semaphore::new(max_connections));
-    async_stream::stream! {
+    let (ready, incoming) = mpsc::channel(64);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = ready.closed() => return,
+            };
+            let (stream, addr) = match accepted {
                 Ok(accepted) => accepted,
                 // Per-connection failures (e.g. reset before accept) must not stop the server.
                 Err(err) => {
@@ -44,44 +71,70 @@ pub(crate) fn accept(
                 }
             };
             let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                tracing::warn!(%peer, max_connections, "connection limit reached: closing new connection");
+                tracing::warn!(peer = %addr, limits.max_connections, "connection limit reached: closing new connection");
                 continue;
             };
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
-            yield Ok(Connection {
-                stream,
-                _permit: permit,
-                preface_read: 0,
-                preface_deadline: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
-                end_of_life: max_lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
+            let peer = PeerInfo { addr, identity: None };
+            let Some(tls) = tls.clone() else {
+                let connection = Connection::new(Box::new(stream), peer, permit, limits);
+                if ready.send(Ok(connection)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            // Handshakes run side by side: a slow one must not hold up the rest.
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await {
+                    Ok(Ok((stream, identity))) => {
+                        let peer = PeerInfo { identity: identity.map(Arc::from), ..peer };
+                        let _ = ready.send(Ok(Connection::new(Box::new(stream), peer, permit, limits))).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(peer = %addr, cause = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                }
             });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
+/// A byte stream a connection runs on: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An accepted connection: closed with an error if the preface is late or
+/// its lifetime is over.
+pub struct Connection {
+    io: Box<dyn Io>,
+    peer: PeerInfo,
+    _permit: OwnedSemaphorePermit,
+    preface_read: usize,
+    preface_deadline: Option<Pin<Box<Sleep>>>,
+    end_of_life: Option<Pin<Box<Sleep>>>,
+}
+
+impl Connection {
+    fn new(io: Box<dyn Io>, peer: PeerInfo, permit: OwnedSemaphorePermit, limits: ConnectionLimits) -> Self {
+        Self {
+            io,
+            peer,
+            _permit: permit,
+            preface_read: 0,
+            preface_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
+            end_of_life: limits.max_lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
         }
     }
 }
 
-pin_project! {
-    /// An accepted connection: closed with an error if the preface is late or
-    /// its lifetime is over.
-    pub struct Connection {
-        #[pin]
-        stream: TcpStream,
-        _permit: OwnedSemaphorePermit,
-        preface_read: usize,
-        preface_deadline: Option<Pin<Box<Sleep>>>,
-        end_of_life: Option<Pin<Box<Sleep>>>,
-    }
-}
-
 impl AsyncRead for Connection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if let Some(end) = this.end_of_life
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(end) = &mut this.end_of_life
             && end.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(io::Error::new(
@@ -90,11 +143,11 @@ impl AsyncRead for Connection {
             )));
         }
         let before = buf.filled().len();
-        let result = this.stream.poll_read(cx, buf);
-        if let Some(deadline) = this.preface_deadline {
-            *this.preface_read += buf.filled().len() - before;
-            if *this.preface_read >= PREFACE_LEN {
-                *this.preface_deadline = None;
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Some(deadline) = &mut this.preface_deadline {
+            this.preface_read += buf.filled().len() - before;
+            if this.preface_read >= PREFACE_LEN {
+                this.preface_deadline = None;
             } else if result.is_pending() && deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -107,20 +160,16 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().stream.poll_write(cx, buf)
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().stream.poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().stream.poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -128,18 +177,18 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().stream.poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
     }
 }

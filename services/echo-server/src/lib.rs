@@ -20,7 +20,8 @@
 //!
 //! - [`config`]: the clap [`Config`] and its `DEFAULT_*` values.
 //! - [`server`]: [`Server`] / [`run`]: service assembly, limits and graceful shutdown.
-//! - `connections`: accepted connections, capped in number and in preface time.
+//! - [`connections`]: accepted connections (capped, timed, TLS) and [`PeerInfo`].
+//! - [`tls`]: rustls with certificate reload and client certificates.
 //! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
 //! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
 //! - [`examples`]: `grpc.examples.echo.Echo`, grpc-go's example echo service.
@@ -34,7 +35,7 @@
 
 mod call;
 pub mod config;
-mod connections;
+pub mod connections;
 mod controls;
 pub mod error;
 pub mod examples;
@@ -43,8 +44,11 @@ pub mod layers;
 pub mod server;
 pub mod service;
 pub mod stats;
+pub mod tls;
 
 pub use config::{Config, LogFormat};
+pub use connections::PeerInfo;
 pub use error::EchoError;
 pub use server::{ServeError, Server, run};
 pub use stats::Stats;
+pub use tls::TlsReload;

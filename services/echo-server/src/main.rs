@@ -17,7 +17,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance(), "listening");
-    echo_server::run(listener, config, shutdown_signal()).await?;
+    let server = echo_server::Server::new(config);
+    #[cfg(unix)]
+    reload_tls_on_sighup(server.tls_reload())?;
+    server.run(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -32,6 +35,20 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Reloads the TLS certificate on every SIGHUP.
+#[cfg(unix)]
+fn reload_tls_on_sighup(reload: echo_server::TlsReload) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificate");
+            reload.reload();
+        }
+    });
+    Ok(())
 }
 
 /// Completes on the first SIGINT or SIGTERM.

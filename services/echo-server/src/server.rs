@@ -18,7 +18,8 @@ use tower::util::option_layer;
 
 use crate::config::Config;
 use crate::config::MAX_LOCAL_ERROR_RESET_STREAMS;
-use crate::connections;
+use crate::connections::{self, ConnectionLimits};
+use crate::tls::{Tls, TlsReload};
 use crate::examples::ExampleEchoService;
 use crate::interop::TestService;
 use crate::layers::{
@@ -62,6 +63,9 @@ pub enum ServeError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The TLS material is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP/2 server failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -74,6 +78,7 @@ pub enum ServeError {
 pub struct Server {
     config: Config,
     stats: Arc<Stats>,
+    tls_reload: TlsReload,
 }
 
 impl Server {
@@ -82,7 +87,14 @@ impl Server {
         Self {
             config,
             stats: Arc::default(),
+            tls_reload: TlsReload::default(),
         }
+    }
+
+    /// A handle that makes the running server reload its TLS certificate
+    /// (the binary calls it on SIGHUP).
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls_reload.clone()
     }
 
     /// Live counters of this server, for observing it while it runs.
@@ -138,6 +150,11 @@ impl Server {
             )),
             None => None,
         };
+        let tls = config.tls_files().as_ref().map(Tls::new).transpose()?;
+        // Ends with this function, so the reloads stop with the server.
+        let _reloading = tls.clone().map(|tls| {
+            AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone())))
+        });
         let max_message_size = config.max_message_size;
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_concurrent_streams)
@@ -180,9 +197,12 @@ impl Server {
             .serve_with_incoming_shutdown(
                 connections::accept(
                     listener,
-                    config.max_connections,
-                    *config.handshake_timeout,
-                    max_lifetime,
+                    ConnectionLimits {
+                        max_connections: config.max_connections,
+                        handshake_timeout: *config.handshake_timeout,
+                        max_lifetime,
+                    },
+                    tls,
                 ),
                 stop_accepting.clone().cancelled_owned(),
             );
@@ -237,6 +257,15 @@ pub async fn run(
 
 /// Both reflection versions list exactly the services served (each other
 /// included), and describe them from every descriptor set compiled in.
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
     let error = |reason: String| ServeError::TokenFile {
         path: path.to_owned(),

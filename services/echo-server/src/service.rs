@@ -63,14 +63,15 @@ impl EchoService {
         }
     }
 
-    fn response(&self, request: &EchoRequest, plan: &Plan, peer: &str) -> EchoResponse {
+    fn response(&self, request: &EchoRequest, plan: &Plan, call: &Call) -> EchoResponse {
         EchoResponse {
             message: request.message.clone(),
             payload: plan
                 .response_size
                 .map_or_else(|| request.payload.clone(), |size| self.shared.pattern(size)),
             instance: self.shared.instance.clone(),
-            peer: peer.to_owned(),
+            peer: call.peer.clone(),
+            peer_identity: call.peer_identity.clone(),
             sequence: 0,
         }
     }
@@ -92,7 +93,7 @@ impl EchoService {
         }
         Ok(Some(EchoResponse {
             sequence,
-            ..self.response(&request, &plan, &call.peer)
+            ..self.response(&request, &plan, call)
         }))
     }
 }
@@ -107,7 +108,7 @@ impl EchoServiceApi for EchoService {
             call.sleep(plan.delay).await?;
             match plan.error {
                 Some(error) => Err(error),
-                None => Ok(self.response(request.get_ref(), &plan, &call.peer)),
+                None => Ok(self.response(request.get_ref(), &plan, &call)),
             }
         }
         .await;
@@ -126,7 +127,7 @@ impl EchoServiceApi for EchoService {
             .limits
             .plan(request.get_ref(), Rpc::ServerStream)?;
         let echo = plan.echo;
-        let template = self.response(request.get_ref(), &plan, &call.peer);
+        let template = self.response(request.get_ref(), &plan, &call);
         let open = self.shared.stats.open_stream();
         let stream = async_stream::stream! {
             if let Err(error) = call.sleep(plan.delay).await {
@@ -169,7 +170,7 @@ impl EchoServiceApi for EchoService {
                 }
                 summary.add(&request);
             }
-            Ok(summary.finish(&self.shared.instance, &call.peer))
+            Ok(summary.finish(&self.shared.instance, &call))
         }
         .await;
         echoed(&metadata, echo).respond(result.map_err(Status::from))
@@ -272,7 +273,7 @@ impl Summary {
         }
     }
 
-    fn finish(self, instance: &str, peer: &str) -> ClientStreamResponse {
+    fn finish(self, instance: &str, call: &Call) -> ClientStreamResponse {
         ClientStreamResponse {
             count: self.count,
             total_bytes: self.total_bytes,
@@ -280,7 +281,8 @@ impl Summary {
             messages: self.messages,
             sha256: hex::encode(self.digest.finalize()),
             instance: instance.to_owned(),
-            peer: peer.to_owned(),
+            peer: call.peer.clone(),
+            peer_identity: call.peer_identity.clone(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One span per RPC (method, peer) and one closing event with its status code
+//! One span per RPC (method, peer, and the client certificate's subject under
+//! mTLS) and one closing event with its status code
 //! and duration, whether the code came in the headers, the trailers, or never
 //! (the caller went away first).
 
@@ -9,12 +10,12 @@ use std::time::Instant;
 use http::HeaderMap;
 use pin_project_lite::pin_project;
 use tonic::Code;
-use tonic::transport::server::TcpConnectInfo;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
+use crate::connections::PeerInfo;
 
 /// Traces every RPC; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,14 +48,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+        let peer = request.extensions().get::<PeerInfo>();
         let span = tracing::debug_span!(
             "rpc",
             method = request.uri().path(),
-            peer = peer.map(tracing::field::display),
+            peer = peer.map(|peer| tracing::field::display(peer.addr)),
+            client = peer.and_then(|peer| peer.identity.as_deref()),
         );
         let inner = span.in_scope(|| self.inner.call(request));
         TraceFuture {

@@ -1,0 +1,192 @@
+//! TLS with rustls: the certificate and key are reloaded without a restart
+//! (when their files change, or on request, e.g. SIGHUP), a bad new file is
+//! reported and the old certificate stays in use; optional client certificates
+//! (mTLS) are verified against a CA and their subject reported as the peer's
+//! identity.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// How often the certificate files are checked for changes.
+pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why TLS could not be set up, or a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file cannot be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// rustls refused the certificate, key or configuration.
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA cannot verify anything.
+    #[error("client CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Where the server's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to (mTLS); none: no client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Asks a running server to reload its certificate and key now.
+#[derive(Debug, Clone, Default)]
+pub struct TlsReload(Arc<Notify>);
+
+impl TlsReload {
+    /// Reloads (and reports a failure in the log) as soon as the server gets to it.
+    pub fn reload(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The server side of TLS: a handshake acceptor whose certificate can change.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    acceptor: TlsAcceptor,
+    certificate: Arc<ReloadingCertificate>,
+}
+
+impl Tls {
+    pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certificate = Arc::new(ReloadingCertificate::load(files.clone(), &provider)?);
+        let builder =
+            ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+        let builder = match &files.client_ca {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for certificate in read_certificates(path)? {
+                    roots.add(certificate)?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            certificate,
+        })
+    }
+
+    /// Completes the handshake; the identity is the verified client
+    /// certificate's subject, when there is one.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, Option<String>)> {
+        let stream = self.acceptor.accept(stream).await?;
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+            .map(|(_, certificate)| certificate.subject().to_string());
+        Ok((stream, identity))
+    }
+
+    /// Reloads on `reload` and whenever the files change, until dropped.
+    pub async fn keep_reloading(self, reload: TlsReload) {
+        let mut seen = self.certificate.modified();
+        let mut poll = tokio::time::interval(RELOAD_POLL_INTERVAL);
+        loop {
+            let requested = tokio::select! {
+                () = reload.0.notified() => true,
+                _ = poll.tick() => false,
+            };
+            let modified = self.certificate.modified();
+            if requested || modified != seen {
+                seen = modified;
+                match self.certificate.reload() {
+                    Ok(()) => tracing::info!(cert = %self.certificate.files.cert.display(), "TLS certificate reloaded"),
+                    Err(err) => tracing::error!(cause = %err, "TLS certificate reload failed: keeping the old one"),
+                }
+            }
+        }
+    }
+}
+
+/// The current certificate, swapped whole on reload.
+#[derive(Debug)]
+struct ReloadingCertificate {
+    files: TlsFiles,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadingCertificate {
+    fn load(files: TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let current = RwLock::new(Arc::new(certified_key(&files, provider)?));
+        Ok(Self {
+            files,
+            provider: Arc::clone(provider),
+            current,
+        })
+    }
+
+    fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(certified_key(&self.files, &self.provider)?);
+        *self.current.write().expect("certificate lock") = fresh;
+        Ok(())
+    }
+
+    fn modified(&self) -> [Option<SystemTime>; 2] {
+        [&self.files.cert, &self.files.key]
+            .map(|path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok())
+    }
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().expect("certificate lock")))
+    }
+}
+
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain = read_certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|err| TlsError::File {
+        path: files.key.clone(),
+        reason: err.to_string(),
+    })?;
+    Ok(CertifiedKey::from_der(chain, key, provider)?)
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |reason: String| TlsError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|err| error(err.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| error(err.to_string()))?;
+    if certificates.is_empty() {
+        return Err(error("no certificate in it".to_owned()));
+    }
+    Ok(certificates)
+}
