@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod h2raw;
+pub mod pki;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use echo_client::EchoClient;
-use echo_server::{Config, ServeError, Server, Stats};
+use echo_server::{Config, ServeError, Server, Stats, TlsReload};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -21,6 +22,7 @@ pub const INSTANCE: &str = "test-instance";
 pub struct TestServer {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
+    pub tls_reload: TlsReload,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), ServeError>>,
 }
@@ -39,6 +41,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let server = Server::new(config);
         let stats = server.stats();
+        let tls_reload = server.tls_reload();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(listener, async {
             let _ = rx.await;
@@ -46,6 +49,7 @@ impl TestServer {
         Self {
             addr,
             stats,
+            tls_reload,
             shutdown: Some(tx),
             handle,
         }

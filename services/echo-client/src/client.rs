@@ -7,7 +7,7 @@ use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
 use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -31,6 +31,18 @@ pub struct ClientBuilder {
     compression: Option<CompressionEncoding>,
     retry: Option<RetryPolicy>,
     keepalive: Option<(Duration, Duration)>,
+    tls: Option<ClientTlsConfig>,
+}
+
+/// PEM material for a TLS connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificates to trust for the server's certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The name to expect in the server's certificate [default: the endpoint's host].
+    pub server_name: Option<String>,
+    /// This client's certificate chain and private key (PEM), for mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl ClientBuilder {
@@ -45,7 +57,22 @@ impl ClientBuilder {
             compression: None,
             retry: None,
             keepalive: None,
+            tls: None,
         }
+    }
+
+    /// Connect with TLS (the endpoint may then be `https://...` or `host:port`).
+    pub fn tls(mut self, options: TlsOptions) -> Self {
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(options.ca_pem));
+        if let Some(name) = options.server_name {
+            config = config.domain_name(name);
+        }
+        if let Some((cert, key)) = options.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        self.tls = Some(config);
+        self
     }
 
     /// Send HTTP/2 PINGs every `interval`, even when idle; a server that does
@@ -151,6 +178,8 @@ impl ClientBuilder {
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
         let uri = if self.endpoint.contains("://") {
             self.endpoint.clone()
+        } else if self.tls.is_some() {
+            format!("https://{}", self.endpoint)
         } else {
             format!("http://{}", self.endpoint)
         };
@@ -161,6 +190,15 @@ impl ClientBuilder {
             })?;
         let endpoint = match self.connect_timeout {
             Some(timeout) => endpoint.connect_timeout(timeout),
+            None => endpoint,
+        };
+        let endpoint = match &self.tls {
+            Some(config) => endpoint.tls_config(config.clone()).map_err(|source| {
+                ClientError::InvalidEndpoint {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                }
+            })?,
             None => endpoint,
         };
         Ok(match self.keepalive {

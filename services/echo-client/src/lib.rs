@@ -34,7 +34,7 @@ pub mod error;
 pub mod policy;
 pub mod retry;
 
-pub use client::{ClientBuilder, EchoClient};
+pub use client::{ClientBuilder, EchoClient, TlsOptions};
 pub use error::ClientError;
 pub use retry::RetryPolicy;
 

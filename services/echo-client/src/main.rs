@@ -43,6 +43,22 @@ struct Cli {
     #[arg(short = 'H', long = "header", global = true, value_parser = parse_header)]
     headers: Vec<(String, String)>,
 
+    /// Use TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, global = true, env = "ECHO_CA")]
+    ca: Option<std::path::PathBuf>,
+
+    /// The name to expect in the server's certificate [default: the address's host].
+    #[arg(long, global = true, env = "ECHO_TLS_SERVER_NAME", requires = "ca")]
+    tls_server_name: Option<String>,
+
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "ECHO_TLS_CERT", requires_all = ["ca", "tls_key"])]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, global = true, env = "ECHO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
     /// Bearer token sent as `authorization` with each call.
     #[arg(long, global = true, env = "ECHO_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -197,6 +213,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Compression::Zstd => CompressionEncoding::Zstd,
         });
     }
+    if let Some(ca) = &cli.ca {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        builder = builder.tls(echo_client::TlsOptions {
+            ca_pem: read(ca)?,
+            server_name: cli.tls_server_name.clone(),
+            identity,
+        });
+    }
     if let Some(token) = &cli.token {
         builder = builder.bearer_token(token)?;
     }
@@ -332,6 +362,7 @@ impl Output {
                     "payload_bytes": response.payload.len(),
                     "instance": response.instance,
                     "peer": response.peer,
+                    "peer_identity": response.peer_identity,
                     "sequence": response.sequence,
                 })
             );

@@ -150,15 +150,30 @@ pub struct Config {
     pub auth_open_services: Vec<String>,
 
     /// Serve TLS with this PEM certificate chain (reloaded when the file changes or on SIGHUP).
-    #[arg(long, env = "ECHO_TLS_CERT", requires = "tls_key", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "ECHO_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Security"
+    )]
     pub tls_cert: Option<std::path::PathBuf>,
 
     /// The PEM private key of `--tls-cert`.
-    #[arg(long, env = "ECHO_TLS_KEY", requires = "tls_cert", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "ECHO_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
     pub tls_key: Option<std::path::PathBuf>,
 
     /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
-    #[arg(long, env = "ECHO_TLS_CLIENT_CA", requires = "tls_cert", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "ECHO_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        help_heading = "Security"
+    )]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
     /// A new connection must finish its TLS handshake, and then send the HTTP/2 preface, within this.

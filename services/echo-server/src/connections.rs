@@ -77,7 +77,10 @@ pub(crate) fn accept(
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
-            let peer = PeerInfo { addr, identity: None };
+            let peer = PeerInfo {
+                addr,
+                identity: None,
+            };
             let Some(tls) = tls.clone() else {
                 let connection = Connection::new(Box::new(stream), peer, permit, limits);
                 if ready.send(Ok(connection)).await.is_err() {
@@ -90,10 +93,17 @@ pub(crate) fn accept(
             tokio::spawn(async move {
                 match tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok((stream, identity))) => {
-                        let peer = PeerInfo { identity: identity.map(Arc::from), ..peer };
-                        let _ = ready.send(Ok(Connection::new(Box::new(stream), peer, permit, limits))).await;
+                        let peer = PeerInfo {
+                            identity: identity.map(Arc::from),
+                            ..peer
+                        };
+                        let _ = ready
+                            .send(Ok(Connection::new(Box::new(stream), peer, permit, limits)))
+                            .await;
                     }
-                    Ok(Err(err)) => tracing::debug!(peer = %addr, cause = %err, "TLS handshake failed"),
+                    Ok(Err(err)) => {
+                        tracing::debug!(peer = %addr, cause = %err, "TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
                 }
             });
@@ -119,20 +129,31 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(io: Box<dyn Io>, peer: PeerInfo, permit: OwnedSemaphorePermit, limits: ConnectionLimits) -> Self {
+    fn new(
+        io: Box<dyn Io>,
+        peer: PeerInfo,
+        permit: OwnedSemaphorePermit,
+        limits: ConnectionLimits,
+    ) -> Self {
         Self {
             io,
             peer,
             _permit: permit,
             preface_read: 0,
             preface_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
-            end_of_life: limits.max_lifetime.map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
+            end_of_life: limits
+                .max_lifetime
+                .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
         }
     }
 }
 
 impl AsyncRead for Connection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(end) = &mut this.end_of_life
             && end.as_mut().poll(cx).is_ready()
@@ -160,7 +181,11 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 

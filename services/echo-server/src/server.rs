@@ -19,7 +19,6 @@ use tower::util::option_layer;
 use crate::config::Config;
 use crate::config::MAX_LOCAL_ERROR_RESET_STREAMS;
 use crate::connections::{self, ConnectionLimits};
-use crate::tls::{Tls, TlsReload};
 use crate::examples::ExampleEchoService;
 use crate::interop::TestService;
 use crate::layers::{
@@ -28,6 +27,7 @@ use crate::layers::{
 };
 use crate::service::EchoService;
 use crate::stats::Stats;
+use crate::tls::{Tls, TlsReload};
 
 /// After the grace period ends open streams, how long their final statuses get
 /// to reach the callers before every remaining connection is dropped. This also
@@ -152,9 +152,9 @@ impl Server {
         };
         let tls = config.tls_files().as_ref().map(Tls::new).transpose()?;
         // Ends with this function, so the reloads stop with the server.
-        let _reloading = tls.clone().map(|tls| {
-            AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone())))
-        });
+        let _reloading = tls
+            .clone()
+            .map(|tls| AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone()))));
         let max_message_size = config.max_message_size;
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_concurrent_streams)

@@ -74,21 +74,25 @@ impl Tls {
     pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certificate = Arc::new(ReloadingCertificate::load(files.clone(), &provider)?);
-        let builder =
-            ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?;
         let builder = match &files.client_ca {
             Some(path) => {
                 let mut roots = RootCertStore::empty();
                 for certificate in read_certificates(path)? {
                     roots.add(certificate)?;
                 }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider)).build()?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                )
+                .build()?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -98,7 +102,10 @@ impl Tls {
 
     /// Completes the handshake; the identity is the verified client
     /// certificate's subject, when there is one.
-    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<(TlsStream<TcpStream>, Option<String>)> {
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(TlsStream<TcpStream>, Option<String>)> {
         let stream = self.acceptor.accept(stream).await?;
         let identity = stream
             .get_ref()
@@ -123,8 +130,12 @@ impl Tls {
             if requested || modified != seen {
                 seen = modified;
                 match self.certificate.reload() {
-                    Ok(()) => tracing::info!(cert = %self.certificate.files.cert.display(), "TLS certificate reloaded"),
-                    Err(err) => tracing::error!(cause = %err, "TLS certificate reload failed: keeping the old one"),
+                    Ok(()) => {
+                        tracing::info!(cert = %self.certificate.files.cert.display(), "TLS certificate reloaded")
+                    }
+                    Err(err) => {
+                        tracing::error!(cause = %err, "TLS certificate reload failed: keeping the old one")
+                    }
                 }
             }
         }
@@ -156,8 +167,11 @@ impl ReloadingCertificate {
     }
 
     fn modified(&self) -> [Option<SystemTime>; 2] {
-        [&self.files.cert, &self.files.key]
-            .map(|path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok())
+        [&self.files.cert, &self.files.key].map(|path| {
+            std::fs::metadata(path)
+                .and_then(|meta| meta.modified())
+                .ok()
+        })
     }
 }
 
