@@ -490,3 +490,67 @@ async fn length_prefixes_that_lie() {
     )
     .await;
 }
+
+/// Sends `body` as one gRPC call after another for the attack time, checking
+/// each gets `expected_status`.
+async fn bad_calls(addr: SocketAddr, body: Bytes, expected_status: &str) -> u64 {
+    let mut client = h2_client(addr).await;
+    let deadline = Instant::now() + ATTACK_TIME;
+    let mut calls = 0;
+    while Instant::now() < deadline {
+        let status = raw_call(
+            &mut client,
+            addr,
+            "/echo.v1.EchoService/Echo",
+            body.clone(),
+            true,
+            None,
+        )
+        .await;
+        assert_eq!(status.as_deref(), Some(expected_status));
+        calls += 1;
+    }
+    calls
+}
+
+#[tokio::test]
+async fn messages_over_the_size_limit() {
+    // A message declared as 5 MiB, over the 4 MiB default: refused on its
+    // length prefix, before any of it is buffered.
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(5u32 * 1024 * 1024).to_be_bytes());
+    body.resize(body.len() + 1024, 0);
+    let body = Bytes::from(body);
+    under_attack("messages over the size limit", &[], |addr| async move {
+        Attack {
+            units: bad_calls(addr, body, "8").await,
+            unit: "messages declared 5 MiB",
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_protobuf() {
+    // Field 1 (a string) sent as a varint.
+    let body = grpc_frame(false, &[0x08, 0x2a]);
+    under_attack("malformed protobuf", &[], |addr| async move {
+        Attack {
+            units: bad_calls(addr, body, "13").await,
+            unit: "malformed messages",
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_string_field() {
+    let body = grpc_frame(false, &[0x0a, 0x03, b'a', 0xff, 0xfe]);
+    under_attack("invalid UTF-8 in a string field", &[], |addr| async move {
+        Attack {
+            units: bad_calls(addr, body, "13").await,
+            unit: "messages with invalid UTF-8",
+        }
+    })
+    .await;
+}
