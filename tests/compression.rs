@@ -13,7 +13,6 @@ use grpc_echo::wire::{CompressionFlags, ObservedBody};
 use tonic::Code;
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Channel;
 use tower::ServiceExt;
 use tower::util::BoxCloneService;
 
@@ -21,11 +20,7 @@ type Observed = BoxCloneService<http::Request<Body>, http::Response<Body>, tonic
 
 /// A channel that records the compressed flag of every response message into `flags`.
 async fn observed_channel(server: &TestServer, flags: CompressionFlags) -> Observed {
-    let channel = Channel::from_shared(server.uri())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     BoxCloneService::new(channel.map_response(move |response: http::Response<Body>| {
         let flags = flags.clone();
         response.map(|body| Body::new(ObservedBody::new(body, flags)))
@@ -95,11 +90,7 @@ async fn every_service_answers_compressed_in_the_encoding_the_client_accepts() {
 #[tokio::test]
 async fn the_interop_service_sees_whether_each_request_was_compressed() {
     let server = TestServer::start().await;
-    let channel = Channel::from_shared(server.uri())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let request = || SimpleRequest {
         expect_compressed: Some(BoolValue { value: true }),
         payload: Some(Payload {

@@ -4,7 +4,6 @@ mod common;
 
 use common::TestServer;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 const EXPECTED: [&str; 6] = [
     "echo.v1.EchoService",
@@ -23,11 +22,7 @@ async fn v1_lists_services_and_serves_the_echo_file() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start().await;
-    let channel = Channel::from_shared(server.uri())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = server.channel().await;
     let mut client = ServerReflectionClient::new(channel);
     let requests = [
         MessageRequest::ListServices(String::new()),

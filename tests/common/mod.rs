@@ -59,6 +59,15 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
+    /// A plain tonic channel, for generated clients and raw calls.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.uri())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub async fn client(&self) -> EchoClient {
         EchoClient::builder(self.uri())
             .connect_timeout(Duration::from_secs(5))
