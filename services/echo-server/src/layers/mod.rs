@@ -1,6 +1,7 @@
 //! Cross-cutting behaviour of every RPC, as tower layers around the router.
 //!
-//! Outermost first: [`TraceLayer`] (one span and one closing event per RPC),
+//! Outermost first: [`TraceLayer`] (request id, one span and one closing
+//! event per RPC),
 //! [`MessageSizeStatusLayer`] (over-size messages as RESOURCE_EXHAUSTED),
 //! load shedding (tower's, past `--max-concurrent-calls`), [`TrailersLayer`]
 //! (extra trailers that a handler asked for), [`AuthLayer`] (bearer tokens,
@@ -20,5 +21,5 @@ pub use auth::{AuthLayer, Tokens};
 pub use deadline::{Deadline, DeadlineLayer};
 pub use message_compression::MessageCompressionLayer;
 pub use size_status::MessageSizeStatusLayer;
-pub use trace::TraceLayer;
+pub use trace::{REQUEST_ID, TraceLayer};
 pub use trailers::{ExtraTrailers, TrailersLayer};

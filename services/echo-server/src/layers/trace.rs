@@ -1,5 +1,5 @@
-//! One span per RPC (method, peer, and the client certificate's subject under
-//! mTLS) and one closing event with its status code
+//! One span per RPC (request id, method, peer, and the client certificate's
+//! subject under mTLS) and one closing event with its status code
 //! and duration, whether the code came in the headers, the trailers, or never
 //! (the caller went away first).
 
@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower_layer::Layer;
@@ -48,9 +48,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let request_id = request_id(request.headers());
         let peer = request.extensions().get::<PeerInfo>();
-        let span = tracing::debug_span!(
+        // At INFO, so that every log line of the call carries its request id.
+        let span = tracing::info_span!(
             "rpc",
+            request_id = request_id.to_str().unwrap_or_default(),
             method = request.uri().path(),
             peer = peer.map(|peer| tracing::field::display(peer.addr)),
             client = peer.and_then(|peer| peer.identity.as_deref()),
@@ -58,6 +61,7 @@ where
         let inner = span.in_scope(|| self.inner.call(request));
         TraceFuture {
             inner,
+            request_id: Some(request_id),
             end: Some(RpcEnd {
                 span,
                 start: Instant::now(),
@@ -71,6 +75,7 @@ pin_project! {
     pub struct TraceFuture<F> {
         #[pin]
         inner: F,
+        request_id: Option<HeaderValue>,
         end: Option<RpcEnd>,
     }
 }
@@ -95,13 +100,16 @@ where
             *this.end = Some(end);
             return Poll::Pending;
         };
-        let response = match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(err) => {
                 end.finish(None);
                 return Poll::Ready(Err(err));
             }
         };
+        if let Some(request_id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, request_id);
+        }
         // A trailers-only response carries its status in the headers.
         let end = match grpc_status(response.headers()) {
             Some(code) => {
@@ -112,6 +120,20 @@ where
         };
         Poll::Ready(Ok(response.map(|body| HookedBody::new(body, end))))
     }
+}
+
+/// The header that carries a call's request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The caller's request id if it sent a usable one, else a new random one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|value| value.len() <= 128 && value.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..))).expect("hex is a valid header")
+        })
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
