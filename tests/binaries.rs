@@ -219,19 +219,34 @@ fn grpcurl_lists_describes_and_calls_without_proto_files() {
 fn every_rpc_is_logged_with_request_id_method_peer_code_and_duration() {
     let server = ServerProcess::start(&[]);
     let failed = server.client(&[
-        "--json", "--show-metadata", "-H", "x-request-id:req-123", "echo", "x", "--fail-code", "ABORTED",
+        "--json",
+        "--show-metadata",
+        "-H",
+        "x-request-id:req-123",
+        "echo",
+        "x",
+        "--fail-code",
+        "ABORTED",
     ]);
     assert!(!failed.status.success());
     let finished = server.wait_for_log("rpc finished");
     assert_eq!(finished["span"]["request_id"], "req-123");
     assert_eq!(finished["span"]["method"], "/echo.v1.EchoService/Echo");
-    assert!(finished["span"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        finished["span"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(finished["fields"]["code"], "Aborted");
     assert!(finished["fields"]["elapsed_ms"].as_f64().unwrap() >= 0.0);
 
     // Without one, the server makes a request id, returns it, and logs it.
     let answered = json_lines(&server.client(&["--json", "--show-metadata", "echo", "y"]));
-    let id = answered[0]["metadata"]["x-request-id"].as_str().unwrap().to_owned();
+    let id = answered[0]["metadata"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(id.len(), 16, "{id}");
     let finished = server.wait_for_log("rpc finished");
     assert_eq!(finished["span"]["request_id"], id.as_str());

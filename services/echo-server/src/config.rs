@@ -88,6 +88,10 @@ pub struct Config {
     #[arg(long, env = "ECHO_MAX_PAYLOAD_SIZE", default_value_t = DEFAULT_MAX_PAYLOAD_SIZE)]
     pub max_payload_size: u32,
 
+    /// Serve Prometheus metrics at `http://ADDR/metrics` [default: off].
+    #[arg(long, env = "ECHO_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
     #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
     pub interop: bool,
@@ -195,6 +199,7 @@ impl Default for Config {
             max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
             max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
             interop: true,
+            metrics_addr: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,

@@ -23,6 +23,7 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::stats::{OpenConnection, Stats};
 use crate::tls::Tls;
 
 /// Bytes a client sends first: the 24-byte preface and a SETTINGS frame header.
@@ -53,6 +54,7 @@ pub(crate) fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
     tls: Option<Tls>,
+    stats: Arc<Stats>,
 ) -> impl Stream<Item = io::Result<Connection>> {
     let (ready, incoming) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -77,6 +79,10 @@ pub(crate) fn accept(
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
+            let permit = Slot {
+                _permit: permit,
+                _counted: stats.open_connection(),
+            };
             let peer = PeerInfo {
                 addr,
                 identity: None,
@@ -112,6 +118,12 @@ pub(crate) fn accept(
     ReceiverStream::new(incoming)
 }
 
+/// A connection's place under `--max-connections`, and in the open-connections count.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _counted: OpenConnection,
+}
+
 /// A byte stream a connection runs on: plain TCP or TLS.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 
@@ -122,23 +134,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub struct Connection {
     io: Box<dyn Io>,
     peer: PeerInfo,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     preface_read: usize,
     preface_deadline: Option<Pin<Box<Sleep>>>,
     end_of_life: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
-    fn new(
-        io: Box<dyn Io>,
-        peer: PeerInfo,
-        permit: OwnedSemaphorePermit,
-        limits: ConnectionLimits,
-    ) -> Self {
+    fn new(io: Box<dyn Io>, peer: PeerInfo, slot: Slot, limits: ConnectionLimits) -> Self {
         Self {
             io,
             peer,
-            _permit: permit,
+            _slot: slot,
             preface_read: 0,
             preface_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
             end_of_life: limits

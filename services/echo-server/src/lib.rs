@@ -30,7 +30,8 @@
 //! - [`error`]: [`EchoError`] and its single mapping to `tonic::Status`.
 //! - [`layers`]: tower layers for tracing, deadlines, extra trailers and
 //!   per-message compression.
-//! - [`stats`]: live counters (open streams, stream messages).
+//! - [`stats`]: live counters (open streams and connections, stream messages).
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 #![forbid(unsafe_code)]
 
 mod call;
@@ -41,6 +42,7 @@ pub mod error;
 pub mod examples;
 pub mod interop;
 pub mod layers;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod stats;

@@ -17,7 +17,20 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance(), "listening");
-    let server = echo_server::Server::new(config);
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    let mut server = echo_server::Server::new(config);
+    if let Some(listener) = metrics_listener {
+        server = server.with_metrics_listener(listener);
+    }
     #[cfg(unix)]
     reload_tls_on_sighup(server.tls_reload())?;
     server.run(listener, shutdown_signal()).await?;

@@ -25,6 +25,7 @@ use crate::layers::{
     AuthLayer, DeadlineLayer, MessageCompressionLayer, MessageSizeStatusLayer, Tokens, TraceLayer,
     TrailersLayer,
 };
+use crate::metrics::Metrics;
 use crate::service::EchoService;
 use crate::stats::Stats;
 use crate::tls::{Tls, TlsReload};
@@ -79,6 +80,7 @@ pub struct Server {
     config: Config,
     stats: Arc<Stats>,
     tls_reload: TlsReload,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -88,7 +90,14 @@ impl Server {
             config,
             stats: Arc::default(),
             tls_reload: TlsReload::default(),
+            metrics_listener: None,
         }
+    }
+
+    /// Serves Prometheus metrics on `listener` (at `/metrics`) while running.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// A handle that makes the running server reload its TLS certificate
@@ -155,6 +164,17 @@ impl Server {
         let _reloading = tls
             .clone()
             .map(|tls| AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone()))));
+        let metrics = Arc::new(Metrics::new(&self.stats, served_services(config.interop)));
+        let _metrics_endpoint = self.metrics_listener.map(|listener| {
+            let metrics = Arc::clone(&metrics);
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(err) =
+                    crate::metrics::serve(listener, metrics, std::future::pending()).await
+                {
+                    tracing::error!(cause = %err, "metrics endpoint failed");
+                }
+            }))
+        });
         let max_message_size = config.max_message_size;
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_concurrent_streams)
@@ -172,7 +192,7 @@ impl Server {
             .zip(config.max_connection_age_grace)
             .map(|(age, grace)| *age + *grace);
         let serve = builder
-            .layer(TraceLayer)
+            .layer(TraceLayer::new(Arc::clone(&metrics)))
             .layer(MessageSizeStatusLayer)
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::new(
@@ -203,6 +223,7 @@ impl Server {
                         max_lifetime,
                     },
                     tls,
+                    Arc::clone(&self.stats),
                 ),
                 stop_accepting.clone().cancelled_owned(),
             );
@@ -280,7 +301,8 @@ fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
     Ok(tokens)
 }
 
-fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
+/// The full names of the services served.
+fn served_services(interop: bool) -> Vec<&'static str> {
     let mut served = vec![
         <EchoServiceServer<EchoService> as NamedService>::NAME,
         <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
@@ -291,7 +313,13 @@ fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
     if interop {
         served.push(<TestServiceServer<TestService> as NamedService>::NAME);
     }
-    served.into_iter().fold(
+    served
+}
+
+/// Both reflection versions list exactly the services served (each other
+/// included), and describe them from every descriptor set compiled in.
+fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
+    served_services(interop).into_iter().fold(
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
             .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)

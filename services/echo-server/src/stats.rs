@@ -1,45 +1,73 @@
-//! Live counters of the server's streams, readable while it runs.
+//! Live counters of the server, readable while it runs and exported as
+//! Prometheus metrics.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
-/// Counters shared by every call; cheap to read at any time.
+/// Counters shared by every call and connection; cheap to read at any time.
 #[derive(Debug, Default)]
 pub struct Stats {
-    open_streams: AtomicU64,
-    stream_messages_sent: AtomicU64,
+    pub(crate) open_streams: Gauge,
+    pub(crate) stream_messages_sent: Counter,
+    pub(crate) open_connections: Gauge,
 }
 
 impl Stats {
     /// Streaming calls (any of the three kinds) open right now.
     pub fn open_streams(&self) -> u64 {
-        self.open_streams.load(Ordering::Relaxed)
+        self.open_streams.get().max(0) as u64
     }
 
     /// Responses produced by ServerStream and BidiStream calls since start.
     pub fn stream_messages_sent(&self) -> u64 {
-        self.stream_messages_sent.load(Ordering::Relaxed)
+        self.stream_messages_sent.get()
     }
 
-    pub(crate) fn open_stream(self: &Arc<Self>) -> OpenStream {
-        self.open_streams.fetch_add(1, Ordering::Relaxed);
-        OpenStream(Arc::clone(self))
+    /// Connections open right now.
+    pub fn open_connections(&self) -> u64 {
+        self.open_connections.get().max(0) as u64
+    }
+
+    pub(crate) fn open_stream(&self) -> OpenStream {
+        self.open_streams.inc();
+        OpenStream {
+            open_streams: self.open_streams.clone(),
+            messages_sent: self.stream_messages_sent.clone(),
+        }
+    }
+
+    pub(crate) fn open_connection(&self) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.open_connections.clone())
     }
 }
 
 /// Counts one open stream until dropped, which happens as soon as the call ends
 /// or its caller goes away.
 #[derive(Debug)]
-pub(crate) struct OpenStream(Arc<Stats>);
+pub(crate) struct OpenStream {
+    open_streams: Gauge,
+    messages_sent: Counter,
+}
 
 impl OpenStream {
     pub fn message_sent(&self) {
-        self.0.stream_messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.messages_sent.inc();
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.open_streams.dec();
+    }
+}
+
+/// Counts one open connection until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -4,6 +4,7 @@
 //! (the caller went away first).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,16 +17,29 @@ use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
 use crate::connections::PeerInfo;
+use crate::metrics::Metrics;
 
-/// Traces every RPC; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+/// Traces every RPC and records it in the metrics; see the module docs.
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl TraceLayer {
+    /// Records every RPC in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for TraceLayer {
     type Service = TraceService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
+        TraceService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
     }
 }
 
@@ -33,6 +47,7 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct TraceService<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for TraceService<S>
@@ -58,14 +73,19 @@ where
             peer = peer.map(|peer| tracing::field::display(peer.addr)),
             client = peer.and_then(|peer| peer.identity.as_deref()),
         );
-        let inner = span.in_scope(|| self.inner.call(request));
+        self.metrics.started();
+        let end = RpcEnd {
+            span,
+            start: Instant::now(),
+            path: request.uri().path().to_owned(),
+            metrics: Arc::clone(&self.metrics),
+            finished: false,
+        };
+        let inner = end.span.in_scope(|| self.inner.call(request));
         TraceFuture {
             inner,
             request_id: Some(request_id),
-            end: Some(RpcEnd {
-                span,
-                start: Instant::now(),
-            }),
+            end: Some(end),
         }
     }
 }
@@ -88,7 +108,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let end = this
+        let mut end = this
             .end
             .take()
             .expect("TraceFuture polled after completion");
@@ -132,7 +152,8 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         .filter(|value| value.len() <= 128 && value.to_str().is_ok())
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..))).expect("hex is a valid header")
+            HeaderValue::from_str(&format!("{:016x}", fastrand::u64(..)))
+                .expect("hex is a valid header")
         })
 }
 
@@ -141,16 +162,31 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 
-/// What the closing event of an RPC needs.
+/// What the closing event of an RPC needs. Dropped unfinished (the caller
+/// went away before the response started), it finishes without a code.
 #[derive(Debug)]
 pub struct RpcEnd {
     span: Span,
     start: Instant,
+    path: String,
+    metrics: Arc<Metrics>,
+    finished: bool,
+}
+
+impl Drop for RpcEnd {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(None);
+        }
+    }
 }
 
 impl RpcEnd {
-    fn finish(self, code: Option<Code>) {
-        let elapsed_ms = self.start.elapsed().as_secs_f64() * 1e3;
+    fn finish(&mut self, code: Option<Code>) {
+        self.finished = true;
+        let elapsed = self.start.elapsed();
+        self.metrics.finished(&self.path, code, elapsed);
+        let elapsed_ms = elapsed.as_secs_f64() * 1e3;
         match code {
             Some(code) => {
                 tracing::debug!(parent: &self.span, code = ?code, elapsed_ms, "rpc finished");
@@ -163,12 +199,11 @@ impl RpcEnd {
 }
 
 impl TrailersHook for RpcEnd {
-    fn on_trailers(self, trailers: &mut HeaderMap) {
-        let code = grpc_status(trailers);
-        self.finish(code);
+    fn on_trailers(mut self, trailers: &mut HeaderMap) {
+        self.finish(grpc_status(trailers));
     }
 
-    fn on_no_trailers(self) {
+    fn on_no_trailers(mut self) {
         self.finish(None);
     }
 }
