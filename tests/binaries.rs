@@ -288,6 +288,29 @@ fn bearer_tokens_are_required_and_never_logged() {
 }
 
 #[test]
+fn rfc862_echo_over_tcp_and_udp() {
+    let server = ServerProcess::start(&[
+        "--tcp-echo-addr",
+        "127.0.0.1:0",
+        "--udp-echo-addr",
+        "127.0.0.1:0",
+    ]);
+    let tcp = server.wait_for_log("TCP echo listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let udp = server.wait_for_log("UDP echo listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (command, target) in [("tcp-echo", &tcp), ("udp-echo", &udp)] {
+        let echoed =
+            json_lines(&server.client(&["--json", command, "--target", target, "plain bytes"]));
+        assert_eq!(echoed[0]["message"], "plain bytes", "{command}");
+    }
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let mut server = ServerProcess::start(&["--shutdown-grace", "300ms"]);
     assert!(server.client(&["echo", "x"]).status.success());

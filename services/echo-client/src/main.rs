@@ -1,6 +1,7 @@
 //! `echo-client`: calls every RPC of a grpc-echo server from the command line.
 
 mod interop;
+mod raw_echo;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -121,6 +122,22 @@ enum Command {
     },
     /// Run gRPC interop test cases against a grpc.testing.TestService server.
     Interop(interop::InteropArgs),
+    /// Send MESSAGE to an RFC 862 echo server over plain TCP and print what comes back.
+    TcpEcho {
+        /// The echo server, `host:port`.
+        #[arg(long)]
+        target: String,
+        /// Text to send.
+        message: String,
+    },
+    /// Send MESSAGE as one datagram to an RFC 862 echo server over UDP and print the reply.
+    UdpEcho {
+        /// The echo server, `host:port`.
+        #[arg(long)]
+        target: String,
+        /// Text to send.
+        message: String,
+    },
 }
 
 /// Controls that make the server misbehave on purpose.
@@ -237,6 +254,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             builder.metadata(key, value)?
         };
     }
+    let wait = cli.timeout.unwrap_or(Duration::from_secs(5));
+    match &cli.command {
+        Command::TcpEcho { target, message } => {
+            return raw_echo::tcp(target, message, wait, cli.json).await;
+        }
+        Command::UdpEcho { target, message } => {
+            return raw_echo::udp(target, message, wait, cli.json).await;
+        }
+        _ => {}
+    }
     if let Command::Interop(args) = &cli.command {
         let all_passed = interop::run(&builder, args).await?;
         return Ok(if all_passed {
@@ -289,7 +316,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.stream(response).await?;
         }
         Command::Health { service, watch } => return health(&client, &service, watch, out).await,
-        Command::Interop(_) => unreachable!("handled before connecting"),
+        Command::Interop(_) | Command::TcpEcho { .. } | Command::UdpEcho { .. } => {
+            unreachable!("handled before connecting")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -92,6 +92,14 @@ pub struct Config {
     #[arg(long, env = "ECHO_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Also serve the RFC 862 Echo Protocol on TCP at this address [default: off].
+    #[arg(long, env = "ECHO_TCP_ECHO_ADDR")]
+    pub tcp_echo_addr: Option<SocketAddr>,
+
+    /// Also serve the RFC 862 Echo Protocol on UDP at this address [default: off].
+    #[arg(long, env = "ECHO_UDP_ECHO_ADDR")]
+    pub udp_echo_addr: Option<SocketAddr>,
+
     /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
     #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
     pub interop: bool,
@@ -200,6 +208,8 @@ impl Default for Config {
             max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
             interop: true,
             metrics_addr: None,
+            tcp_echo_addr: None,
+            udp_echo_addr: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_connections: DEFAULT_MAX_CONNECTIONS,

@@ -32,6 +32,7 @@
 //!   per-message compression.
 //! - [`stats`]: live counters (open streams and connections, stream messages).
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
 #![forbid(unsafe_code)]
 
 mod call;
@@ -43,6 +44,7 @@ pub mod examples;
 pub mod interop;
 pub mod layers;
 pub mod metrics;
+mod raw_echo;
 pub mod server;
 pub mod service;
 pub mod stats;

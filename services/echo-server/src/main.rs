@@ -13,29 +13,37 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(config.log_format);
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = bind_tcp(config.listen, "gRPC").await?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance(), "listening");
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            Some(listener)
-        }
-        None => None,
-    };
-    let mut server = echo_server::Server::new(config);
-    if let Some(listener) = metrics_listener {
+    let mut server = echo_server::Server::new(config.clone());
+    if let Some(addr) = config.metrics_addr {
+        let listener = bind_tcp(addr, "metrics").await?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
         server = server.with_metrics_listener(listener);
+    }
+    if let Some(addr) = config.tcp_echo_addr {
+        let listener = bind_tcp(addr, "TCP echo").await?;
+        tracing::info!(addr = %listener.local_addr()?, "TCP echo listening");
+        server = server.with_tcp_echo_listener(listener);
+    }
+    if let Some(addr) = config.udp_echo_addr {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind UDP echo on {addr}"))?;
+        tracing::info!(addr = %socket.local_addr()?, "UDP echo listening");
+        server = server.with_udp_echo_socket(socket);
     }
     #[cfg(unix)]
     reload_tls_on_sighup(server.tls_reload())?;
     server.run(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn bind_tcp(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
 fn init_tracing(format: LogFormat) {

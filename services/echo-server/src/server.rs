@@ -26,6 +26,7 @@ use crate::layers::{
     TrailersLayer,
 };
 use crate::metrics::Metrics;
+use crate::raw_echo;
 use crate::service::EchoService;
 use crate::stats::Stats;
 use crate::tls::{Tls, TlsReload};
@@ -81,6 +82,8 @@ pub struct Server {
     stats: Arc<Stats>,
     tls_reload: TlsReload,
     metrics_listener: Option<TcpListener>,
+    tcp_echo_listener: Option<TcpListener>,
+    udp_echo_socket: Option<tokio::net::UdpSocket>,
 }
 
 impl Server {
@@ -91,7 +94,21 @@ impl Server {
             stats: Arc::default(),
             tls_reload: TlsReload::default(),
             metrics_listener: None,
+            tcp_echo_listener: None,
+            udp_echo_socket: None,
         }
+    }
+
+    /// Also serves the RFC 862 Echo Protocol on `listener` (TCP) while running.
+    pub fn with_tcp_echo_listener(mut self, listener: TcpListener) -> Self {
+        self.tcp_echo_listener = Some(listener);
+        self
+    }
+
+    /// Also serves the RFC 862 Echo Protocol on `socket` (UDP) while running.
+    pub fn with_udp_echo_socket(mut self, socket: tokio::net::UdpSocket) -> Self {
+        self.udp_echo_socket = Some(socket);
+        self
     }
 
     /// Serves Prometheus metrics on `listener` (at `/metrics`) while running.
@@ -175,6 +192,15 @@ impl Server {
                 }
             }))
         });
+        let _tcp_echo = self.tcp_echo_listener.map(|listener| {
+            AbortOnDrop(tokio::spawn(raw_echo::serve_tcp(
+                listener,
+                config.max_connections,
+            )))
+        });
+        let _udp_echo = self
+            .udp_echo_socket
+            .map(|socket| AbortOnDrop(tokio::spawn(raw_echo::serve_udp(socket))));
         let max_message_size = config.max_message_size;
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_concurrent_streams)
