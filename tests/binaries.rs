@@ -288,6 +288,35 @@ fn bearer_tokens_are_required_and_never_logged() {
 }
 
 #[test]
+fn cli_flips_health_through_the_admin_service() {
+    let server = ServerProcess::start(&["--admin"]);
+    let set = server.client(&["health", "set", "echo.v1.EchoService", "NOT_SERVING"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let check = server.client(&["health", "echo.v1.EchoService"]);
+    assert_eq!(check.status.code(), Some(1), "NOT_SERVING exits 1");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "echo.v1.EchoService: NotServing"
+    );
+    assert!(
+        server
+            .client(&["health", "set", "echo.v1.EchoService", "SERVING"])
+            .status
+            .success()
+    );
+    assert!(
+        server
+            .client(&["health", "echo.v1.EchoService"])
+            .status
+            .success()
+    );
+}
+
+#[test]
 fn rfc862_echo_over_tcp_and_udp() {
     let server = ServerProcess::start(&[
         "--tcp-echo-addr",

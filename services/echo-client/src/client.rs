@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use grpc_echo::echo::v1::admin_service_client::AdminServiceClient;
 use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
 use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
+use grpc_echo::echo::v1::{HealthStatus, SetHealthRequest};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -222,6 +224,7 @@ impl ClientBuilder {
         let mut echo = EchoServiceClient::new(transport.clone())
             .accept_compressed(preferred)
             .accept_compressed(other);
+        let admin = AdminServiceClient::new(transport.clone());
         let mut health = HealthClient::new(transport)
             .accept_compressed(preferred)
             .accept_compressed(other);
@@ -235,6 +238,7 @@ impl ClientBuilder {
         EchoClient {
             echo,
             health,
+            admin,
             retrying,
         }
     }
@@ -248,6 +252,7 @@ impl ClientBuilder {
 pub struct EchoClient {
     echo: EchoServiceClient<Transport>,
     health: HealthClient<Transport>,
+    admin: AdminServiceClient<Transport>,
     retrying: Option<Arc<Retrying>>,
 }
 
@@ -326,6 +331,16 @@ impl EchoClient {
             service: service.to_owned(),
         };
         Ok(self.health.clone().watch(request).await?.into_inner())
+    }
+
+    /// Sets the health `service` (`""`: the whole server) reports, on a server
+    /// started with `--admin`.
+    pub async fn set_health(&self, service: &str, status: HealthStatus) -> Result<(), Status> {
+        let request = SetHealthRequest {
+            service: service.to_owned(),
+            status: status as i32,
+        };
+        self.admin.clone().set_health(request).await.map(drop)
     }
 
     /// The generated `EchoService` client, for anything the methods above do not cover.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echo_client::proto::{
-    ClientStreamResponse, EchoRequest, EchoResponse, ErrorControl, MetadataEcho, StatusCode,
-    StreamControl,
+    ClientStreamResponse, EchoRequest, EchoResponse, ErrorControl, HealthStatus, MetadataEcho,
+    StatusCode, StreamControl,
 };
 use echo_client::{ClientBuilder, EchoClient};
 use serde_json::{Value, json};
@@ -112,6 +112,7 @@ enum Command {
     /// BidiStream: sends stdin lines as they are typed, prints echoes as they arrive.
     Bidi,
     /// Health of SERVICE (the whole server by default); exits 1 unless SERVING.
+    #[command(args_conflicts_with_subcommands = true)]
     Health {
         /// Service name, e.g. `echo.v1.EchoService`.
         #[arg(default_value = "")]
@@ -119,6 +120,8 @@ enum Command {
         /// Keep printing status changes until interrupted.
         #[arg(long)]
         watch: bool,
+        #[command(subcommand)]
+        set: Option<HealthCommand>,
     },
     /// Run gRPC interop test cases against a grpc.testing.TestService server.
     Interop(interop::InteropArgs),
@@ -138,6 +141,25 @@ enum Command {
         /// Text to send.
         message: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum HealthCommand {
+    /// Set the health SERVICE reports ("" for the whole server), on a server run with `--admin`.
+    Set {
+        /// Service name, or "" for the whole server.
+        service: String,
+        /// The status to report.
+        #[arg(value_enum)]
+        status: SetStatus,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum SetStatus {
+    Serving,
+    NotServing,
 }
 
 /// Controls that make the server misbehave on purpose.
@@ -315,7 +337,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let response = client.bidi_stream(requests).await?;
             out.stream(response).await?;
         }
-        Command::Health { service, watch } => return health(&client, &service, watch, out).await,
+        Command::Health {
+            set: Some(HealthCommand::Set { service, status }),
+            ..
+        } => {
+            let status = match status {
+                SetStatus::Serving => HealthStatus::Serving,
+                SetStatus::NotServing => HealthStatus::NotServing,
+            };
+            client.set_health(&service, status).await?;
+            out.health(&service, status);
+        }
+        Command::Health {
+            service,
+            watch,
+            set: None,
+        } => {
+            return health(&client, &service, watch, out).await;
+        }
         Command::Interop(_) | Command::TcpEcho { .. } | Command::UdpEcho { .. } => {
             unreachable!("handled before connecting")
         }

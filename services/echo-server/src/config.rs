@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "ECHO_UDP_ECHO_ADDR")]
     pub udp_echo_addr: Option<SocketAddr>,
 
+    /// Serve `echo.v1.AdminService` (set the reported health at run time); needs a
+    /// bearer token when `--auth-token-file` is set.
+    #[arg(long, env = "ECHO_ADMIN")]
+    pub admin: bool,
+
     /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
     #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
     pub interop: bool,
@@ -208,6 +213,7 @@ impl Default for Config {
             max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
             interop: true,
             metrics_addr: None,
+            admin: false,
             tcp_echo_addr: None,
             udp_echo_addr: None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,

@@ -24,6 +24,7 @@
 //! - [`tls`]: rustls with certificate reload and client certificates.
 //! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
 //! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
+//! - [`admin`]: `echo.v1.AdminService`, run-time health flips (`--admin`).
 //! - [`examples`]: `grpc.examples.echo.Echo`, grpc-go's example echo service.
 //! - `call`: a handler's view of its call (peer, deadline, grace period, echoed metadata).
 //! - `controls`: checks request controls into a plan (INVALID_ARGUMENT naming the field).
@@ -35,6 +36,7 @@
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod call;
 pub mod config;
 pub mod connections;

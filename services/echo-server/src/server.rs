@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use grpc_echo::echo::v1::admin_service_server::AdminServiceServer;
 use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
 use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
 use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
@@ -16,6 +17,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::util::option_layer;
 
+use crate::admin::AdminService;
 use crate::config::Config;
 use crate::config::MAX_LOCAL_ERROR_RESET_STREAMS;
 use crate::connections::{self, ConnectionLimits};
@@ -161,6 +163,9 @@ impl Server {
             .max_encoding_message_size(config.max_message_size)
         });
         let (health, health_service) = tonic_health::server::health_reporter();
+        let admin = config.admin.then(|| {
+            AdminServiceServer::new(AdminService::new(health.clone(), served_services(config)))
+        });
         health.set_serving::<EchoServiceServer<EchoService>>().await;
         health
             .set_serving::<ExampleEchoServer<ExampleEchoService>>()
@@ -181,7 +186,7 @@ impl Server {
         let _reloading = tls
             .clone()
             .map(|tls| AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone()))));
-        let metrics = Arc::new(Metrics::new(&self.stats, served_services(config.interop)));
+        let metrics = Arc::new(Metrics::new(&self.stats, served_services(config)));
         let _metrics_endpoint = self.metrics_listener.map(|listener| {
             let metrics = Arc::clone(&metrics);
             AbortOnDrop(tokio::spawn(async move {
@@ -230,16 +235,17 @@ impl Server {
             .layer(MessageCompressionLayer)
             .add_service(compressed!(health_service, max_message_size))
             .add_service(compressed!(
-                reflection(config.interop).build_v1()?,
+                reflection(config).build_v1()?,
                 max_message_size
             ))
             .add_service(compressed!(
-                reflection(config.interop).build_v1alpha()?,
+                reflection(config).build_v1alpha()?,
                 max_message_size
             ))
             .add_service(compressed!(echo, max_message_size))
             .add_service(compressed!(example_echo, max_message_size))
             .add_optional_service(interop)
+            .add_optional_service(admin)
             .serve_with_incoming_shutdown(
                 connections::accept(
                     listener,
@@ -328,7 +334,7 @@ fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
 }
 
 /// The full names of the services served.
-fn served_services(interop: bool) -> Vec<&'static str> {
+fn served_services(config: &Config) -> Vec<&'static str> {
     let mut served = vec![
         <EchoServiceServer<EchoService> as NamedService>::NAME,
         <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
@@ -336,16 +342,19 @@ fn served_services(interop: bool) -> Vec<&'static str> {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ];
-    if interop {
+    if config.interop {
         served.push(<TestServiceServer<TestService> as NamedService>::NAME);
+    }
+    if config.admin {
+        served.push(<AdminServiceServer<AdminService> as NamedService>::NAME);
     }
     served
 }
 
 /// Both reflection versions list exactly the services served (each other
 /// included), and describe them from every descriptor set compiled in.
-fn reflection(interop: bool) -> tonic_reflection::server::Builder<'static> {
-    served_services(interop).into_iter().fold(
+fn reflection(config: &Config) -> tonic_reflection::server::Builder<'static> {
+    served_services(config).into_iter().fold(
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
             .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
