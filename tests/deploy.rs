@@ -22,29 +22,51 @@ fn manifests() -> Vec<PathBuf> {
 
 fn validate(files: &[PathBuf]) -> std::process::Output {
     let validator = python().with_file_name("kubernetes-validate");
-    assert!(validator.is_file(), "{} is missing: run scripts/test.sh", validator.display());
-    Command::new(validator).arg("--strict").args(files).output().unwrap()
+    assert!(
+        validator.is_file(),
+        "{} is missing: run scripts/test.sh",
+        validator.display()
+    );
+    Command::new(validator)
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn manifests_pass_strict_schema_validation() {
     let output = validate(&manifests());
-    let report = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");
-    for kind in ["deployment/grpc-echo", "service/grpc-echo", "service/grpc-echo-headless", "poddisruptionbudget/grpc-echo"] {
-        assert!(report.contains(&format!("passed for resource {kind}")), "{kind} not checked:\n{report}");
+    for kind in [
+        "deployment/grpc-echo",
+        "service/grpc-echo",
+        "service/grpc-echo-headless",
+        "poddisruptionbudget/grpc-echo",
+    ] {
+        assert!(
+            report.contains(&format!("passed for resource {kind}")),
+            "{kind} not checked:\n{report}"
+        );
     }
 
     // The validator does reject a broken manifest.
     let broken = std::env::temp_dir().join(format!("grpc-echo-{}-broken.yaml", std::process::id()));
     let deployment = std::fs::read_to_string(&manifests()[0]).unwrap();
-    std::fs::write(&broken, deployment.replace("replicas: 3", "replicas: three")).unwrap();
+    std::fs::write(
+        &broken,
+        deployment.replace("replicas: 3", "replicas: three"),
+    )
+    .unwrap();
     assert!(!validate(&[broken]).status.success());
 }
 
 #[test]
 fn the_pod_outlives_the_drain() {
-    let deployment = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/deployment.yaml");
+    let deployment =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/deployment.yaml");
     let script = r#"
 import sys, yaml
 spec = yaml.safe_load(open(sys.argv[1]))["spec"]["template"]["spec"]
@@ -52,8 +74,16 @@ env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
 grace = int(env["ECHO_SHUTDOWN_GRACE"].rstrip("s"))
 print(spec["terminationGracePeriodSeconds"], grace, spec["containers"][0]["readinessProbe"]["grpc"]["port"])
 "#;
-    let output = Command::new(python()).args(["-c", script]).arg(&deployment).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(python())
+        .args(["-c", script])
+        .arg(&deployment)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let values: Vec<u64> = String::from_utf8(output.stdout)
         .unwrap()
         .split_whitespace()
@@ -61,6 +91,9 @@ print(spec["terminationGracePeriodSeconds"], grace, spec["containers"][0]["readi
         .collect();
     let (termination, grace, probe_port) = (values[0], values[1], values[2]);
     let flush = echo_server::server::STREAM_END_FLUSH.as_secs();
-    assert!(termination > grace + flush, "SIGKILL at {termination}s cuts the {grace}s + {flush}s drain short");
+    assert!(
+        termination > grace + flush,
+        "SIGKILL at {termination}s cuts the {grace}s + {flush}s drain short"
+    );
     assert_eq!(probe_port, 50051);
 }

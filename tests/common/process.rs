@@ -57,15 +57,20 @@ impl ServerProcess {
 
     /// Starts with `RUST_LOG=rust_log`.
     pub fn start_logging(extra_args: &[&str], rust_log: &str) -> Self {
-        Self::spawn("127.0.0.1:0", extra_args, rust_log)
+        Self::spawn("127.0.0.1:0", "bin-test", extra_args, rust_log)
     }
 
     /// Starts listening on `listen` (e.g. again on the port of a stopped one).
     pub fn start_at(listen: &str, extra_args: &[&str]) -> Self {
-        Self::spawn(listen, extra_args, "info")
+        Self::spawn(listen, "bin-test", extra_args, "info")
     }
 
-    fn spawn(listen: &str, extra_args: &[&str], rust_log: &str) -> Self {
+    /// Starts listening on `listen`, reporting `instance` as its instance id.
+    pub fn start_named(listen: &str, instance: &str) -> Self {
+        Self::spawn(listen, instance, &[], "info")
+    }
+
+    fn spawn(listen: &str, instance: &str, extra_args: &[&str], rust_log: &str) -> Self {
         let mut child = Command::new(binary("echo-server"))
             .args([
                 "--listen",
@@ -73,7 +78,7 @@ impl ServerProcess {
                 "--log-format",
                 "json",
                 "--instance-id",
-                "bin-test",
+                instance,
             ])
             .args(extra_args)
             .env("RUST_LOG", rust_log)

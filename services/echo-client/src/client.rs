@@ -16,6 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_layer::Layer;
 
+use crate::balance::{self, Watcher};
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
 use crate::retry::{RetryPolicy, Retrying};
@@ -34,6 +35,15 @@ pub struct ClientBuilder {
     retry: Option<RetryPolicy>,
     keepalive: Option<(Duration, Duration)>,
     tls: Option<ClientTlsConfig>,
+    balanced: Option<Vec<String>>,
+}
+
+/// What every endpoint of a builder shares.
+#[derive(Debug, Clone)]
+struct EndpointSettings {
+    connect_timeout: Option<Duration>,
+    tls: Option<ClientTlsConfig>,
+    keepalive: Option<(Duration, Duration)>,
 }
 
 /// PEM material for a TLS connection.
@@ -60,6 +70,7 @@ impl ClientBuilder {
             retry: None,
             keepalive: None,
             tls: None,
+            balanced: None,
         }
     }
 
@@ -147,16 +158,39 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    /// Connects now; fails if the server cannot be reached.
+    /// Balances calls over several servers instead of one endpoint: over every
+    /// address that `targets` (`host:port` each) resolve to, taking out the
+    /// ones that fail their health checks until they recover.
+    pub fn balanced(mut self, targets: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.balanced = Some(targets.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Connects now (a balanced client connects as calls come); fails if the
+    /// server cannot be reached.
     pub async fn connect(self) -> Result<EchoClient, ClientError> {
-        let transport = self.connect_transport().await?;
-        Ok(self.client(transport))
+        let Some(targets) = self.balanced.clone() else {
+            let transport = self.connect_transport().await?;
+            return Ok(self.client(transport, None));
+        };
+        let settings = self.settings();
+        let scheme = self.scheme();
+        let (channel, watcher) = balance::balanced_channel(targets, move |address| {
+            Self::configure(
+                &settings,
+                &address.to_string(),
+                format!("{scheme}://{address}"),
+            )
+        })
+        .await?;
+        let transport = self.transport(channel);
+        Ok(self.client(transport, Some(Arc::new(watcher))))
     }
 
     /// Connects on the first call, and reconnects whenever needed.
     pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
         let transport = self.transport(self.endpoint()?.connect_lazy());
-        Ok(self.client(transport))
+        Ok(self.client(transport, None))
     }
 
     /// A new connection with this builder's metadata and timeout, for any
@@ -180,39 +214,51 @@ impl ClientBuilder {
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
         let uri = if self.endpoint.contains("://") {
             self.endpoint.clone()
-        } else if self.tls.is_some() {
-            format!("https://{}", self.endpoint)
         } else {
-            format!("http://{}", self.endpoint)
+            format!("{}://{}", self.scheme(), self.endpoint)
         };
-        let endpoint =
-            Endpoint::from_shared(uri).map_err(|source| ClientError::InvalidEndpoint {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
-        let endpoint = match self.connect_timeout {
-            Some(timeout) => endpoint.connect_timeout(timeout),
-            None => endpoint,
-        };
-        let endpoint = match &self.tls {
-            Some(config) => endpoint.tls_config(config.clone()).map_err(|source| {
-                ClientError::InvalidEndpoint {
-                    endpoint: self.endpoint.clone(),
-                    source,
-                }
-            })?,
-            None => endpoint,
-        };
-        Ok(match self.keepalive {
-            Some((interval, timeout)) => endpoint
-                .http2_keep_alive_interval(interval)
-                .keep_alive_timeout(timeout)
-                .keep_alive_while_idle(true),
-            None => endpoint,
-        })
+        Self::configure(&self.settings(), &self.endpoint, uri)
     }
 
-    fn client(self, transport: Transport) -> EchoClient {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    fn settings(&self) -> EndpointSettings {
+        EndpointSettings {
+            connect_timeout: self.connect_timeout,
+            tls: self.tls.clone(),
+            keepalive: self.keepalive,
+        }
+    }
+
+    /// The endpoint at `uri` with `settings`; `name` is what errors call it.
+    fn configure(
+        settings: &EndpointSettings,
+        name: &str,
+        uri: String,
+    ) -> Result<Endpoint, ClientError> {
+        let invalid = |source| ClientError::InvalidEndpoint {
+            endpoint: name.to_owned(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(uri).map_err(invalid)?;
+        if let Some(timeout) = settings.connect_timeout {
+            endpoint = endpoint.connect_timeout(timeout);
+        }
+        if let Some(config) = &settings.tls {
+            endpoint = endpoint.tls_config(config.clone()).map_err(invalid)?;
+        }
+        if let Some((interval, timeout)) = settings.keepalive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(true);
+        }
+        Ok(endpoint)
+    }
+
+    fn client(self, transport: Transport, watcher: Option<Arc<Watcher>>) -> EchoClient {
         // The server answers in the first accepted encoding it supports: put
         // the request encoding first so both directions match.
         let preferred = self.compression.unwrap_or(CompressionEncoding::Gzip);
@@ -240,6 +286,7 @@ impl ClientBuilder {
             health,
             admin,
             retrying,
+            _watcher: watcher,
         }
     }
 }
@@ -254,6 +301,8 @@ pub struct EchoClient {
     health: HealthClient<Transport>,
     admin: AdminServiceClient<Transport>,
     retrying: Option<Arc<Retrying>>,
+    /// Keeps a balanced client's endpoint watcher running while any clone lives.
+    _watcher: Option<Arc<Watcher>>,
 }
 
 impl EchoClient {

@@ -20,6 +20,12 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// None of the balanced targets resolved to an address.
+    #[error("no address found for {targets}")]
+    NoAddress {
+        /// The targets, as given.
+        targets: String,
+    },
     /// The server could not be reached.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {

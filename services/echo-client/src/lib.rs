@@ -23,12 +23,14 @@
 //! # Layout
 //!
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
+//! - `balance`: client-side balancing over several servers, health-checked.
 //! - [`policy`]: the tower layer that applies default metadata and deadlines to every call.
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`error`]: [`ClientError`], for building and connecting.
 //! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
 #![forbid(unsafe_code)]
 
+mod balance;
 pub mod client;
 pub mod error;
 pub mod policy;

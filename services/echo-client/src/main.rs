@@ -28,9 +28,14 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
 #[derive(Debug, Parser)]
 #[command(name = "echo-client", version, about = "Call a grpc-echo server")]
 struct Cli {
-    /// Server address: `http://host:port` or `host:port`.
+    /// Server address: `http://host:port` or `host:port`; several, comma-separated,
+    /// to balance calls over them.
     #[arg(long, global = true, env = "ECHO_ADDR", default_value = DEFAULT_ADDR)]
     addr: String,
+
+    /// Balance calls over every address `--addr` resolves to (implied by a list).
+    #[arg(long, global = true, env = "ECHO_BALANCE")]
+    balance: bool,
 
     /// Deadline of each call (e.g. `500ms`, `5s`).
     #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -243,6 +248,16 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut builder = ClientBuilder::new(&cli.addr).connect_timeout(cli.connect_timeout);
+    if cli.balance || cli.addr.contains(',') {
+        let targets = cli.addr.split(',').map(|target| {
+            let target = target.trim();
+            target
+                .split_once("://")
+                .map_or(target, |(_, rest)| rest)
+                .to_owned()
+        });
+        builder = builder.balanced(targets);
+    }
     if let Some(timeout) = cli.timeout {
         builder = builder.timeout(timeout);
     }
