@@ -1,6 +1,7 @@
 //! The grpc-echo server: `echo.v1.EchoService` with controls that make it
 //! misbehave on request, the gRPC interop `TestService`, grpc-go's example echo
-//! service, and the standard health and reflection services.
+//! service, an optional admin service, and the standard health and reflection
+//! services; optionally Prometheus metrics and the RFC 862 echo on TCP and UDP.
 //!
 //! The binary only parses [`Config`], sets up tracing, binds and passes a
 //! shutdown signal to [`run`]; tests drive the same [`run`] on port 0.
@@ -29,8 +30,8 @@
 //! - `call`: a handler's view of its call (peer, deadline, grace period, echoed metadata).
 //! - `controls`: checks request controls into a plan (INVALID_ARGUMENT naming the field).
 //! - [`error`]: [`EchoError`] and its single mapping to `tonic::Status`.
-//! - [`layers`]: tower layers for tracing, deadlines, extra trailers and
-//!   per-message compression.
+//! - [`layers`]: tower layers for tracing and request ids, over-size statuses,
+//!   bearer tokens, deadlines, extra trailers and per-message compression.
 //! - [`stats`]: live counters (open streams and connections, stream messages).
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
