@@ -1,5 +1,6 @@
 //! `echo-client`: calls every RPC of a grpc-echo server from the command line.
 
+mod bench;
 mod interop;
 mod raw_echo;
 
@@ -130,6 +131,8 @@ enum Command {
     },
     /// Run gRPC interop test cases against a grpc.testing.TestService server.
     Interop(interop::InteropArgs),
+    /// Load the server and report throughput, errors and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Send MESSAGE to an RFC 862 echo server over plain TCP and print what comes back.
     TcpEcho {
         /// The echo server, `host:port`.
@@ -309,6 +312,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
+    if let Command::Bench(args) = &cli.command {
+        return bench::run(&builder, args, cli.json).await;
+    }
     let client = builder.connect().await?;
     let out = Output {
         json: cli.json,
@@ -370,7 +376,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             return health(&client, &service, watch, out).await;
         }
-        Command::Interop(_) | Command::TcpEcho { .. } | Command::UdpEcho { .. } => {
+        Command::Interop(_)
+        | Command::Bench(_)
+        | Command::TcpEcho { .. }
+        | Command::UdpEcho { .. } => {
             unreachable!("handled before connecting")
         }
     }

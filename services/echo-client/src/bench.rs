@@ -1,0 +1,383 @@
+//! `echo-client bench`: a load generator for the echo RPCs. Closed loop (each
+//! worker calls again as soon as it is answered) or open loop (`--rps`: calls
+//! start on a fixed schedule and latency counts from the scheduled time, so a
+//! stalled server cannot hide its queue). Latencies go into HDR histograms.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use echo_client::proto::{EchoRequest, StreamControl};
+use echo_client::{ClientBuilder, EchoClient};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// Which RPC the load calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchRpc {
+    /// Unary Echo.
+    Unary,
+    /// ServerStream with `--messages` responses per call.
+    ServerStream,
+    /// ClientStream with `--messages` requests per call.
+    ClientStream,
+    /// BidiStream ping-pong: one long-lived stream per worker, one message at a time.
+    Bidi,
+}
+
+/// Arguments of `echo-client bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The RPC to load.
+    #[arg(long, value_enum, default_value = "unary")]
+    rpc: BenchRpc,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// How long to measure (after the warmup).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", conflicts_with = "total")]
+    duration: Duration,
+    /// Stop after this many measured calls instead of after `--duration`.
+    #[arg(long)]
+    total: Option<u64>,
+    /// Calls during this first period are not counted.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Open loop: start this many calls per second, whatever the answers do.
+    #[arg(long)]
+    rps: Option<f64>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload_size: usize,
+    /// Messages per call for the streaming RPCs.
+    #[arg(long, default_value_t = 10)]
+    messages: u32,
+}
+
+/// What one worker measured.
+struct Tally {
+    /// Microseconds per call (per message for bidi).
+    latency: Histogram<u64>,
+    /// Messages each way that measured calls carried.
+    messages: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            messages: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency.add(other.latency).expect("same bounds");
+        self.messages += other.messages;
+        for (code, count) in other.errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+    }
+}
+
+/// When measuring starts and ends, and the open loop's schedule.
+struct Plan {
+    measure_from: Instant,
+    measure_until: Option<Instant>,
+    total: Option<u64>,
+    /// Calls (or bidi messages) started so far, measured or not.
+    started: AtomicU64,
+    /// Measured calls finished so far.
+    measured: AtomicU64,
+    /// Open loop: the interval between scheduled starts.
+    interval: Option<Duration>,
+    origin: Instant,
+}
+
+impl Plan {
+    /// The next call's scheduled start, or `None` when the run is over.
+    fn next(&self) -> Option<Instant> {
+        if self
+            .total
+            .is_some_and(|total| self.measured.load(Ordering::Relaxed) >= total)
+        {
+            return None;
+        }
+        let ticket = self.started.fetch_add(1, Ordering::Relaxed);
+        let at = match self.interval {
+            Some(interval) => self.origin + interval.mul_f64(ticket as f64),
+            None => Instant::now(),
+        };
+        if self.measure_until.is_some_and(|until| at >= until) {
+            return None;
+        }
+        Some(at)
+    }
+
+    fn record(&self, tally: &mut Tally, scheduled: Instant, result: Result<u64, tonic::Status>) {
+        if scheduled < self.measure_from {
+            return;
+        }
+        self.measured.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(messages) => {
+                let micros = scheduled.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+                tally
+                    .latency
+                    .record(micros)
+                    .expect("clamped into the bounds");
+                tally.messages += messages;
+            }
+            Err(status) => {
+                *tally
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1
+            }
+        }
+    }
+}
+
+/// Runs the load and prints the report.
+pub async fn run(
+    builder: &ClientBuilder,
+    args: &BenchArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if args.connections == 0 || args.concurrency == 0 {
+        bail!("--connections and --concurrency must be at least 1");
+    }
+    if args.rps.is_some_and(|rps| !(rps > 0.0 && rps.is_finite())) {
+        bail!("--rps must be a positive number");
+    }
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        clients.push(
+            builder
+                .clone()
+                .connect()
+                .await
+                .context("connecting for the benchmark")?,
+        );
+    }
+    let origin = Instant::now();
+    let measure_from = origin + args.warmup;
+    let plan = Arc::new(Plan {
+        measure_from,
+        measure_until: args.total.is_none().then(|| measure_from + args.duration),
+        total: args.total,
+        started: AtomicU64::new(0),
+        measured: AtomicU64::new(0),
+        interval: args.rps.map(|rps| Duration::from_secs_f64(1.0 / rps)),
+        origin,
+    });
+    let request = EchoRequest {
+        payload: vec![0x2a; args.payload_size].into(),
+        ..Default::default()
+    };
+
+    let mut workers = Vec::new();
+    for client in &clients {
+        for _ in 0..args.concurrency {
+            let (client, plan, request) = (client.clone(), Arc::clone(&plan), request.clone());
+            let (rpc, messages) = (args.rpc, args.messages);
+            workers.push(tokio::spawn(async move {
+                match rpc {
+                    BenchRpc::Bidi => bidi_worker(client, plan, request).await,
+                    _ => call_worker(client, plan, request, rpc, messages).await,
+                }
+            }));
+        }
+    }
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(progress(Arc::clone(&plan))));
+
+    let mut tally = Tally::new();
+    for worker in workers {
+        tally.merge(worker.await.context("a benchmark worker panicked")?);
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprint!("\r\x1b[K");
+    }
+    let measured = plan.measured.load(Ordering::Relaxed);
+    let elapsed = (Instant::now().min(plan.measure_until.unwrap_or_else(Instant::now))
+        - measure_from)
+        .max(Duration::from_millis(1));
+    report(args, &tally, measured, elapsed, json);
+    Ok(if tally.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn call_worker(
+    client: EchoClient,
+    plan: Arc<Plan>,
+    request: EchoRequest,
+    rpc: BenchRpc,
+    messages: u32,
+) -> Tally {
+    let mut tally = Tally::new();
+    while let Some(scheduled) = plan.next() {
+        tokio::time::sleep_until(scheduled).await;
+        let result = match rpc {
+            BenchRpc::Unary => client.echo(request.clone()).await.map(|_| 1),
+            BenchRpc::ServerStream => {
+                let request = EchoRequest {
+                    stream: Some(StreamControl {
+                        count: Some(messages),
+                        interval: None,
+                    }),
+                    ..request.clone()
+                };
+                server_stream(&client, request).await
+            }
+            BenchRpc::ClientStream => {
+                let requests =
+                    tokio_stream::iter(std::iter::repeat_n(request.clone(), messages as usize));
+                client
+                    .client_stream(requests)
+                    .await
+                    .map(|summary| summary.get_ref().count)
+            }
+            BenchRpc::Bidi => unreachable!("bidi has its own worker"),
+        };
+        plan.record(&mut tally, scheduled, result);
+    }
+    tally
+}
+
+async fn server_stream(client: &EchoClient, request: EchoRequest) -> Result<u64, tonic::Status> {
+    let mut stream = client.server_stream(request).await?.into_inner();
+    let mut received = 0;
+    while stream.message().await?.is_some() {
+        received += 1;
+    }
+    Ok(received)
+}
+
+/// Ping-pong on one stream: each message waits for the previous echo.
+async fn bidi_worker(client: EchoClient, plan: Arc<Plan>, request: EchoRequest) -> Tally {
+    let mut tally = Tally::new();
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let Some(mut scheduled) = plan.next() else {
+        return tally;
+    };
+    tokio::time::sleep_until(scheduled).await;
+    if sender.send(request.clone()).await.is_err() {
+        return tally;
+    }
+    let mut echoes = match client.bidi_stream(ReceiverStream::new(receiver)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            plan.record(&mut tally, scheduled, Err(status));
+            return tally;
+        }
+    };
+    loop {
+        let result = match echoes.next().await {
+            Some(Ok(_)) => Ok(1),
+            Some(Err(status)) => Err(status),
+            None => Err(tonic::Status::new(Code::Unknown, "the stream ended")),
+        };
+        let failed = result.is_err();
+        plan.record(&mut tally, scheduled, result);
+        if failed {
+            return tally;
+        }
+        let Some(next) = plan.next() else {
+            return tally;
+        };
+        scheduled = next;
+        tokio::time::sleep_until(scheduled).await;
+        if sender.send(request.clone()).await.is_err() {
+            return tally;
+        }
+    }
+}
+
+/// A live line on a terminal: calls measured and their rate.
+async fn progress(plan: Arc<Plan>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let mut last = 0;
+    loop {
+        ticks.tick().await;
+        let measured = plan.measured.load(Ordering::Relaxed);
+        eprint!("\r\x1b[K{measured} measured, {} /s", measured - last);
+        last = measured;
+    }
+}
+
+fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, json: bool) {
+    let seconds = elapsed.as_secs_f64();
+    let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
+    let message_rate = tally.messages as f64 / seconds;
+    let h = &tally.latency;
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let percentiles = [50.0, 90.0, 99.0, 99.9].map(|q| (q, ms(h.value_at_quantile(q / 100.0))));
+    if json {
+        let latency: serde_json::Map<String, serde_json::Value> = [
+            ("min".to_owned(), json!(ms(h.min()))),
+            ("mean".to_owned(), json!(h.mean() / 1000.0)),
+            ("max".to_owned(), json!(ms(h.max()))),
+        ]
+        .into_iter()
+        .chain(percentiles.iter().map(|(q, v)| (format!("p{q}"), json!(v))))
+        .collect();
+        println!(
+            "{}",
+            json!({
+                "rpc": format!("{:?}", args.rpc),
+                "connections": args.connections,
+                "concurrency": args.concurrency,
+                "open_loop_rps": args.rps,
+                "calls": measured,
+                "seconds": seconds,
+                "calls_per_second": rate,
+                "messages_per_second": message_rate,
+                "errors": tally.errors,
+                "latency_ms": latency,
+            })
+        );
+        return;
+    }
+    println!(
+        "{:?} over {} connection(s) x {} concurrent, {}: {measured} calls in {seconds:.2}s",
+        args.rpc,
+        args.connections,
+        args.concurrency,
+        args.rps.map_or("closed loop".to_owned(), |rps| format!(
+            "open loop at {rps}/s"
+        )),
+    );
+    println!("  {rate:.0} calls/s, {message_rate:.0} messages/s");
+    println!(
+        "  latency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        ms(h.min()),
+        h.mean() / 1000.0,
+        percentiles[0].1,
+        percentiles[1].1,
+        percentiles[2].1,
+        percentiles[3].1,
+        ms(h.max()),
+    );
+    if !tally.errors.is_empty() {
+        println!("  errors: {:?}", tally.errors);
+    }
+}

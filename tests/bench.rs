@@ -1,0 +1,111 @@
+//! `echo-client bench` against a real server process: every RPC kind, open and
+//! closed loop, and errors counted by status code.
+
+mod common;
+
+use common::process::{ServerProcess, binary};
+use serde_json::Value;
+
+fn bench(server: &ServerProcess, args: &[&str]) -> (bool, Value) {
+    let output = std::process::Command::new(binary("echo-client"))
+        .args(["--addr", &server.addr.to_string(), "--json", "bench"])
+        .args(args)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
+
+#[test]
+fn every_rpc_kind_is_measured() {
+    let server = ServerProcess::start(&[]);
+    for (rpc, messages_per_call) in [
+        ("unary", 1.0),
+        ("server-stream", 10.0),
+        ("client-stream", 10.0),
+        ("bidi", 1.0),
+    ] {
+        let (ok, report) = bench(
+            &server,
+            &[
+                "--rpc",
+                rpc,
+                "--total",
+                "200",
+                "--warmup",
+                "0s",
+                "--connections",
+                "2",
+                "--concurrency",
+                "4",
+            ],
+        );
+        assert!(ok, "{rpc}: {report}");
+        assert!(report["calls"].as_u64().unwrap() >= 200, "{rpc}: {report}");
+        assert_eq!(report["errors"], serde_json::json!({}), "{rpc}");
+        let calls_per_second = report["calls_per_second"].as_f64().unwrap();
+        let messages_per_second = report["messages_per_second"].as_f64().unwrap();
+        assert!(calls_per_second > 0.0, "{rpc}: {report}");
+        assert!(
+            (messages_per_second / calls_per_second - messages_per_call).abs() < 0.5,
+            "{rpc}: {report}"
+        );
+        let latency = &report["latency_ms"];
+        assert!(latency["min"].as_f64().unwrap() <= latency["p50"].as_f64().unwrap());
+        assert!(latency["p50"].as_f64().unwrap() <= latency["p99.9"].as_f64().unwrap());
+        assert!(latency["p99.9"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn open_loop_keeps_its_schedule() {
+    let server = ServerProcess::start(&[]);
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--rps",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--concurrency",
+            "8",
+        ],
+    );
+    assert!(ok, "{report}");
+    let calls = report["calls"].as_u64().unwrap();
+    assert!(
+        (180..=201).contains(&calls),
+        "200 calls/s for 1 s made {calls}: {report}"
+    );
+}
+
+#[test]
+fn errors_are_counted_by_status_code() {
+    // One call at a time, eight callers: the rest are shed.
+    let server = ServerProcess::start(&["--max-concurrent-calls", "1"]);
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "300",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "8",
+            "--payload-size",
+            "1024",
+        ],
+    );
+    assert!(!ok, "errors must make the exit code non-zero");
+    assert!(
+        report["errors"]["ResourceExhausted"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+}
