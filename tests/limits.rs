@@ -4,8 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::TestServer;
 use common::h2raw::{self, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS};
-use common::{TestServer, eventually};
 use echo_client::EchoClient;
 use echo_client::proto::{EchoRequest, StreamControl};
 use echo_server::Config;
@@ -286,9 +286,5 @@ async fn a_header_list_over_the_limit_is_refused_and_the_server_stays_up() {
     let status = client.echo(request).await.unwrap_err();
     assert_ne!(status.code(), Code::Ok);
     assert_serving(&server).await;
-    eventually("the open streams to be zero", || {
-        server.stats.open_streams() == 0
-    })
-    .await;
     server.stop().await;
 }

@@ -549,18 +549,28 @@ async fn health_reports_serving_and_watch_turns_not_serving_on_shutdown() {
     let status = client.health_check("no.such.Service").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
 
-    let mut watch = client.health_watch("echo.v1.EchoService").await.unwrap();
-    assert_eq!(
-        watch.message().await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    // Every served service, and the server as a whole, turns NOT_SERVING.
+    let mut watches = Vec::new();
+    for service in [
+        "",
+        "echo.v1.EchoService",
+        "grpc.examples.echo.Echo",
+        "grpc.testing.TestService",
+    ] {
+        let mut watch = client.health_watch(service).await.unwrap();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push((service, watch));
+    }
     server.begin_shutdown();
-    let update = tokio::time::timeout(Duration::from_secs(5), watch.message())
-        .await
-        .expect("a health update")
-        .unwrap()
-        .unwrap();
-    assert_eq!(update.status(), ServingStatus::NotServing);
+    for (service, mut watch) in watches {
+        let update = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("a health update")
+            .unwrap()
+            .unwrap();
+        assert_eq!(update.status(), ServingStatus::NotServing, "{service:?}");
+    }
     server.join().await.unwrap();
 }
 

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::util::option_layer;
@@ -162,17 +163,12 @@ impl Server {
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size)
         });
+        let served = served_services(config);
         let (health, health_service) = tonic_health::server::health_reporter();
-        let admin = config.admin.then(|| {
-            AdminServiceServer::new(AdminService::new(health.clone(), served_services(config)))
-        });
-        health.set_serving::<EchoServiceServer<EchoService>>().await;
-        health
-            .set_serving::<ExampleEchoServer<ExampleEchoService>>()
-            .await;
-        if interop.is_some() {
-            health.set_serving::<TestServiceServer<TestService>>().await;
-        }
+        set_health(&health, &served, ServingStatus::Serving).await;
+        let admin = config
+            .admin
+            .then(|| AdminServiceServer::new(AdminService::new(health.clone(), served.clone())));
 
         let auth = match &config.auth_token_file {
             Some(path) => Some(AuthLayer::new(
@@ -186,7 +182,7 @@ impl Server {
         let _reloading = tls
             .clone()
             .map(|tls| AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone()))));
-        let metrics = Arc::new(Metrics::new(&self.stats, served_services(config)));
+        let metrics = Arc::new(Metrics::new(&self.stats, served.clone()));
         let _metrics_endpoint = self.metrics_listener.map(|listener| {
             let metrics = Arc::clone(&metrics);
             AbortOnDrop(tokio::spawn(async move {
@@ -235,11 +231,11 @@ impl Server {
             .layer(MessageCompressionLayer)
             .add_service(compressed!(health_service, max_message_size))
             .add_service(compressed!(
-                reflection(config).build_v1()?,
+                reflection(&served).build_v1()?,
                 max_message_size
             ))
             .add_service(compressed!(
-                reflection(config).build_v1alpha()?,
+                reflection(&served).build_v1alpha()?,
                 max_message_size
             ))
             .add_service(compressed!(echo, max_message_size))
@@ -268,12 +264,7 @@ impl Server {
 
         let grace = *self.config.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<EchoServiceServer<EchoService>>()
-            .await;
+        set_health(&health, &served, ServingStatus::NotServing).await;
         stop_accepting.cancel();
 
         tokio::select! {
@@ -333,6 +324,13 @@ fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
     Ok(tokens)
 }
 
+/// Sets the health the server as a whole (`""`) and each served service report.
+async fn set_health(health: &HealthReporter, served: &[&'static str], status: ServingStatus) {
+    for service in std::iter::once("").chain(served.iter().copied()) {
+        health.set_service_status(service, status).await;
+    }
+}
+
 /// The full names of the services served.
 fn served_services(config: &Config) -> Vec<&'static str> {
     let mut served = vec![
@@ -353,8 +351,8 @@ fn served_services(config: &Config) -> Vec<&'static str> {
 
 /// Both reflection versions list exactly the services served (each other
 /// included), and describe them from every descriptor set compiled in.
-fn reflection(config: &Config) -> tonic_reflection::server::Builder<'static> {
-    served_services(config).into_iter().fold(
+fn reflection(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    served.iter().fold(
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
             .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
@@ -363,6 +361,6 @@ fn reflection(config: &Config) -> tonic_reflection::server::Builder<'static> {
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             ),
-        |builder, name| builder.with_service_name(name),
+        |builder, name| builder.with_service_name(*name),
     )
 }
