@@ -14,6 +14,15 @@ use common::process::ServerProcess;
 use echo_client::proto::EchoRequest;
 use echo_client::{EchoClient, RetryPolicy};
 
+/// The servers' addresses as `--addr` takes them.
+fn address_list(servers: &[ServerProcess]) -> String {
+    servers
+        .iter()
+        .map(|server| server.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 async fn spread(client: &EchoClient, calls: usize) -> BTreeMap<String, usize> {
     let mut answered_by = BTreeMap::new();
     for _ in 0..calls {
@@ -115,11 +124,7 @@ fn the_cli_balances_over_a_list_of_addresses() {
     let servers: Vec<ServerProcess> = (1..=2)
         .map(|i| ServerProcess::start_named(&format!("127.0.0.{i}:0"), &format!("cli-{i}")))
         .collect();
-    let list = servers
-        .iter()
-        .map(|server| server.addr.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = address_list(&servers);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
         let output = std::process::Command::new(common::process::binary("echo-client"))
@@ -134,4 +139,61 @@ fn the_cli_balances_over_a_list_of_addresses() {
         }
     }
     assert_eq!(seen.len(), 2, "20 calls all went to {seen:?}");
+}
+
+#[test]
+fn bench_spreads_load_over_three_instances_and_loses_nothing_when_one_dies() {
+    let servers: Vec<ServerProcess> = (1..=3)
+        .map(|i| ServerProcess::start_named(&format!("127.0.0.{i}:0"), &format!("bench-{i}")))
+        .collect();
+    let list = address_list(&servers);
+    let bench = std::process::Command::new(common::process::binary("echo-client"))
+        .args([
+            "--addr",
+            &list,
+            "--retries",
+            "5",
+            "--timeout",
+            "5s",
+            "--json",
+            "bench",
+            "--connections",
+            "2",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "0s",
+            "--duration",
+            "3s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1_200));
+    servers[1].signal("KILL");
+    let output = bench.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&common::process::stdout(&output))
+        .unwrap_or_else(|err| {
+            panic!("{err}: {}", String::from_utf8_lossy(&output.stderr));
+        });
+    println!(
+        "bench over three instances, bench-2 killed after 1.2 s: {} calls, answered by {}, errors {}",
+        report["calls"], report["instances"], report["errors"]
+    );
+    let instances = report["instances"].as_object().unwrap();
+    assert_eq!(instances.len(), 3, "{report}");
+    let answered: u64 = instances.values().map(|n| n.as_u64().unwrap()).sum();
+    for (instance, count) in instances {
+        assert!(
+            count.as_u64().unwrap() * 10 >= answered / 3,
+            "{instance} got too few calls: {report}"
+        );
+    }
+    assert_eq!(
+        report["errors"],
+        serde_json::json!({}),
+        "calls were lost: {report}"
+    );
+    assert!(output.status.success());
 }

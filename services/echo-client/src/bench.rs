@@ -73,6 +73,14 @@ struct Tally {
     /// Messages each way that measured calls carried.
     messages: u64,
     errors: BTreeMap<String, u64>,
+    /// Answered calls (bidi: messages) per server instance that answered.
+    instances: BTreeMap<String, u64>,
+}
+
+/// What a successful call (or bidi message) brought back.
+struct Answer {
+    messages: u64,
+    instance: String,
 }
 
 impl Tally {
@@ -81,6 +89,7 @@ impl Tally {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             messages: 0,
             errors: BTreeMap::new(),
+            instances: BTreeMap::new(),
         }
     }
 
@@ -89,6 +98,9 @@ impl Tally {
         self.messages += other.messages;
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
+        }
+        for (instance, count) in other.instances {
+            *self.instances.entry(instance).or_default() += count;
         }
     }
 }
@@ -127,19 +139,26 @@ impl Plan {
         Some(at)
     }
 
-    fn record(&self, tally: &mut Tally, scheduled: Instant, result: Result<u64, tonic::Status>) {
+    fn record(&self, tally: &mut Tally, scheduled: Instant, result: Result<Answer, tonic::Status>) {
         if scheduled < self.measure_from {
             return;
         }
         self.measured.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(messages) => {
+            Ok(answer) => {
                 let micros = scheduled.elapsed().as_micros().clamp(1, 60_000_000) as u64;
                 tally
                     .latency
                     .record(micros)
                     .expect("clamped into the bounds");
-                tally.messages += messages;
+                tally.messages += answer.messages;
+                // Looked up before inserting: the key is allocated once per instance.
+                match tally.instances.get_mut(&answer.instance) {
+                    Some(count) => *count += 1,
+                    None => {
+                        tally.instances.insert(answer.instance, 1);
+                    }
+                }
             }
             Err(status) => {
                 *tally
@@ -237,7 +256,10 @@ async fn call_worker(
     while let Some(scheduled) = plan.next() {
         tokio::time::sleep_until(scheduled).await;
         let result = match rpc {
-            BenchRpc::Unary => client.echo(request.clone()).await.map(|_| 1),
+            BenchRpc::Unary => client.echo(request.clone()).await.map(|response| Answer {
+                messages: 1,
+                instance: response.into_inner().instance,
+            }),
             BenchRpc::ServerStream => {
                 let request = EchoRequest {
                     stream: Some(StreamControl {
@@ -251,10 +273,13 @@ async fn call_worker(
             BenchRpc::ClientStream => {
                 let requests =
                     tokio_stream::iter(std::iter::repeat_n(request.clone(), messages as usize));
-                client
-                    .client_stream(requests)
-                    .await
-                    .map(|summary| summary.get_ref().count)
+                client.client_stream(requests).await.map(|summary| {
+                    let summary = summary.into_inner();
+                    Answer {
+                        messages: summary.count,
+                        instance: summary.instance,
+                    }
+                })
             }
             BenchRpc::Bidi => unreachable!("bidi has its own worker"),
         };
@@ -263,13 +288,19 @@ async fn call_worker(
     tally
 }
 
-async fn server_stream(client: &EchoClient, request: EchoRequest) -> Result<u64, tonic::Status> {
+async fn server_stream(client: &EchoClient, request: EchoRequest) -> Result<Answer, tonic::Status> {
     let mut stream = client.server_stream(request).await?.into_inner();
-    let mut received = 0;
-    while stream.message().await?.is_some() {
-        received += 1;
+    let mut answer = Answer {
+        messages: 0,
+        instance: String::new(),
+    };
+    while let Some(response) = stream.message().await? {
+        if answer.messages == 0 {
+            answer.instance = response.instance;
+        }
+        answer.messages += 1;
     }
-    Ok(received)
+    Ok(answer)
 }
 
 /// Ping-pong on one stream: each message waits for the previous echo.
@@ -292,7 +323,10 @@ async fn bidi_worker(client: EchoClient, plan: Arc<Plan>, request: EchoRequest) 
     };
     loop {
         let result = match echoes.next().await {
-            Some(Ok(_)) => Ok(1),
+            Some(Ok(response)) => Ok(Answer {
+                messages: 1,
+                instance: response.instance,
+            }),
             Some(Err(status)) => Err(status),
             None => Err(tonic::Status::new(Code::Unknown, "the stream ended")),
         };
@@ -352,6 +386,7 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
                 "calls_per_second": rate,
                 "messages_per_second": message_rate,
                 "errors": tally.errors,
+                "instances": tally.instances,
                 "latency_ms": latency,
             })
         );
@@ -379,5 +414,8 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
     );
     if !tally.errors.is_empty() {
         println!("  errors: {:?}", tally.errors);
+    }
+    if tally.instances.len() > 1 {
+        println!("  answered by: {:?}", tally.instances);
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echo_client::proto::{
-    ClientStreamResponse, EchoRequest, EchoResponse, ErrorControl, HealthStatus, MetadataEcho,
-    StatusCode, StreamControl,
+    ClientStreamResponse, ConnectionAction, ConnectionControl, EchoRequest, EchoResponse,
+    ErrorControl, HealthStatus, MetadataEcho, StatusCode, StreamControl,
 };
 use echo_client::{ClientBuilder, EchoClient};
 use serde_json::{Value, json};
@@ -41,6 +41,11 @@ struct Cli {
     /// Deadline of each call (e.g. `500ms`, `5s`).
     #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+
+    /// Retry idempotent calls (Echo) that fail as UNAVAILABLE up to this many
+    /// times, with exponential backoff.
+    #[arg(long, global = true, env = "ECHO_RETRIES", default_value_t = 0)]
+    retries: u32,
 
     /// How long connecting may take.
     #[arg(long, global = true, env = "ECHO_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
@@ -194,6 +199,16 @@ struct Controls {
     /// Ask the server to echo this call's metadata back.
     #[arg(long, value_enum)]
     echo_metadata: Option<EchoMetadata>,
+    /// Ask the server to answer and then send GOAWAY on the connection.
+    #[arg(long, group = "connection_action")]
+    goaway: bool,
+    /// Ask the server to reset the stream with this HTTP/2 error code (e.g. 8 for
+    /// CANCEL) after the response messages, in place of the status.
+    #[arg(long, group = "connection_action", conflicts_with = "fail_code")]
+    reset_stream: Option<u32>,
+    /// Ask the server to close the TCP connection in place of ending the call.
+    #[arg(long, group = "connection_action")]
+    close_connection: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -228,7 +243,24 @@ impl Controls {
                 Some(EchoMetadata::Both) => MetadataEcho::Both,
             } as i32,
             stream,
+            connection: self.connection_control(),
         }
+    }
+
+    fn connection_control(&self) -> Option<ConnectionControl> {
+        let (action, reset_code) = if self.goaway {
+            (ConnectionAction::Goaway, 0)
+        } else if let Some(code) = self.reset_stream {
+            (ConnectionAction::ResetStream, code)
+        } else if self.close_connection {
+            (ConnectionAction::Close, 0)
+        } else {
+            return None;
+        };
+        Some(ConnectionControl {
+            action: action as i32,
+            reset_code,
+        })
     }
 }
 
@@ -263,6 +295,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     if let Some(timeout) = cli.timeout {
         builder = builder.timeout(timeout);
+    }
+    if cli.retries > 0 {
+        builder = builder.retry(echo_client::RetryPolicy {
+            max_attempts: cli.retries + 1,
+            // Enough for every call in flight on a server that dies under load.
+            budget_tokens: 1000,
+            ..Default::default()
+        });
     }
     if let Some(compress) = cli.compress {
         builder = builder.compression(match compress {

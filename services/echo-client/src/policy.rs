@@ -146,8 +146,17 @@ where
 
 /// The status tonic would make of `error`, but UNAVAILABLE where it would say
 /// one of `codes`: a transport failure (refused, reset, broken pipe) is the
-/// "service is currently unavailable" the spec means.
+/// "service is currently unavailable" the spec means. A stream the server
+/// reset on purpose keeps the code its RST_STREAM maps to.
 fn as_unavailable(error: BoxError, codes: &[Code]) -> BoxError {
+    if let Some(reason) = reset_by_server(&*error) {
+        // Mapped as tonic maps a bare reason (CANCEL is CANCELLED, and so on).
+        let code = Status::from_error(Box::new(h2::Error::from(reason))).code();
+        return Box::new(Status::new(
+            code,
+            format!("stream reset by the server: {reason}"),
+        ));
+    }
     let status = Status::from_error(error);
     if !codes.contains(&status.code()) {
         return Box::new(status);
@@ -190,6 +199,14 @@ where
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The reason of a RST_STREAM the server sent, if that is what `error` is.
+fn reset_by_server(error: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    std::iter::successors(Some(error), |err| err.source())
+        .filter_map(|err| err.downcast_ref::<h2::Error>())
+        .find(|err| err.is_reset() && err.is_remote())
+        .and_then(h2::Error::reason)
 }
 
 fn deadline_exceeded() -> BoxError {

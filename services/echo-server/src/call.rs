@@ -11,8 +11,10 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::connections::PeerInfo;
+use crate::controls::ConnectionAction;
 use crate::error::EchoError;
 use crate::layers::{Deadline, ExtraTrailers};
+use crate::serve::{ConnectionControl, ResetStream};
 
 /// The peer, the deadline and (for streams) the end of the shutdown grace period.
 #[derive(Debug)]
@@ -82,6 +84,38 @@ impl Call {
         }
         self.race(tokio::time::sleep(duration)).await
     }
+}
+
+/// Carries out a `connection` control where the call would end. A stream
+/// reset is left to the response (see [`reset_stream`]); closing never
+/// returns, as the connection's end drops the call.
+pub(crate) async fn end_call(
+    action: Option<ConnectionAction>,
+    control: Option<&ConnectionControl>,
+) {
+    match (action, control) {
+        (Some(ConnectionAction::GoAway), Some(control)) => control.go_away(),
+        (Some(ConnectionAction::Close), Some(control)) => {
+            control.close();
+            std::future::pending::<()>().await;
+        }
+        _ => {}
+    }
+}
+
+/// Marks `response` for a stream reset in place of its trailers, if `action` asks.
+pub(crate) fn reset_stream<T>(response: &mut Response<T>, action: Option<ConnectionAction>) {
+    if let Some(ConnectionAction::ResetStream(code)) = action {
+        response.extensions_mut().insert(ResetStream(code));
+    }
+}
+
+/// The connection control of `request`'s connection, when `action` needs it.
+pub(crate) fn connection_control<T>(
+    request: &Request<T>,
+    action: Option<ConnectionAction>,
+) -> Option<ConnectionControl> {
+    action.and_then(|_| request.extensions().get::<ConnectionControl>().cloned())
 }
 
 /// Request metadata to copy into the response's headers and trailers.

@@ -1,27 +1,21 @@
 //! Accepted connections: capped in number, TLS handshakes run concurrently
-//! and bounded in time, a deadline for the HTTP/2 preface (hyper has none: a
-//! silent peer would hold a connection, and graceful shutdown, forever), and
-//! an optional hard end of life.
-//!
-//! The hard end of life completes `--max-connection-age-grace`: tonic sends
-//! the age's GOAWAY only when no grace is set, and with one it cuts the
-//! connection at age + grace without any GOAWAY. So tonic is given the age
-//! alone, and the cut comes from here.
+//! and bounded in time, and a deadline for the HTTP/2 preface (hyper has none:
+//! a silent peer would hold a connection, and graceful shutdown, forever).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
 
 use crate::stats::{OpenConnection, Stats};
 use crate::tls::Tls;
@@ -44,7 +38,6 @@ pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     /// For the TLS handshake, then again for the HTTP/2 preface.
     pub handshake_timeout: Duration,
-    pub max_lifetime: Option<Duration>,
 }
 
 /// Accepts connections from `listener` while fewer than `max_connections` are
@@ -55,7 +48,7 @@ pub(crate) fn accept(
     limits: ConnectionLimits,
     tls: Option<Tls>,
     stats: Arc<Stats>,
-) -> impl Stream<Item = io::Result<Connection>> {
+) -> impl Stream<Item = Connection> {
     let (ready, incoming) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
@@ -89,7 +82,7 @@ pub(crate) fn accept(
             };
             let Some(tls) = tls.clone() else {
                 let connection = Connection::new(Box::new(stream), peer, permit, limits);
-                if ready.send(Ok(connection)).await.is_err() {
+                if ready.send(connection).await.is_err() {
                     return;
                 }
                 continue;
@@ -104,7 +97,7 @@ pub(crate) fn accept(
                             ..peer
                         };
                         let _ = ready
-                            .send(Ok(Connection::new(Box::new(stream), peer, permit, limits)))
+                            .send(Connection::new(Box::new(stream), peer, permit, limits))
                             .await;
                     }
                     Ok(Err(err)) => {
@@ -129,15 +122,14 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// An accepted connection: closed with an error if the preface is late or
-/// its lifetime is over.
+/// An accepted connection: closed with an error if the preface is late.
 pub struct Connection {
     io: Box<dyn Io>,
     peer: PeerInfo,
+    flushes: Arc<Flushes>,
     _slot: Slot,
     preface_read: usize,
     preface_deadline: Option<Pin<Box<Sleep>>>,
-    end_of_life: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -145,13 +137,57 @@ impl Connection {
         Self {
             io,
             peer,
+            flushes: Arc::default(),
             _slot: slot,
             preface_read: 0,
             preface_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
-            end_of_life: limits
-                .max_lifetime
-                .map(|lifetime| Box::pin(tokio::time::sleep(lifetime))),
         }
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// The count of completed flushes of this connection.
+    pub(crate) fn flushes(&self) -> Arc<Flushes> {
+        Arc::clone(&self.flushes)
+    }
+}
+
+/// Counts a connection's completed flushes, so that a stream reset can wait
+/// until the frames queued before it are written (h2 drops a reset stream's
+/// queued frames).
+#[derive(Debug, Default)]
+pub(crate) struct Flushes {
+    count: AtomicU64,
+    waiters: AtomicUsize,
+    flushed: Notify,
+    /// Wakes the task serving the connection, whose every poll flushes.
+    pub(crate) poke: Notify,
+}
+
+impl Flushes {
+    fn flushed(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        // Waking takes a lock; the hot path only pays for it when someone waits.
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            self.flushed.notify_waiters();
+        }
+    }
+
+    /// Completes once everything queued before the call has been flushed:
+    /// after two flushes, as the first may have begun earlier. Each round
+    /// pokes the connection's task, so a flush comes even on an idle connection.
+    pub(crate) async fn all_queued(self: Arc<Self>) {
+        let seen = self.count.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        while self.count.load(Ordering::Acquire) < seen + 2 {
+            let flushed = self.flushed.notified();
+            self.poke.notify_one();
+            flushed.await;
+        }
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -162,14 +198,6 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(end) = &mut this.end_of_life
-            && end.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection past its maximum age and grace",
-            )));
-        }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Some(deadline) = &mut this.preface_deadline {
@@ -197,7 +225,12 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            this.flushes.flushed();
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -214,13 +247,5 @@ impl AsyncWrite for Connection {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
-    }
-}
-
-impl Connected for Connection {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.peer.clone()
     }
 }

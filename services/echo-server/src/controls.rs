@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use grpc_echo::echo::v1::{EchoRequest, MetadataEcho, StatusCode};
+use grpc_echo::echo::v1::{
+    ConnectionAction as Action, ConnectionControl, EchoRequest, MetadataEcho, StatusCode,
+};
 use tonic::Code;
 
 use crate::config::Config;
@@ -42,6 +44,15 @@ pub(crate) struct Plan {
     pub echo: EchoTargets,
     pub count: u32,
     pub interval: Duration,
+    pub connection: Option<ConnectionAction>,
+}
+
+/// What the call does to its HTTP/2 stream or connection (`connection` control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionAction {
+    GoAway,
+    ResetStream(u32),
+    Close,
 }
 
 /// The server's bounds on control values.
@@ -141,6 +152,17 @@ impl Limits {
             }
         };
 
+        let connection = match &request.connection {
+            None => None,
+            Some(_) if matches!(rpc, Rpc::ClientStream | Rpc::BidiStream) => {
+                return Err(EchoError::invalid(
+                    "connection",
+                    "applies to Echo and ServerStream only",
+                ));
+            }
+            Some(control) => connection_action(control, error.is_some())?,
+        };
+
         Ok(Plan {
             delay,
             response_size,
@@ -148,6 +170,7 @@ impl Limits {
             echo,
             count,
             interval,
+            connection,
         })
     }
 
@@ -176,6 +199,37 @@ impl Limits {
         }
         Ok(duration)
     }
+}
+
+fn connection_action(
+    control: &ConnectionControl,
+    error_requested: bool,
+) -> Result<Option<ConnectionAction>, EchoError> {
+    let action = match Action::try_from(control.action) {
+        Ok(Action::None) => None,
+        Ok(Action::Goaway) => Some(ConnectionAction::GoAway),
+        Ok(Action::ResetStream) if error_requested => {
+            return Err(EchoError::invalid(
+                "connection.action",
+                "a reset stream ends without a status, so it cannot carry `error`; choose one",
+            ));
+        }
+        Ok(Action::ResetStream) => Some(ConnectionAction::ResetStream(control.reset_code)),
+        Ok(Action::Close) => Some(ConnectionAction::Close),
+        Err(_) => {
+            return Err(EchoError::invalid(
+                "connection.action",
+                format!("unknown ConnectionAction value {}", control.action),
+            ));
+        }
+    };
+    if control.reset_code != 0 && !matches!(action, Some(ConnectionAction::ResetStream(_))) {
+        return Err(EchoError::invalid(
+            "connection.reset_code",
+            "applies to CONNECTION_ACTION_RESET_STREAM only",
+        ));
+    }
+    Ok(action)
 }
 
 fn requested_error(control: &grpc_echo::echo::v1::ErrorControl) -> Result<EchoError, EchoError> {
@@ -220,6 +274,47 @@ mod tests {
         assert_eq!(plan.count, 1);
         assert!(plan.error.is_none());
         assert_eq!(plan.echo, EchoTargets::default());
+    }
+
+    #[test]
+    fn connection_actions_are_checked() {
+        let limits = limits();
+        let with = |action: Action, reset_code: u32| EchoRequest {
+            connection: Some(ConnectionControl {
+                action: action as i32,
+                reset_code,
+            }),
+            ..Default::default()
+        };
+        let plan = limits
+            .plan(&with(Action::ResetStream, 8), Rpc::ServerStream)
+            .unwrap();
+        assert_eq!(plan.connection, Some(ConnectionAction::ResetStream(8)));
+        let plan = limits.plan(&with(Action::Goaway, 0), Rpc::Echo).unwrap();
+        assert_eq!(plan.connection, Some(ConnectionAction::GoAway));
+        assert_eq!(
+            field_of(limits.plan(&with(Action::Close, 0), Rpc::BidiStream)),
+            "connection"
+        );
+        assert_eq!(
+            field_of(limits.plan(&with(Action::Goaway, 8), Rpc::Echo)),
+            "connection.reset_code"
+        );
+        let mut unknown = with(Action::None, 0);
+        unknown.connection.as_mut().unwrap().action = 9;
+        assert_eq!(
+            field_of(limits.plan(&unknown, Rpc::Echo)),
+            "connection.action"
+        );
+        let mut reset_and_error = with(Action::ResetStream, 2);
+        reset_and_error.error = Some(ErrorControl {
+            code: StatusCode::Internal as i32,
+            ..Default::default()
+        });
+        assert_eq!(
+            field_of(limits.plan(&reset_and_error, Rpc::Echo)),
+            "connection.action"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`config`]: the clap [`Config`] and its `DEFAULT_*` values.
 //! - [`server`]: [`Server`] / [`run`]: service assembly, limits and graceful shutdown.
 //! - [`connections`]: accepted connections (capped, timed, TLS) and [`PeerInfo`].
+//! - [`serve`]: HTTP/2 over each connection: GOAWAY on shutdown, at its age or when a call asks.
 //! - [`tls`]: rustls with certificate reload and client certificates.
 //! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
 //! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
@@ -48,6 +49,7 @@ pub mod interop;
 pub mod layers;
 pub mod metrics;
 mod raw_echo;
+pub mod serve;
 pub mod server;
 pub mod service;
 pub mod stats;

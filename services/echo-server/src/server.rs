@@ -12,11 +12,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
+use tonic::service::{RecoverErrorLayer, Routes};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
-use tower::util::option_layer;
 
 use crate::admin::AdminService;
 use crate::config::Config;
@@ -30,6 +31,7 @@ use crate::layers::{
 };
 use crate::metrics::Metrics;
 use crate::raw_echo;
+use crate::serve::{self, Http2Settings};
 use crate::service::EchoService;
 use crate::stats::Stats;
 use crate::tls::{Tls, TlsReload};
@@ -71,9 +73,6 @@ pub enum ServeError {
     /// The TLS material is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    /// The HTTP/2 server failed.
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
@@ -203,32 +202,8 @@ impl Server {
             .udp_echo_socket
             .map(|socket| AbortOnDrop(tokio::spawn(raw_echo::serve_udp(socket))));
         let max_message_size = config.max_message_size;
-        let mut builder = tonic::transport::Server::builder()
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-            .http2_keepalive_interval(Some(*config.keepalive_interval))
-            .http2_keepalive_timeout(Some(*config.keepalive_timeout))
-            .http2_max_header_list_size(config.max_header_list_size);
-        // The age's GOAWAY comes from tonic, the cut after the grace from
-        // `connections` (see there why).
-        if let Some(age) = config.max_connection_age {
-            builder = builder.max_connection_age(*age);
-        }
-        let max_lifetime = config
-            .max_connection_age
-            .zip(config.max_connection_age_grace)
-            .map(|(age, grace)| *age + *grace);
-        let serve = builder
-            .layer(TraceLayer::new(Arc::clone(&metrics)))
-            .layer(MessageSizeStatusLayer)
-            .layer(LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::new(
-                config.max_concurrent_calls,
-            ))
-            .layer(TrailersLayer)
-            .layer(option_layer(auth))
-            .layer(DeadlineLayer::new(*config.max_call_time))
-            .layer(MessageCompressionLayer)
+        let mut routes = Routes::builder();
+        routes
             .add_service(compressed!(health_service, max_message_size))
             .add_service(compressed!(
                 reflection(&served).build_v1()?,
@@ -239,26 +214,52 @@ impl Server {
                 max_message_size
             ))
             .add_service(compressed!(echo, max_message_size))
-            .add_service(compressed!(example_echo, max_message_size))
-            .add_optional_service(interop)
-            .add_optional_service(admin)
-            .serve_with_incoming_shutdown(
-                connections::accept(
-                    listener,
-                    ConnectionLimits {
-                        max_connections: config.max_connections,
-                        handshake_timeout: *config.handshake_timeout,
-                        max_lifetime,
-                    },
-                    tls,
-                    Arc::clone(&self.stats),
-                ),
-                stop_accepting.clone().cancelled_owned(),
-            );
+            .add_service(compressed!(example_echo, max_message_size));
+        if let Some(interop) = interop {
+            routes.add_service(interop);
+        }
+        if let Some(admin) = admin {
+            routes.add_service(admin);
+        }
+        let service = ServiceBuilder::new()
+            .layer(RecoverErrorLayer::new())
+            .layer(TraceLayer::new(Arc::clone(&metrics)))
+            .layer(MessageSizeStatusLayer)
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(
+                config.max_concurrent_calls,
+            ))
+            .layer(TrailersLayer)
+            .option_layer(auth)
+            .layer(DeadlineLayer::new(*config.max_call_time))
+            .layer(MessageCompressionLayer)
+            .service(routes.routes().prepare());
+        let serve = serve::serve(
+            connections::accept(
+                listener,
+                ConnectionLimits {
+                    max_connections: config.max_connections,
+                    handshake_timeout: *config.handshake_timeout,
+                },
+                tls,
+                Arc::clone(&self.stats),
+            ),
+            service,
+            Http2Settings {
+                max_concurrent_streams: config.max_concurrent_streams,
+                max_local_error_reset_streams: MAX_LOCAL_ERROR_RESET_STREAMS,
+                keepalive_interval: *config.keepalive_interval,
+                keepalive_timeout: *config.keepalive_timeout,
+                max_header_list_size: config.max_header_list_size,
+                max_age: config.max_connection_age.map(Into::into),
+                max_age_grace: config.max_connection_age_grace.map(Into::into),
+            },
+            stop_accepting.clone(),
+        );
         tokio::pin!(serve);
 
         tokio::select! {
-            result = &mut serve => return Ok(result?),
+            () = &mut serve => return Ok(()),
             () = shutdown => {}
         }
 
@@ -268,9 +269,9 @@ impl Server {
         stop_accepting.cancel();
 
         tokio::select! {
-            result = &mut serve => {
+            () = &mut serve => {
                 tracing::info!("all connections closed");
-                return Ok(result?);
+                return Ok(());
             }
             () = tokio::time::sleep(grace) => {}
         }
@@ -281,7 +282,7 @@ impl Server {
         );
         streams_end.cancel();
         match tokio::time::timeout(STREAM_END_FLUSH, serve).await {
-            Ok(result) => Ok(result?),
+            Ok(()) => Ok(()),
             Err(_) => {
                 tracing::warn!("connections still open after the grace period: dropping them");
                 Ok(())

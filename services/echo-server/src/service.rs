@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::call::{Call, EchoedMetadata};
+use crate::call::{Call, EchoedMetadata, connection_control, end_call, reset_stream};
 use crate::config::Config;
 use crate::controls::{EchoTargets, Limits, Plan, Rpc};
 use crate::error::EchoError;
@@ -103,16 +103,21 @@ impl EchoServiceApi for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let call = Call::unary(&request);
         let plan = self.shared.limits.plan(request.get_ref(), Rpc::Echo)?;
-        let echo = plan.echo;
+        let (echo, action) = (plan.echo, plan.connection);
+        let connection = connection_control(&request, action);
         let result = async {
             call.sleep(plan.delay).await?;
+            end_call(action, connection.as_ref()).await;
             match plan.error {
                 Some(error) => Err(error),
                 None => Ok(self.response(request.get_ref(), &plan, &call)),
             }
         }
         .await;
-        echoed(request.metadata(), echo).respond(result.map_err(Status::from))
+        let mut response =
+            echoed(request.metadata(), echo).respond(result.map_err(Status::from))?;
+        reset_stream(&mut response, action);
+        Ok(response)
     }
 
     type ServerStreamStream = EchoStream;
@@ -126,7 +131,8 @@ impl EchoServiceApi for EchoService {
             .shared
             .limits
             .plan(request.get_ref(), Rpc::ServerStream)?;
-        let echo = plan.echo;
+        let (echo, action) = (plan.echo, plan.connection);
+        let connection = connection_control(&request, action);
         let template = self.response(request.get_ref(), &plan, &call);
         let open = self.shared.stats.open_stream();
         let stream = async_stream::stream! {
@@ -144,11 +150,15 @@ impl EchoServiceApi for EchoService {
                 open.message_sent();
                 yield Ok(EchoResponse { sequence, ..template.clone() });
             }
+            end_call(action, connection.as_ref()).await;
             if let Some(error) = plan.error {
                 yield Err(error.into());
             }
         };
-        echoed(request.metadata(), echo).respond(Ok(Box::pin(stream) as EchoStream))
+        let mut response =
+            echoed(request.metadata(), echo).respond(Ok(Box::pin(stream) as EchoStream))?;
+        reset_stream(&mut response, action);
+        Ok(response)
     }
 
     async fn client_stream(
