@@ -5,21 +5,27 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use echo_client::proto::{EchoRequest, StreamControl};
-use echo_client::{ClientBuilder, EchoClient};
+use echo_client::{ClientBuilder, EchoClient, Transport};
 use hdrhistogram::Histogram;
+use http::uri::PathAndQuery;
 use serde_json::json;
 use tokio::time::Instant;
+use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Which RPC the load calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +70,99 @@ pub struct BenchArgs {
     /// Messages per call for the streaming RPCs.
     #[arg(long, default_value_t = 10)]
     messages: u32,
+    /// Call this method (`/package.Service/Method`, unary or bidi per `--rpc`)
+    /// of any server instead of `echo.v1`: each message is field 1 holding
+    /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
+    #[arg(long, value_parser = parse_method)]
+    method: Option<PathAndQuery>,
+}
+
+fn parse_method(path: &str) -> Result<PathAndQuery, String> {
+    if !path.starts_with('/') || path[1..].split('/').count() != 2 {
+        return Err("expected /package.Service/Method".to_owned());
+    }
+    path.parse().map_err(|err| format!("{err}"))
+}
+
+/// The message `--method` sends: protobuf field 1 (length-delimited) holding
+/// `size` bytes of `*`, which reads as a `string` or `bytes` field alike.
+fn raw_message(size: usize) -> Bytes {
+    let mut message = BytesMut::with_capacity(size + 11);
+    message.put_u8(0x0a);
+    let mut length = size as u64;
+    while length >= 0x80 {
+        message.put_u8((length as u8 & 0x7f) | 0x80);
+        length >>= 7;
+    }
+    message.put_u8(length as u8);
+    message.put_bytes(b'*', size);
+    message.freeze()
+}
+
+/// Passes encoded messages through untouched, both ways.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A client for `--method`: raw messages over the same transport as `EchoClient`.
+#[derive(Clone)]
+struct RawClient {
+    grpc: Grpc<Transport>,
+    path: PathAndQuery,
+    message: Bytes,
+}
+
+impl RawClient {
+    async fn unary(&mut self) -> Result<Answer, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        self.grpc
+            .unary(
+                tonic::Request::new(self.message.clone()),
+                self.path.clone(),
+                RawCodec,
+            )
+            .await?;
+        Ok(Answer {
+            messages: 1,
+            instance: String::new(),
+        })
+    }
 }
 
 /// What one worker measured.
@@ -182,15 +281,31 @@ pub async fn run(
     if args.rps.is_some_and(|rps| !(rps > 0.0 && rps.is_finite())) {
         bail!("--rps must be a positive number");
     }
-    let mut clients = Vec::with_capacity(args.connections);
+    if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
+        bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
+    }
+    let mut targets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        clients.push(
-            builder
-                .clone()
-                .connect()
-                .await
-                .context("connecting for the benchmark")?,
-        );
+        let target = match &args.method {
+            None => Target::Echo(
+                builder
+                    .clone()
+                    .connect()
+                    .await
+                    .context("connecting for the benchmark")?,
+            ),
+            Some(path) => Target::Raw(RawClient {
+                grpc: Grpc::new(
+                    builder
+                        .connect_transport()
+                        .await
+                        .context("connecting for the benchmark")?,
+                ),
+                path: path.clone(),
+                message: raw_message(args.payload_size),
+            }),
+        };
+        targets.push(target);
     }
     let origin = Instant::now();
     let measure_from = origin + args.warmup;
@@ -209,16 +324,15 @@ pub async fn run(
     };
 
     let mut workers = Vec::new();
-    for client in &clients {
+    for target in &targets {
         for _ in 0..args.concurrency {
-            let (client, plan, request) = (client.clone(), Arc::clone(&plan), request.clone());
-            let (rpc, messages) = (args.rpc, args.messages);
-            workers.push(tokio::spawn(async move {
-                match rpc {
-                    BenchRpc::Bidi => bidi_worker(client, plan, request).await,
-                    _ => call_worker(client, plan, request, rpc, messages).await,
-                }
-            }));
+            workers.push(tokio::spawn(worker(
+                target.clone(),
+                Arc::clone(&plan),
+                request.clone(),
+                args.rpc,
+                args.messages,
+            )));
         }
     }
     let progress = std::io::stderr()
@@ -243,6 +357,67 @@ pub async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What the workers call: the echo service, or any method with raw messages.
+#[derive(Clone)]
+enum Target {
+    Echo(EchoClient),
+    Raw(RawClient),
+}
+
+async fn worker(
+    target: Target,
+    plan: Arc<Plan>,
+    request: EchoRequest,
+    rpc: BenchRpc,
+    messages: u32,
+) -> Tally {
+    match (target, rpc) {
+        (Target::Echo(client), BenchRpc::Bidi) => {
+            bidi_worker(plan, request, async move |requests| {
+                let echoes = client.bidi_stream(requests).await?.into_inner();
+                Ok(Box::pin(echoes.map(|echo| {
+                    echo.map(|echo| Answer {
+                        messages: 1,
+                        instance: echo.instance,
+                    })
+                })) as Answers)
+            })
+            .await
+        }
+        (Target::Raw(mut raw), BenchRpc::Bidi) => {
+            let message = raw.message.clone();
+            bidi_worker(plan, message, async move |requests| {
+                raw.grpc
+                    .ready()
+                    .await
+                    .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+                let echoes = raw
+                    .grpc
+                    .streaming(tonic::Request::new(requests), raw.path, RawCodec)
+                    .await?
+                    .into_inner();
+                Ok(Box::pin(echoes.map(|echo| {
+                    echo.map(|_| Answer {
+                        messages: 1,
+                        instance: String::new(),
+                    })
+                })) as Answers)
+            })
+            .await
+        }
+        (Target::Raw(mut raw), _) => {
+            let mut tally = Tally::new();
+            while let Some(scheduled) = plan.next() {
+                tokio::time::sleep_until(scheduled).await;
+                let result = raw.unary().await;
+                plan.record(&mut tally, scheduled, result);
+            }
+            tally
+        }
+        (Target::Echo(client), rpc) => call_worker(client, plan, request, rpc, messages).await,
+    }
 }
 
 async fn call_worker(
@@ -303,33 +478,36 @@ async fn server_stream(client: &EchoClient, request: EchoRequest) -> Result<Answ
     Ok(answer)
 }
 
-/// Ping-pong on one stream: each message waits for the previous echo.
-async fn bidi_worker(client: EchoClient, plan: Arc<Plan>, request: EchoRequest) -> Tally {
+/// Answers of a bidi stream, one per message.
+type Answers = Pin<Box<dyn Stream<Item = Result<Answer, tonic::Status>> + Send>>;
+
+/// Ping-pong on one stream opened by `open`: each message waits for the previous echo.
+async fn bidi_worker<T: Clone + Send + 'static>(
+    plan: Arc<Plan>,
+    message: T,
+    open: impl AsyncFnOnce(ReceiverStream<T>) -> Result<Answers, tonic::Status>,
+) -> Tally {
     let mut tally = Tally::new();
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let Some(mut scheduled) = plan.next() else {
         return tally;
     };
     tokio::time::sleep_until(scheduled).await;
-    if sender.send(request.clone()).await.is_err() {
+    if sender.send(message.clone()).await.is_err() {
         return tally;
     }
-    let mut echoes = match client.bidi_stream(ReceiverStream::new(receiver)).await {
-        Ok(response) => response.into_inner(),
+    let mut echoes = match open(ReceiverStream::new(receiver)).await {
+        Ok(echoes) => echoes,
         Err(status) => {
             plan.record(&mut tally, scheduled, Err(status));
             return tally;
         }
     };
     loop {
-        let result = match echoes.next().await {
-            Some(Ok(response)) => Ok(Answer {
-                messages: 1,
-                instance: response.instance,
-            }),
-            Some(Err(status)) => Err(status),
-            None => Err(tonic::Status::new(Code::Unknown, "the stream ended")),
-        };
+        let result = echoes
+            .next()
+            .await
+            .unwrap_or_else(|| Err(tonic::Status::new(Code::Unknown, "the stream ended")));
         let failed = result.is_err();
         plan.record(&mut tally, scheduled, result);
         if failed {
@@ -340,7 +518,7 @@ async fn bidi_worker(client: EchoClient, plan: Arc<Plan>, request: EchoRequest) 
         };
         scheduled = next;
         tokio::time::sleep_until(scheduled).await;
-        if sender.send(request.clone()).await.is_err() {
+        if sender.send(message.clone()).await.is_err() {
             return tally;
         }
     }

@@ -36,7 +36,7 @@ pub mod error;
 pub mod policy;
 pub mod retry;
 
-pub use client::{ClientBuilder, EchoClient, TlsOptions};
+pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use error::ClientError;
 pub use retry::RetryPolicy;
 

@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""The grpc-echo benchmark suite: our echo-server against a plain tonic echo
+server (bench/stock-tonic, the baseline) and the floors beneath both (a raw TCP
+echo, and nghttpd serving a static HTTP/2 response), under the same load
+shapes, side by side in one run.
+
+The server under test runs on CPU 0 and the load on CPU 1 (taskset). Each run
+starts every server afresh and measures every shape; runs are interleaved
+(ours, baseline, floors, then again), and each figure is the median of the runs
+with their min..max.
+
+    bench/suite.py                      # 3 runs of 5 s per shape, release builds
+    bench/suite.py --runs 5 --markdown BENCHMARKS-table.md
+    bench/suite.py --smoke              # seconds: checks that everything runs and parses
+
+Needs h2load and nghttpd (Debian: nghttp2-client, nghttp2-server) and taskset.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+PAYLOAD = 64
+BIG_PAYLOAD = 64 * 1024
+IDLE_CONNECTIONS = 10_000
+
+
+def fail(message):
+    print(f"bench/suite.py: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def need(tool):
+    path = shutil.which(tool)
+    if path is None:
+        fail(f"{tool} not found (Debian: apt-get install nghttp2-client nghttp2-server util-linux)")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def field_one(size: int) -> bytes:
+    """Protobuf field 1 (length-delimited) of `size` bytes of '*': a `string
+    message` for echo.v1, a `bytes payload` for the baseline's bench.Msg."""
+    length, varint = size, b""
+    while length >= 0x80:
+        varint += bytes([(length & 0x7F) | 0x80])
+        length >>= 7
+    return b"\x0a" + varint + bytes([length]) + b"*" * size
+
+
+def load(args, timeout=600):
+    """Runs a load generator on the load CPU; returns its stdout."""
+    result = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, *args], capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        fail(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+class Server:
+    """A server process pinned to the server CPU."""
+
+    def __init__(self, name, argv, port, ready_probe=None):
+        self.name, self.port = name, port
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = started + 30
+        while True:
+            if self.process.poll() is not None:
+                fail(f"{name} exited at start ({self.process.returncode})")
+            if time.monotonic() > deadline:
+                fail(f"{name} did not start listening")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.002)
+        if ready_probe:
+            while not ready_probe():
+                if time.monotonic() > deadline:
+                    fail(f"{name} never became ready")
+                time.sleep(0.002)
+        self.startup_seconds = time.monotonic() - started
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self):
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        fail(f"no VmRSS for {self.name}")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Suite:
+    def __init__(self, options):
+        self.options = options
+        profile = "debug" if options.smoke else "release"
+        self.bin = ROOT / "target" / profile
+        self.stock_bin = ROOT / "target" / "stock-tonic" / profile
+        self.seconds = options.duration
+        self.results = {}  # (shape, server) -> [value per run]
+        self.work = Path(tempfile.mkdtemp(prefix="grpc-echo-bench-"))
+        self.body_file = self.work / "request.bin"
+        self.body_file.write_bytes(grpc_frame(field_one(PAYLOAD)))
+        self.static_dir = self.work / "static"
+        self.static_dir.mkdir()
+        # nghttpd's answer: the same bytes a gRPC echo would send back.
+        (self.static_dir / "echo").write_bytes(grpc_frame(field_one(PAYLOAD)))
+
+    def record(self, shape, server, value):
+        if value is None or value != value or value <= 0:
+            fail(f"{shape} on {server}: no figure ({value})")
+        self.results.setdefault((shape, server), []).append(value)
+
+    # -- load generators -------------------------------------------------
+
+    def h2load(self, port, path, connections, streams):
+        out = load([
+            "h2load", "-D", str(max(1, round(self.seconds))), "-c", str(connections), "-m", str(streams),
+            "-d", str(self.body_file), "-H", "content-type: application/grpc",
+            "-H", "te: trailers", f"http://127.0.0.1:{port}{path}",
+        ])
+        done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+        rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+        if not done or not rate:
+            fail(f"cannot parse h2load output:\n{out}")
+        if done.group(3) != done.group(2):
+            fail(f"h2load saw failures:\n{out}")
+        return float(rate.group(1)), int(done.group(3))
+
+    def echo_bench(self, port, method, rpc, connections, concurrency, payload=PAYLOAD,
+                   messages=None, rps=None):
+        argv = [
+            str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "--json", "bench",
+            "--rpc", rpc, "--connections", str(connections), "--concurrency", str(concurrency),
+            "--duration", f"{self.seconds:g}s", "--warmup", f"{self.options.warmup:g}s",
+            "--payload-size", str(payload),
+        ]
+        if method:
+            argv += ["--method", method]
+        if messages:
+            argv += ["--messages", str(messages)]
+        if rps:
+            argv += ["--rps", f"{rps:.0f}"]
+        report = json.loads(load(argv))
+        if report["errors"]:
+            fail(f"echo-client bench saw errors: {report}")
+        return report
+
+    def tcp_pingpong(self, port, connections, size):
+        out = load([str(self.stock_bin / "tcp-pingpong"), f"127.0.0.1:{port}",
+                    str(connections), str(size), str(max(1, round(self.seconds)))])
+        match = re.search(r"([\d.]+) round trips/s", out)
+        if not match:
+            fail(f"cannot parse tcp-pingpong output: {out}")
+        return float(match.group(1))
+
+    def idle_connections_rss(self, server, count):
+        """Opens `count` HTTP/2 connections (preface and SETTINGS sent, then
+        silent) and returns the server's RSS with all of them open."""
+        sockets = []
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0\0\0\x04\0\0\0\0\0"
+        try:
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", server.port))
+                s.sendall(preface)
+                sockets.append(s)
+            time.sleep(1.0)
+            if server.process.poll() is not None:
+                fail(f"{server.name} died holding {count} connections")
+            return server.rss_kib()
+        finally:
+            for s in sockets:
+                s.close()
+
+    # -- servers ---------------------------------------------------------
+
+    def start(self, name):
+        port = free_port()
+        if name == "ours":
+            health = [str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "health"]
+            tcp_port = free_port()
+            server = Server(name, [str(self.bin / "echo-server"), "--listen", f"127.0.0.1:{port}",
+                                   "--tcp-echo-addr", f"127.0.0.1:{tcp_port}"], port,
+                            ready_probe=lambda: subprocess.run(health, capture_output=True).returncode == 0)
+            server.tcp_port = tcp_port
+            server.unary, server.bidi = "/echo.v1.EchoService/Echo", "/echo.v1.EchoService/BidiStream"
+        elif name == "baseline":
+            server = Server(name, [str(self.stock_bin / "stock-server"), f"127.0.0.1:{port}"], port)
+            server.unary, server.bidi = "/bench.Echo/Unary", "/bench.Echo/Bidi"
+        elif name == "tcp floor":
+            server = Server(name, [str(self.stock_bin / "tcp-echo"), f"127.0.0.1:{port}"], port)
+        elif name == "h2 floor":
+            server = Server(name, ["nghttpd", "--no-tls", "-d", str(self.static_dir), str(port)], port)
+        return server
+
+    # -- one run ---------------------------------------------------------
+
+    def run_once(self, baseline_peak):
+        connections = 20 if self.options.smoke else 50
+        for name in ["ours", "baseline", "h2 floor", "tcp floor"]:
+            server = self.start(name)
+            try:
+                if name in ("ours", "baseline"):
+                    self.record("start to serving (ms)", name, server.startup_seconds * 1000)
+                    self.record("idle RSS (MiB)", name, server.rss_kib() / 1024)
+                if name == "tcp floor":
+                    self.record("64 B ping-pong, 50 conns (round trips/s)", name,
+                                self.tcp_pingpong(server.port, 50, PAYLOAD))
+                    self.record("64 KiB ping-pong, 1 conn (MB/s one way)", name,
+                                self.tcp_pingpong(server.port, 1, BIG_PAYLOAD) * BIG_PAYLOAD / 1e6)
+                    continue
+                if name == "h2 floor":
+                    for c, m in [(1, 1), (connections, 20)]:
+                        rate, _ = self.h2load(server.port, "/echo", c, m)
+                        self.record(f"unary 64 B {c}x{m}, h2load (req/s)", name, rate)
+                    continue
+                for c, m in [(1, 1), (connections, 20)]:
+                    before = server.cpu_seconds()
+                    rate, requests = self.h2load(server.port, server.unary, c, m)
+                    self.record(f"unary 64 B {c}x{m}, h2load (req/s)", name, rate)
+                    if m > 1:
+                        cpu = server.cpu_seconds() - before
+                        self.record("server CPU ms per 1,000 unary calls", name, cpu / requests * 1e6)
+                for c, m in [(1, 1), (connections, 20)]:
+                    report = self.echo_bench(server.port, server.unary, "unary", c, m)
+                    self.record(f"unary 64 B {c}x{m}, echo-client bench (req/s)", name,
+                                report["calls_per_second"])
+                report = self.echo_bench(server.port, server.bidi, "bidi", 10, 5)
+                self.record("bidi ping-pong 64 B, 10x5 streams (msg/s)", name,
+                            report["messages_per_second"])
+                report = self.echo_bench(server.port, server.bidi, "bidi", 1, 1, payload=BIG_PAYLOAD)
+                self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
+                            report["messages_per_second"] * BIG_PAYLOAD / 1e6)
+                if name == "ours":
+                    report = self.echo_bench(server.port, None, "server-stream", 1, 1, messages=1000)
+                    self.record("server stream 64 B, 1 call x 1000 msgs (msg/s)", name,
+                                report["messages_per_second"])
+                    report = self.echo_bench(server.port, None, "server-stream", 1, 1,
+                                             payload=BIG_PAYLOAD, messages=100)
+                    self.record("server stream 64 KiB (MB/s)", name,
+                                report["messages_per_second"] * BIG_PAYLOAD / 1e6)
+                    self.record("tcp echo (ours) 64 B ping-pong, 50 conns (round trips/s)", name,
+                                self.tcp_pingpong(server.tcp_port, 50, PAYLOAD))
+                if baseline_peak:
+                    for share in (50, 80):
+                        report = self.echo_bench(server.port, server.unary, "unary", connections, 20,
+                                                 rps=baseline_peak * share / 100)
+                        self.record(f"p99 ms, open loop at {share}% of baseline peak", name,
+                                    report["latency_ms"]["p99"])
+                count = 200 if self.options.smoke else IDLE_CONNECTIONS
+                self.record(f"RSS with {count} idle connections (MiB)", name,
+                            self.idle_connections_rss(server, count) / 1024)
+            finally:
+                server.stop()
+
+    def baseline_peak(self):
+        """The baseline's closed-loop unary peak with echo-client bench, which
+        sets the open-loop rates."""
+        server = self.start("baseline")
+        try:
+            connections = 20 if self.options.smoke else 50
+            return self.echo_bench(server.port, server.unary, "unary", connections, 20)[
+                "calls_per_second"]
+        finally:
+            server.stop()
+
+    # -- report ----------------------------------------------------------
+
+    def table(self):
+        servers = ["ours", "baseline", "h2 floor", "tcp floor"]
+        shapes = list(dict.fromkeys(shape for shape, _ in self.results))
+        lines = ["| shape | " + " | ".join(servers) + " | ours / baseline |",
+                 "| --- |" + " --- |" * (len(servers) + 1)]
+        for shape in shapes:
+            cells, medians = [], {}
+            for server in servers:
+                values = self.results.get((shape, server))
+                if not values:
+                    cells.append("")
+                    continue
+                median = statistics.median(values)
+                medians[server] = median
+                cell = fmt(median)
+                if len(values) > 1:
+                    cell += f" ({fmt(min(values))}..{fmt(max(values))})"
+                cells.append(cell)
+            ratio = ""
+            if "ours" in medians and "baseline" in medians:
+                ratio = f"{medians['ours'] / medians['baseline']:.2f}x"
+            lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} |")
+        return "\n".join(lines)
+
+
+def fmt(value):
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs (median reported)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per shape")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds not counted (echo-client bench)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one short run on debug builds: checks that every shape runs and parses")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    options = parser.parse_args()
+    if options.smoke:
+        options.runs, options.duration, options.warmup = 1, 1.0, 0.2
+    for tool in ["taskset", "h2load", "nghttpd"]:
+        need(tool)
+    if len(os.sched_getaffinity(0)) < 2:
+        fail("needs two CPUs: the server runs on CPU 0, the load on CPU 1")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = IDLE_CONNECTIONS + 1024
+    if hard != resource.RLIM_INFINITY and hard < want:
+        fail(f"the open-files limit ({hard}) is below {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+    if not options.no_build:
+        release = [] if options.smoke else ["--release"]
+        subprocess.run(["cargo", "build", *release, "-p", "echo-server", "-p", "echo-client"],
+                       cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
+                        "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+
+    suite = Suite(options)
+    started = time.monotonic()
+    for run in range(options.runs):
+        peak = suite.baseline_peak()
+        print(f"run {run + 1}/{options.runs}: baseline unary peak {peak:,.0f} calls/s", file=sys.stderr)
+        suite.run_once(peak)
+    table = suite.table()
+    print(table)
+    print(f"\n{options.runs} run(s), {options.duration:g} s per shape, "
+          f"{time.monotonic() - started:.0f} s in all", file=sys.stderr)
+    if options.markdown:
+        options.markdown.write_text(table + "\n")
+    shutil.rmtree(suite.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
