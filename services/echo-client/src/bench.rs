@@ -287,13 +287,13 @@ pub async fn run(
     let mut targets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let target = match &args.method {
-            None => Target::Echo(
+            None => Target::Echo(Box::new(
                 builder
                     .clone()
                     .connect()
                     .await
                     .context("connecting for the benchmark")?,
-            ),
+            )),
             Some(path) => Target::Raw(RawClient {
                 grpc: Grpc::new(
                     builder
@@ -362,7 +362,7 @@ pub async fn run(
 /// What the workers call: the echo service, or any method with raw messages.
 #[derive(Clone)]
 enum Target {
-    Echo(EchoClient),
+    Echo(Box<EchoClient>),
     Raw(RawClient),
 }
 
@@ -416,7 +416,7 @@ async fn worker(
             }
             tally
         }
-        (Target::Echo(client), rpc) => call_worker(client, plan, request, rpc, messages).await,
+        (Target::Echo(client), rpc) => call_worker(*client, plan, request, rpc, messages).await,
     }
 }
 
