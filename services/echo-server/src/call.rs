@@ -31,7 +31,9 @@ impl Call {
     pub fn unary<T>(request: &Request<T>) -> Self {
         let peer = request.extensions().get::<PeerInfo>();
         Self {
-            peer: peer.map(|peer| peer.addr.to_string()).unwrap_or_default(),
+            peer: peer
+                .map(|peer| peer.addr_text.to_string())
+                .unwrap_or_default(),
             peer_identity: peer
                 .and_then(|peer| peer.identity.as_deref())
                 .unwrap_or_default()

@@ -28,6 +28,8 @@ const PREFACE_LEN: usize = 24 + 9;
 pub struct PeerInfo {
     /// The peer's address.
     pub addr: SocketAddr,
+    /// `addr` as text, formatted once per connection rather than per call.
+    pub addr_text: Arc<str>,
     /// The subject of its verified client certificate (mTLS only).
     pub identity: Option<Arc<str>>,
 }
@@ -78,6 +80,7 @@ pub(crate) fn accept(
             };
             let peer = PeerInfo {
                 addr,
+                addr_text: addr.to_string().into(),
                 identity: None,
             };
             let Some(tls) = tls.clone() else {

@@ -2,8 +2,9 @@
 //! in-flight calls, stream messages and open connections, served as text on
 //! their own HTTP port (`--metrics-addr`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use prost::Message;
+use prost_types::FileDescriptorSet;
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -39,20 +42,38 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
 }
 
+/// The series of one method (or of every unknown path), made at start so
+/// that recording a call allocates nothing.
+#[derive(Debug)]
+struct MethodSeries {
+    labels: MethodLabels,
+    latency: Histogram,
+    /// By status code; each made on its code's first use, so that only codes
+    /// seen are exported.
+    handled: [OnceLock<Counter>; 17],
+}
+
+/// Which method a call is for, as [`Metrics::method`] resolves its path.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MethodId(usize);
+
 /// The RPC metrics, and the registry that also holds the server's [`Stats`].
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     handled: Family<CodeLabels, Counter>,
-    latency: LatencyFamily,
     in_flight: Gauge,
-    /// Services whose method names become labels; any other path counts as
-    /// `unknown`, so that made-up paths cannot grow the label sets.
-    known_services: Vec<&'static str>,
+    /// Every method of the served services, and last the `unknown` series
+    /// that any other path counts in, so that made-up paths cannot grow the
+    /// label sets.
+    methods: Vec<MethodSeries>,
+    by_path: HashMap<Box<str>, MethodId>,
 }
 
 impl Metrics {
-    pub(crate) fn new(stats: &Stats, known_services: Vec<&'static str>) -> Self {
+    /// Metrics with series for every method that `descriptor_sets` give the
+    /// `served` services.
+    pub(crate) fn new(stats: &Stats, served: &[&str], descriptor_sets: &[&[u8]]) -> Self {
         let mut registry = Registry::default();
         let handled = Family::<CodeLabels, Counter>::default();
         let latency = LatencyFamily::new_with_constructor(latency_histogram);
@@ -87,31 +108,44 @@ impl Metrics {
             "Connections open",
             stats.open_connections.clone(),
         );
+        let series = |service: &str, method: &str| {
+            let labels = MethodLabels {
+                grpc_service: service.to_owned(),
+                grpc_method: method.to_owned(),
+            };
+            MethodSeries {
+                latency: latency.get_or_create(&labels).clone(),
+                labels,
+                handled: Default::default(),
+            }
+        };
+        let mut methods = Vec::new();
+        let mut by_path = HashMap::new();
+        for (service, method) in served_methods(served, descriptor_sets) {
+            let id = MethodId(methods.len());
+            if by_path
+                .insert(format!("/{service}/{method}").into_boxed_str(), id)
+                .is_none()
+            {
+                methods.push(series(&service, &method));
+            }
+        }
+        methods.push(series("unknown", "unknown"));
         Self {
             registry,
             handled,
-            latency,
             in_flight,
-            known_services,
+            methods,
+            by_path,
         }
     }
 
-    fn labels(&self, path: &str) -> MethodLabels {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("", ""));
-        if self.known_services.contains(&service) && !method.is_empty() && !method.contains('/') {
-            MethodLabels {
-                grpc_service: service.to_owned(),
-                grpc_method: method.to_owned(),
-            }
-        } else {
-            MethodLabels {
-                grpc_service: "unknown".to_owned(),
-                grpc_method: "unknown".to_owned(),
-            }
-        }
+    /// The method of a call to `path`.
+    pub(crate) fn method(&self, path: &str) -> MethodId {
+        self.by_path
+            .get(path)
+            .copied()
+            .unwrap_or(MethodId(self.methods.len() - 1))
     }
 
     /// A call started.
@@ -119,20 +153,24 @@ impl Metrics {
         self.in_flight.inc();
     }
 
-    /// A call ended, with `code` (none: its caller went away first).
-    pub(crate) fn finished(&self, path: &str, code: Option<Code>, elapsed: Duration) {
+    /// A call to `method` ended, with `code` (none: its caller went away
+    /// first, counted as `Cancelled`).
+    pub(crate) fn finished(&self, method: MethodId, code: Option<Code>, elapsed: Duration) {
         self.in_flight.dec();
-        let labels = self.labels(path);
-        self.latency
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
-        let code = code.map_or_else(|| "Cancelled".to_owned(), |code| format!("{code:?}"));
-        let labels = CodeLabels {
-            grpc_service: labels.grpc_service,
-            grpc_method: labels.grpc_method,
-            grpc_code: code,
-        };
-        self.handled.get_or_create(&labels).inc();
+        let series = &self.methods[method.0];
+        series.latency.observe(elapsed.as_secs_f64());
+        let code = code.unwrap_or(Code::Cancelled);
+        series.handled[code as usize]
+            .get_or_init(|| {
+                self.handled
+                    .get_or_create(&CodeLabels {
+                        grpc_service: series.labels.grpc_service.clone(),
+                        grpc_method: series.labels.grpc_method.clone(),
+                        grpc_code: format!("{code:?}"),
+                    })
+                    .clone()
+            })
+            .inc();
     }
 
     /// The exposition text of every metric.
@@ -142,6 +180,34 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// `(full service name, method name)` of every method of `served` in `descriptor_sets`.
+fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, String)> {
+    let mut methods = Vec::new();
+    for set in descriptor_sets {
+        // The sets are compiled in; one that does not decode names no methods.
+        let Ok(set) = FileDescriptorSet::decode(*set) else {
+            continue;
+        };
+        for file in set.file {
+            for service in &file.service {
+                let name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if served.contains(&name.as_str()) {
+                    methods.extend(
+                        service
+                            .method
+                            .iter()
+                            .map(|m| (name.clone(), m.name().to_owned())),
+                    );
+                }
+            }
+        }
+    }
+    methods
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.

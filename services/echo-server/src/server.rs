@@ -41,6 +41,15 @@ use crate::tls::{Tls, TlsReload};
 /// bounds shutdown when a peer never closes its connection.
 pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
 
+/// Descriptors of every service the server can serve: for reflection, and
+/// for the method names metrics know.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    grpc_echo::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// Limits messages to `max_message_size` both ways, accepts gzip and zstd
 /// requests, and answers compressed in whichever of the two the client accepts
 /// (tonic's generated servers share no trait for this).
@@ -181,7 +190,7 @@ impl Server {
         let _reloading = tls
             .clone()
             .map(|tls| AbortOnDrop(tokio::spawn(tls.keep_reloading(self.tls_reload.clone()))));
-        let metrics = Arc::new(Metrics::new(&self.stats, served.clone()));
+        let metrics = Arc::new(Metrics::new(&self.stats, &served, &DESCRIPTOR_SETS));
         let _metrics_endpoint = self.metrics_listener.map(|listener| {
             let metrics = Arc::clone(&metrics);
             AbortOnDrop(tokio::spawn(async move {
@@ -353,15 +362,11 @@ fn served_services(config: &Config) -> Vec<&'static str> {
 /// Both reflection versions list exactly the services served (each other
 /// included), and describe them from every descriptor set compiled in.
 fn reflection(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
-    served.iter().fold(
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(grpc_echo::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ),
-        |builder, name| builder.with_service_name(*name),
-    )
+    let builder = DESCRIPTOR_SETS.iter().fold(
+        tonic_reflection::server::Builder::configure().include_reflection_service(false),
+        |builder, set| builder.register_encoded_file_descriptor_set(set),
+    );
+    served
+        .iter()
+        .fold(builder, |builder, name| builder.with_service_name(*name))
 }
