@@ -188,3 +188,45 @@ fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
         );
     }
 }
+
+#[test]
+fn the_latency_plot_is_written_as_svg() {
+    let server = ServerProcess::start(&[]);
+    let plot = std::env::temp_dir().join(format!("grpc-echo-plot-{}.svg", std::process::id()));
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "300",
+            "--warmup",
+            "0s",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{report}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    std::fs::remove_file(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99.9"), "{svg}");
+    let points = svg
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(points.split(' ').count(), 51, "{svg}");
+
+    let output = std::process::Command::new(binary("echo-client"))
+        .args([
+            "--addr",
+            &server.addr.to_string(),
+            "bench",
+            "--plot",
+            "latency.png",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(".svg"));
+}

@@ -75,6 +75,16 @@ pub struct BenchArgs {
     /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
     #[arg(long, value_parser = parse_method)]
     method: Option<PathAndQuery>,
+    /// Also write the latency percentile curve (log-scale tail) to this SVG file.
+    #[arg(long, value_parser = parse_plot_path)]
+    plot: Option<std::path::PathBuf>,
+}
+
+fn parse_plot_path(path: &str) -> Result<std::path::PathBuf, String> {
+    if !path.ends_with(".svg") {
+        return Err("the plot is written as SVG: give a file name ending in .svg".to_owned());
+    }
+    Ok(path.into())
 }
 
 fn parse_method(path: &str) -> Result<PathAndQuery, String> {
@@ -352,6 +362,10 @@ pub async fn run(
         - measure_from)
         .max(Duration::from_millis(1));
     report(args, &tally, measured, elapsed, json);
+    if let Some(path) = &args.plot {
+        std::fs::write(path, crate::plot::svg(&tally.latency, &describe(args)))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
     Ok(if tally.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -540,6 +554,19 @@ async fn progress(plan: Arc<Plan>) {
     }
 }
 
+/// The load shape, in words.
+fn describe(args: &BenchArgs) -> String {
+    format!(
+        "{:?} over {} connection(s) x {} concurrent, {}",
+        args.rpc,
+        args.connections,
+        args.concurrency,
+        args.rps.map_or("closed loop".to_owned(), |rps| format!(
+            "open loop at {rps}/s"
+        )),
+    )
+}
+
 fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, json: bool) {
     let seconds = elapsed.as_secs_f64();
     let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
@@ -574,15 +601,7 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
         );
         return;
     }
-    println!(
-        "{:?} over {} connection(s) x {} concurrent, {}: {measured} calls in {seconds:.2}s",
-        args.rpc,
-        args.connections,
-        args.concurrency,
-        args.rps.map_or("closed loop".to_owned(), |rps| format!(
-            "open loop at {rps}/s"
-        )),
-    );
+    println!("{}: {measured} calls in {seconds:.2}s", describe(args));
     println!("  {rate:.0} calls/s, {message_rate:.0} messages/s");
     println!(
         "  latency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

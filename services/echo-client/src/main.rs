@@ -2,6 +2,7 @@
 
 mod bench;
 mod interop;
+mod plot;
 mod raw_echo;
 
 use std::collections::HashMap;

@@ -36,6 +36,7 @@
 //! - [`stats`]: live counters (open streams and connections, stream messages).
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
+//! - `router`: calls to services by path, without axum.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -49,6 +50,7 @@ pub mod interop;
 pub mod layers;
 pub mod metrics;
 mod raw_echo;
+mod router;
 pub mod serve;
 pub mod server;
 pub mod service;

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
-use tonic::service::{RecoverErrorLayer, Routes};
+use tonic::service::RecoverErrorLayer;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
@@ -31,6 +31,7 @@ use crate::layers::{
 };
 use crate::metrics::Metrics;
 use crate::raw_echo;
+use crate::router::Router;
 use crate::serve::{self, Http2Settings};
 use crate::service::EchoService;
 use crate::stats::Stats;
@@ -211,24 +212,23 @@ impl Server {
             .udp_echo_socket
             .map(|socket| AbortOnDrop(tokio::spawn(raw_echo::serve_udp(socket))));
         let max_message_size = config.max_message_size;
-        let mut routes = Routes::builder();
-        routes
-            .add_service(compressed!(health_service, max_message_size))
-            .add_service(compressed!(
+        let mut router = Router::default()
+            .add(compressed!(health_service, max_message_size))
+            .add(compressed!(
                 reflection(&served).build_v1()?,
                 max_message_size
             ))
-            .add_service(compressed!(
+            .add(compressed!(
                 reflection(&served).build_v1alpha()?,
                 max_message_size
             ))
-            .add_service(compressed!(echo, max_message_size))
-            .add_service(compressed!(example_echo, max_message_size));
+            .add(compressed!(echo, max_message_size))
+            .add(compressed!(example_echo, max_message_size));
         if let Some(interop) = interop {
-            routes.add_service(interop);
+            router = router.add(interop);
         }
         if let Some(admin) = admin {
-            routes.add_service(admin);
+            router = router.add(admin);
         }
         let service = ServiceBuilder::new()
             .layer(RecoverErrorLayer::new())
@@ -242,7 +242,7 @@ impl Server {
             .option_layer(auth)
             .layer(DeadlineLayer::new(*config.max_call_time))
             .layer(MessageCompressionLayer)
-            .service(routes.routes().prepare());
+            .service(router);
         let serve = serve::serve(
             connections::accept(
                 listener,

@@ -22,9 +22,18 @@ const SIZE_MESSAGES: [&str; 2] = [
 
 /// Rewrites tonic's over-size OUT_OF_RANGE into RESOURCE_EXHAUSTED in `headers`.
 fn remap(headers: &mut HeaderMap) {
+    // Every response passes here: the cheap check first, and no allocation.
+    const OUT_OF_RANGE: &[u8] = b"11";
+    debug_assert_eq!(
+        OUT_OF_RANGE,
+        (Code::OutOfRange as i32).to_string().as_bytes()
+    );
     let out_of_range = headers
         .get("grpc-status")
-        .is_some_and(|code| code.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());
+        .is_some_and(|code| code.as_bytes() == OUT_OF_RANGE);
+    if !out_of_range {
+        return;
+    }
     // grpc-message travels percent-encoded.
     let about_size = headers
         .get("grpc-message")
@@ -35,7 +44,7 @@ fn remap(headers: &mut HeaderMap) {
                 .iter()
                 .any(|prefix| message.starts_with(prefix))
         });
-    if out_of_range && about_size {
+    if about_size {
         headers.insert(
             "grpc-status",
             HeaderValue::from(Code::ResourceExhausted as i32),
