@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "ECHO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 
+    /// Runtime worker threads (default: one per CPU the process may use). With
+    /// one, the server runs on a single-threaded runtime, which spares the
+    /// cross-thread hand-offs a one-worker multi-threaded runtime still makes.
+    #[arg(long, env = "ECHO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
     /// After SIGINT/SIGTERM, how long open streams may go on before they end with UNAVAILABLE.
     #[arg(long, env = "ECHO_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: humantime::Duration,
@@ -206,6 +212,7 @@ impl Default for Config {
                 .expect("DEFAULT_LISTEN is a socket address"),
             instance_id: None,
             log_format: LogFormat::Human,
+            worker_threads: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             max_delay: DEFAULT_MAX_DELAY.into(),
             max_stream_count: DEFAULT_MAX_STREAM_COUNT,

@@ -8,11 +8,28 @@ use echo_server::{Config, LogFormat};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(config.log_format);
+    let threads = config.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(serve(config))
+}
 
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind_tcp(config.listen, "gRPC").await?;
     tracing::info!(addr = %listener.local_addr()?, instance = %config.instance(), "listening");
     let mut server = echo_server::Server::new(config.clone());
