@@ -16,6 +16,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use echo_client::proto::{EchoRequest, StreamControl};
 use echo_client::{ClientBuilder, EchoClient, Transport};
+
+use crate::lean::LeanUnary;
 use hdrhistogram::Histogram;
 use http::uri::PathAndQuery;
 use serde_json::json;
@@ -304,6 +306,20 @@ pub async fn run(
                     .await
                     .context("connecting for the benchmark")?,
             ),
+            Some(path) if args.rpc == BenchRpc::Unary && builder.plaintext_uri().is_some() => {
+                let base = builder.plaintext_uri().expect("checked just above");
+                Target::Lean(
+                    LeanUnary::connect(
+                        &base,
+                        path.as_str(),
+                        &raw_message(args.payload_size),
+                        &builder.metadata_headers(),
+                        builder.call_timeout(),
+                    )
+                    .await
+                    .context("connecting for the benchmark")?,
+                )
+            }
             Some(path) => Target::Raw(RawClient {
                 grpc: Grpc::new(
                     builder
@@ -381,6 +397,8 @@ pub async fn run(
 )]
 enum Target {
     Echo(EchoClient),
+    /// `--method`, unary, plaintext, single address: the cheapest caller.
+    Lean(LeanUnary),
     Raw(RawClient),
 }
 
@@ -424,6 +442,18 @@ async fn worker(
                 })) as Answers)
             })
             .await
+        }
+        (Target::Lean(mut lean), _) => {
+            let mut tally = Tally::new();
+            while let Some(scheduled) = plan.next() {
+                tokio::time::sleep_until(scheduled).await;
+                let result = lean.call().await.map(|()| Answer {
+                    messages: 1,
+                    instance: String::new(),
+                });
+                plan.record(&mut tally, scheduled, result);
+            }
+            tally
         }
         (Target::Raw(mut raw), _) => {
             let mut tally = Tally::new();

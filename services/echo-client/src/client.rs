@@ -211,6 +211,32 @@ impl ClientBuilder {
         CallPolicyLayer::new(self.metadata.clone().into_headers(), self.timeout).layer(channel)
     }
 
+    /// The `http://host:port` URI of a single plaintext endpoint (`None` with
+    /// TLS or balancing), for callers that speak HTTP/2 themselves.
+    pub fn plaintext_uri(&self) -> Option<http::Uri> {
+        if self.tls.is_some() || self.balanced.is_some() {
+            return None;
+        }
+        let uri = if self.endpoint.contains("://") {
+            self.endpoint.clone()
+        } else {
+            format!("http://{}", self.endpoint)
+        };
+        uri.parse()
+            .ok()
+            .filter(|uri: &http::Uri| uri.scheme_str() == Some("http"))
+    }
+
+    /// The metadata every call carries, as HTTP headers.
+    pub fn metadata_headers(&self) -> http::HeaderMap {
+        self.metadata.clone().into_headers()
+    }
+
+    /// The deadline given to each call, if any.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     fn endpoint(&self) -> Result<Endpoint, ClientError> {
         let uri = if self.endpoint.contains("://") {
             self.endpoint.clone()

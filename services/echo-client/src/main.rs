@@ -2,6 +2,7 @@
 
 mod bench;
 mod interop;
+mod lean;
 mod plot;
 mod raw_echo;
 
@@ -265,9 +266,26 @@ impl Controls {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // On one CPU (as when pinned for a benchmark) a single-threaded runtime
+    // spares the hand-offs between threads.
+    let one_cpu = std::thread::available_parallelism().map_or(true, |cpus| cpus.get() == 1);
+    let runtime = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(main_async(cli)),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(cli: Cli) -> ExitCode {
     let json = cli.json;
     match run(cli).await {
         Ok(code) => code,
