@@ -446,7 +446,7 @@ async fn worker(
         (Target::Lean(mut lean), _) => {
             let mut tally = Tally::new();
             while let Some(scheduled) = plan.next() {
-                tokio::time::sleep_until(scheduled).await;
+                wait_until(scheduled).await;
                 let result = lean.call().await.map(|()| Answer {
                     messages: 1,
                     instance: String::new(),
@@ -458,7 +458,7 @@ async fn worker(
         (Target::Raw(mut raw), _) => {
             let mut tally = Tally::new();
             while let Some(scheduled) = plan.next() {
-                tokio::time::sleep_until(scheduled).await;
+                wait_until(scheduled).await;
                 let result = raw.unary().await;
                 plan.record(&mut tally, scheduled, result);
             }
@@ -477,7 +477,7 @@ async fn call_worker(
 ) -> Tally {
     let mut tally = Tally::new();
     while let Some(scheduled) = plan.next() {
-        tokio::time::sleep_until(scheduled).await;
+        wait_until(scheduled).await;
         let result = match rpc {
             BenchRpc::Unary => client.echo(request.clone()).await.map(|response| Answer {
                 messages: 1,
@@ -540,7 +540,7 @@ async fn bidi_worker<T: Clone + Send + 'static>(
     let Some(mut scheduled) = plan.next() else {
         return tally;
     };
-    tokio::time::sleep_until(scheduled).await;
+    wait_until(scheduled).await;
     if sender.send(message.clone()).await.is_err() {
         return tally;
     }
@@ -565,10 +565,19 @@ async fn bidi_worker<T: Clone + Send + 'static>(
             return tally;
         };
         scheduled = next;
-        tokio::time::sleep_until(scheduled).await;
+        wait_until(scheduled).await;
         if sender.send(message.clone()).await.is_err() {
             return tally;
         }
+    }
+}
+
+/// Waits for a scheduled start; returns at once when it is due. tokio's
+/// timer would wait for its next millisecond tick even then, which capped a
+/// closed loop at one call per millisecond per worker.
+async fn wait_until(scheduled: Instant) {
+    if scheduled > Instant::now() {
+        tokio::time::sleep_until(scheduled).await;
     }
 }
 

@@ -24,6 +24,11 @@ use crate::retry::{RetryPolicy, Retrying};
 /// The channel every call goes through.
 pub type Transport = CallPolicy<Channel>;
 
+/// Receive window of each call's stream.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// Receive window of a connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 1 << 23;
+
 /// Configures and connects an [`EchoClient`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -32,6 +37,8 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     metadata: MetadataMap,
     compression: Option<CompressionEncoding>,
+    /// Whether the echo and health clients ask for compressed answers.
+    accept_compression: bool,
     retry: Option<RetryPolicy>,
     keepalive: Option<(Duration, Duration)>,
     tls: Option<ClientTlsConfig>,
@@ -67,6 +74,7 @@ impl ClientBuilder {
             timeout: None,
             metadata: MetadataMap::new(),
             compression: None,
+            accept_compression: true,
             retry: None,
             keepalive: None,
             tls: None,
@@ -107,6 +115,14 @@ impl ClientBuilder {
     /// and zstd either way (and are compressed when the server chooses to).
     pub fn compression(mut self, encoding: CompressionEncoding) -> Self {
         self.compression = Some(encoding);
+        self
+    }
+
+    /// Whether to ask servers for compressed answers (gzip and zstd; yes by
+    /// default). A load generator turns it off unless it compresses requests
+    /// too, so that the server's compression is not measured by accident.
+    pub fn accept_compression(mut self, accept: bool) -> Self {
+        self.accept_compression = accept;
         self
     }
 
@@ -272,6 +288,10 @@ impl ClientBuilder {
         if let Some(timeout) = settings.connect_timeout {
             endpoint = endpoint.connect_timeout(timeout);
         }
+        // HTTP/2's default 64 KiB windows stall streams of large messages.
+        endpoint = endpoint
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         if let Some(config) = &settings.tls {
             endpoint = endpoint.tls_config(config.clone()).map_err(invalid)?;
         }
@@ -293,13 +313,13 @@ impl ClientBuilder {
         } else {
             CompressionEncoding::Gzip
         };
-        let mut echo = EchoServiceClient::new(transport.clone())
-            .accept_compressed(preferred)
-            .accept_compressed(other);
+        let mut echo = EchoServiceClient::new(transport.clone());
         let admin = AdminServiceClient::new(transport.clone());
-        let mut health = HealthClient::new(transport)
-            .accept_compressed(preferred)
-            .accept_compressed(other);
+        let mut health = HealthClient::new(transport);
+        if self.accept_compression {
+            echo = echo.accept_compressed(preferred).accept_compressed(other);
+            health = health.accept_compressed(preferred).accept_compressed(other);
+        }
         if let Some(encoding) = self.compression {
             echo = echo.send_compressed(encoding);
             health = health.send_compressed(encoding);

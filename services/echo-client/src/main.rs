@@ -272,7 +272,9 @@ fn main() -> ExitCode {
     // spares the hand-offs between threads.
     let one_cpu = std::thread::available_parallelism().map_or(true, |cpus| cpus.get() == 1);
     let runtime = if one_cpu {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Runtime::new()
     };
@@ -372,6 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         });
     }
     if let Command::Bench(args) = &cli.command {
+        let builder = builder.accept_compression(cli.compress.is_some());
         return bench::run(&builder, args, cli.json).await;
     }
     let client = builder.connect().await?;
