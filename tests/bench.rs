@@ -190,7 +190,7 @@ fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
 }
 
 #[test]
-fn the_latency_plot_is_written_as_svg() {
+fn the_latency_plot_is_written_as_svg_or_png() {
     let server = ServerProcess::start(&[]);
     let plot = std::env::temp_dir().join(format!("grpc-echo-plot-{}.svg", std::process::id()));
     let (ok, report) = bench(
@@ -223,10 +223,27 @@ fn the_latency_plot_is_written_as_svg() {
             &server.addr.to_string(),
             "bench",
             "--plot",
-            "latency.png",
+            "latency.jpeg",
         ])
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains(".svg"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains(".svg or .png"));
+
+    let png = plot.with_extension("png");
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "100",
+            "--warmup",
+            "0s",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{report}");
+    let image = std::fs::read(&png).unwrap();
+    std::fs::remove_file(&png).unwrap();
+    assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n");
 }

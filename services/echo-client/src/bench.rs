@@ -77,14 +77,15 @@ pub struct BenchArgs {
     /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
     #[arg(long, value_parser = parse_method)]
     method: Option<PathAndQuery>,
-    /// Also write the latency percentile curve (log-scale tail) to this SVG file.
+    /// Also draw the latency percentile curve (log-scale tail) in this file,
+    /// as SVG or PNG by its extension.
     #[arg(long, value_parser = parse_plot_path)]
     plot: Option<std::path::PathBuf>,
 }
 
 fn parse_plot_path(path: &str) -> Result<std::path::PathBuf, String> {
-    if !path.ends_with(".svg") {
-        return Err("the plot is written as SVG: give a file name ending in .svg".to_owned());
+    if !path.ends_with(".svg") && !path.ends_with(".png") {
+        return Err("the plot is SVG or PNG: give a file name ending in .svg or .png".to_owned());
     }
     Ok(path.into())
 }
@@ -379,7 +380,13 @@ pub async fn run(
         .max(Duration::from_millis(1));
     report(args, &tally, measured, elapsed, json);
     if let Some(path) = &args.plot {
-        std::fs::write(path, crate::plot::svg(&tally.latency, &describe(args)))
+        let svg = crate::plot::svg(&tally.latency, &describe(args));
+        let bytes = if path.extension().is_some_and(|ext| ext == "png") {
+            crate::plot::png(&svg).context("drawing the PNG plot")?
+        } else {
+            svg.into_bytes()
+        };
+        std::fs::write(path, bytes)
             .with_context(|| format!("writing the plot to {}", path.display()))?;
     }
     Ok(if tally.errors.is_empty() {
@@ -622,7 +629,7 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
         .into_iter()
         .chain(percentiles.iter().map(|(q, v)| (format!("p{q}"), json!(v))))
         .collect();
-        println!(
+        out!(
             "{}",
             json!({
                 "rpc": format!("{:?}", args.rpc),
@@ -640,9 +647,9 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
         );
         return;
     }
-    println!("{}: {measured} calls in {seconds:.2}s", describe(args));
-    println!("  {rate:.0} calls/s, {message_rate:.0} messages/s");
-    println!(
+    out!("{}: {measured} calls in {seconds:.2}s", describe(args));
+    out!("  {rate:.0} calls/s, {message_rate:.0} messages/s");
+    out!(
         "  latency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         ms(h.min()),
         h.mean() / 1000.0,
@@ -653,9 +660,9 @@ fn report(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, jso
         ms(h.max()),
     );
     if !tally.errors.is_empty() {
-        println!("  errors: {:?}", tally.errors);
+        out!("  errors: {:?}", tally.errors);
     }
     if tally.instances.len() > 1 {
-        println!("  answered by: {:?}", tally.instances);
+        out!("  answered by: {:?}", tally.instances);
     }
 }

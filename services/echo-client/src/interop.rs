@@ -99,15 +99,15 @@ pub async fn run(builder: &ClientBuilder, args: &InteropArgs) -> anyhow::Result<
         match result {
             Ok(()) => {
                 passed += 1;
-                println!("PASS {case} ({elapsed_ms} ms)");
+                out!("PASS {case} ({elapsed_ms} ms)");
             }
             Err(err) => {
                 failed += 1;
-                println!("FAIL {case} ({elapsed_ms} ms): {err:#}");
+                out!("FAIL {case} ({elapsed_ms} ms): {err:#}");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
 

@@ -1,5 +1,13 @@
 //! `echo-client`: calls every RPC of a grpc-echo server from the command line.
 
+/// `println!` that ends the program quietly when stdout is closed (as by
+/// `| head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod interop;
 mod lean;
@@ -266,6 +274,18 @@ impl Controls {
     }
 }
 
+fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(err) = writeln!(std::io::stdout().lock(), "{line}") {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            // What a program killed by SIGPIPE reports, as shells expect.
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to stdout: {err}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // On one CPU (as when pinned for a benchmark) a single-threaded runtime
@@ -509,7 +529,7 @@ struct Output {
 impl Output {
     fn response(&self, response: &EchoResponse) {
         if self.json {
-            println!(
+            out!(
                 "{}",
                 json!({
                     "message": response.message,
@@ -521,7 +541,7 @@ impl Output {
                 })
             );
         } else {
-            println!(
+            out!(
                 "{}  [seq {} · {} payload bytes · instance {} · peer {}]",
                 response.message,
                 response.sequence,
@@ -534,7 +554,7 @@ impl Output {
 
     fn summary(&self, summary: &ClientStreamResponse) {
         if self.json {
-            println!(
+            out!(
                 "{}",
                 json!({
                     "count": summary.count,
@@ -547,15 +567,19 @@ impl Output {
                 })
             );
         } else {
-            println!(
+            out!(
                 "{} messages, {} bytes, sha256 {}  [instance {} · peer {}]",
-                summary.count, summary.total_bytes, summary.sha256, summary.instance, summary.peer
+                summary.count,
+                summary.total_bytes,
+                summary.sha256,
+                summary.instance,
+                summary.peer
             );
             for message in &summary.messages {
-                println!("  {message}");
+                out!("  {message}");
             }
             if summary.messages_truncated {
-                println!("  … (truncated)");
+                out!("  … (truncated)");
             }
         }
     }
@@ -563,14 +587,14 @@ impl Output {
     fn health(&self, service: &str, status: impl std::fmt::Debug + Copy) {
         let name = format!("{status:?}");
         if self.json {
-            println!("{}", json!({ "service": service, "status": name }));
+            out!("{}", json!({ "service": service, "status": name }));
         } else {
             let service = if service.is_empty() {
                 "(server)"
             } else {
                 service
             };
-            println!("{service}: {name}");
+            out!("{service}: {name}");
         }
     }
 
@@ -605,10 +629,10 @@ impl Output {
             .collect();
         if self.json {
             let map: HashMap<_, _> = entries.into_iter().collect();
-            println!("{}", json!({ kind: map }));
+            out!("{}", json!({ kind: map }));
         } else {
             for (key, value) in entries {
-                println!("< {kind}: {key}: {value}");
+                out!("< {kind}: {key}: {value}");
             }
         }
     }

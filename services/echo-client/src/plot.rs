@@ -1,6 +1,7 @@
 //! The latency percentile plot of `echo-client bench --plot`: latency against
 //! percentile, the percentile axis in "nines" (log scale of 1 / (1 - q)), so
-//! that the tail is as wide as the body. Plain SVG, no dependency.
+//! that the tail is as wide as the body. Drawn as SVG, and rasterised to PNG
+//! with resvg (text in the system's fonts) when a PNG is asked for.
 
 use std::fmt::Write;
 
@@ -90,6 +91,32 @@ pub fn svg(latency: &Histogram<u64>, title: &str) -> String {
     out
 }
 
+/// `svg` rasterised as PNG bytes.
+pub fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // The SVG asks for `sans-serif`, which fontdb maps to Arial: take a sans
+    // font the system has (or any), so that the labels are drawn.
+    let family =
+        |face: &resvg::usvg::fontdb::FaceInfo| face.families.first().map(|(name, _)| name.clone());
+    let sans = fonts
+        .faces()
+        .filter_map(family)
+        .find(|name| name.contains("Sans") && !name.contains("Mono"))
+        .or_else(|| fonts.faces().find_map(family));
+    if let Some(sans) = sans {
+        fonts.set_sans_serif_family(sans);
+    }
+    let tree = usvg::Tree::from_str(svg, &options)?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| anyhow::anyhow!("cannot allocate a {size:?} image"))?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    Ok(pixmap.encode_png()?)
+}
+
 /// The smallest 1, 2 or 5 times a power of ten at or above `value`.
 fn nice_ceiling(value: f64) -> f64 {
     if value <= 0.0 {
@@ -149,5 +176,22 @@ mod tests {
         assert_eq!(nice_ceiling(0.13), 0.2);
         assert_eq!(format_ms(8.0), "8");
         assert_eq!(format_ms(0.4), "0.4");
+    }
+
+    #[test]
+    fn the_png_is_the_svg_drawn() {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        latency.record(1_000).unwrap();
+        let png = png(&svg(&latency, "one call")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        // IHDR: width and height as the SVG says.
+        assert_eq!(
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            WIDTH as u32
+        );
+        assert_eq!(
+            u32::from_be_bytes(png[20..24].try_into().unwrap()),
+            HEIGHT as u32
+        );
     }
 }

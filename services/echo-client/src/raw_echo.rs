@@ -70,12 +70,12 @@ fn report(
         "the echo differs from what was sent: {echoed:?}"
     );
     if json {
-        println!(
+        out!(
             "{}",
             json!({ "protocol": protocol, "message": echoed, "rtt_us": rtt.as_micros() })
         );
     } else {
-        println!("{echoed}  [{protocol} · rtt {rtt:.1?}]");
+        out!("{echoed}  [{protocol} · rtt {rtt:.1?}]");
     }
     Ok(ExitCode::SUCCESS)
 }
