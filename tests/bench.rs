@@ -29,6 +29,7 @@ fn every_rpc_kind_is_measured() {
         ("server-stream", 10.0),
         ("client-stream", 10.0),
         ("bidi", 1.0),
+        ("interop-unary", 1.0),
     ] {
         let (ok, report) = bench(
             &server,

@@ -17,6 +17,9 @@ use clap::{Args, ValueEnum};
 use echo_client::proto::{EchoRequest, StreamControl};
 use echo_client::{ClientBuilder, EchoClient, Transport};
 
+use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
+use grpc_echo::grpc::testing::{Payload, PayloadType, SimpleRequest};
+
 use crate::lean::LeanUnary;
 use hdrhistogram::Histogram;
 use http::uri::PathAndQuery;
@@ -40,6 +43,9 @@ pub enum BenchRpc {
     ClientStream,
     /// BidiStream ping-pong: one long-lived stream per worker, one message at a time.
     Bidi,
+    /// The interop `grpc.testing.TestService/UnaryCall`, asking for a payload
+    /// of `--payload-size` back.
+    InteropUnary,
 }
 
 /// Arguments of `echo-client bench`.
@@ -297,9 +303,18 @@ pub async fn run(
     if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
         bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
     }
+    if args.method.is_some() && args.rpc == BenchRpc::InteropUnary {
+        bail!("--rpc interop-unary calls grpc.testing.TestService/UnaryCall: drop --method");
+    }
     let mut targets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let target = match &args.method {
+            None if args.rpc == BenchRpc::InteropUnary => Target::Interop(TestServiceClient::new(
+                builder
+                    .connect_transport()
+                    .await
+                    .context("connecting for the benchmark")?,
+            )),
             None => Target::Echo(
                 builder
                     .clone()
@@ -404,6 +419,7 @@ pub async fn run(
 )]
 enum Target {
     Echo(EchoClient),
+    Interop(TestServiceClient<Transport>),
     /// `--method`, unary, plaintext, single address: the cheapest caller.
     Lean(LeanUnary),
     Raw(RawClient),
@@ -449,6 +465,28 @@ async fn worker(
                 })) as Answers)
             })
             .await
+        }
+        (Target::Interop(mut interop), _) => {
+            let size = request.payload.len();
+            let request = SimpleRequest {
+                response_type: PayloadType::Compressable as i32,
+                response_size: size as i32,
+                payload: Some(Payload {
+                    r#type: PayloadType::Compressable as i32,
+                    body: request.payload,
+                }),
+                ..Default::default()
+            };
+            let mut tally = Tally::new();
+            while let Some(scheduled) = plan.next() {
+                wait_until(scheduled).await;
+                let result = interop.unary_call(request.clone()).await.map(|_| Answer {
+                    messages: 1,
+                    instance: String::new(),
+                });
+                plan.record(&mut tally, scheduled, result);
+            }
+            tally
         }
         (Target::Lean(mut lean), _) => {
             let mut tally = Tally::new();
@@ -511,7 +549,9 @@ async fn call_worker(
                     }
                 })
             }
-            BenchRpc::Bidi => unreachable!("bidi has its own worker"),
+            BenchRpc::Bidi | BenchRpc::InteropUnary => {
+                unreachable!("bidi and interop-unary have their own workers")
+            }
         };
         plan.record(&mut tally, scheduled, result);
     }
