@@ -188,6 +188,20 @@ fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
             "{stderr}"
         );
     }
+    let two = format!("{},{}", server.addr, server.addr);
+    let output = std::process::Command::new(binary("echo-client"))
+        .args([
+            "--addr",
+            &two,
+            "bench",
+            "--method",
+            "/echo.v1.EchoService/Echo",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--method calls one server"), "{stderr}");
 }
 
 #[test]

@@ -303,6 +303,9 @@ pub async fn run(
     if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
         bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
     }
+    if args.method.is_some() && builder.is_balanced() {
+        bail!("--method calls one server: give --addr a single address");
+    }
     if args.method.is_some() && args.rpc == BenchRpc::InteropUnary {
         bail!("--rpc interop-unary calls grpc.testing.TestService/UnaryCall: drop --method");
     }

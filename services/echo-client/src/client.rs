@@ -243,6 +243,11 @@ impl ClientBuilder {
             .filter(|uri: &http::Uri| uri.scheme_str() == Some("http"))
     }
 
+    /// Whether calls are balanced over several targets.
+    pub fn is_balanced(&self) -> bool {
+        self.balanced.is_some()
+    }
+
     /// The metadata every call carries, as HTTP headers.
     pub fn metadata_headers(&self) -> http::HeaderMap {
         self.metadata.clone().into_headers()
