@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::h2raw::{
@@ -14,6 +14,7 @@ use common::process::ServerProcess;
 use echo_client::proto::{
     ConnectionAction, ConnectionControl, EchoRequest, ErrorControl, StatusCode, StreamControl,
 };
+use echo_server::Config;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -117,6 +118,54 @@ async fn goaway_comes_after_a_complete_answer() {
             .get_ref()
             .message,
         ""
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_drained_by_a_call_is_still_cut_at_age_and_grace() {
+    let (age, grace) = (Duration::from_millis(300), Duration::from_millis(200));
+    let server = TestServer::with_config(Config {
+        max_connection_age: Some(age.into()),
+        max_connection_age_grace: Some(grace.into()),
+        ..Default::default()
+    })
+    .await;
+    let client = server.client().await;
+    let started = Instant::now();
+    // 40 messages 50 ms apart: two seconds, far past age + grace.
+    let long = EchoRequest {
+        stream: Some(StreamControl {
+            count: Some(40),
+            interval: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 50_000_000,
+            }),
+        }),
+        ..Default::default()
+    };
+    let mut stream = client.server_stream(long).await.unwrap().into_inner();
+    // A call on the same connection asks for GOAWAY before the age does.
+    client
+        .echo(with_action(ConnectionAction::Goaway, 0))
+        .await
+        .unwrap();
+    let mut received = 0;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    assert!(
+        ended.is_err() && received < 40,
+        "the stream outlived age + grace: {ended:?} after {received} messages"
+    );
+    assert!(
+        started.elapsed() < age + grace + Duration::from_millis(700),
+        "cut after {:?}",
+        started.elapsed()
     );
     server.stop().await;
 }

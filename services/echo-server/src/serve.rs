@@ -148,6 +148,8 @@ async fn serve_connection<S, B>(
     let mut aged = std::pin::pin!(aged);
     let mut cut = std::pin::pin!(sleep_or_never(None));
     let mut draining = false;
+    // The age's cut applies however the drain began (a call's GOAWAY too).
+    let mut aged_out = false;
     loop {
         let drain = tokio::select! {
             result = conn.as_mut() => {
@@ -168,8 +170,12 @@ async fn serve_connection<S, B>(
             }
             () = stop.cancelled(), if !draining => "shutdown",
             () = control.go_away.cancelled(), if !draining => "asked by a call",
-            () = &mut aged, if !draining => {
+            () = &mut aged, if !aged_out => {
+                aged_out = true;
                 cut.set(sleep_or_never(settings.max_age_grace));
+                if draining {
+                    continue;
+                }
                 "maximum age"
             }
         };
