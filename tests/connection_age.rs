@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use echo_client::proto::{EchoRequest, StreamControl};
+use echo_client::proto::EchoRequest;
 use echo_server::Config;
 
 #[tokio::test]
@@ -67,26 +67,13 @@ async fn connections_are_rotated_by_age_and_clients_reconnect() {
         );
 
         // A stream that outlives age + grace is cut; without a grace it may finish.
-        let long = EchoRequest {
-            stream: Some(StreamControl {
-                count: Some(20),
-                interval: Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: 50_000_000,
-                }),
-            }),
-            ..Default::default()
-        };
         let started = Instant::now();
-        let mut stream = client.server_stream(long).await.unwrap().into_inner();
-        let mut received = 0;
-        let ended = loop {
-            match stream.message().await {
-                Ok(Some(_)) => received += 1,
-                Ok(None) => break Ok(()),
-                Err(status) => break Err(status),
-            }
-        };
+        let mut stream = client
+            .server_stream(common::ticking(20, 50))
+            .await
+            .unwrap()
+            .into_inner();
+        let (received, ended) = common::read_to_end(&mut stream).await;
         match grace {
             None => assert!(
                 ended.is_ok() && received == 20,

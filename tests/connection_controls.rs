@@ -134,30 +134,17 @@ async fn a_connection_drained_by_a_call_is_still_cut_at_age_and_grace() {
     let client = server.client().await;
     let started = Instant::now();
     // 40 messages 50 ms apart: two seconds, far past age + grace.
-    let long = EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(40),
-            interval: Some(prost_types::Duration {
-                seconds: 0,
-                nanos: 50_000_000,
-            }),
-        }),
-        ..Default::default()
-    };
-    let mut stream = client.server_stream(long).await.unwrap().into_inner();
+    let mut stream = client
+        .server_stream(common::ticking(40, 50))
+        .await
+        .unwrap()
+        .into_inner();
     // A call on the same connection asks for GOAWAY before the age does.
     client
         .echo(with_action(ConnectionAction::Goaway, 0))
         .await
         .unwrap();
-    let mut received = 0;
-    let ended = loop {
-        match stream.message().await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) => break Ok(()),
-            Err(status) => break Err(status),
-        }
-    };
+    let (received, ended) = common::read_to_end(&mut stream).await;
     assert!(
         ended.is_err() && received < 40,
         "the stream outlived age + grace: {ended:?} after {received} messages"
@@ -253,13 +240,7 @@ async fn close_drops_the_connection_and_every_call_on_it() {
     let client = server.client().await;
     // A stream in flight on the same connection dies with it.
     let mut bystander = client
-        .server_stream(EchoRequest {
-            stream: Some(StreamControl {
-                count: Some(100),
-                interval: Some(Duration::from_millis(50).try_into().unwrap()),
-            }),
-            ..Default::default()
-        })
+        .server_stream(common::ticking(100, 50))
         .await
         .unwrap()
         .into_inner();

@@ -6,23 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::ServerProcess;
-use echo_client::proto::{EchoRequest, StreamControl};
+use common::{ms, ticking};
+use echo_client::proto::EchoRequest;
 use echo_client::{EchoClient, RetryPolicy};
 use tonic::Code;
-
-fn ms(millis: u64) -> prost_types::Duration {
-    prost_types::Duration::try_from(Duration::from_millis(millis)).unwrap()
-}
-
-fn ticking(count: u32, interval_ms: u64) -> EchoRequest {
-    EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(count),
-            interval: Some(ms(interval_ms)),
-        }),
-        ..Default::default()
-    }
-}
 
 async fn connect(server: &ServerProcess) -> EchoClient {
     EchoClient::builder(server.addr.to_string())

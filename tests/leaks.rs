@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use echo_client::proto::{EchoRequest, StreamControl};
+use echo_client::proto::EchoRequest;
 use tokio_stream::wrappers::ReceiverStream;
 
 fn alive_tasks() -> usize {
@@ -28,17 +28,11 @@ async fn tasks_return_to_baseline_after_cancelled_calls_and_closed_connections()
     for _ in 0..20 {
         let client = server.client().await;
         // A server stream cancelled after one message.
-        let endless = EchoRequest {
-            stream: Some(StreamControl {
-                count: Some(10_000),
-                interval: Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: 10_000_000,
-                }),
-            }),
-            ..Default::default()
-        };
-        let mut stream = client.server_stream(endless).await.unwrap().into_inner();
+        let mut stream = client
+            .server_stream(common::ticking(10_000, 10))
+            .await
+            .unwrap()
+            .into_inner();
         stream.message().await.unwrap().unwrap();
         // The metric sees the connection's tasks (so a leak would show).
         assert!(alive_tasks() > baseline);

@@ -4,18 +4,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use common::h2raw::{self, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS};
+use common::{TestServer, ms};
 use echo_client::EchoClient;
-use echo_client::proto::{EchoRequest, StreamControl};
+use echo_client::proto::EchoRequest;
 use echo_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::{Code, Request};
-
-fn ms(millis: u64) -> prost_types::Duration {
-    prost_types::Duration::try_from(Duration::from_millis(millis)).unwrap()
-}
 
 fn delayed(millis: u64) -> EchoRequest {
     EchoRequest {
@@ -179,21 +175,13 @@ async fn max_call_time_ends_calls_with_deadline_exceeded() {
         Code::DeadlineExceeded
     );
 
-    let streaming = EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(1000),
-            interval: Some(ms(50)),
-        }),
-        ..Default::default()
-    };
-    let mut stream = client.server_stream(streaming).await.unwrap().into_inner();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream outlived the call time cap"),
-            Err(status) => break status,
-        }
-    };
+    let mut stream = client
+        .server_stream(common::ticking(1000, 50))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, ended) = common::read_to_end(&mut stream).await;
+    let status = ended.expect_err("the stream outlived the call time cap");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     server.stop().await;
 }

@@ -4,17 +4,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{INSTANCE, TestServer, eventually};
+use common::{INSTANCE, TestServer, eventually, ms};
 use echo_client::proto::{EchoRequest, ErrorControl, MetadataEcho, StatusCode, StreamControl};
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
-
-fn ms(millis: u64) -> prost_types::Duration {
-    prost_types::Duration::try_from(Duration::from_millis(millis)).unwrap()
-}
 
 fn text(message: &str) -> EchoRequest {
     EchoRequest {
@@ -258,22 +254,13 @@ async fn server_stream_past_its_deadline_ends_with_deadline_exceeded() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let mut request = Request::new(EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(1000),
-            interval: Some(ms(50)),
-        }),
-        ..text("tick")
+        message: "tick".into(),
+        ..common::ticking(1000, 50)
     });
     request.set_timeout(Duration::from_millis(300));
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
-    let mut received = 0;
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) => panic!("stream ended OK past its deadline"),
-            Err(status) => break status,
-        }
-    };
+    let (received, ended) = common::read_to_end(&mut stream).await;
+    let status = ended.expect_err("stream ended OK past its deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!((1..100).contains(&received), "received {received}");
     eventually("the stream to close on the server", || {
@@ -288,11 +275,8 @@ async fn cancelling_a_server_stream_stops_the_server_producing() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let request = EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(10_000),
-            interval: Some(ms(10)),
-        }),
-        ..text("tick")
+        message: "tick".into(),
+        ..common::ticking(10_000, 10)
     };
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
     for _ in 0..3 {
@@ -584,11 +568,8 @@ async fn shutdown_finishes_unary_calls_and_ends_streams_after_the_grace_period()
     let client = server.client().await;
 
     let request = EchoRequest {
-        stream: Some(StreamControl {
-            count: Some(10_000),
-            interval: Some(ms(20)),
-        }),
-        ..text("long")
+        message: "long".into(),
+        ..common::ticking(10_000, 20)
     };
     let mut stream = client.server_stream(request).await.unwrap().into_inner();
     stream.message().await.unwrap().unwrap();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use echo_client::EchoClient;
+use echo_client::proto::{EchoRequest, EchoResponse, StreamControl};
 use echo_server::{Config, ServeError, Server, Stats, TlsReload};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -90,6 +91,35 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.begin_shutdown();
         self.join().await.unwrap();
+    }
+}
+
+pub fn ms(millis: u64) -> prost_types::Duration {
+    prost_types::Duration::try_from(Duration::from_millis(millis)).unwrap()
+}
+
+/// A server-stream request for `count` messages `interval_ms` apart.
+pub fn ticking(count: u32, interval_ms: u64) -> EchoRequest {
+    EchoRequest {
+        stream: Some(StreamControl {
+            count: Some(count),
+            interval: Some(ms(interval_ms)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Reads a server stream to its end: the messages received and how it ended.
+pub async fn read_to_end(
+    stream: &mut tonic::Streaming<EchoResponse>,
+) -> (usize, Result<(), tonic::Status>) {
+    let mut received = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => return (received, Ok(())),
+            Err(status) => return (received, Err(status)),
+        }
     }
 }
 
