@@ -94,6 +94,7 @@ impl TestServer {
     }
 }
 
+/// `millis` as a protobuf duration, for request controls.
 pub fn ms(millis: u64) -> prost_types::Duration {
     prost_types::Duration::try_from(Duration::from_millis(millis)).unwrap()
 }

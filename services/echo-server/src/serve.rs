@@ -148,8 +148,6 @@ async fn serve_connection<S, B>(
     let mut aged = std::pin::pin!(aged);
     let mut cut = std::pin::pin!(sleep_or_never(None));
     let mut draining = false;
-    // The age's cut applies however the drain began (a call's GOAWAY too).
-    let mut aged_out = false;
     loop {
         let drain = tokio::select! {
             result = conn.as_mut() => {
@@ -170,18 +168,19 @@ async fn serve_connection<S, B>(
             }
             () = stop.cancelled(), if !draining => "shutdown",
             () = control.go_away.cancelled(), if !draining => "asked by a call",
-            () = &mut aged, if !aged_out => {
-                aged_out = true;
+            // Armed whatever began the drain, so a call's GOAWAY cannot
+            // outlast age + grace.
+            () = &mut aged => {
+                aged.set(sleep_or_never(None));
                 cut.set(sleep_or_never(settings.max_age_grace));
-                if draining {
-                    continue;
-                }
                 "maximum age"
             }
         };
-        tracing::debug!(reason = drain, "GOAWAY: draining the connection");
-        conn.as_mut().graceful_shutdown();
-        draining = true;
+        if !draining {
+            tracing::debug!(reason = drain, "GOAWAY: draining the connection");
+            conn.as_mut().graceful_shutdown();
+            draining = true;
+        }
     }
 }
 
