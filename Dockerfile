@@ -7,7 +7,7 @@ WORKDIR /src
 COPY . .
 # Static glibc binaries (the server resolves no host names, so no NSS is needed).
 ENV RUSTFLAGS="-C target-feature=+crt-static"
-RUN cargo build --release --locked --target x86_64-unknown-linux-gnu -p echo-server -p echo-client --bins \
+RUN cargo build --release --locked --target x86_64-unknown-linux-gnu -p echo-server -p echo-cli --bins \
     && mkdir /out \
     && cp target/x86_64-unknown-linux-gnu/release/echo-server target/x86_64-unknown-linux-gnu/release/echo-client /out/
 

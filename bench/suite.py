@@ -361,7 +361,7 @@ def main():
 
     if not options.no_build:
         release = [] if options.smoke else ["--release"]
-        subprocess.run(["cargo", "build", *release, "-p", "echo-server", "-p", "echo-client"],
+        subprocess.run(["cargo", "build", *release, "-p", "echo-server", "-p", "echo-cli"],
                        cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
                         "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)

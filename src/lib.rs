@@ -7,11 +7,11 @@
 //!
 //! - [`echo::v1`]: messages, the `EchoService` server trait
 //!   ([`echo::v1::echo_service_server`]) and client
-//!   ([`echo::v1::echo_service_client`]).
-//! - [`grpc::testing`]: the standard interop `TestService` (and `UnimplementedService`).
+//!   ([`echo::v1::echo_service_client`]), and [`echo::v1::payload`], the
+//!   bytes the server generates for `response_size`.
+//! - [`grpc::testing`]: the standard interop `TestService` (and
+//!   `UnimplementedService`), with the metadata keys its cases echo.
 //! - [`grpc::examples::echo`]: grpc-go's example `Echo` service.
-//! - [`grpc_timeout`], [`wire`]: the `grpc-timeout` header and gRPC message
-//!   framing, which both ends handle below tonic.
 //! - [`FILE_DESCRIPTOR_SET`]: every compiled file (with imports and comments),
 //!   as served by gRPC reflection.
 #![forbid(unsafe_code)]
@@ -20,8 +20,15 @@
 pub mod echo {
     /// Version 1 of the echo contract (`echo.v1`).
     pub mod v1 {
-        #![allow(missing_docs, clippy::doc_markdown)]
+        #![allow(missing_docs)]
         tonic::include_proto!("echo.v1");
+
+        /// The payload the server generates for `response_size`: `len` bytes of
+        /// a pattern that repeats every 251 bytes (a prime, so it lines up with
+        /// no buffer size), which clients use for their own payloads too.
+        pub fn payload(len: usize) -> bytes::Bytes {
+            (0..len).map(|i| (i % 251) as u8).collect()
+        }
     }
 }
 
@@ -29,15 +36,21 @@ pub mod echo {
 pub mod grpc {
     /// `grpc.testing`: the interop test service of every gRPC implementation.
     pub mod testing {
-        #![allow(missing_docs, clippy::doc_markdown)]
+        #![allow(missing_docs)]
         tonic::include_proto!("grpc.testing");
+
+        /// Request metadata the interop server echoes back as a response header
+        /// (the `custom_metadata` case).
+        pub const ECHO_INITIAL_METADATA: &str = "x-grpc-test-echo-initial";
+        /// Request metadata the interop server echoes back as a trailer.
+        pub const ECHO_TRAILING_METADATA: &str = "x-grpc-test-echo-trailing-bin";
     }
 
     /// `grpc.examples.echo`: the echo service of grpc-go's examples.
     pub mod examples {
         /// `grpc.examples.echo`.
         pub mod echo {
-            #![allow(missing_docs, clippy::doc_markdown)]
+            #![allow(missing_docs)]
             tonic::include_proto!("grpc.examples.echo");
         }
     }
@@ -46,6 +59,3 @@ pub mod grpc {
 /// Encoded `google.protobuf.FileDescriptorSet` of everything under `proto/`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/grpc_echo_descriptor.bin"));
-
-pub mod grpc_timeout;
-pub mod wire;

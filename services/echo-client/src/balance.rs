@@ -18,9 +18,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ClientError;
 
 /// How often the watcher checks every address.
-pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one health check may take before the address counts as down.
-pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Aborts the watcher when the last client clone is dropped.
 #[derive(Debug)]

@@ -24,10 +24,11 @@ use crate::retry::{RetryPolicy, Retrying};
 /// The channel every call goes through.
 pub type Transport = CallPolicy<Channel>;
 
-/// Receive window of each call's stream.
-const STREAM_WINDOW: u32 = 1 << 20;
+/// Receive window of each call's stream: HTTP/2's default 64 KiB stalls
+/// streams of large messages.
+pub(crate) const STREAM_WINDOW: u32 = 1 << 20;
 /// Receive window of a connection, shared by its streams.
-const CONNECTION_WINDOW: u32 = 1 << 23;
+pub(crate) const CONNECTION_WINDOW: u32 = 1 << 23;
 
 /// Configures and connects an [`EchoClient`].
 #[derive(Debug, Clone)]
@@ -218,7 +219,7 @@ impl ClientBuilder {
             .await
             .map_err(|source| ClientError::Connect {
                 endpoint: self.endpoint.clone(),
-                source,
+                source: source.into(),
             })?;
         Ok(self.transport(channel))
     }
@@ -229,7 +230,7 @@ impl ClientBuilder {
 
     /// The `http://host:port` URI of a single plaintext endpoint (`None` with
     /// TLS or balancing), for callers that speak HTTP/2 themselves.
-    pub fn plaintext_uri(&self) -> Option<http::Uri> {
+    pub(crate) fn plaintext_uri(&self) -> Option<http::Uri> {
         if self.tls.is_some() || self.balanced.is_some() {
             return None;
         }
@@ -249,12 +250,12 @@ impl ClientBuilder {
     }
 
     /// The metadata every call carries, as HTTP headers.
-    pub fn metadata_headers(&self) -> http::HeaderMap {
+    pub(crate) fn metadata_headers(&self) -> http::HeaderMap {
         self.metadata.clone().into_headers()
     }
 
     /// The deadline given to each call, if any.
-    pub fn call_timeout(&self) -> Option<Duration> {
+    pub(crate) fn call_timeout(&self) -> Option<Duration> {
         self.timeout
     }
 
@@ -293,7 +294,6 @@ impl ClientBuilder {
         if let Some(timeout) = settings.connect_timeout {
             endpoint = endpoint.connect_timeout(timeout);
         }
-        // HTTP/2's default 64 KiB windows stall streams of large messages.
         endpoint = endpoint
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
@@ -441,10 +441,5 @@ impl EchoClient {
             status: status as i32,
         };
         self.admin.clone().set_health(request).await.map(drop)
-    }
-
-    /// The generated `EchoService` client, for anything the methods above do not cover.
-    pub fn echo_service(&self) -> EchoServiceClient<Transport> {
-        self.echo.clone()
     }
 }

@@ -1,22 +1,26 @@
-//! A lean unary caller for `echo-client bench --method`: HTTP/2 frames
-//! straight from the `h2` crate, one shared connection per `--connections`,
-//! the request body framed once and shared by every call.
+//! [`LeanUnary`]: one unary method called with a message encoded once, over
+//! an HTTP/2 connection of its own, straight through the `h2` crate.
 //!
 //! tonic's `Channel` hands every call through a buffer task and a stack of
 //! tower services; for a load generator that is the measured cost (a tonic
-//! client drove a server about 40% as hard as h2load on the same core), so the
-//! bench speaks gRPC over h2 directly, as h2load does, and checks the status.
+//! client drove a server about 40% as hard as h2load on the same core). This
+//! caller speaks gRPC over h2 directly, as h2load does, and still checks
+//! every call's status.
 
-use std::time::Duration;
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+use echo_wire::framing::{self, Message};
+use echo_wire::grpc_timeout;
 use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, Method, Request, Uri};
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
-/// Calls one unary method over one HTTP/2 connection; cheap to clone.
+use crate::client::{CONNECTION_WINDOW, ClientBuilder, STREAM_WINDOW};
+use crate::error::ClientError;
+
+/// Calls one unary method over one HTTP/2 connection; cheap to clone (clones
+/// share the connection).
 #[derive(Clone)]
 pub struct LeanUnary {
     sender: SendRequest<Bytes>,
@@ -25,26 +29,42 @@ pub struct LeanUnary {
 }
 
 impl LeanUnary {
-    /// Connects to `base` (an `http://host:port` URI) for calls to `path`
-    /// with `message` (already protobuf-encoded), `headers` and `timeout`.
+    /// Connects to `builder`'s endpoint for calls to `path`
+    /// (`/package.Service/Method`) with `message` (already protobuf-encoded),
+    /// carrying the builder's metadata and timeout. Only a single plaintext
+    /// endpoint can be called this way: TLS and balancing are refused.
     pub async fn connect(
-        base: &Uri,
+        builder: &ClientBuilder,
         path: &str,
-        message: &[u8],
-        headers: &HeaderMap,
-        timeout: Option<Duration>,
-    ) -> anyhow::Result<Self> {
+        message: Bytes,
+    ) -> Result<Self, ClientError> {
+        let base = builder.plaintext_uri().ok_or(ClientError::Unsupported {
+            what: "a lean caller",
+            needs: "a single plaintext address (no TLS, no balancing)",
+        })?;
+        let endpoint = base.to_string();
+        let connect_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            };
         let authority = base
             .authority()
-            .ok_or_else(|| anyhow::anyhow!("{base} has no host:port"))?;
+            .cloned()
+            .ok_or_else(|| connect_error(format!("{base} has no host:port").into()))?;
         let port = authority.port_u16().unwrap_or(80);
-        let socket = TcpStream::connect((authority.host(), port)).await?;
-        socket.set_nodelay(true)?;
+        let socket = TcpStream::connect((authority.host(), port))
+            .await
+            .map_err(|err| connect_error(err.into()))?;
+        socket
+            .set_nodelay(true)
+            .map_err(|err| connect_error(err.into()))?;
         let (sender, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(1 << 24)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(socket)
-            .await?;
+            .await
+            .map_err(|err| connect_error(err.into()))?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 report_connection_end(&err);
@@ -52,29 +72,33 @@ impl LeanUnary {
         });
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority.clone())
+            .authority(authority)
             .path_and_query(path)
-            .build()?;
+            .build()
+            .map_err(|err| ClientError::InvalidPath {
+                path: path.to_owned(),
+                source: err,
+            })?;
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, "application/grpc")
             .header(TE, "trailers")
-            .body(())?;
-        request.headers_mut().extend(headers.clone());
-        if let Some(timeout) = timeout {
+            .body(())
+            .expect("a method, a valid URI and static headers make a request");
+        request.headers_mut().extend(builder.metadata_headers());
+        if let Some(timeout) = builder.call_timeout() {
             request
                 .headers_mut()
-                .insert("grpc-timeout", grpc_echo::grpc_timeout::encode(timeout));
+                .insert(grpc_timeout::HEADER, grpc_timeout::encode(timeout));
         }
-        let mut body = BytesMut::with_capacity(5 + message.len());
-        body.put_u8(0);
-        body.put_u32(message.len() as u32);
-        body.put_slice(message);
         Ok(Self {
             sender,
             request,
-            body: body.freeze(),
+            body: framing::encode(&Message {
+                compressed: false,
+                bytes: message,
+            }),
         })
     }
 
@@ -135,9 +159,9 @@ fn transport(err: h2::Error) -> Status {
     Status::unavailable(format!("HTTP/2: {err}"))
 }
 
-/// A connection that ends other than by GOAWAY is worth a line on stderr.
+/// A connection that ends other than by GOAWAY is worth a log line.
 fn report_connection_end(err: &h2::Error) {
     if !err.is_go_away() {
-        eprintln!("bench connection ended: {err}");
+        tracing::warn!(cause = %err, "lean caller's connection ended");
     }
 }

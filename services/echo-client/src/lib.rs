@@ -1,5 +1,6 @@
 //! Client library for the grpc-echo server: a builder giving a typed client for
-//! all four `echo.v1.EchoService` RPCs and the standard health service.
+//! all four `echo.v1.EchoService` RPCs and the standard health service, with
+//! balancing over several servers, retries, and a lean caller for load.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,8 +25,10 @@
 //!
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
 //! - `balance`: client-side balancing over several servers, health-checked.
-//! - [`policy`]: the tower layer that applies default metadata and deadlines to every call.
+//! - [`policy`]: the tower layer that applies default metadata and deadlines
+//!   to every call and reports transport failures as gRPC statuses.
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
+//! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
 //! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
 #![forbid(unsafe_code)]
@@ -33,11 +36,13 @@
 mod balance;
 pub mod client;
 pub mod error;
+pub mod lean;
 pub mod policy;
 pub mod retry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use error::ClientError;
+pub use lean::LeanUnary;
 pub use retry::RetryPolicy;
 
 /// Compiles the README's Rust example as a doctest.

@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use grpc_echo::grpc_timeout;
+use echo_wire::grpc_timeout;
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
@@ -49,7 +49,7 @@ pub(crate) struct Retrying {
 }
 
 impl Retrying {
-    pub fn new(policy: RetryPolicy, default_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(policy: RetryPolicy, default_timeout: Option<Duration>) -> Self {
         Self {
             policy,
             default_timeout,
@@ -71,7 +71,7 @@ impl Retrying {
 
     /// Runs `call` on `request`, again after UNAVAILABLE while the policy, the
     /// budget and the deadline allow.
-    pub async fn call<M, R, F, Fut>(
+    pub(crate) async fn call<M, R, F, Fut>(
         &self,
         request: Request<M>,
         mut call: F,

@@ -11,7 +11,7 @@ use crate::error::EchoError;
 
 /// Implements `echo.v1.AdminService`.
 #[derive(Debug, Clone)]
-pub struct AdminService {
+pub(crate) struct AdminService {
     health: HealthReporter,
     served: Vec<&'static str>,
 }

@@ -10,25 +10,25 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::connections::PeerInfo;
+use crate::accept::PeerInfo;
+use crate::conn::{ConnectionControl, ResetStream};
 use crate::controls::ConnectionAction;
 use crate::error::EchoError;
 use crate::layers::{Deadline, ExtraTrailers};
-use crate::serve::{ConnectionControl, ResetStream};
 
 /// The peer, the deadline and (for streams) the end of the shutdown grace period.
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub peer: String,
+    pub(crate) peer: String,
     /// The verified client certificate's subject (mTLS), or empty.
-    pub peer_identity: String,
+    pub(crate) peer_identity: String,
     deadline: Option<Instant>,
     /// Set for streams, which end when the shutdown grace period does.
     streams_end: Option<CancellationToken>,
 }
 
 impl Call {
-    pub fn unary<T>(request: &Request<T>) -> Self {
+    pub(crate) fn unary<T>(request: &Request<T>) -> Self {
         let peer = request.extensions().get::<PeerInfo>();
         Self {
             peer: peer
@@ -43,7 +43,7 @@ impl Call {
         }
     }
 
-    pub fn stream<T>(request: &Request<T>, streams_end: &CancellationToken) -> Self {
+    pub(crate) fn stream<T>(request: &Request<T>, streams_end: &CancellationToken) -> Self {
         Self {
             streams_end: Some(streams_end.clone()),
             ..Self::unary(request)
@@ -51,7 +51,7 @@ impl Call {
     }
 
     /// Runs `work` unless the caller's deadline or the server's grace period ends first.
-    pub async fn race<F: Future>(&self, work: F) -> Result<F::Output, EchoError> {
+    pub(crate) async fn race<F: Future>(&self, work: F) -> Result<F::Output, EchoError> {
         let deadline = async {
             match self.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -73,14 +73,14 @@ impl Call {
     }
 
     /// The next message of `inbound`, unless the deadline or grace period ends first.
-    pub async fn next_message<T, S>(&self, inbound: &mut S) -> Result<Option<T>, Status>
+    pub(crate) async fn next_message<T, S>(&self, inbound: &mut S) -> Result<Option<T>, Status>
     where
         S: Stream<Item = Result<T, Status>> + Unpin,
     {
         self.race(inbound.next()).await?.transpose()
     }
 
-    pub async fn sleep(&self, duration: Duration) -> Result<(), EchoError> {
+    pub(crate) async fn sleep(&self, duration: Duration) -> Result<(), EchoError> {
         if duration.is_zero() {
             return Ok(());
         }
@@ -123,13 +123,13 @@ pub(crate) fn connection_control<T>(
 /// Request metadata to copy into the response's headers and trailers.
 #[derive(Debug, Default)]
 pub(crate) struct EchoedMetadata {
-    pub headers: HeaderMap,
-    pub trailers: HeaderMap,
+    pub(crate) headers: HeaderMap,
+    pub(crate) trailers: HeaderMap,
 }
 
 impl EchoedMetadata {
     /// The handler's answer, carrying the echoed metadata.
-    pub fn respond<T>(self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    pub(crate) fn respond<T>(self, result: Result<T, Status>) -> Result<Response<T>, Status> {
         match result {
             Ok(message) => {
                 let mut response = Response::new(message);

@@ -1,9 +1,11 @@
-//! Server configuration: one clap struct, every flag also an `ECHO_*` variable.
+//! Server configuration: clap structs grouped as `--help` groups them, every
+//! flag also an `ECHO_*` variable, defaults as `DEFAULT_*` constants.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 /// Default `--listen`: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -57,9 +59,39 @@ pub enum LogFormat {
 }
 
 /// Everything `echo-server` can be told, from flags or `ECHO_*` variables.
-#[derive(Debug, Clone, PartialEq, Parser)]
+#[derive(Debug, Clone, PartialEq, Default, Parser)]
 #[command(name = "echo-server", version, about)]
 pub struct Config {
+    /// Where to listen, who to say this is, how to run and stop.
+    #[command(flatten)]
+    pub listen: ListenConfig,
+    /// Which services to serve besides `echo.v1.EchoService`.
+    #[command(flatten)]
+    pub services: ServicesConfig,
+    /// Bounds on what a request's controls may ask for.
+    #[command(flatten)]
+    pub controls: ControlLimits,
+    /// Limits on calls and connections.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+    /// HTTP/2 settings and connection lifetimes.
+    #[command(flatten)]
+    pub http2: Http2Config,
+    /// TLS and mutual TLS.
+    #[command(flatten)]
+    pub tls: TlsConfig,
+    /// Bearer-token authentication.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Logs and metrics.
+    #[command(flatten)]
+    pub observability: ObservabilityConfig,
+}
+
+/// Where to listen, who to say this is, how to run and stop.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Listen and identity")]
+pub struct ListenConfig {
     /// Address to listen on.
     #[arg(long, env = "ECHO_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -67,10 +99,6 @@ pub struct Config {
     /// Instance id reported in every response [default: the host name].
     #[arg(long, env = "ECHO_INSTANCE_ID")]
     pub instance_id: Option<String>,
-
-    /// Log format; the level comes from RUST_LOG (default `info`).
-    #[arg(long, env = "ECHO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
 
     /// Runtime worker threads (default: one per CPU the process may use). With
     /// one, the server runs on a single-threaded runtime, which spares the
@@ -81,7 +109,67 @@ pub struct Config {
     /// After SIGINT/SIGTERM, how long open streams may go on before they end with UNAVAILABLE.
     #[arg(long, env = "ECHO_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: humantime::Duration,
+}
 
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("DEFAULT_LISTEN is a socket address"),
+            instance_id: None,
+            worker_threads: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+        }
+    }
+}
+
+impl ListenConfig {
+    /// The instance id to report: the configured one, else the host name.
+    pub fn instance(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+}
+
+/// Which services to serve besides `echo.v1.EchoService`, health and reflection.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Services")]
+pub struct ServicesConfig {
+    /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
+    #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub interop: bool,
+
+    /// Serve `echo.v1.AdminService` (set the reported health at run time); needs a
+    /// bearer token when `--auth-token-file` is set.
+    #[arg(long, env = "ECHO_ADMIN")]
+    pub admin: bool,
+
+    /// Also serve the RFC 862 Echo Protocol on TCP at this address [default: off].
+    #[arg(long, env = "ECHO_TCP_ECHO_ADDR")]
+    pub tcp_echo_addr: Option<SocketAddr>,
+
+    /// Also serve the RFC 862 Echo Protocol on UDP at this address [default: off].
+    #[arg(long, env = "ECHO_UDP_ECHO_ADDR")]
+    pub udp_echo_addr: Option<SocketAddr>,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            interop: true,
+            admin: false,
+            tcp_echo_addr: None,
+            udp_echo_addr: None,
+        }
+    }
+}
+
+/// Bounds on what a request's controls may ask for.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Request controls")]
+pub struct ControlLimits {
     /// Largest `delay` and `stream.interval` a request may ask for.
     #[arg(long, env = "ECHO_MAX_DELAY", default_value_t = DEFAULT_MAX_DELAY.into())]
     pub max_delay: humantime::Duration,
@@ -94,170 +182,174 @@ pub struct Config {
     #[arg(long, env = "ECHO_MAX_PAYLOAD_SIZE", default_value_t = DEFAULT_MAX_PAYLOAD_SIZE)]
     pub max_payload_size: u32,
 
-    /// Serve Prometheus metrics at `http://ADDR/metrics` [default: off].
-    #[arg(long, env = "ECHO_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// Also serve the RFC 862 Echo Protocol on TCP at this address [default: off].
-    #[arg(long, env = "ECHO_TCP_ECHO_ADDR")]
-    pub tcp_echo_addr: Option<SocketAddr>,
-
-    /// Also serve the RFC 862 Echo Protocol on UDP at this address [default: off].
-    #[arg(long, env = "ECHO_UDP_ECHO_ADDR")]
-    pub udp_echo_addr: Option<SocketAddr>,
-
-    /// Serve `echo.v1.AdminService` (set the reported health at run time); needs a
-    /// bearer token when `--auth-token-file` is set.
-    #[arg(long, env = "ECHO_ADMIN")]
-    pub admin: bool,
-
-    /// Serve the gRPC interop service `grpc.testing.TestService` (`true` or `false`).
-    #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
-    pub interop: bool,
-
     /// How many messages a ClientStream summary lists before truncating.
     #[arg(long, env = "ECHO_MAX_SUMMARY_MESSAGES", default_value_t = DEFAULT_MAX_SUMMARY_MESSAGES)]
     pub max_summary_messages: u32,
+}
 
+impl Default for ControlLimits {
+    fn default() -> Self {
+        Self {
+            max_delay: DEFAULT_MAX_DELAY.into(),
+            max_stream_count: DEFAULT_MAX_STREAM_COUNT,
+            max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
+            max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
+        }
+    }
+}
+
+/// Limits on calls and connections.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsConfig {
     /// Largest message (bytes) received or sent, after decompression.
-    #[arg(long, env = "ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE, help_heading = "Limits")]
+    #[arg(long, env = "ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
 
-    /// Streams one connection may have open at once (advertised in SETTINGS).
-    #[arg(long, env = "ECHO_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS, help_heading = "Limits")]
-    pub max_concurrent_streams: u32,
-
     /// Connections open at once; more are closed as soon as they are accepted.
-    #[arg(long, env = "ECHO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, help_heading = "Limits")]
+    #[arg(long, env = "ECHO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Calls starting at once across all connections; more get RESOURCE_EXHAUSTED at once.
-    #[arg(long, env = "ECHO_MAX_CONCURRENT_CALLS", default_value_t = DEFAULT_MAX_CONCURRENT_CALLS, help_heading = "Limits")]
+    #[arg(long, env = "ECHO_MAX_CONCURRENT_CALLS", default_value_t = DEFAULT_MAX_CONCURRENT_CALLS)]
     pub max_concurrent_calls: usize,
 
     /// Longest a call may last, whatever deadline its caller sets (DEADLINE_EXCEEDED past it).
-    #[arg(long, env = "ECHO_MAX_CALL_TIME", default_value_t = DEFAULT_MAX_CALL_TIME.into(), help_heading = "Limits")]
+    #[arg(long, env = "ECHO_MAX_CALL_TIME", default_value_t = DEFAULT_MAX_CALL_TIME.into())]
     pub max_call_time: humantime::Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_call_time: DEFAULT_MAX_CALL_TIME.into(),
+        }
+    }
+}
+
+/// HTTP/2 settings, and how long a connection may live.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "HTTP/2")]
+pub struct Http2Config {
+    /// Streams one connection may have open at once (advertised in SETTINGS).
+    #[arg(long, env = "ECHO_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+
+    /// Largest header list (bytes) a request may send.
+    #[arg(long, env = "ECHO_MAX_HEADER_LIST_SIZE", default_value_t = DEFAULT_MAX_HEADER_LIST_SIZE)]
+    pub max_header_list_size: u32,
+
+    /// Interval of HTTP/2 keepalive PINGs to idle peers.
+    #[arg(long, env = "ECHO_KEEPALIVE_INTERVAL", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.into())]
+    pub keepalive_interval: humantime::Duration,
+
+    /// A peer that does not answer a keepalive PING within this is disconnected.
+    #[arg(long, env = "ECHO_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.into())]
+    pub keepalive_timeout: humantime::Duration,
+
+    /// A new connection must finish its TLS handshake, and then send the HTTP/2 preface, within this.
+    #[arg(long, env = "ECHO_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.into())]
+    pub handshake_timeout: humantime::Duration,
 
     /// Close connections this old (GOAWAY), so load balancers can rebalance [default: never].
-    #[arg(long, env = "ECHO_MAX_CONNECTION_AGE", help_heading = "Limits")]
+    #[arg(long, env = "ECHO_MAX_CONNECTION_AGE")]
     pub max_connection_age: Option<humantime::Duration>,
 
     /// After `--max-connection-age`, how long open calls may finish before the connection is cut [default: until they finish].
     #[arg(
         long,
         env = "ECHO_MAX_CONNECTION_AGE_GRACE",
-        requires = "max_connection_age",
-        help_heading = "Limits"
+        requires = "max_connection_age"
     )]
     pub max_connection_age_grace: Option<humantime::Duration>,
-
-    /// Interval of HTTP/2 keepalive PINGs to idle peers.
-    #[arg(long, env = "ECHO_KEEPALIVE_INTERVAL", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.into(), help_heading = "Limits")]
-    pub keepalive_interval: humantime::Duration,
-
-    /// A peer that does not answer a keepalive PING within this is disconnected.
-    #[arg(long, env = "ECHO_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.into(), help_heading = "Limits")]
-    pub keepalive_timeout: humantime::Duration,
-
-    /// Largest header list (bytes) a request may send.
-    #[arg(long, env = "ECHO_MAX_HEADER_LIST_SIZE", default_value_t = DEFAULT_MAX_HEADER_LIST_SIZE, help_heading = "Limits")]
-    pub max_header_list_size: u32,
-
-    /// Require `authorization: Bearer <token>` with a token from this file (one per line).
-    #[arg(long, env = "ECHO_AUTH_TOKEN_FILE", help_heading = "Security")]
-    pub auth_token_file: Option<std::path::PathBuf>,
-
-    /// Services reachable without a token (comma-separated full names).
-    #[arg(long, env = "ECHO_AUTH_OPEN_SERVICES", value_delimiter = ',', default_values_t = DEFAULT_AUTH_OPEN_SERVICES.map(String::from), help_heading = "Security")]
-    pub auth_open_services: Vec<String>,
-
-    /// Serve TLS with this PEM certificate chain (reloaded when the file changes or on SIGHUP).
-    #[arg(
-        long,
-        env = "ECHO_TLS_CERT",
-        requires = "tls_key",
-        help_heading = "Security"
-    )]
-    pub tls_cert: Option<std::path::PathBuf>,
-
-    /// The PEM private key of `--tls-cert`.
-    #[arg(
-        long,
-        env = "ECHO_TLS_KEY",
-        requires = "tls_cert",
-        help_heading = "Security"
-    )]
-    pub tls_key: Option<std::path::PathBuf>,
-
-    /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
-    #[arg(
-        long,
-        env = "ECHO_TLS_CLIENT_CA",
-        requires = "tls_cert",
-        help_heading = "Security"
-    )]
-    pub tls_client_ca: Option<std::path::PathBuf>,
-
-    /// A new connection must finish its TLS handshake, and then send the HTTP/2 preface, within this.
-    #[arg(long, env = "ECHO_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.into(), help_heading = "Limits")]
-    pub handshake_timeout: humantime::Duration,
 }
 
-impl Default for Config {
+impl Default for Http2Config {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN
-                .parse()
-                .expect("DEFAULT_LISTEN is a socket address"),
-            instance_id: None,
-            log_format: LogFormat::Human,
-            worker_threads: None,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
-            max_delay: DEFAULT_MAX_DELAY.into(),
-            max_stream_count: DEFAULT_MAX_STREAM_COUNT,
-            max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
-            max_summary_messages: DEFAULT_MAX_SUMMARY_MESSAGES,
-            interop: true,
-            metrics_addr: None,
-            admin: false,
-            tcp_echo_addr: None,
-            udp_echo_addr: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
-            max_call_time: DEFAULT_MAX_CALL_TIME.into(),
-            max_connection_age: None,
-            max_connection_age_grace: None,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL.into(),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT.into(),
-            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT.into(),
-            auth_token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            auth_open_services: DEFAULT_AUTH_OPEN_SERVICES.map(String::from).to_vec(),
+            max_connection_age: None,
+            max_connection_age_grace: None,
         }
     }
 }
 
-impl Config {
+/// TLS and mutual TLS.
+#[derive(Debug, Clone, PartialEq, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsConfig {
+    /// Serve TLS with this PEM certificate chain (reloaded when the file changes or on SIGHUP).
+    #[arg(long, env = "ECHO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "ECHO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
+    #[arg(long, env = "ECHO_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsConfig {
     /// The TLS files, when TLS is configured.
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+    pub(crate) fn files(&self) -> Option<crate::tls::TlsFiles> {
         Some(crate::tls::TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.tls_client_ca.clone(),
         })
     }
+}
 
-    /// The instance id to report: the configured one, else the host name.
-    pub fn instance(&self) -> String {
-        self.instance_id
-            .clone()
-            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+/// Bearer-token authentication.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Auth")]
+pub struct AuthConfig {
+    /// Require `authorization: Bearer <token>` with a token from this file (one per line).
+    #[arg(long, env = "ECHO_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Services reachable without a token (comma-separated full names).
+    #[arg(long, env = "ECHO_AUTH_OPEN_SERVICES", value_delimiter = ',', default_values_t = DEFAULT_AUTH_OPEN_SERVICES.map(String::from))]
+    pub auth_open_services: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            auth_token_file: None,
+            auth_open_services: DEFAULT_AUTH_OPEN_SERVICES.map(String::from).to_vec(),
+        }
+    }
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Observability")]
+pub struct ObservabilityConfig {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "ECHO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics` [default: off].
+    #[arg(long, env = "ECHO_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Human,
+            metrics_addr: None,
+        }
     }
 }
 
@@ -274,6 +366,6 @@ mod tests {
     #[test]
     fn durations_take_human_units() {
         let parsed = Config::try_parse_from(["echo-server", "--shutdown-grace", "1m 30s"]).unwrap();
-        assert_eq!(*parsed.shutdown_grace, Duration::from_secs(90));
+        assert_eq!(*parsed.listen.shutdown_grace, Duration::from_secs(90));
     }
 }

@@ -7,7 +7,7 @@ use grpc_echo::echo::v1::{
 };
 use tonic::Code;
 
-use crate::config::Config;
+use crate::config::ControlLimits;
 use crate::error::EchoError;
 
 /// The RPC a request arrived on; some controls apply to some RPCs only.
@@ -22,12 +22,12 @@ pub(crate) enum Rpc {
 /// Where the request's metadata is copied in the response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EchoTargets {
-    pub headers: bool,
-    pub trailers: bool,
+    pub(crate) headers: bool,
+    pub(crate) trailers: bool,
 }
 
 impl EchoTargets {
-    pub fn union(self, other: Self) -> Self {
+    pub(crate) fn union(self, other: Self) -> Self {
         Self {
             headers: self.headers || other.headers,
             trailers: self.trailers || other.trailers,
@@ -38,13 +38,13 @@ impl EchoTargets {
 /// What the server does for one request, once its controls are checked.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    pub delay: Duration,
-    pub response_size: Option<u32>,
-    pub error: Option<EchoError>,
-    pub echo: EchoTargets,
-    pub count: u32,
-    pub interval: Duration,
-    pub connection: Option<ConnectionAction>,
+    pub(crate) delay: Duration,
+    pub(crate) response_size: Option<u32>,
+    pub(crate) error: Option<EchoError>,
+    pub(crate) echo: EchoTargets,
+    pub(crate) count: u32,
+    pub(crate) interval: Duration,
+    pub(crate) connection: Option<ConnectionAction>,
 }
 
 /// What the call does to its HTTP/2 stream or connection (`connection` control).
@@ -58,14 +58,14 @@ pub(crate) enum ConnectionAction {
 /// The server's bounds on control values.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    pub max_delay: Duration,
-    pub max_stream_count: u32,
-    pub max_payload_size: u32,
-    pub max_summary_messages: u32,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_stream_count: u32,
+    pub(crate) max_payload_size: u32,
+    pub(crate) max_summary_messages: u32,
 }
 
-impl From<&Config> for Limits {
-    fn from(config: &Config) -> Self {
+impl From<&ControlLimits> for Limits {
+    fn from(config: &ControlLimits) -> Self {
         Self {
             max_delay: *config.max_delay,
             max_stream_count: config.max_stream_count,
@@ -77,7 +77,7 @@ impl From<&Config> for Limits {
 
 impl Limits {
     /// Checks every control of `request` for `rpc`; the first bad one names its field.
-    pub fn plan(&self, request: &EchoRequest, rpc: Rpc) -> Result<Plan, EchoError> {
+    pub(crate) fn plan(&self, request: &EchoRequest, rpc: Rpc) -> Result<Plan, EchoError> {
         let delay = self.duration("delay", request.delay.as_ref())?;
 
         let response_size = request.response_size;
@@ -257,7 +257,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits::from(&Config::default())
+        Limits::from(&ControlLimits::default())
     }
 
     fn field_of(result: Result<Plan, EchoError>) -> &'static str {

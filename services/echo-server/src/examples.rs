@@ -12,14 +12,15 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::call::Call;
 
 /// How many copies of the message `ServerStreamingEcho` sends, as grpc-go's example servers do.
-pub const SERVER_STREAMING_COPIES: usize = 10;
+pub(crate) const SERVER_STREAMING_COPIES: usize = 10;
 
 /// Response stream of the streaming `Echo` calls.
-pub type ExampleStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send + 'static>>;
+pub(crate) type ExampleStream =
+    Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send + 'static>>;
 
 /// Implements `grpc.examples.echo.Echo`.
 #[derive(Debug, Clone)]
-pub struct ExampleEchoService {
+pub(crate) struct ExampleEchoService {
     streams_end: CancellationToken,
 }
 

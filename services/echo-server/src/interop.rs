@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use echo_wire::framing::{CompressionPlan, ObservedCompression};
 use futures_util::Stream;
 use grpc_echo::grpc::testing::test_service_server::TestService as TestServiceApi;
 use grpc_echo::grpc::testing::{
-    BoolValue, EchoStatus, Empty, Payload, PayloadType, ResponseParameters, SimpleRequest,
-    SimpleResponse, StreamingInputCallRequest, StreamingInputCallResponse,
-    StreamingOutputCallRequest, StreamingOutputCallResponse,
+    BoolValue, ECHO_INITIAL_METADATA, ECHO_TRAILING_METADATA, EchoStatus, Empty, Payload,
+    PayloadType, ResponseParameters, SimpleRequest, SimpleResponse, StreamingInputCallRequest,
+    StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
 };
-use grpc_echo::wire::{CompressionPlan, ObservedCompression};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -24,18 +24,13 @@ use crate::config::Config;
 use crate::error::EchoError;
 use crate::stats::Stats;
 
-/// Echoed back as a response header.
-pub const ECHO_INITIAL_HEADER: &str = "x-grpc-test-echo-initial";
-/// Echoed back as a response trailer.
-pub const ECHO_TRAILING_HEADER: &str = "x-grpc-test-echo-trailing-bin";
-
 /// Response stream of the streaming TestService calls.
-pub type InteropStream =
+pub(crate) type InteropStream =
     Pin<Box<dyn Stream<Item = Result<StreamingOutputCallResponse, Status>> + Send + 'static>>;
 
 /// Implements `grpc.testing.TestService`; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct TestService {
+pub(crate) struct TestService {
     shared: Arc<Shared>,
 }
 
@@ -51,8 +46,8 @@ impl TestService {
     pub(crate) fn new(config: &Config, stats: Arc<Stats>, streams_end: CancellationToken) -> Self {
         Self {
             shared: Arc::new(Shared {
-                instance: config.instance(),
-                max_payload_size: config.max_payload_size,
+                instance: config.listen.instance(),
+                max_payload_size: config.controls.max_payload_size,
                 stats,
                 streams_end,
             }),
@@ -289,8 +284,8 @@ fn echoed(metadata: &MetadataMap) -> EchoedMetadata {
         headers
     };
     EchoedMetadata {
-        headers: copy(ECHO_INITIAL_HEADER),
-        trailers: copy(ECHO_TRAILING_HEADER),
+        headers: copy(ECHO_INITIAL_METADATA),
+        trailers: copy(ECHO_TRAILING_METADATA),
     }
 }
 

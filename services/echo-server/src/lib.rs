@@ -19,47 +19,53 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the clap [`Config`] and its `DEFAULT_*` values.
-//! - [`server`]: [`Server`] / [`run`]: service assembly, limits and graceful shutdown.
-//! - [`connections`]: accepted connections (capped, timed, TLS) and [`PeerInfo`].
-//! - [`serve`]: HTTP/2 over each connection: GOAWAY on shutdown, at its age or when a call asks.
-//! - [`tls`]: rustls with certificate reload and client certificates.
-//! - [`service`]: the `echo.v1.EchoService` handlers, kept thin.
-//! - [`interop`]: `grpc.testing.TestService`, per the gRPC interop test descriptions.
-//! - [`admin`]: `echo.v1.AdminService`, run-time health flips (`--admin`).
-//! - [`examples`]: `grpc.examples.echo.Echo`, grpc-go's example echo service.
-//! - `call`: a handler's view of its call (peer, deadline, grace period, echoed metadata).
-//! - `controls`: checks request controls into a plan (INVALID_ARGUMENT naming the field).
-//! - [`error`]: [`EchoError`] and its single mapping to `tonic::Status`.
-//! - [`layers`]: tower layers for tracing and request ids, over-size statuses,
-//!   bearer tokens, deadlines, extra trailers and per-message compression.
-//! - [`stats`]: live counters (open streams and connections, stream messages).
-//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! One request's way through the server, in the order of the modules:
+//!
+//! - [`config`]: [`Config`], grouped as `--help` groups it, and its `DEFAULT_*` values.
+//! - `server`: [`Server::run`], the named stages: services, layers, side
+//!   tasks, serving, drain.
+//! - `accept`: the accept loop (connection cap, TLS handshakes, the preface
+//!   deadline, a pause when out of file descriptors) and [`PeerInfo`].
+//! - `tls`: rustls with certificate reload and client certificates.
+//! - `conn`: HTTP/2 over one connection: GOAWAY on shutdown, at its age or
+//!   when a call asks; stream resets on request.
+//! - `layers`: the tower layers every call passes, in order: recover,
+//!   trace (request id, span, metrics), size statuses, load shedding,
+//!   concurrency limit, trailers, auth, deadline, per-message compression.
+//! - `router`: calls to services by the first segment of their path.
+//! - `services`: builds every service into the router, and their health.
+//! - `echo`: `echo.v1.EchoService`, thin handlers over `controls` (a request's
+//!   controls checked into a plan) and `call` (a handler's view of its call).
+//! - `interop`: `grpc.testing.TestService`, per the interop test descriptions.
+//! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
+//! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
+//! - `error`: [`EchoError`] and its single mapping to `tonic::Status`.
+//! - [`stats`] and `metrics`: live counters, and Prometheus metrics over HTTP.
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
-//! - `router`: calls to services by path, without axum.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod accept;
+mod admin;
 mod call;
 pub mod config;
-pub mod connections;
+mod conn;
 mod controls;
-pub mod error;
-pub mod examples;
-pub mod interop;
-pub mod layers;
-pub mod metrics;
+mod echo;
+mod error;
+mod examples;
+mod interop;
+mod layers;
+mod metrics;
 mod raw_echo;
 mod router;
-pub mod serve;
-pub mod server;
-pub mod service;
+mod server;
+mod services;
 pub mod stats;
-pub mod tls;
+mod tls;
 
+pub use accept::PeerInfo;
 pub use config::{Config, LogFormat};
-pub use connections::PeerInfo;
-pub use error::EchoError;
-pub use server::{ServeError, Server, run};
+pub use error::{ERROR_DOMAIN, EchoError, REQUESTED_ERROR_REASON};
+pub use server::{STREAM_END_FLUSH, ServeError, Server, run};
 pub use stats::Stats;
-pub use tls::TlsReload;
+pub use tls::{TlsError, TlsReload};

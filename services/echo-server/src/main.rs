@@ -14,40 +14,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_tracing(config.log_format);
-    let threads = config.worker_threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        usize::from,
-    );
-    let mut runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    runtime
-        .enable_all()
-        .build()
+    init_tracing(config.observability.log_format);
+    echo_wire::runtime::build(config.listen.worker_threads.map(usize::from))
         .context("cannot start the runtime")?
         .block_on(serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = bind_tcp(config.listen, "gRPC").await?;
-    tracing::info!(addr = %listener.local_addr()?, instance = %config.instance(), "listening");
+    let listener = bind_tcp(config.listen.listen, "gRPC").await?;
+    tracing::info!(addr = %listener.local_addr()?, instance = %config.listen.instance(), "listening");
     let mut server = echo_server::Server::new(config.clone());
-    if let Some(addr) = config.metrics_addr {
+    if let Some(addr) = config.observability.metrics_addr {
         let listener = bind_tcp(addr, "metrics").await?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
         server = server.with_metrics_listener(listener);
     }
-    if let Some(addr) = config.tcp_echo_addr {
+    if let Some(addr) = config.services.tcp_echo_addr {
         let listener = bind_tcp(addr, "TCP echo").await?;
         tracing::info!(addr = %listener.local_addr()?, "TCP echo listening");
         server = server.with_tcp_echo_listener(listener);
     }
-    if let Some(addr) = config.udp_echo_addr {
+    if let Some(addr) = config.services.udp_echo_addr {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .with_context(|| format!("cannot bind UDP echo on {addr}"))?;

@@ -3,7 +3,6 @@
 //! their own HTTP port (`--metrics-addr`).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -59,7 +58,7 @@ pub(crate) struct MethodId(usize);
 
 /// The RPC metrics, and the registry that also holds the server's [`Stats`].
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     handled: Family<CodeLabels, Counter>,
     in_flight: Gauge,
@@ -174,7 +173,7 @@ impl Metrics {
     }
 
     /// The exposition text of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -210,12 +209,8 @@ fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, St
     methods
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Serves `GET /metrics` on `listener` until dropped.
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -231,7 +226,5 @@ pub(crate) async fn serve(
             }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).await
 }

@@ -7,6 +7,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accept::accept_or_pause;
+
 /// Largest UDP datagram.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -16,13 +18,7 @@ pub(crate) async fn serve_tcp(listener: TcpListener, max_connections: usize) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut connections = JoinSet::new();
     loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::debug!(cause = %err, "TCP echo accept failed");
-                continue;
-            }
-        };
+        let (mut stream, peer) = accept_or_pause(&listener).await;
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, max_connections, "TCP echo connection limit reached");
             continue;

@@ -47,7 +47,7 @@ pub(crate) struct Router {
 
 impl Router {
     /// Also routes calls of `S::NAME` to `service`.
-    pub fn add<S>(mut self, service: S) -> Self
+    pub(crate) fn add<S>(mut self, service: S) -> Self
     where
         S: Service<
                 http::Request<Body>,

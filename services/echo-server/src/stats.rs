@@ -51,7 +51,7 @@ pub(crate) struct OpenStream {
 }
 
 impl OpenStream {
-    pub fn message_sent(&self) {
+    pub(crate) fn message_sent(&self) {
         self.messages_sent.inc();
     }
 }

@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// How often the certificate files are checked for changes.
-pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why TLS could not be set up, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +43,13 @@ pub enum TlsError {
 
 /// Where the server's TLS material is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// PEM private key.
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     /// PEM CA certificates that client certificates must chain to (mTLS); none: no client certificates.
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 /// Asks a running server to reload its certificate and key now.
@@ -71,7 +71,7 @@ pub(crate) struct Tls {
 }
 
 impl Tls {
-    pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
+    pub(crate) fn new(files: &TlsFiles) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certificate = Arc::new(ReloadingCertificate::load(files.clone(), &provider)?);
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -102,7 +102,7 @@ impl Tls {
 
     /// Completes the handshake; the identity is the verified client
     /// certificate's subject, when there is one.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &self,
         stream: TcpStream,
     ) -> std::io::Result<(TlsStream<TcpStream>, Option<String>)> {
@@ -118,7 +118,7 @@ impl Tls {
     }
 
     /// Reloads on `reload` and whenever the files change, until dropped.
-    pub async fn keep_reloading(self, reload: TlsReload) {
+    pub(crate) async fn keep_reloading(self, reload: TlsReload) {
         let mut seen = self.certificate.modified();
         let mut poll = tokio::time::interval(RELOAD_POLL_INTERVAL);
         loop {

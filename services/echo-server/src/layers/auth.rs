@@ -14,7 +14,7 @@ use tower_service::Service;
 
 /// The configured tokens; `Debug` does not print them.
 #[derive(Clone)]
-pub struct Tokens(Arc<Vec<Vec<u8>>>);
+pub(crate) struct Tokens(Arc<Vec<Vec<u8>>>);
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -24,7 +24,7 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     /// One token per line of `text`; blank lines and `#` comments are skipped.
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let tokens = text
             .lines()
             .map(str::trim)
@@ -35,12 +35,12 @@ impl Tokens {
     }
 
     /// How many tokens there are.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
@@ -57,7 +57,7 @@ impl Tokens {
 
 /// Requires a bearer token; see the module docs.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     tokens: Tokens,
     open_services: Arc<Vec<String>>,
 }
@@ -65,7 +65,7 @@ pub struct AuthLayer {
 impl AuthLayer {
     /// Requires one of `tokens` on every call but those to `open_services`
     /// (full service names, e.g. `grpc.health.v1.Health`).
-    pub fn new(tokens: Tokens, open_services: Vec<String>) -> Self {
+    pub(crate) fn new(tokens: Tokens, open_services: Vec<String>) -> Self {
         Self {
             tokens,
             open_services: Arc::new(open_services),
@@ -110,7 +110,7 @@ impl<S> Layer<S> for AuthLayer {
 
 /// The service made by [`AuthLayer`].
 #[derive(Debug, Clone)]
-pub struct AuthService<S> {
+pub(crate) struct AuthService<S> {
     inner: S,
     auth: AuthLayer,
 }

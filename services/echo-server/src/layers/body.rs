@@ -9,14 +9,14 @@ use pin_project_lite::pin_project;
 
 /// Called once per body: with the trailers before they are sent, or when the
 /// body ends or is dropped without any.
-pub trait TrailersHook {
+pub(crate) trait TrailersHook {
     fn on_trailers(self, trailers: &mut HeaderMap);
     fn on_no_trailers(self);
 }
 
 pin_project! {
     /// `inner`, with `hook` told how it ended. Without a hook it only passes frames on.
-    pub struct HookedBody<B, H: TrailersHook> {
+    pub(crate) struct HookedBody<B, H: TrailersHook> {
         #[pin]
         inner: B,
         hook: Option<H>,

@@ -2,16 +2,16 @@
 //! time: handlers see it as a [`Deadline`], and a call whose response has not
 //! started by then ends with DEADLINE_EXCEEDED.
 //!
-//! tonic enforces the same header itself but answers CANCELLED; this layer sits
-//! inside tonic's timer, starts first, and so answers first with the code the
-//! gRPC spec asks for. Streams past their first response are bounded by their
-//! handlers, which watch the [`Deadline`].
+//! tonic's own timer (part of its `Server`, which this server does not use)
+//! answers CANCELLED; this layer answers with the code the gRPC spec asks for.
+//! Streams past their first response are bounded by their handlers, which
+//! watch the [`Deadline`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use grpc_echo::grpc_timeout;
+use echo_wire::grpc_timeout;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
@@ -21,17 +21,17 @@ use crate::error::EchoError;
 
 /// Request extension: when the caller stops waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub Instant);
+pub(crate) struct Deadline(pub(crate) Instant);
 
 /// Applies the caller's deadline; see the module docs.
 #[derive(Debug, Clone, Copy)]
-pub struct DeadlineLayer {
+pub(crate) struct DeadlineLayer {
     max_call_time: Duration,
 }
 
 impl DeadlineLayer {
     /// No call lasts longer than `max_call_time`, whatever its caller asks.
-    pub fn new(max_call_time: Duration) -> Self {
+    pub(crate) fn new(max_call_time: Duration) -> Self {
         Self { max_call_time }
     }
 }
@@ -49,7 +49,7 @@ impl<S> Layer<S> for DeadlineLayer {
 
 /// The service made by [`DeadlineLayer`].
 #[derive(Debug, Clone)]
-pub struct DeadlineService<S> {
+pub(crate) struct DeadlineService<S> {
     inner: S,
     max_call_time: Duration,
 }
@@ -84,7 +84,7 @@ where
 
 pin_project! {
     /// Future of [`DeadlineService`].
-    pub struct DeadlineFuture<F> {
+    pub(crate) struct DeadlineFuture<F> {
         #[pin]
         inner: F,
         #[pin]

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use grpc_echo::wire::{CompressionPlan, ObservedBody, ObservedCompression, RecompressBody};
+use echo_wire::framing::{CompressionPlan, ObservedBody, ObservedCompression, RecompressBody};
 use http::HeaderValue;
 use pin_project_lite::pin_project;
 use tonic::body::Body;
@@ -21,7 +21,7 @@ const TEST_SERVICE_PATH: &str = "/grpc.testing.TestService/";
 
 /// Applies per-message compression to TestService calls; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MessageCompressionLayer;
+pub(crate) struct MessageCompressionLayer;
 
 impl<S> Layer<S> for MessageCompressionLayer {
     type Service = MessageCompressionService<S>;
@@ -33,7 +33,7 @@ impl<S> Layer<S> for MessageCompressionLayer {
 
 /// The service made by [`MessageCompressionLayer`].
 #[derive(Debug, Clone)]
-pub struct MessageCompressionService<S> {
+pub(crate) struct MessageCompressionService<S> {
     inner: S,
 }
 
@@ -73,7 +73,7 @@ where
 
 pin_project! {
     /// Future of [`MessageCompressionService`].
-    pub struct MessageCompressionFuture<F> {
+    pub(crate) struct MessageCompressionFuture<F> {
         #[pin]
         inner: F,
         client_accepts_gzip: bool,

@@ -1,13 +1,5 @@
-//! Cross-cutting behaviour of every RPC, as tower layers around the router.
-//!
-//! Outermost first: [`TraceLayer`] (request id, one span and one closing
-//! event per RPC),
-//! [`MessageSizeStatusLayer`] (over-size messages as RESOURCE_EXHAUSTED),
-//! load shedding (tower's, past `--max-concurrent-calls`), [`TrailersLayer`]
-//! (extra trailers that a handler asked for), [`AuthLayer`] (bearer tokens,
-//! when configured),
-//! [`DeadlineLayer`] (the caller's `grpc-timeout`), [`MessageCompressionLayer`]
-//! (per-message compression for the interop service).
+//! Cross-cutting behaviour of every RPC, as tower layers around the router;
+//! [`stack`] puts them in order.
 
 mod auth;
 mod body;
@@ -17,9 +9,83 @@ mod size_status;
 mod trace;
 mod trailers;
 
-pub use auth::{AuthLayer, Tokens};
-pub use deadline::{Deadline, DeadlineLayer};
-pub use message_compression::MessageCompressionLayer;
-pub use size_status::MessageSizeStatusLayer;
-pub use trace::{REQUEST_ID, TraceLayer};
-pub use trailers::{ExtraTrailers, TrailersLayer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tonic::body::Body;
+use tonic::codegen::StdError;
+use tonic::service::RecoverErrorLayer;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower_service::Service;
+
+pub(crate) use auth::{AuthLayer, Tokens};
+pub(crate) use deadline::Deadline;
+pub(crate) use trailers::ExtraTrailers;
+
+use crate::metrics::Metrics;
+
+/// What the layers need to know beyond the router.
+pub(crate) struct StackSettings {
+    /// Every call is recorded here.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Calls starting at once, across connections.
+    pub(crate) max_concurrent_calls: usize,
+    /// No call lasts longer, whatever its deadline.
+    pub(crate) max_call_time: Duration,
+    /// Bearer tokens, when configured.
+    pub(crate) auth: Option<AuthLayer>,
+}
+
+/// `inner` wrapped in every layer, outermost (first to see a request, last to
+/// see its response) first.
+pub(crate) fn stack<S>(
+    inner: S,
+    settings: StackSettings,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<
+        impl http_body::Body<Data = Bytes, Error: Into<StdError>> + Send + 'static,
+    >,
+    Error: Into<StdError>,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    ServiceBuilder::new()
+        // Outermost, so that an error from any layer below (load shedding's
+        // `Overloaded`) still becomes a gRPC status instead of a reset stream.
+        .layer(RecoverErrorLayer::new())
+        // Next, so that every call is traced and counted, refused ones too, and
+        // its request id is set before anything else can answer.
+        .layer(trace::TraceLayer::new(settings.metrics))
+        // Inside tracing, so the metrics and log line see the remapped code.
+        .layer(size_status::MessageSizeStatusLayer)
+        // Sheds at once when the concurrency limit below has no room, rather
+        // than queueing calls without bound.
+        .layer(LoadShedLayer::new())
+        // The limit load shedding asks about: one count across connections.
+        .layer(GlobalConcurrencyLimitLayer::new(
+            settings.max_concurrent_calls,
+        ))
+        // Outside auth and the deadline, so the trailers a handler asks for are
+        // added whichever layer ends the call.
+        .layer(trailers::TrailersLayer)
+        // Before the deadline starts: a refused call costs no timer.
+        .option_layer(settings.auth)
+        // Inside auth and the limits, so it times the handler's work only.
+        .layer(deadline::DeadlineLayer::new(settings.max_call_time))
+        // Next to the handlers, as it rewrites their message bodies.
+        .layer(message_compression::MessageCompressionLayer)
+        .service(inner)
+}

@@ -54,7 +54,7 @@ fn remap(headers: &mut HeaderMap) {
 
 /// Remaps over-size statuses; see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MessageSizeStatusLayer;
+pub(crate) struct MessageSizeStatusLayer;
 
 impl<S> Layer<S> for MessageSizeStatusLayer {
     type Service = MessageSizeStatus<S>;
@@ -66,13 +66,13 @@ impl<S> Layer<S> for MessageSizeStatusLayer {
 
 /// The service made by [`MessageSizeStatusLayer`].
 #[derive(Debug, Clone)]
-pub struct MessageSizeStatus<S> {
+pub(crate) struct MessageSizeStatus<S> {
     inner: S,
 }
 
 /// The [`TrailersHook`] that remaps the final status.
 #[derive(Debug, Clone, Copy)]
-pub struct RemapTrailers;
+pub(crate) struct RemapTrailers;
 
 impl TrailersHook for RemapTrailers {
     fn on_trailers(self, trailers: &mut HeaderMap) {
@@ -103,7 +103,7 @@ where
 
 pin_project! {
     /// Future of [`MessageSizeStatus`].
-    pub struct MessageSizeStatusFuture<F> {
+    pub(crate) struct MessageSizeStatusFuture<F> {
         #[pin]
         inner: F,
     }

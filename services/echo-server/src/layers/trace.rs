@@ -16,18 +16,18 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
-use crate::connections::PeerInfo;
+use crate::accept::PeerInfo;
 use crate::metrics::{MethodId, Metrics};
 
 /// Traces every RPC and records it in the metrics; see the module docs.
 #[derive(Debug, Clone)]
-pub struct TraceLayer {
+pub(crate) struct TraceLayer {
     metrics: Arc<Metrics>,
 }
 
 impl TraceLayer {
     /// Records every RPC in `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self { metrics }
     }
 }
@@ -45,7 +45,7 @@ impl<S> Layer<S> for TraceLayer {
 
 /// The service made by [`TraceLayer`].
 #[derive(Debug, Clone)]
-pub struct TraceService<S> {
+pub(crate) struct TraceService<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }
@@ -93,7 +93,7 @@ where
 
 pin_project! {
     /// Future of [`TraceService`].
-    pub struct TraceFuture<F> {
+    pub(crate) struct TraceFuture<F> {
         #[pin]
         inner: F,
         request_id: Option<HeaderValue>,
@@ -144,7 +144,7 @@ where
 }
 
 /// The header that carries a call's request id, both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The caller's request id if it sent a usable one, else a new random one;
 /// marked sensitive so that HPACK never indexes it: a value new on every
@@ -174,7 +174,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// What the closing event of an RPC needs. Dropped unfinished (the caller
 /// went away before the response started), it finishes without a code.
 #[derive(Debug)]
-pub struct RpcEnd {
+pub(crate) struct RpcEnd {
     span: Span,
     start: Instant,
     method: MethodId,

@@ -16,7 +16,7 @@ use super::body::{HookedBody, TrailersHook};
 
 /// Response extension: headers to add to the call's trailers.
 #[derive(Debug, Clone, Default)]
-pub struct ExtraTrailers(pub HeaderMap);
+pub(crate) struct ExtraTrailers(pub(crate) HeaderMap);
 
 impl TrailersHook for ExtraTrailers {
     fn on_trailers(self, trailers: &mut HeaderMap) {
@@ -28,7 +28,7 @@ impl TrailersHook for ExtraTrailers {
 
 /// Applies [`ExtraTrailers`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TrailersLayer;
+pub(crate) struct TrailersLayer;
 
 impl<S> Layer<S> for TrailersLayer {
     type Service = TrailersService<S>;
@@ -40,7 +40,7 @@ impl<S> Layer<S> for TrailersLayer {
 
 /// The service made by [`TrailersLayer`].
 #[derive(Debug, Clone)]
-pub struct TrailersService<S> {
+pub(crate) struct TrailersService<S> {
     inner: S,
 }
 
@@ -65,7 +65,7 @@ where
 
 pin_project! {
     /// Future of [`TrailersService`].
-    pub struct TrailersFuture<F> {
+    pub(crate) struct TrailersFuture<F> {
         #[pin]
         inner: F,
     }

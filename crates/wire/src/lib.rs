@@ -1,0 +1,17 @@
+//! gRPC on the wire, below tonic, shared by the server, the client library and
+//! the CLI.
+//!
+//! # Layout
+//!
+//! - [`framing`]: the 5-byte message header, a splitter that cuts a byte
+//!   stream into messages, and body wrappers that observe or change each
+//!   message's compression (tonic decides compression per call; the interop
+//!   tests decide it per message).
+//! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
+//! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
+#![forbid(unsafe_code)]
+
+pub mod framing;
+pub mod grpc_timeout;
+#[cfg(feature = "runtime")]
+pub mod runtime;

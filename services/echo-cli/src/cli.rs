@@ -1,0 +1,230 @@
+//! The command line: global flags, the client builder they make, and the
+//! dispatch to each command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use echo_client::ClientBuilder;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataKey;
+
+use crate::commands::{bench, bidi, client_stream, echo, health, interop, raw_echo, server_stream};
+use crate::output::{self, Output};
+
+/// Default `--addr`.
+pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+/// How long a raw echo waits for its answer without `--timeout`.
+const DEFAULT_RAW_ECHO_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(name = "echo-client", version, about = "Call a grpc-echo server")]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The flags every command takes.
+#[derive(Debug, Args)]
+struct Globals {
+    /// Server address: `http://host:port` or `host:port`; several, comma-separated,
+    /// to balance calls over them.
+    #[arg(long, global = true, env = "ECHO_ADDR", default_value = DEFAULT_ADDR)]
+    addr: String,
+
+    /// Balance calls over every address `--addr` resolves to (implied by a list).
+    #[arg(long, global = true, env = "ECHO_BALANCE")]
+    balance: bool,
+
+    /// Deadline of each call (e.g. `500ms`, `5s`).
+    #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Retry idempotent calls (Echo, and the health checks) that fail as
+    /// UNAVAILABLE up to this many times, with exponential backoff.
+    #[arg(long, global = true, env = "ECHO_RETRIES", default_value_t = 0)]
+    retries: u32,
+
+    /// How long connecting may take.
+    #[arg(long, global = true, env = "ECHO_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    connect_timeout: Duration,
+
+    /// Metadata sent with each call, as `key:value` (repeatable; `-bin` keys take raw text).
+    #[arg(short = 'H', long = "header", global = true, value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+
+    /// Use TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, global = true, env = "ECHO_CA")]
+    ca: Option<std::path::PathBuf>,
+
+    /// The name to expect in the server's certificate [default: the address's host].
+    #[arg(long, global = true, env = "ECHO_TLS_SERVER_NAME", requires = "ca")]
+    tls_server_name: Option<String>,
+
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "ECHO_TLS_CERT", requires_all = ["ca", "tls_key"])]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, global = true, env = "ECHO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// Bearer token sent as `authorization` with each call.
+    #[arg(long, global = true, env = "ECHO_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true, env = "ECHO_JSON")]
+    json: bool,
+
+    /// Also print the response headers and trailers.
+    #[arg(long, global = true)]
+    show_metadata: bool,
+
+    /// Compress requests with this encoding (responses are accepted in gzip and zstd).
+    #[arg(long, global = true, env = "ECHO_COMPRESS", value_enum)]
+    compress: Option<Compression>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Unary Echo.
+    Echo(echo::EchoArgs),
+    /// ServerStream: one request, `--count` responses.
+    ServerStream(server_stream::ServerStreamArgs),
+    /// ClientStream: sends each MESSAGE (or each stdin line), prints the summary.
+    ClientStream(client_stream::ClientStreamArgs),
+    /// BidiStream: sends stdin lines as they are typed, prints echoes as they arrive.
+    Bidi,
+    /// Health of SERVICE (the whole server by default); exits 1 unless SERVING.
+    #[command(args_conflicts_with_subcommands = true)]
+    Health(health::HealthArgs),
+    /// Run gRPC interop test cases against a grpc.testing.TestService server.
+    Interop(interop::InteropArgs),
+    /// Load the server and report throughput, errors and latency percentiles.
+    Bench(bench::BenchArgs),
+    /// Send MESSAGE to an RFC 862 echo server over plain TCP and print what comes back.
+    TcpEcho(raw_echo::RawEchoArgs),
+    /// Send MESSAGE as one datagram to an RFC 862 echo server over UDP and print the reply.
+    UdpEcho(raw_echo::RawEchoArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// Runs the command; failures are printed here, once.
+pub(crate) async fn run(cli: Cli) -> ExitCode {
+    let json = cli.globals.json;
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            output::report_error(&err, json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
+    let out = Output {
+        json: globals.json,
+        show_metadata: globals.show_metadata,
+    };
+    let raw_echo_wait = globals.timeout.unwrap_or(DEFAULT_RAW_ECHO_WAIT);
+    match command {
+        Command::Echo(args) => echo::run(&builder(&globals)?, args, out).await,
+        Command::ServerStream(args) => server_stream::run(&builder(&globals)?, args, out).await,
+        Command::ClientStream(args) => client_stream::run(&builder(&globals)?, args, out).await,
+        Command::Bidi => bidi::run(&builder(&globals)?, out).await,
+        Command::Health(args) => health::run(&builder(&globals)?, args, out).await,
+        Command::Interop(args) => interop::run(&builder(&globals)?, &args).await,
+        Command::Bench(args) => {
+            // The server's compression is measured only when asked for.
+            let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
+            bench::run(&builder, &args, out).await
+        }
+        Command::TcpEcho(args) => raw_echo::tcp(&args, raw_echo_wait, out).await,
+        Command::UdpEcho(args) => raw_echo::udp(&args, raw_echo_wait, out).await,
+    }
+}
+
+/// The client builder the global flags describe.
+fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
+    let mut builder = ClientBuilder::new(&cli.addr).connect_timeout(cli.connect_timeout);
+    if cli.balance || cli.addr.contains(',') {
+        let targets = cli.addr.split(',').map(|target| {
+            let target = target.trim();
+            target
+                .split_once("://")
+                .map_or(target, |(_, rest)| rest)
+                .to_owned()
+        });
+        builder = builder.balanced(targets);
+    }
+    if let Some(timeout) = cli.timeout {
+        builder = builder.timeout(timeout);
+    }
+    if cli.retries > 0 {
+        builder = builder.retry(echo_client::RetryPolicy {
+            max_attempts: cli.retries + 1,
+            // Enough for every call in flight on a server that dies under load.
+            budget_tokens: 1000,
+            ..Default::default()
+        });
+    }
+    if let Some(compress) = cli.compress {
+        builder = builder.compression(match compress {
+            Compression::Gzip => CompressionEncoding::Gzip,
+            Compression::Zstd => CompressionEncoding::Zstd,
+        });
+    }
+    if let Some(ca) = &cli.ca {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        builder = builder.tls(echo_client::TlsOptions {
+            ca_pem: read(ca)?,
+            server_name: cli.tls_server_name.clone(),
+            identity,
+        });
+    }
+    if let Some(token) = &cli.token {
+        builder = builder.bearer_token(token)?;
+    }
+    for (key, value) in &cli.headers {
+        builder = if key.ends_with("-bin") {
+            builder.binary_metadata(key, value.as_bytes())?
+        } else {
+            builder.metadata(key, value)?
+        };
+    }
+    Ok(builder)
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not `key:value`"))?;
+    let key = key.trim().to_ascii_lowercase();
+    let value = value.trim().to_owned();
+    if key.ends_with("-bin") {
+        MetadataKey::<tonic::metadata::Binary>::from_bytes(key.as_bytes())
+            .map_err(|e| format!("bad key {key:?}: {e}"))?;
+    } else {
+        MetadataKey::<tonic::metadata::Ascii>::from_bytes(key.as_bytes())
+            .map_err(|e| format!("bad key {key:?}: {e}"))?;
+        tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(value.as_str())
+            .map_err(|e| format!("bad value for {key:?}: {e}"))?;
+    }
+    Ok((key, value))
+}

@@ -1,0 +1,315 @@
+//! `echo-client bench`: a load generator for the echo RPCs, or any unary or
+//! bidi method with raw messages. Closed or open loop ([`schedule`]), any
+//! [`targets::Caller`] driven by one loop, HDR latency percentiles
+//! ([`report`]) and a percentile plot ([`plot`]).
+
+mod plot;
+mod report;
+mod schedule;
+mod targets;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::{Args, ValueEnum};
+use echo_client::proto::EchoRequest;
+use echo_client::{ClientBuilder, ClientError, LeanUnary};
+use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
+use grpc_echo::grpc::testing::{Payload, PayloadType, SimpleRequest};
+use http::uri::PathAndQuery;
+use tonic::client::Grpc;
+
+use crate::output::Output;
+use report::Tally;
+use schedule::Schedule;
+use targets::{
+    Caller, EchoBidi, EchoClientStream, EchoServerStream, EchoUnary, InteropUnary, PingPong,
+    RawBidi, RawUnary,
+};
+
+/// Which RPC the load calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchRpc {
+    /// Unary Echo.
+    Unary,
+    /// ServerStream with `--messages` responses per call.
+    ServerStream,
+    /// ClientStream with `--messages` requests per call.
+    ClientStream,
+    /// BidiStream ping-pong: one long-lived stream per worker, one message at a time.
+    Bidi,
+    /// The interop `grpc.testing.TestService/UnaryCall`, asking for a payload
+    /// of `--payload-size` back.
+    InteropUnary,
+}
+
+/// Arguments of `echo-client bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The RPC to load.
+    #[arg(long, value_enum, default_value = "unary")]
+    rpc: BenchRpc,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// How long to measure (after the warmup).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s", conflicts_with = "total")]
+    duration: Duration,
+    /// Stop after this many measured calls instead of after `--duration`.
+    #[arg(long)]
+    total: Option<u64>,
+    /// Calls during this first period are not counted.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Open loop: start this many calls per second, whatever the answers do.
+    #[arg(long)]
+    rps: Option<f64>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload_size: usize,
+    /// Messages per call for the streaming RPCs.
+    #[arg(long, default_value_t = 10)]
+    messages: u32,
+    /// Call this method (`/package.Service/Method`, unary or bidi per `--rpc`)
+    /// of any server instead of `echo.v1`: each message is field 1 holding
+    /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
+    #[arg(long, value_parser = parse_method)]
+    method: Option<PathAndQuery>,
+    /// Also draw the latency percentile curve (log-scale tail) in this file,
+    /// as SVG or PNG by its extension.
+    #[arg(long, value_parser = parse_plot_path)]
+    plot: Option<std::path::PathBuf>,
+}
+
+fn parse_plot_path(path: &str) -> Result<std::path::PathBuf, String> {
+    if !path.ends_with(".svg") && !path.ends_with(".png") {
+        return Err("the plot is SVG or PNG: give a file name ending in .svg or .png".to_owned());
+    }
+    Ok(path.into())
+}
+
+fn parse_method(path: &str) -> Result<PathAndQuery, String> {
+    if !path.starts_with('/') || path[1..].split('/').count() != 2 {
+        return Err("expected /package.Service/Method".to_owned());
+    }
+    path.parse().map_err(|err| format!("{err}"))
+}
+
+/// The message `--method` sends: protobuf field 1 (length-delimited) holding
+/// `size` bytes of `*`, which reads as a `string` or `bytes` field alike.
+fn raw_message(size: usize) -> Bytes {
+    let mut message = BytesMut::with_capacity(size + 11);
+    message.put_u8(0x0a);
+    let mut length = size as u64;
+    while length >= 0x80 {
+        message.put_u8((length as u8 & 0x7f) | 0x80);
+        length >>= 7;
+    }
+    message.put_u8(length as u8);
+    message.put_bytes(b'*', size);
+    message.freeze()
+}
+
+/// Runs the load and prints the report; exits 1 if any call failed.
+pub(crate) async fn run(
+    builder: &ClientBuilder,
+    args: &BenchArgs,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    if args.connections == 0 || args.concurrency == 0 {
+        bail!("--connections and --concurrency must be at least 1");
+    }
+    if args.rps.is_some_and(|rps| !(rps > 0.0 && rps.is_finite())) {
+        bail!("--rps must be a positive number");
+    }
+    if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
+        bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
+    }
+    if args.method.is_some() && builder.is_balanced() {
+        bail!("--method calls one server: give --addr a single address");
+    }
+    let request = EchoRequest {
+        payload: vec![b'*'; args.payload_size].into(),
+        ..Default::default()
+    };
+    let measured = match (&args.method, args.rpc) {
+        (None, BenchRpc::Unary) => {
+            let callers = connect_each(args, || async {
+                Ok(EchoUnary {
+                    client: builder.clone().connect().await?,
+                    request: request.clone(),
+                })
+            });
+            load(callers.await?, args).await?
+        }
+        (None, BenchRpc::ServerStream) => {
+            let callers = connect_each(args, || async {
+                Ok(EchoServerStream::new(
+                    builder.clone().connect().await?,
+                    request.clone(),
+                    args.messages,
+                ))
+            });
+            load(callers.await?, args).await?
+        }
+        (None, BenchRpc::ClientStream) => {
+            let callers = connect_each(args, || async {
+                Ok(EchoClientStream {
+                    client: builder.clone().connect().await?,
+                    request: request.clone(),
+                    messages: args.messages,
+                })
+            });
+            load(callers.await?, args).await?
+        }
+        (None, BenchRpc::Bidi) => {
+            let callers = connect_each(args, || async {
+                let client = builder.clone().connect().await?;
+                Ok(PingPong::new(EchoBidi(client), request.clone()))
+            });
+            load(callers.await?, args).await?
+        }
+        (None, BenchRpc::InteropUnary) => {
+            let request = SimpleRequest {
+                response_type: PayloadType::Compressable as i32,
+                response_size: i32::try_from(args.payload_size)
+                    .context("--payload-size is too large for the interop service")?,
+                payload: Some(Payload {
+                    r#type: PayloadType::Compressable as i32,
+                    body: request.payload.clone(),
+                }),
+                ..Default::default()
+            };
+            let callers = connect_each(args, || async {
+                Ok(InteropUnary {
+                    client: TestServiceClient::new(builder.connect_transport().await?),
+                    request: request.clone(),
+                })
+            });
+            load(callers.await?, args).await?
+        }
+        (Some(path), BenchRpc::Unary) => {
+            let message = raw_message(args.payload_size);
+            // The lean caller when the address allows it (plaintext, one
+            // server); the client library's transport otherwise (TLS).
+            let lean = || LeanUnary::connect(builder, path.as_str(), message.clone());
+            match lean().await {
+                Ok(first) => {
+                    let mut callers = vec![first];
+                    for _ in 1..args.connections {
+                        callers.push(lean().await.context("connecting for the benchmark")?);
+                    }
+                    load(callers, args).await?
+                }
+                Err(ClientError::Unsupported { .. }) => {
+                    let callers = connect_each(args, || async {
+                        Ok(RawUnary {
+                            grpc: Grpc::new(builder.connect_transport().await?),
+                            path: path.clone(),
+                            message: message.clone(),
+                        })
+                    });
+                    load(callers.await?, args).await?
+                }
+                Err(err) => return Err(err).context("connecting for the benchmark"),
+            }
+        }
+        (Some(path), _) => {
+            let message = raw_message(args.payload_size);
+            let callers = connect_each(args, || async {
+                let grpc = Grpc::new(builder.connect_transport().await?);
+                let opener = RawBidi {
+                    grpc,
+                    path: path.clone(),
+                };
+                Ok(PingPong::new(opener, message.clone()))
+            });
+            load(callers.await?, args).await?
+        }
+    };
+    let Measured {
+        tally,
+        calls,
+        elapsed,
+    } = measured;
+    report::print(args, &tally, calls, elapsed, out.json);
+    if let Some(path) = &args.plot {
+        let svg = plot::svg(&tally.latency, &report::describe(args));
+        let bytes = if path.extension().is_some_and(|ext| ext == "png") {
+            plot::png(&svg).context("drawing the PNG plot")?
+        } else {
+            svg.into_bytes()
+        };
+        std::fs::write(path, bytes)
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
+    Ok(if tally.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One caller per `--connections`, each with a connection of its own.
+async fn connect_each<C, F, Fut>(args: &BenchArgs, connect: F) -> anyhow::Result<Vec<C>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<C>>,
+{
+    let mut callers = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        callers.push(connect().await.context("connecting for the benchmark")?);
+    }
+    Ok(callers)
+}
+
+/// What a run measured.
+struct Measured {
+    tally: Tally,
+    /// Measured calls, failed ones included.
+    calls: u64,
+    /// How long the measured part lasted.
+    elapsed: Duration,
+}
+
+/// Runs `--concurrency` workers per caller on the schedule.
+async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Measured> {
+    let schedule = Arc::new(Schedule::new(
+        args.warmup,
+        args.duration,
+        args.total,
+        args.rps,
+    ));
+    let mut workers = Vec::with_capacity(callers.len() * args.concurrency);
+    for caller in &callers {
+        for _ in 0..args.concurrency {
+            workers.push(tokio::spawn(targets::drive(
+                caller.clone(),
+                Arc::clone(&schedule),
+            )));
+        }
+    }
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(schedule::progress(Arc::clone(&schedule))));
+    let mut tally = Tally::new();
+    for worker in workers {
+        tally.merge(worker.await.context("a benchmark worker panicked")?);
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprint!("\r\x1b[K");
+    }
+    Ok(Measured {
+        tally,
+        calls: schedule.measured(),
+        elapsed: schedule.measured_time(),
+    })
+}

@@ -1,0 +1,339 @@
+//! What the load calls: every target is a [`Caller`], and one driver loop
+//! ([`drive`]) runs any of them on the schedule.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use echo_client::proto::{EchoRequest, StreamControl};
+use echo_client::{EchoClient, LeanUnary, Transport};
+use grpc_echo::grpc::testing::SimpleRequest;
+use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
+use http::uri::PathAndQuery;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+use super::report::Tally;
+use super::schedule::{Schedule, wait_until};
+
+/// What a successful call (or bidi message) brought back.
+pub(super) struct Answer {
+    /// Messages each way that the call carried.
+    pub(super) messages: u64,
+    /// The instance that answered, when the answer says (echo.v1 only).
+    pub(super) instance: String,
+}
+
+impl Answer {
+    fn one(instance: String) -> Self {
+        Self {
+            messages: 1,
+            instance,
+        }
+    }
+}
+
+/// One call of the load: a unary call, a whole streaming call, or (bidi) one
+/// message and its echo on a stream kept open from call to call. Clones share
+/// the connection but not a stream.
+pub(super) trait Caller: Clone + Send + 'static {
+    /// Makes the call.
+    fn call(&mut self) -> impl Future<Output = Result<Answer, Status>> + Send;
+}
+
+/// Calls `caller` on `schedule` until the run is over.
+pub(super) async fn drive<C: Caller>(mut caller: C, schedule: Arc<Schedule>) -> Tally {
+    let mut tally = Tally::new();
+    while let Some(scheduled) = schedule.next() {
+        wait_until(scheduled).await;
+        let result = caller.call().await;
+        schedule.record(&mut tally, scheduled, result);
+    }
+    tally
+}
+
+/// `echo.v1.EchoService/Echo`.
+#[derive(Clone)]
+pub(super) struct EchoUnary {
+    pub(super) client: EchoClient,
+    pub(super) request: EchoRequest,
+}
+
+impl Caller for EchoUnary {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        let response = self.client.echo(self.request.clone()).await?;
+        Ok(Answer::one(response.into_inner().instance))
+    }
+}
+
+/// `echo.v1.EchoService/ServerStream`, `messages` answers per call.
+#[derive(Clone)]
+pub(super) struct EchoServerStream {
+    client: EchoClient,
+    request: EchoRequest,
+}
+
+impl EchoServerStream {
+    pub(super) fn new(client: EchoClient, request: EchoRequest, messages: u32) -> Self {
+        let request = EchoRequest {
+            stream: Some(StreamControl {
+                count: Some(messages),
+                interval: None,
+            }),
+            ..request
+        };
+        Self { client, request }
+    }
+}
+
+impl Caller for EchoServerStream {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        let mut stream = self
+            .client
+            .server_stream(self.request.clone())
+            .await?
+            .into_inner();
+        let mut answer = Answer {
+            messages: 0,
+            instance: String::new(),
+        };
+        while let Some(response) = stream.message().await? {
+            if answer.messages == 0 {
+                answer.instance = response.instance;
+            }
+            answer.messages += 1;
+        }
+        Ok(answer)
+    }
+}
+
+/// `echo.v1.EchoService/ClientStream`, `messages` requests per call.
+#[derive(Clone)]
+pub(super) struct EchoClientStream {
+    pub(super) client: EchoClient,
+    pub(super) request: EchoRequest,
+    pub(super) messages: u32,
+}
+
+impl Caller for EchoClientStream {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        let requests = tokio_stream::iter(std::iter::repeat_n(
+            self.request.clone(),
+            self.messages as usize,
+        ));
+        let summary = self.client.client_stream(requests).await?.into_inner();
+        Ok(Answer {
+            messages: summary.count,
+            instance: summary.instance,
+        })
+    }
+}
+
+/// The interop `grpc.testing.TestService/UnaryCall`.
+#[derive(Clone)]
+pub(super) struct InteropUnary {
+    pub(super) client: TestServiceClient<Transport>,
+    pub(super) request: SimpleRequest,
+}
+
+impl Caller for InteropUnary {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        self.client.unary_call(self.request.clone()).await?;
+        Ok(Answer::one(String::new()))
+    }
+}
+
+impl Caller for LeanUnary {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        LeanUnary::call(self).await?;
+        Ok(Answer::one(String::new()))
+    }
+}
+
+/// Any unary method, with raw messages over the client library's transport.
+#[derive(Clone)]
+pub(super) struct RawUnary {
+    pub(super) grpc: Grpc<Transport>,
+    pub(super) path: PathAndQuery,
+    pub(super) message: Bytes,
+}
+
+impl Caller for RawUnary {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        self.grpc
+            .unary(
+                tonic::Request::new(self.message.clone()),
+                self.path.clone(),
+                RawCodec,
+            )
+            .await?;
+        Ok(Answer::one(String::new()))
+    }
+}
+
+/// Answers of a bidi stream, one per message.
+pub(super) type Answers = Pin<Box<dyn Stream<Item = Result<Answer, Status>> + Send>>;
+
+/// Opens a bidi stream whose requests come from a channel.
+pub(super) trait OpenStream<M>: Clone + Send + 'static {
+    /// Opens the stream; its answers, one per message.
+    fn open(
+        &mut self,
+        requests: ReceiverStream<M>,
+    ) -> impl Future<Output = Result<Answers, Status>> + Send;
+}
+
+/// Bidi ping-pong: each call sends one message on a stream kept open between
+/// calls and waits for its echo. A failed stream is opened again by the next call.
+pub(super) struct PingPong<M, O> {
+    opener: O,
+    message: M,
+    open: Option<(mpsc::Sender<M>, Answers)>,
+}
+
+impl<M, O> PingPong<M, O> {
+    pub(super) fn new(opener: O, message: M) -> Self {
+        Self {
+            opener,
+            message,
+            open: None,
+        }
+    }
+}
+
+impl<M: Clone, O: Clone> Clone for PingPong<M, O> {
+    /// A clone opens a stream of its own.
+    fn clone(&self) -> Self {
+        Self::new(self.opener.clone(), self.message.clone())
+    }
+}
+
+impl<M, O> PingPong<M, O>
+where
+    M: Clone + Send + Sync + 'static,
+    O: OpenStream<M>,
+{
+    async fn exchange(&mut self) -> Result<Answer, Status> {
+        let answers = match &mut self.open {
+            Some((sender, answers)) => {
+                sender
+                    .send(self.message.clone())
+                    .await
+                    .map_err(|_| Status::unavailable("the stream closed"))?;
+                answers
+            }
+            None => {
+                // Sent before opening: some servers answer the headers only
+                // with the first message, and the call waits for them.
+                let (sender, receiver) = mpsc::channel(1);
+                sender
+                    .send(self.message.clone())
+                    .await
+                    .expect("the receiver is right here");
+                let answers = self.opener.open(ReceiverStream::new(receiver)).await?;
+                &mut self.open.insert((sender, answers)).1
+            }
+        };
+        answers
+            .next()
+            .await
+            .unwrap_or_else(|| Err(Status::unknown("the stream ended")))
+    }
+}
+
+impl<M, O> Caller for PingPong<M, O>
+where
+    M: Clone + Send + Sync + 'static,
+    O: OpenStream<M>,
+{
+    async fn call(&mut self) -> Result<Answer, Status> {
+        let result = self.exchange().await;
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+}
+
+/// Opens `echo.v1.EchoService/BidiStream`.
+#[derive(Clone)]
+pub(super) struct EchoBidi(pub(super) EchoClient);
+
+impl OpenStream<EchoRequest> for EchoBidi {
+    async fn open(&mut self, requests: ReceiverStream<EchoRequest>) -> Result<Answers, Status> {
+        let echoes = self.0.bidi_stream(requests).await?.into_inner();
+        Ok(Box::pin(
+            echoes.map(|echo| echo.map(|echo| Answer::one(echo.instance))),
+        ))
+    }
+}
+
+/// Opens any bidi method, with raw messages.
+#[derive(Clone)]
+pub(super) struct RawBidi {
+    pub(super) grpc: Grpc<Transport>,
+    pub(super) path: PathAndQuery,
+}
+
+impl OpenStream<Bytes> for RawBidi {
+    async fn open(&mut self, requests: ReceiverStream<Bytes>) -> Result<Answers, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let echoes = self
+            .grpc
+            .streaming(tonic::Request::new(requests), self.path.clone(), RawCodec)
+            .await?
+            .into_inner();
+        Ok(Box::pin(
+            echoes.map(|echo| echo.map(|_| Answer::one(String::new()))),
+        ))
+    }
+}
+
+/// Passes encoded messages through untouched, both ways.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put(dst, item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}

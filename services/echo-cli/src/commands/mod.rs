@@ -1,0 +1,10 @@
+//! One module per command.
+
+pub(crate) mod bench;
+pub(crate) mod bidi;
+pub(crate) mod client_stream;
+pub(crate) mod echo;
+pub(crate) mod health;
+pub(crate) mod interop;
+pub(crate) mod raw_echo;
+pub(crate) mod server_stream;

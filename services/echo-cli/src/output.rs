@@ -1,0 +1,240 @@
+//! How results are printed: answers, metadata and health as text or JSON lines
+//! on stdout; a failed call's status and details, or any other error with each
+//! of its causes once, on stderr.
+
+use std::collections::HashMap;
+
+use echo_client::proto::{ClientStreamResponse, EchoResponse, StatusCode};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status, Streaming};
+
+/// Writes one line to stdout. A closed stdout (as by `| head`) ends the
+/// program with 141, as a program killed by SIGPIPE would, instead of a panic.
+pub(crate) fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(err) = writeln!(std::io::stdout().lock(), "{line}") {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to stdout: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// How results are printed: text, or JSON lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    pub(crate) json: bool,
+    pub(crate) show_metadata: bool,
+}
+
+impl Output {
+    pub(crate) fn response(&self, response: &EchoResponse) {
+        if self.json {
+            out!(
+                "{}",
+                json!({
+                    "message": response.message,
+                    "payload_bytes": response.payload.len(),
+                    "instance": response.instance,
+                    "peer": response.peer,
+                    "peer_identity": response.peer_identity,
+                    "sequence": response.sequence,
+                })
+            );
+        } else {
+            out!(
+                "{}  [seq {} · {} payload bytes · instance {} · peer {}]",
+                response.message,
+                response.sequence,
+                response.payload.len(),
+                response.instance,
+                response.peer
+            );
+        }
+    }
+
+    pub(crate) fn summary(&self, summary: &ClientStreamResponse) {
+        if self.json {
+            out!(
+                "{}",
+                json!({
+                    "count": summary.count,
+                    "total_bytes": summary.total_bytes,
+                    "messages": summary.messages,
+                    "messages_truncated": summary.messages_truncated,
+                    "sha256": summary.sha256,
+                    "instance": summary.instance,
+                    "peer": summary.peer,
+                })
+            );
+        } else {
+            out!(
+                "{} messages, {} bytes, sha256 {}  [instance {} · peer {}]",
+                summary.count,
+                summary.total_bytes,
+                summary.sha256,
+                summary.instance,
+                summary.peer
+            );
+            for message in &summary.messages {
+                out!("  {message}");
+            }
+            if summary.messages_truncated {
+                out!("  … (truncated)");
+            }
+        }
+    }
+
+    pub(crate) fn health(&self, service: &str, status: impl std::fmt::Debug + Copy) {
+        let name = format!("{status:?}");
+        if self.json {
+            out!("{}", json!({ "service": service, "status": name }));
+        } else {
+            let service = if service.is_empty() {
+                "(server)"
+            } else {
+                service
+            };
+            out!("{service}: {name}");
+        }
+    }
+
+    /// Prints a response stream's headers, each message as it arrives, then its trailers.
+    pub(crate) async fn stream(
+        &self,
+        response: tonic::Response<Streaming<EchoResponse>>,
+    ) -> anyhow::Result<()> {
+        self.metadata("headers", response.metadata());
+        let mut stream = response.into_inner();
+        while let Some(message) = stream.message().await? {
+            self.response(&message);
+        }
+        if let Some(trailers) = stream.trailers().await? {
+            self.metadata("trailers", &trailers);
+        }
+        Ok(())
+    }
+
+    /// Prints `metadata` as `kind` when `--show-metadata` asks for it.
+    pub(crate) fn metadata(&self, kind: &str, metadata: &MetadataMap) {
+        if !self.show_metadata {
+            return;
+        }
+        let entries: Vec<(String, String)> = metadata
+            .as_ref()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        if self.json {
+            let map: HashMap<_, _> = entries.into_iter().collect();
+            out!("{}", json!({ kind: map }));
+        } else {
+            for (key, value) in entries {
+                out!("< {kind}: {key}: {value}");
+            }
+        }
+    }
+}
+
+/// Prints why the command failed on stderr: a call's status with its rich
+/// details, or any other error with each of its causes once.
+pub(crate) fn report_error(err: &anyhow::Error, json: bool) {
+    match err.downcast_ref::<Status>() {
+        Some(status) => report_status(status, json),
+        None if json => eprintln!("{}", json!({ "error": causes(err) })),
+        None => eprintln!("error: {}", causes(err)),
+    }
+}
+
+/// The causes of `err`, outermost first, joined by `: `; a cause whose text
+/// an earlier one already carries is left out (transport errors often repeat
+/// their source in their own message).
+pub(crate) fn causes(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// Prints a failed call's status (and its rich details) to stderr.
+fn report_status(status: &Status, json: bool) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let mut detail_lines = Vec::new();
+    if let Some(info) = details.error_info() {
+        detail_lines.push(format!(
+            "error info: reason {} domain {} metadata {:?}",
+            info.reason, info.domain, info.metadata
+        ));
+    }
+    if let Some(bad_request) = details.bad_request() {
+        for violation in &bad_request.field_violations {
+            detail_lines.push(format!(
+                "bad field {}: {}",
+                violation.field, violation.description
+            ));
+        }
+    }
+    let name = code_name(status.code());
+    if json {
+        let value: Value = json!({
+            "error": {
+                "code": status.code() as i32,
+                "name": name,
+                "message": status.message(),
+                "details": detail_lines,
+            }
+        });
+        eprintln!("{value}");
+    } else {
+        eprintln!(
+            "error: {name} (code {}): {}",
+            status.code() as i32,
+            status.message()
+        );
+        for line in detail_lines {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// The canonical upper-case name of `code`, e.g. `NOT_FOUND`.
+pub(crate) fn code_name(code: Code) -> String {
+    let name = StatusCode::try_from(code as i32)
+        .map(|c| c.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("STATUS_CODE_{}", code as i32));
+    name.trim_start_matches("STATUS_CODE_").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_named_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = anyhow::Error::new(io)
+            .context("tcp connect error: Connection refused")
+            .context("transport error")
+            .context("cannot connect to 127.0.0.1:1");
+        assert_eq!(
+            causes(&err),
+            "cannot connect to 127.0.0.1:1: transport error: tcp connect error: Connection refused"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Serving one connection: HTTP/2 over an accepted [`Connection`], ended
+//! gracefully (GOAWAY, then the open calls finish) on shutdown, at its maximum
+//! age, or when a call asks for it, and cut at age + grace.
+//!
+//! tonic's own serving loop offers no handle on a single connection, and a
+//! request that asks for GOAWAY, a closed connection or a stream reset needs
+//! one; so the connections are served here, with the same hyper settings.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::StdError;
+use tower_service::Service;
+
+use crate::accept::{Connection, Flushes, PeerInfo};
+use crate::config::{Http2Config, MAX_LOCAL_ERROR_RESET_STREAMS};
+
+/// HTTP/2 settings of every connection, and when connections end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Http2Settings {
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    max_header_list_size: u32,
+    /// GOAWAY once a connection is this old.
+    max_age: Option<Duration>,
+    /// After the age's GOAWAY, how long the open calls get before the cut.
+    max_age_grace: Option<Duration>,
+}
+
+impl From<&Http2Config> for Http2Settings {
+    fn from(config: &Http2Config) -> Self {
+        Self {
+            max_concurrent_streams: config.max_concurrent_streams,
+            keepalive_interval: *config.keepalive_interval,
+            keepalive_timeout: *config.keepalive_timeout,
+            max_header_list_size: config.max_header_list_size,
+            max_age: config.max_connection_age.map(Into::into),
+            max_age_grace: config.max_connection_age_grace.map(Into::into),
+        }
+    }
+}
+
+impl Http2Settings {
+    /// hyper's HTTP/2 server with these settings.
+    pub(crate) fn builder(&self) -> http2::Builder<TokioExecutor> {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .max_header_list_size(self.max_header_list_size);
+        builder
+    }
+}
+
+/// Request extension: what a call may do to the connection it arrived on.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionControl {
+    go_away: CancellationToken,
+    close: CancellationToken,
+    flushes: Arc<Flushes>,
+}
+
+impl ConnectionControl {
+    /// Sends GOAWAY: the connection takes no new calls and closes once its open calls end.
+    pub(crate) fn go_away(&self) {
+        self.go_away.cancel();
+    }
+
+    /// Closes the connection at once, ending every call on it unanswered.
+    pub(crate) fn close(&self) {
+        self.close.cancel();
+    }
+}
+
+/// Response extension: end the stream with RST_STREAM carrying this HTTP/2
+/// error code where the trailers (and the call's status) would be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResetStream(pub(crate) u32);
+
+/// Serves `connection` with `service` until it ends, is cut, or (after
+/// `stop`) has drained.
+pub(crate) async fn serve_connection<S, B>(
+    connection: Connection,
+    service: S,
+    builder: http2::Builder<TokioExecutor>,
+    settings: Http2Settings,
+    stop: CancellationToken,
+) where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<StdError>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    let flushes = connection.flushes();
+    let control = ConnectionControl {
+        go_away: CancellationToken::new(),
+        close: CancellationToken::new(),
+        flushes: Arc::clone(&flushes),
+    };
+    let service = PerConnection {
+        inner: service,
+        peer: connection.peer().clone(),
+        control: control.clone(),
+    };
+    let conn =
+        builder.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
+    let mut conn = std::pin::pin!(conn);
+    let aged = sleep_or_never(settings.max_age);
+    let mut aged = std::pin::pin!(aged);
+    let mut cut = std::pin::pin!(sleep_or_never(None));
+    let mut draining = false;
+    loop {
+        let drain = tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(cause = %err, "connection ended with an error");
+                }
+                return;
+            }
+            // Polling the connection again flushes it (see `Flushes`).
+            () = flushes.poke.notified() => continue,
+            () = control.close.cancelled() => {
+                tracing::debug!("closing the connection as a call asked");
+                return;
+            }
+            () = &mut cut => {
+                tracing::debug!("connection past its maximum age and grace: closing it");
+                return;
+            }
+            () = stop.cancelled(), if !draining => "shutdown",
+            () = control.go_away.cancelled(), if !draining => "asked by a call",
+            // Armed whatever began the drain, so a call's GOAWAY cannot
+            // outlast age + grace.
+            () = &mut aged => {
+                aged.set(sleep_or_never(None));
+                cut.set(sleep_or_never(settings.max_age_grace));
+                "maximum age"
+            }
+        };
+        if !draining {
+            tracing::debug!(reason = drain, "GOAWAY: draining the connection");
+            conn.as_mut().graceful_shutdown();
+            draining = true;
+        }
+    }
+}
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `inner` for the requests of one connection: gives them its [`PeerInfo`]
+/// and [`ConnectionControl`], and applies [`ResetStream`] to their responses.
+#[derive(Clone)]
+struct PerConnection<S> {
+    inner: S,
+    peer: PeerInfo,
+    control: ConnectionControl,
+}
+
+impl<S, B> Service<http::Request<Incoming>> for PerConnection<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = PerConnectionFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(self.peer.clone());
+        request.extensions_mut().insert(self.control.clone());
+        PerConnectionFuture {
+            inner: self.inner.call(request),
+            flushes: Arc::clone(&self.control.flushes),
+        }
+    }
+}
+
+pin_project! {
+    struct PerConnectionFuture<F> {
+        #[pin]
+        inner: F,
+        flushes: Arc<Flushes>,
+    }
+}
+
+impl<F, B, E> Future for PerConnectionFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        let reset = response.extensions_mut().remove::<ResetStream>();
+        Poll::Ready(Ok(response.map(|body| match reset {
+            Some(ResetStream(code)) => Body::new(ResetAtEnd {
+                inner: Body::new(body),
+                code,
+                flushes: Arc::clone(this.flushes),
+                written: None,
+            }),
+            None => Body::new(body),
+        })))
+    }
+}
+
+pin_project! {
+    /// `inner`'s data, then, once that is written, an error that makes hyper
+    /// reset the stream with `code` (hyper takes the RST_STREAM code from an
+    /// `h2::Error` among the body error's sources).
+    struct ResetAtEnd {
+        #[pin]
+        inner: Body,
+        code: u32,
+        flushes: Arc<Flushes>,
+        written: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    }
+}
+
+impl HttpBody for ResetAtEnd {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        if this.written.is_none() {
+            match ready!(this.inner.poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_data() => return Poll::Ready(Some(Ok(frame))),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                Some(Ok(_)) | None => {
+                    *this.written = Some(Box::pin(Arc::clone(this.flushes).all_queued()));
+                }
+            }
+        }
+        if let Some(written) = this.written {
+            ready!(written.as_mut().poll(cx));
+        }
+        let reset = h2::Error::from(h2::Reason::from(*this.code));
+        Poll::Ready(Some(Err(Status::from_error(Box::new(reset)))))
+    }
+}

@@ -1,0 +1,156 @@
+//! The services the server serves, built into one [`Router`], and the health
+//! every one of them reports.
+
+use std::sync::Arc;
+
+use grpc_echo::echo::v1::admin_service_server::AdminServiceServer;
+use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
+use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
+use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::admin::AdminService;
+use crate::config::Config;
+use crate::echo::EchoService;
+use crate::examples::ExampleEchoService;
+use crate::interop::TestService;
+use crate::router::Router;
+use crate::stats::Stats;
+
+/// Descriptors of every service the server can serve: for reflection, and
+/// for the method names metrics know.
+pub(crate) const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    grpc_echo::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Limits messages to `max_message_size` both ways, accepts gzip and zstd
+/// requests, and answers compressed in whichever of the two the client accepts
+/// (tonic's generated servers share no trait for this).
+macro_rules! compressed {
+    ($service:expr, $max_message_size:expr) => {
+        $service
+            .max_decoding_message_size($max_message_size)
+            .max_encoding_message_size($max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
+}
+
+/// Every service, routed; and what the rest of the server needs to know of them.
+pub(crate) struct Services {
+    /// Calls to each service by its name.
+    pub(crate) router: Router,
+    /// The full names of the services served.
+    pub(crate) served: Vec<&'static str>,
+    /// Sets what the health service reports.
+    pub(crate) health: HealthReporter,
+}
+
+impl Services {
+    /// Builds every service `config` asks for, all reporting SERVING.
+    /// Streams end when `streams_end` is cancelled (the end of the shutdown
+    /// grace period).
+    pub(crate) async fn build(
+        config: &Config,
+        stats: &Arc<Stats>,
+        streams_end: &CancellationToken,
+    ) -> Result<Self, tonic_reflection::server::Error> {
+        let max_message_size = config.limits.max_message_size;
+        let served = served_services(config);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, &served, ServingStatus::Serving).await;
+
+        let echo = EchoServiceServer::new(EchoService::new(
+            config,
+            Arc::clone(stats),
+            streams_end.clone(),
+        ));
+        let example_echo = ExampleEchoServer::new(ExampleEchoService::new(streams_end.clone()));
+        let mut router = Router::default()
+            .add(compressed!(health_service, max_message_size))
+            .add(compressed!(
+                reflection(&served).build_v1()?,
+                max_message_size
+            ))
+            .add(compressed!(
+                reflection(&served).build_v1alpha()?,
+                max_message_size
+            ))
+            .add(compressed!(echo, max_message_size))
+            .add(compressed!(example_echo, max_message_size));
+        if config.services.interop {
+            // TestService compresses per message itself (MessageCompressionLayer).
+            let interop = TestServiceServer::new(TestService::new(
+                config,
+                Arc::clone(stats),
+                streams_end.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size);
+            router = router.add(interop);
+        }
+        if config.services.admin {
+            router = router.add(AdminServiceServer::new(AdminService::new(
+                health.clone(),
+                served.clone(),
+            )));
+        }
+        Ok(Self {
+            router,
+            served,
+            health,
+        })
+    }
+
+    /// Sets the health the server as a whole (`""`) and each served service report.
+    pub(crate) async fn set_health(&self, status: ServingStatus) {
+        set_health(&self.health, &self.served, status).await;
+    }
+}
+
+async fn set_health(health: &HealthReporter, served: &[&'static str], status: ServingStatus) {
+    for service in std::iter::once("").chain(served.iter().copied()) {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// The full names of the services served.
+fn served_services(config: &Config) -> Vec<&'static str> {
+    let mut served = vec![
+        <EchoServiceServer<EchoService> as NamedService>::NAME,
+        <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
+        tonic_health::pb::health_server::SERVICE_NAME,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    if config.services.interop {
+        served.push(<TestServiceServer<TestService> as NamedService>::NAME);
+    }
+    if config.services.admin {
+        served.push(<AdminServiceServer<AdminService> as NamedService>::NAME);
+    }
+    served
+}
+
+/// Both reflection versions list exactly the services served (each other
+/// included), and describe them from every descriptor set compiled in.
+fn reflection(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = DESCRIPTOR_SETS.iter().fold(
+        tonic_reflection::server::Builder::configure().include_reflection_service(false),
+        |builder, set| builder.register_encoded_file_descriptor_set(set),
+    );
+    served
+        .iter()
+        .fold(builder, |builder, name| builder.with_service_name(*name))
+}

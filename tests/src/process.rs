@@ -1,0 +1,411 @@
+//! The project's binaries and outside tools as child processes. Every child
+//! and every read from one is bounded in time, so a hang fails its test with a
+//! message instead of stalling the run.
+//!
+//! The binaries are built on first use (`cargo build --workspace --bins`, a
+//! no-op when they are current), so plain `cargo test` needs nothing else;
+//! `scripts/test.sh` builds them first and points `ECHO_BIN_DIR` at them, and
+//! installs grpcurl and Python grpcio, pointing `GRPCURL` and
+//! `ECHO_TEST_PYTHON` at them. A missing tool fails the test that needs it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a command run to completion may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a log line or a process exit is waited for.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deadline given to CLI calls that set none themselves.
+pub const CLI_CALL_TIMEOUT: &str = "10s";
+
+/// The workspace's root directory.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package is in the workspace root")
+}
+
+/// Where the binaries are: `ECHO_BIN_DIR`, or the target directory these
+/// tests were built in, after building them there.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("ECHO_BIN_DIR") {
+            return dir.into();
+        }
+        // target/<profile>/deps/<this test> -> target/<profile>
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps")
+            .to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(workspace_root());
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let output = output_within(build, b"", Duration::from_secs(900));
+        assert!(
+            output.status.success(),
+            "building the binaries failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        dir
+    })
+}
+
+/// The path of one of the project's binaries.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// grpcurl, as installed by `scripts/test.sh`.
+pub fn grpcurl() -> PathBuf {
+    tool("GRPCURL", "grpcurl")
+}
+
+/// The Python with grpcio installed (by `scripts/test.sh`).
+pub fn python() -> PathBuf {
+    tool("ECHO_TEST_PYTHON", "Python grpcio")
+}
+
+fn tool(variable: &str, what: &str) -> PathBuf {
+    let path: PathBuf = std::env::var_os(variable)
+        .unwrap_or_else(|| {
+            panic!(
+                "{variable} is not set: run the suite with scripts/test.sh, which installs {what}"
+            )
+        })
+        .into();
+    assert!(
+        path.is_file(),
+        "{variable}={} does not exist",
+        path.display()
+    );
+    path
+}
+
+/// A script under `scripts/`.
+pub fn script(path: &str) -> PathBuf {
+    workspace_root().join("scripts").join(path)
+}
+
+/// Runs `command` to completion with `stdin`, killing it after `limit`.
+/// Panics when it does not finish in time, with what it printed so far.
+pub fn output_within(mut command: Command, stdin: &[u8], limit: Duration) -> Output {
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let output = output_of(child, &what, limit);
+    let _ = writer.join();
+    output
+}
+
+/// Starts `command` with its output piped, for [`output_of`] to collect.
+pub fn spawn_piped(mut command: Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"))
+}
+
+/// What `child` (`what`, for messages) printed, once it exits, killing it
+/// after `limit`. Panics when it does not finish in time.
+pub fn output_of(mut child: Child, what: &str, limit: Duration) -> Output {
+    let stdout = read_all(child.stdout.take().unwrap());
+    let stderr = read_all(child.stderr.take().unwrap());
+    let Some(status) = wait_within(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} did not finish within {limit:?}; it printed:\n{}{}",
+            String::from_utf8_lossy(&stdout.join().unwrap()),
+            String::from_utf8_lossy(&stderr.join().unwrap())
+        );
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// The exit status of `child` once it exits, or `None` after `limit`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `echo-client` with `args` (given a deadline per call unless `args`
+/// set `--timeout`).
+pub fn echo_client(args: &[&str]) -> Output {
+    echo_client_with_stdin(args, "")
+}
+
+/// [`echo_client()`], with `stdin`.
+pub fn echo_client_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut command = Command::new(binary("echo-client"));
+    if !args.contains(&"--timeout") {
+        command.args(["--timeout", CLI_CALL_TIMEOUT]);
+    }
+    command.args(args);
+    output_within(command, stdin.as_bytes(), COMMAND_TIMEOUT)
+}
+
+/// An `echo-server` process on a free loopback port, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: mpsc::Receiver<Value>,
+}
+
+impl ServerProcess {
+    /// Starts with `extra_args` and a debug log of every RPC.
+    pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_logging(extra_args, "info,echo_server=debug")
+    }
+
+    /// Starts with `RUST_LOG=rust_log`.
+    pub fn start_logging(extra_args: &[&str], rust_log: &str) -> Self {
+        Self::spawn(Self::command(
+            "127.0.0.1:0",
+            "bin-test",
+            extra_args,
+            rust_log,
+        ))
+    }
+
+    /// Starts listening on `listen` (e.g. again on the port of a stopped one).
+    pub fn start_at(listen: &str, extra_args: &[&str]) -> Self {
+        Self::spawn(Self::command(listen, "bin-test", extra_args, "info"))
+    }
+
+    /// Starts listening on `listen`, reporting `instance` as its instance id.
+    pub fn start_named(listen: &str, instance: &str) -> Self {
+        Self::spawn(Self::command(listen, instance, &[], "info"))
+    }
+
+    /// The command that starts a server; for tests that need to change more.
+    pub fn command(listen: &str, instance: &str, extra_args: &[&str], rust_log: &str) -> Command {
+        let mut command = Command::new(binary("echo-server"));
+        command
+            .args([
+                "--listen",
+                listen,
+                "--log-format",
+                "json",
+                "--instance-id",
+                instance,
+            ])
+            .args(extra_args)
+            .env("RUST_LOG", rust_log);
+        command
+    }
+
+    /// Starts `command` (an `echo-server` logging JSON), and waits until it listens.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let event = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+        };
+        let listening = server.wait_for_log("listening");
+        server.addr = listening["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        server
+    }
+
+    /// The next log event whose message is `message` (earlier ones are consumed).
+    pub fn wait_for_log(&self, message: &str) -> Value {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {message:?} log line within {EVENT_TIMEOUT:?}"));
+            if event["fields"]["message"] == message {
+                return event;
+            }
+        }
+    }
+
+    /// Every log event not read yet, up to the end of the process's output.
+    pub fn remaining_log(&self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.log.recv_timeout(EVENT_TIMEOUT) {
+            events.push(event);
+        }
+        events
+    }
+
+    /// Runs `echo-client --addr <this server>` with `args`.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.client_with_stdin(args, "")
+    }
+
+    /// [`ServerProcess::client`], with `stdin`.
+    pub fn client_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let addr = self.addr.to_string();
+        let args: Vec<&str> = ["--addr", addr.as_str()]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        echo_client_with_stdin(&args, stdin)
+    }
+
+    /// Runs grpcurl (plaintext) with `args`, `ADDR` in them replaced by this server's address.
+    pub fn grpcurl(&self, args: &[&str]) -> Output {
+        let addr = self.addr.to_string();
+        let mut command = Command::new(grpcurl());
+        command
+            .args(["-plaintext", "-max-time", "30"])
+            .args(args.iter().map(|a| a.replace("ADDR", &addr)));
+        output_within(command, b"", COMMAND_TIMEOUT)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// `(current, peak)` resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // Linux reports in USER_HZ, 100 per second on every architecture it runs on.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{signal}")).arg(&pid);
+        let sent = output_within(kill, b"", EVENT_TIMEOUT);
+        assert!(sent.status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// The exit status, once the process has exited (within [`EVENT_TIMEOUT`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_within(&mut self.child, EVENT_TIMEOUT)
+            .unwrap_or_else(|| panic!("echo-server did not exit within {EVENT_TIMEOUT:?}"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// The stdout of a command that must have succeeded, one JSON value per line.
+pub fn json_lines(output: &Output) -> Vec<Value> {
+    stdout(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The stderr of a command, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,0 +1,242 @@
+//! `echo-client bench` against a real server process: every RPC kind, open and
+//! closed loop, and errors counted by status code.
+
+use echo_tests::process::{ServerProcess, echo_client};
+use serde_json::Value;
+
+fn bench(server: &ServerProcess, args: &[&str]) -> (bool, Value) {
+    let output = server.client(&[&["--json", "bench"], args].concat());
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
+
+#[test]
+fn every_rpc_kind_is_measured() {
+    let server = ServerProcess::start(&[]);
+    for (rpc, messages_per_call) in [
+        ("unary", 1.0),
+        ("server-stream", 10.0),
+        ("client-stream", 10.0),
+        ("bidi", 1.0),
+        ("interop-unary", 1.0),
+    ] {
+        let (ok, report) = bench(
+            &server,
+            &[
+                "--rpc",
+                rpc,
+                "--total",
+                "200",
+                "--warmup",
+                "0s",
+                "--connections",
+                "2",
+                "--concurrency",
+                "4",
+            ],
+        );
+        assert!(ok, "{rpc}: {report}");
+        assert!(report["calls"].as_u64().unwrap() >= 200, "{rpc}: {report}");
+        assert_eq!(report["errors"], serde_json::json!({}), "{rpc}");
+        let calls_per_second = report["calls_per_second"].as_f64().unwrap();
+        let messages_per_second = report["messages_per_second"].as_f64().unwrap();
+        assert!(calls_per_second > 0.0, "{rpc}: {report}");
+        assert!(
+            (messages_per_second / calls_per_second - messages_per_call).abs() < 0.5,
+            "{rpc}: {report}"
+        );
+        let latency = &report["latency_ms"];
+        assert!(latency["min"].as_f64().unwrap() <= latency["p50"].as_f64().unwrap());
+        assert!(latency["p50"].as_f64().unwrap() <= latency["p99.9"].as_f64().unwrap());
+        assert!(latency["p99.9"].as_f64().unwrap() <= latency["max"].as_f64().unwrap());
+    }
+}
+
+#[test]
+fn open_loop_keeps_its_schedule() {
+    let server = ServerProcess::start(&[]);
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--rps",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--concurrency",
+            "8",
+        ],
+    );
+    assert!(ok, "{report}");
+    let calls = report["calls"].as_u64().unwrap();
+    assert!(
+        (180..=201).contains(&calls),
+        "200 calls/s for 1 s made {calls}: {report}"
+    );
+}
+
+#[test]
+fn errors_are_counted_by_status_code() {
+    // One call at a time, eight callers: the rest are shed.
+    let server = ServerProcess::start(&["--max-concurrent-calls", "1"]);
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "300",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "8",
+            "--payload-size",
+            "1024",
+        ],
+    );
+    assert!(!ok, "errors must make the exit code non-zero");
+    assert!(
+        report["errors"]["ResourceExhausted"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+}
+
+#[test]
+fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
+    let server = ServerProcess::start(&[]);
+    let short = ["--total", "100", "--warmup", "0s", "--concurrency", "4"];
+    for (rpc, method) in [
+        ("unary", "/echo.v1.EchoService/Echo"),
+        ("unary", "/grpc.examples.echo.Echo/UnaryEcho"),
+        ("bidi", "/echo.v1.EchoService/BidiStream"),
+        (
+            "bidi",
+            "/grpc.examples.echo.Echo/BidirectionalStreamingEcho",
+        ),
+    ] {
+        let (ok, report) = bench(
+            &server,
+            &[&["--rpc", rpc, "--method", method], &short[..]].concat(),
+        );
+        assert!(ok, "{method}: {report}");
+        assert!(
+            report["calls"].as_u64().unwrap() >= 100,
+            "{method}: {report}"
+        );
+        assert_eq!(report["errors"], serde_json::json!({}), "{method}");
+    }
+    // The path really is the one called.
+    let (ok, report) = bench(
+        &server,
+        &[&["--method", "/echo.v1.EchoService/Missing"], &short[..]].concat(),
+    );
+    assert!(!ok);
+    assert!(
+        report["errors"]["Unimplemented"].as_u64().unwrap() >= 100,
+        "{report}"
+    );
+    // Field 1 of 64 bytes of '*' is a valid `message`; over the server's
+    // payload limit it is refused, which shows the size is honoured.
+    let (ok, report) = bench(
+        &server,
+        &[
+            &[
+                "--method",
+                "/echo.v1.EchoService/Echo",
+                "--payload-size",
+                "5000000",
+            ],
+            &short[..],
+        ]
+        .concat(),
+    );
+    assert!(!ok);
+    assert!(
+        report["errors"]["ResourceExhausted"].as_u64().unwrap() >= 100,
+        "{report}"
+    );
+
+    for bad in [
+        &["--method", "not-a-path"][..],
+        &[
+            "--method",
+            "/echo.v1.EchoService/Echo",
+            "--rpc",
+            "server-stream",
+        ][..],
+    ] {
+        let output = server.client(&[&["bench"], bad].concat());
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("/package.Service/Method")
+                || stderr.contains("--rpc unary or --rpc bidi"),
+            "{stderr}"
+        );
+    }
+    let two = format!("{},{}", server.addr, server.addr);
+    let output = echo_client(&[
+        "--addr",
+        &two,
+        "bench",
+        "--method",
+        "/echo.v1.EchoService/Echo",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--method calls one server"), "{stderr}");
+}
+
+#[test]
+fn the_latency_plot_is_written_as_svg_or_png() {
+    let server = ServerProcess::start(&[]);
+    let plot = std::env::temp_dir().join(format!("grpc-echo-plot-{}.svg", std::process::id()));
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "300",
+            "--warmup",
+            "0s",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{report}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    std::fs::remove_file(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("p99.9"), "{svg}");
+    let points = svg
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(points.split(' ').count(), 51, "{svg}");
+
+    let output = server.client(&["bench", "--plot", "latency.jpeg"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(".svg or .png"));
+
+    let png = plot.with_extension("png");
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--total",
+            "100",
+            "--warmup",
+            "0s",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{report}");
+    let image = std::fs::read(&png).unwrap();
+    std::fs::remove_file(&png).unwrap();
+    assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n");
+}

@@ -1,0 +1,263 @@
+//! The `echo-server` binary, called by the `echo-client` binary and by real `grpcurl`.
+
+use echo_tests::process::{ServerProcess, echo_client, json_lines, stdout};
+use serde_json::Value;
+
+#[test]
+fn cli_calls_every_rpc() {
+    let server = ServerProcess::start(&[]);
+
+    let echo = json_lines(&server.client(&["--json", "echo", "hello", "--payload-size", "16"]));
+    assert_eq!(echo[0]["message"], "hello");
+    assert_eq!(echo[0]["payload_bytes"], 16);
+    assert_eq!(echo[0]["instance"], "bin-test");
+
+    let text = stdout(&server.client(&["echo", "plain"]));
+    assert!(text.starts_with("plain  [seq 0"), "{text}");
+
+    let stream = json_lines(&server.client(&[
+        "--json",
+        "server-stream",
+        "tick",
+        "--count",
+        "3",
+        "--interval",
+        "10ms",
+        "--response-size",
+        "8",
+    ]));
+    assert_eq!(stream.len(), 3);
+    assert_eq!(stream[2]["sequence"], 2);
+    assert_eq!(stream[2]["payload_bytes"], 8);
+
+    let summary = json_lines(&server.client(&["--json", "client-stream", "a", "b", "c"]));
+    assert_eq!(summary[0]["count"], 3);
+    assert_eq!(summary[0]["messages"], serde_json::json!(["a", "b", "c"]));
+
+    let from_stdin = json_lines(&server.client_with_stdin(&["--json", "client-stream"], "x\ny\n"));
+    assert_eq!(from_stdin[0]["count"], 2);
+
+    let bidi = json_lines(&server.client_with_stdin(&["--json", "bidi"], "one\ntwo\nthree\n"));
+    let messages: Vec<_> = bidi
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["one", "two", "three"]);
+
+    let echoed = json_lines(&server.client(&[
+        "--json",
+        "-H",
+        "x-team:payments",
+        "--show-metadata",
+        "echo",
+        "m",
+        "--echo-metadata",
+        "both",
+    ]));
+    assert_eq!(echoed[0]["metadata"]["x-team"], "payments");
+
+    for encoding in ["gzip", "zstd"] {
+        let compressed = json_lines(&server.client(&[
+            "--json",
+            "--compress",
+            encoding,
+            "--show-metadata",
+            "echo",
+            "squeezed",
+        ]));
+        assert_eq!(compressed[0]["metadata"]["grpc-encoding"], encoding);
+        assert_eq!(compressed[1]["message"], "squeezed");
+    }
+
+    let health = stdout(&server.client(&["health"]));
+    assert_eq!(health.trim(), "(server): Serving");
+    let health = json_lines(&server.client(&["--json", "health", "echo.v1.EchoService"]));
+    assert_eq!(health[0]["status"], "Serving");
+}
+
+#[test]
+fn cli_reports_errors_on_stderr_with_a_non_zero_exit() {
+    let server = ServerProcess::start(&[]);
+
+    let failed = server.client(&[
+        "echo",
+        "x",
+        "--fail-code",
+        "NOT_FOUND",
+        "--fail-message",
+        "gone",
+        "--fail-detail",
+        "k=v",
+    ]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("NOT_FOUND (code 5): gone"), "{stderr}");
+    assert!(stderr.contains("ECHO_REQUESTED_ERROR"), "{stderr}");
+
+    let invalid = server.client(&["--json", "server-stream", "x", "--count", "999999"]);
+    assert!(!invalid.status.success());
+    let error: Value = serde_json::from_slice(&invalid.stderr).unwrap();
+    assert_eq!(error["error"]["name"], "INVALID_ARGUMENT");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stream.count")
+    );
+
+    let late = server.client(&["--timeout", "100ms", "echo", "x", "--delay", "5s"]);
+    assert!(!late.status.success());
+    assert!(String::from_utf8_lossy(&late.stderr).contains("DEADLINE_EXCEEDED"));
+
+    let health = server.client(&["health", "no.such.Service"]);
+    assert!(!health.status.success());
+    assert!(String::from_utf8_lossy(&health.stderr).contains("NOT_FOUND"));
+
+    let usage = server.client(&["echo", "--fail-code", "NOPE"]);
+    assert_eq!(usage.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("unknown status code"));
+
+    let unreachable = echo_client(&[
+        "--addr",
+        "127.0.0.1:1",
+        "--connect-timeout",
+        "1s",
+        "echo",
+        "x",
+    ]);
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn every_rpc_is_logged_with_request_id_method_peer_code_and_duration() {
+    let server = ServerProcess::start(&[]);
+    let failed = server.client(&[
+        "--json",
+        "--show-metadata",
+        "-H",
+        "x-request-id:req-123",
+        "echo",
+        "x",
+        "--fail-code",
+        "ABORTED",
+    ]);
+    assert!(!failed.status.success());
+    let finished = server.wait_for_log("rpc finished");
+    assert_eq!(finished["span"]["request_id"], "req-123");
+    assert_eq!(finished["span"]["method"], "/echo.v1.EchoService/Echo");
+    assert!(
+        finished["span"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(finished["fields"]["code"], "Aborted");
+    assert!(finished["fields"]["elapsed_ms"].as_f64().unwrap() >= 0.0);
+
+    // Without one, the server makes a request id, returns it, and logs it.
+    let answered = json_lines(&server.client(&["--json", "--show-metadata", "echo", "y"]));
+    let id = answered[0]["metadata"]["x-request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 16, "{id}");
+    let finished = server.wait_for_log("rpc finished");
+    assert_eq!(finished["span"]["request_id"], id.as_str());
+}
+
+#[test]
+fn bearer_tokens_are_required_and_never_logged() {
+    let tokens = std::env::temp_dir().join(format!("grpc-echo-bin-tokens-{}", std::process::id()));
+    std::fs::write(&tokens, "s3cret-token-value\n").unwrap();
+    let mut server =
+        ServerProcess::start_logging(&["--auth-token-file", tokens.to_str().unwrap()], "debug");
+    assert!(
+        server
+            .client(&["--token", "s3cret-token-value", "echo", "in"])
+            .status
+            .success()
+    );
+    let refused = server.client(&["--token", "wrong-token-value", "echo", "out"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"));
+    assert!(
+        server.client(&["health"]).status.success(),
+        "health stays open"
+    );
+
+    assert!(server.terminate().success());
+    let log: Vec<String> = server
+        .remaining_log()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(log.len() > 5, "expected a debug log, got {log:?}");
+    for line in &log {
+        assert!(
+            !line.contains("s3cret-token-value") && !line.contains("wrong-token-value"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn cli_flips_health_through_the_admin_service() {
+    let server = ServerProcess::start(&["--admin"]);
+    let set = server.client(&["health", "set", "echo.v1.EchoService", "NOT_SERVING"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let check = server.client(&["health", "echo.v1.EchoService"]);
+    assert_eq!(check.status.code(), Some(1), "NOT_SERVING exits 1");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "echo.v1.EchoService: NotServing"
+    );
+    assert!(
+        server
+            .client(&["health", "set", "echo.v1.EchoService", "SERVING"])
+            .status
+            .success()
+    );
+    assert!(
+        server
+            .client(&["health", "echo.v1.EchoService"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn rfc862_echo_over_tcp_and_udp() {
+    let server = ServerProcess::start(&[
+        "--tcp-echo-addr",
+        "127.0.0.1:0",
+        "--udp-echo-addr",
+        "127.0.0.1:0",
+    ]);
+    let tcp = server.wait_for_log("TCP echo listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let udp = server.wait_for_log("UDP echo listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (command, target) in [("tcp-echo", &tcp), ("udp-echo", &udp)] {
+        let echoed =
+            json_lines(&server.client(&["--json", command, "--target", target, "plain bytes"]));
+        assert_eq!(echoed[0]["message"], "plain bytes", "{command}");
+    }
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "300ms"]);
+    assert!(server.client(&["echo", "x"]).status.success());
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    server.wait_for_log("shutting down: draining calls");
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics, scraped over HTTP from a real server process and parsed
+//! by the official Python parser.
+
+use std::process::Command;
+
+use echo_client::EchoClient;
+use echo_client::proto::{EchoRequest, ErrorControl, StatusCode, StreamControl};
+use echo_tests::process::{COMMAND_TIMEOUT, ServerProcess, output_within, python, script};
+use serde_json::Value;
+
+fn scrape(url: &str) -> Value {
+    let mut scraper = Command::new(python());
+    scraper.arg(script("scrape_metrics.py")).arg(url);
+    let output = output_within(scraper, b"", COMMAND_TIMEOUT);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The value of the one sample named `name` whose labels include `labels`.
+fn sample(scraped: &Value, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matching: Vec<&Value> = scraped["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .collect();
+    assert_eq!(matching.len(), 1, "{name} {labels:?}: {matching:?}");
+    matching[0]["value"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_calls_codes_latency_streams_and_connections() {
+    let server = ServerProcess::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let metrics_addr = server.wait_for_log("metrics listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = EchoClient::builder(server.addr.to_string())
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        client.echo(EchoRequest::default()).await.unwrap();
+    }
+    let failing = EchoRequest {
+        error: Some(ErrorControl {
+            code: StatusCode::NotFound as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    client.echo(failing).await.unwrap_err();
+    let streaming = EchoRequest {
+        stream: Some(StreamControl {
+            count: Some(5),
+            interval: None,
+        }),
+        ..Default::default()
+    };
+    let mut stream = client.server_stream(streaming).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let output = server.client(&["health"]);
+    assert!(output.status.success());
+
+    let scraped = scrape(&format!("http://{metrics_addr}/metrics"));
+    assert!(
+        scraped["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let echo = [
+        ("grpc_service", "echo.v1.EchoService"),
+        ("grpc_method", "Echo"),
+    ];
+    let handled = |code: &str| {
+        let mut labels = echo.to_vec();
+        labels.push(("grpc_code", code));
+        sample(&scraped, "grpc_server_handled_total", &labels)
+    };
+    assert_eq!(handled("Ok"), 3.0);
+    assert_eq!(handled("NotFound"), 1.0);
+    assert_eq!(
+        sample(&scraped, "grpc_server_handling_seconds_count", &echo),
+        4.0
+    );
+    assert!(sample(&scraped, "grpc_server_handling_seconds_sum", &echo) > 0.0);
+    let health = [
+        ("grpc_service", "grpc.health.v1.Health"),
+        ("grpc_method", "Check"),
+        ("grpc_code", "Ok"),
+    ];
+    assert_eq!(sample(&scraped, "grpc_server_handled_total", &health), 1.0);
+    assert_eq!(
+        sample(&scraped, "grpc_server_stream_messages_sent_total", &[]),
+        5.0
+    );
+    assert_eq!(sample(&scraped, "grpc_server_open_streams", &[]), 0.0);
+    assert_eq!(sample(&scraped, "grpc_server_in_flight_calls", &[]), 0.0);
+    assert!(sample(&scraped, "grpc_server_open_connections", &[]) >= 1.0);
+}
