@@ -132,7 +132,7 @@ class Suite:
     def __init__(self, options):
         self.options = options
         profile = "debug" if options.smoke else "release"
-        self.bin = ROOT / "target" / profile
+        self.bin = ROOT / "target" / "bins" / profile
         self.stock_bin = ROOT / "target" / "stock-tonic" / profile
         self.seconds = options.duration
         self.results = {}  # (shape, server) -> [value per run]
@@ -361,8 +361,9 @@ def main():
 
     if not options.no_build:
         release = [] if options.smoke else ["--release"]
-        subprocess.run(["cargo", "build", *release, "-p", "echo-server", "-p", "echo-cli"],
-                       cwd=ROOT, check=True)
+        # Where scripts/test.sh builds them too (tests/src/process.rs says why).
+        subprocess.run(["cargo", "build", *release, "--workspace", "--bins",
+                        "--target-dir", "target/bins"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
                         "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
 

@@ -29,8 +29,9 @@ chmod +x "$GRPCURL"
 "$GRPCURL" -version >/dev/null
 export GRPCURL
 
-cargo build --workspace --bins
-export ECHO_BIN_DIR="$target_dir/debug"
+# The binaries, in a target directory of their own (tests/src/process.rs says why).
+cargo build --workspace --bins --target-dir "$target_dir/bins"
+export ECHO_BIN_DIR="$target_dir/bins/debug"
 log="$tools/last-test-run.log"
 status=0
 cargo test --workspace --no-fail-fast --features echo-tests/external-tools "$@" 2>&1 | tee "$log" || status=$?

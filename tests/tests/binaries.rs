@@ -139,6 +139,8 @@ fn every_rpc_is_logged_with_request_id_method_peer_code_and_duration() {
         "x-request-id:req-123",
         "echo",
         "x",
+        "--delay",
+        "50ms",
         "--fail-code",
         "ABORTED",
     ]);
@@ -153,7 +155,9 @@ fn every_rpc_is_logged_with_request_id_method_peer_code_and_duration() {
             .starts_with("127.0.0.1:")
     );
     assert_eq!(finished["fields"]["code"], "Aborted");
-    assert!(finished["fields"]["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    // The call asked for a 50 ms delay: the logged duration covers it.
+    let elapsed_ms = finished["fields"]["elapsed_ms"].as_f64().unwrap();
+    assert!((50.0..10_000.0).contains(&elapsed_ms), "{elapsed_ms}");
 
     // Without one, the server makes a request id, returns it, and logs it.
     let answered = json_lines(&server.client(&["--json", "--show-metadata", "echo", "y"]));
