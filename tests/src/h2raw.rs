@@ -141,3 +141,64 @@ pub fn settings(frame: &Frame) -> Vec<(u16, u32)> {
         })
         .collect()
 }
+
+/// Sends a gRPC call to `path` on `stream` of `socket`: the request headers
+/// (plus `extra`), then `message` as one gRPC message ending the stream.
+pub async fn send_call(
+    socket: &mut (impl AsyncWriteExt + Unpin),
+    stream: u32,
+    path: &str,
+    extra: &[(&str, &str)],
+    message: &[u8],
+) {
+    let mut out = frame(HEADERS, END_HEADERS, stream, &grpc_request(path, extra));
+    out.extend(frame(
+        DATA,
+        END_STREAM,
+        stream,
+        &crate::grpc_message(message),
+    ));
+    socket.write_all(&out).await.unwrap();
+}
+
+/// Every frame the server sends until it closes the connection, answering
+/// its SETTINGS and PINGs as a client must. Panics if it is still open after
+/// `limit`.
+pub async fn frames_until_close(socket: &mut TcpStream, limit: std::time::Duration) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let read_all = async {
+        while let Some(frame) = read_frame(socket).await {
+            if let Some(ack) = acknowledgement(&frame) {
+                // The server may already be gone; what it sent is what counts.
+                let _ = socket.write_all(&ack).await;
+            }
+            frames.push(frame);
+        }
+    };
+    tokio::time::timeout(limit, read_all)
+        .await
+        .unwrap_or_else(|_| panic!("the server kept the connection open past {limit:?}"));
+    frames
+}
+
+/// The ACK a client owes `frame`, if it is a SETTINGS or PING that asks for one.
+pub fn acknowledgement(frame: &Frame) -> Option<Vec<u8>> {
+    match frame.kind {
+        SETTINGS if frame.flags & END_STREAM == 0 => {
+            Some(self::frame(SETTINGS, END_STREAM, 0, &[]))
+        }
+        PING if frame.flags & END_STREAM == 0 => {
+            Some(self::frame(PING, END_STREAM, 0, &frame.payload))
+        }
+        _ => None,
+    }
+}
+
+/// The last-stream-id and error code of a GOAWAY frame.
+pub fn goaway(frame: &Frame) -> (u32, u32) {
+    assert_eq!(frame.kind, GOAWAY, "{frame:?}");
+    (
+        u32::from_be_bytes(frame.payload[0..4].try_into().unwrap()) & 0x7fff_ffff,
+        u32::from_be_bytes(frame.payload[4..8].try_into().unwrap()),
+    )
+}

@@ -198,3 +198,69 @@ pub fn grpc_message(message: &[u8]) -> bytes::Bytes {
         bytes: bytes::Bytes::copy_from_slice(message),
     })
 }
+
+/// A TCP proxy on `127.0.0.1:0` in front of `target` that counts the bytes
+/// each way, so a test can see what went over the wire.
+pub struct CountingProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    upstream: Arc<std::sync::atomic::AtomicU64>,
+    _task: JoinHandle<()>,
+}
+
+impl CountingProxy {
+    /// Starts forwarding every connection to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Arc::clone(&upstream);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.split();
+                    let (mut server_read, mut server_write) = server.split();
+                    let up = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            match client_read.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    counted
+                                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                    if server_write.write_all(&buffer[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut server_write).await;
+                    };
+                    let down = tokio::io::copy(&mut server_read, &mut client_write);
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Self {
+            addr,
+            upstream,
+            _task: task,
+        }
+    }
+
+    /// Bytes sent from clients to the target so far.
+    pub fn upstream_bytes(&self) -> u64 {
+        self.upstream.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}

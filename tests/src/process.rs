@@ -200,6 +200,8 @@ pub struct ServerProcess {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its metrics are served, after [`ServerProcess::with_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     log: mpsc::Receiver<Value>,
 }
 
@@ -263,6 +265,7 @@ impl ServerProcess {
         let mut server = Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
             log,
         };
         let listening = server.wait_for_log("listening");
@@ -272,6 +275,47 @@ impl ServerProcess {
             .parse()
             .unwrap();
         server
+    }
+
+    /// Learns where the metrics are served; for a server started with
+    /// `--metrics-addr 127.0.0.1:0`, right after it starts.
+    pub fn with_metrics(mut self) -> Self {
+        let listening = self.wait_for_log("metrics listening");
+        self.metrics_addr = Some(
+            listening["fields"]["addr"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        self
+    }
+
+    /// The value of the one series `name` whose labels include `labels`, from
+    /// the metrics endpoint (`None` when there is no such series yet).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let addr = self
+            .metrics_addr
+            .expect("start with --metrics-addr and call with_metrics");
+        let text = http_get(addr, "/metrics");
+        let matching: Vec<f64> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+                (series_name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            matching.len() <= 1,
+            "{name} {labels:?} matches several series"
+        );
+        matching.first().copied()
     }
 
     /// The next log event whose message is `message` (earlier ones are consumed).
@@ -388,6 +432,22 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The body of `GET path` on `addr` (plain HTTP/1.1), within [`EVENT_TIMEOUT`].
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut socket = std::net::TcpStream::connect_timeout(&addr, EVENT_TIMEOUT).unwrap();
+    socket.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }
 
 /// The stdout of a command that must have succeeded.

@@ -82,8 +82,7 @@ async fn the_admin_service_is_off_by_default_and_guarded_by_tokens() {
     server.stop().await;
 
     let tokens =
-        std::env::temp_dir().join(format!("grpc-echo-{}-admin-tokens", std::process::id()));
-    std::fs::write(&tokens, "ops-token\n").unwrap();
+        echo_tests::pki::write(&echo_tests::pki::temp_dir("admin"), "tokens", "ops-token\n");
     let server = TestServer::with_config(echo_tests::config(|c| {
         c.services.admin = true;
         c.auth.auth_token_file = Some(tokens);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use echo_client::proto::EchoRequest;
 use echo_client::proto::echo_service_client::EchoServiceClient;
-use echo_tests::TestServer;
+use echo_tests::{TestServer, assert_still_serving};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -42,18 +42,6 @@ where
     .map(drop)
 }
 
-async fn assert_still_serving(server: &TestServer) {
-    let client = server.client().await;
-    let response = client
-        .echo(EchoRequest {
-            message: "still here".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("the server keeps serving");
-    assert_eq!(response.get_ref().message, "still here");
-}
-
 #[tokio::test]
 async fn garbage_bytes_close_the_connection_and_the_server_stays_up() {
     let server = TestServer::start().await;
@@ -78,7 +66,7 @@ async fn garbage_bytes_close_the_connection_and_the_server_stays_up() {
         "the server neither answered nor closed the connection"
     );
 
-    assert_still_serving(&server).await;
+    assert_still_serving(server.addr).await;
     server.stop().await;
 }
 
@@ -92,7 +80,7 @@ async fn unknown_method_and_service_get_unimplemented() {
             .unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");
     }
-    assert_still_serving(&server).await;
+    assert_still_serving(server.addr).await;
     server.stop().await;
 }
 
@@ -121,7 +109,7 @@ async fn malformed_protobuf_gets_a_status_not_a_crash() {
         assert_eq!(status.code(), Code::Internal, "{status:?}");
         assert!(status.message().contains(says), "{}", status.message());
     }
-    assert_still_serving(&server).await;
+    assert_still_serving(server.addr).await;
     server.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! `echo-client bench` against a real server process: every RPC kind, open and
 //! closed loop, and errors counted by status code.
 
-use echo_tests::process::{ServerProcess, echo_client};
+use echo_tests::process::{COMMAND_TIMEOUT, ServerProcess, echo_client};
 use serde_json::Value;
 
 fn bench(server: &ServerProcess, args: &[&str]) -> (bool, Value) {
@@ -41,7 +41,7 @@ fn every_rpc_kind_is_measured() {
             ],
         );
         assert!(ok, "{rpc}: {report}");
-        assert!(report["calls"].as_u64().unwrap() >= 200, "{rpc}: {report}");
+        assert_eq!(report["calls"], 200, "{rpc}: {report}");
         assert_eq!(report["errors"], serde_json::json!({}), "{rpc}");
         let calls_per_second = report["calls_per_second"].as_f64().unwrap();
         let messages_per_second = report["messages_per_second"].as_f64().unwrap();
@@ -57,6 +57,8 @@ fn every_rpc_kind_is_measured() {
     }
 }
 
+/// Open loop: calls start on the schedule and no sooner, so `--total` calls at
+/// `--rps` take at least total / rps, whatever the machine.
 #[test]
 fn open_loop_keeps_its_schedule() {
     let server = ServerProcess::start(&[]);
@@ -65,19 +67,134 @@ fn open_loop_keeps_its_schedule() {
         &[
             "--rps",
             "200",
-            "--duration",
-            "1s",
+            "--total",
+            "100",
             "--warmup",
-            "200ms",
+            "0s",
             "--concurrency",
             "8",
         ],
     );
     assert!(ok, "{report}");
-    let calls = report["calls"].as_u64().unwrap();
+    assert_eq!(report["calls"], 100, "{report}");
+    let seconds = report["seconds"].as_f64().unwrap();
+    // The 100th call is scheduled 99/200 s after the first.
     assert!(
-        (180..=201).contains(&calls),
-        "200 calls/s for 1 s made {calls}: {report}"
+        seconds >= 0.495,
+        "100 calls at 200/s in {seconds} s: {report}"
+    );
+    assert!(
+        report["calls_per_second"].as_f64().unwrap() <= 202.0,
+        "{report}"
+    );
+}
+
+/// Latency counts from each call's scheduled start: a server stopped for
+/// 500 ms shows in the tail, as the calls scheduled meanwhile waited.
+#[tokio::test]
+async fn open_loop_latency_counts_from_the_scheduled_start() {
+    let server = ServerProcess::start(&["--metrics-addr", "127.0.0.1:0"]).with_metrics();
+    let mut command = std::process::Command::new(echo_tests::process::binary("echo-client"));
+    command.args([
+        "--addr",
+        &server.addr.to_string(),
+        "--timeout",
+        "10s",
+        "--json",
+        "bench",
+        "--rps",
+        "200",
+        "--total",
+        "600",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+    ]);
+    let bench = echo_tests::process::spawn_piped(command);
+    echo_tests::eventually("the load to reach the server", || async {
+        server.metric("grpc_server_handled_total", &[("grpc_method", "Echo")]) >= Some(100.0)
+    })
+    .await;
+    server.signal("STOP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.signal("CONT");
+    let output = echo_tests::process::output_of(bench, "echo-client bench", COMMAND_TIMEOUT);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    println!("open loop across a 500 ms stop: {}", report["latency_ms"]);
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    // About 100 calls were due during the stop; with 4 workers most of
+    // them waited for it. Counted from their start they show its length.
+    let latency = &report["latency_ms"];
+    assert!(latency["max"].as_f64().unwrap() >= 450.0, "{report}");
+    assert!(latency["p90"].as_f64().unwrap() >= 100.0, "{report}");
+}
+
+/// `--messages` sets the messages per streaming call.
+#[test]
+fn messages_per_streaming_call() {
+    let server = ServerProcess::start(&[]);
+    for rpc in ["server-stream", "client-stream"] {
+        let (ok, report) = bench(
+            &server,
+            &[
+                "--rpc",
+                rpc,
+                "--messages",
+                "7",
+                "--total",
+                "50",
+                "--warmup",
+                "0s",
+            ],
+        );
+        assert!(ok, "{rpc}: {report}");
+        let ratio = report["messages_per_second"].as_f64().unwrap()
+            / report["calls_per_second"].as_f64().unwrap();
+        assert!((ratio - 7.0).abs() < 0.01, "{rpc}: {report}");
+    }
+}
+
+/// `--compress` compresses the requests on the wire.
+#[tokio::test]
+async fn compress_sends_compressed_requests() {
+    let server = ServerProcess::start(&[]);
+    let upstream = async |extra: &[&str]| {
+        let proxy = echo_tests::CountingProxy::start(server.addr).await;
+        let addr = proxy.addr.to_string();
+        let args: Vec<&str> = ["--addr", &addr, "--json"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain([
+                "bench",
+                "--total",
+                "20",
+                "--warmup",
+                "0s",
+                "--payload-size",
+                "100000",
+            ])
+            .collect();
+        let output = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || echo_client(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            echo_tests::process::stderr(&output)
+        );
+        proxy.upstream_bytes()
+    };
+    let plain = upstream(&[]).await;
+    let gzip = upstream(&["--compress", "gzip"]).await;
+    println!("20 calls of 100 KB: {plain} bytes sent plain, {gzip} with --compress gzip");
+    assert!(plain > 20 * 100_000, "{plain}");
+    assert!(
+        gzip < plain / 10,
+        "{gzip} bytes with --compress gzip, {plain} without"
     );
 }
 
@@ -194,7 +311,7 @@ fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
 #[test]
 fn the_latency_plot_is_written_as_svg_or_png() {
     let server = ServerProcess::start(&[]);
-    let plot = std::env::temp_dir().join(format!("grpc-echo-plot-{}.svg", std::process::id()));
+    let plot = echo_tests::pki::temp_dir("bench-plot").join("latency.svg");
     let (ok, report) = bench(
         &server,
         &[

@@ -1,6 +1,6 @@
 //! The `echo-server` binary, called by the `echo-client` binary and by real `grpcurl`.
 
-use echo_tests::process::{ServerProcess, echo_client, json_lines, stdout};
+use echo_tests::process::{ServerProcess, echo_client, json_lines, stderr, stdout};
 use serde_json::Value;
 
 #[test]
@@ -172,8 +172,11 @@ fn every_rpc_is_logged_with_request_id_method_peer_code_and_duration() {
 
 #[test]
 fn bearer_tokens_are_required_and_never_logged() {
-    let tokens = std::env::temp_dir().join(format!("grpc-echo-bin-tokens-{}", std::process::id()));
-    std::fs::write(&tokens, "s3cret-token-value\n").unwrap();
+    let tokens = echo_tests::pki::write(
+        &echo_tests::pki::temp_dir("bin-tokens"),
+        "tokens",
+        "s3cret-token-value\n",
+    );
     let mut server =
         ServerProcess::start_logging(&["--auth-token-file", tokens.to_str().unwrap()], "debug");
     assert!(
@@ -264,4 +267,220 @@ fn sigterm_drains_and_exits_zero() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
     server.wait_for_log("shutting down: draining calls");
+}
+
+/// SIGHUP reloads the certificate of the real binary.
+#[test]
+fn sighup_reloads_the_certificate() {
+    use echo_tests::pki::{self, Ca};
+    let dir = pki::temp_dir("bin-sighup");
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let write_leaf = |ca: &Ca| {
+        let leaf = ca.server();
+        pki::write(&dir, "server.pem", &leaf.cert);
+        pki::write(&dir, "server.key", &leaf.key);
+    };
+    write_leaf(&old_ca);
+    let old_pem = pki::write(&dir, "old-ca.pem", &old_ca.pem());
+    let new_pem = pki::write(&dir, "new-ca.pem", &new_ca.pem());
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let echo_trusting = |ca: &std::path::Path| {
+        server.client(&[
+            "--ca",
+            ca.to_str().unwrap(),
+            "--tls-server-name",
+            "localhost",
+            "echo",
+            "over TLS",
+        ])
+    };
+    assert!(echo_trusting(&old_pem).status.success());
+
+    write_leaf(&new_ca);
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: reloading the TLS certificate");
+    server.wait_for_log("TLS certificate reloaded");
+    let reloaded = echo_trusting(&new_pem);
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    assert!(
+        !echo_trusting(&old_pem).status.success(),
+        "the old certificate is still served"
+    );
+}
+
+/// Under mTLS, the RPC log line names the client certificate's subject.
+#[test]
+fn the_rpc_log_line_names_the_client_certificate() {
+    use echo_tests::pki::{self, Ca};
+    let dir = pki::temp_dir("bin-mtls-log");
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let server_leaf = server_ca.server();
+    let client_leaf = client_ca.client("log-client");
+    let path = |name: &str, contents: &str| pki::write(&dir, name, contents).display().to_string();
+    let server = ServerProcess::start(&[
+        "--tls-cert",
+        &path("server.pem", &server_leaf.cert),
+        "--tls-key",
+        &path("server.key", &server_leaf.key),
+        "--tls-client-ca",
+        &path("clients.pem", &client_ca.pem()),
+    ]);
+    let output = server.client(&[
+        "--ca",
+        &path("ca.pem", &server_ca.pem()),
+        "--tls-server-name",
+        "localhost",
+        "--tls-cert",
+        &path("client.pem", &client_leaf.cert),
+        "--tls-key",
+        &path("client.key", &client_leaf.key),
+        "echo",
+        "who am I",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let finished = server.wait_for_log("rpc finished");
+    let client = finished["span"]["client"].as_str().unwrap_or_default();
+    assert!(client.contains("CN=log-client"), "{finished}");
+}
+
+/// `--worker-threads 1` runs a single-threaded runtime; more, that many workers.
+#[test]
+fn worker_threads_set_the_runtime() {
+    let threads = |workers: &str| {
+        let server = ServerProcess::start(&["--worker-threads", workers]);
+        assert!(server.client(&["echo", "x"]).status.success());
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let single = threads("1");
+    let four = threads("4");
+    println!("threads: {single} with --worker-threads 1, {four} with 4");
+    assert_eq!(
+        single, 1,
+        "a single-threaded runtime runs on the main thread"
+    );
+    assert!(four >= 5, "the main thread and four workers: {four}");
+}
+
+/// Every flag is an `ECHO_*` variable too: one from each group.
+#[test]
+fn echo_variables_configure_every_group() {
+    let dir = echo_tests::pki::temp_dir("bin-env");
+    let tokens = echo_tests::pki::write(&dir, "tokens", "env-token\n");
+    // Only the listen address is a flag: the rest comes from the environment.
+    let mut command = std::process::Command::new(echo_tests::process::binary("echo-server"));
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("ECHO_INSTANCE_ID", "from-env") // listen and identity
+        .env("ECHO_INTEROP", "false") // services
+        .env("ECHO_MAX_DELAY", "1s") // request controls
+        .env("ECHO_MAX_MESSAGE_SIZE", "1000") // limits
+        .env("ECHO_HANDSHAKE_TIMEOUT", "300ms") // HTTP/2
+        .env("ECHO_AUTH_TOKEN_FILE", &tokens) // auth
+        .env("ECHO_LOG_FORMAT", "json") // observability (the test reads JSON)
+        .env("ECHO_METRICS_ADDR", "127.0.0.1:0");
+    let server = ServerProcess::spawn(command).with_metrics();
+    let call = |args: &[&str]| {
+        let args: Vec<&str> = ["--token", "env-token", "--json"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        server.client(&args)
+    };
+    let echoed = json_lines(&call(&["echo", "x"]));
+    assert_eq!(echoed[0]["instance"], "from-env");
+    let too_slow = call(&["echo", "x", "--delay", "2s"]);
+    assert!(
+        stderr(&too_slow).contains("INVALID_ARGUMENT"),
+        "{}",
+        stderr(&too_slow)
+    );
+    let too_big = call(&["echo", "x", "--payload-size", "2000"]);
+    assert!(
+        stderr(&too_big).contains("RESOURCE_EXHAUSTED"),
+        "{}",
+        stderr(&too_big)
+    );
+    let no_token = server.client(&["echo", "x"]);
+    assert!(
+        stderr(&no_token).contains("UNAUTHENTICATED"),
+        "{}",
+        stderr(&no_token)
+    );
+    assert!(server.metric("grpc_server_open_connections", &[]).is_some());
+    let mut silent = std::net::TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut silent, &mut buf)
+        .expect("a silent connection is closed after ECHO_HANDSHAKE_TIMEOUT");
+    let interop = server.client(&["interop", "--test-case", "empty_unary"]);
+    assert!(
+        !interop.status.success(),
+        "ECHO_INTEROP=false left TestService on"
+    );
+    drop(server);
+
+    // TLS: the variables point at the files.
+    let ca = echo_tests::pki::Ca::new("env CA");
+    let leaf = ca.server();
+    let mut command = ServerProcess::command("127.0.0.1:0", "tls-env", &[], "info");
+    command
+        .env(
+            "ECHO_TLS_CERT",
+            echo_tests::pki::write(&dir, "server.pem", &leaf.cert),
+        )
+        .env(
+            "ECHO_TLS_KEY",
+            echo_tests::pki::write(&dir, "server.key", &leaf.key),
+        );
+    let server = ServerProcess::spawn(command);
+    let ca_path = echo_tests::pki::write(&dir, "ca.pem", &ca.pem());
+    let over_tls = server.client(&[
+        "--ca",
+        ca_path.to_str().unwrap(),
+        "--tls-server-name",
+        "localhost",
+        "echo",
+        "x",
+    ]);
+    assert!(over_tls.status.success(), "{}", stderr(&over_tls));
+}
+
+/// The RPC span and its closing line are at debug: at info there are none.
+#[test]
+fn rpcs_are_not_logged_at_info() {
+    let mut server = ServerProcess::start_logging(&[], "info");
+    for _ in 0..3 {
+        assert!(server.client(&["echo", "x"]).status.success());
+    }
+    assert!(server.terminate().success());
+    let log = server.remaining_log();
+    assert!(
+        log.iter()
+            .any(|event| event["fields"]["message"] == "stopped"),
+        "the log was read to its end: {log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|event| event["fields"]["message"] == "rpc finished"),
+        "{log:?}"
+    );
 }

@@ -3,7 +3,7 @@
 
 use echo_client::proto::EchoRequest;
 use echo_client::proto::echo_service_client::EchoServiceClient;
-use echo_tests::TestServer;
+use echo_tests::{CountingProxy, TestServer};
 use echo_wire::framing::{CompressionFlags, ObservedBody};
 use grpc_echo::grpc::examples::echo::echo_client::EchoClient as ExampleEchoClient;
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
@@ -119,19 +119,67 @@ async fn the_interop_service_sees_whether_each_request_was_compressed() {
 #[tokio::test]
 async fn the_client_library_compresses_requests_and_prefers_the_same_encoding_back() {
     let server = TestServer::start().await;
-    for (encoding, name) in ENCODINGS {
-        let client = echo_client::EchoClient::builder(server.uri())
-            .compression(encoding)
-            .connect()
-            .await
-            .unwrap();
-        let request = EchoRequest {
-            message: "squeeze".into(),
-            ..Default::default()
-        };
-        let response = client.echo(request).await.unwrap();
+    // 100 KB that compress to almost nothing: the bytes on the wire tell.
+    let request = EchoRequest {
+        message: "squeeze".into(),
+        payload: vec![b'z'; 100_000].into(),
+        ..Default::default()
+    };
+    let sent_through = async |compression: Option<CompressionEncoding>| {
+        let proxy = CountingProxy::start(server.addr).await;
+        let mut builder = echo_client::EchoClient::builder(proxy.addr.to_string());
+        if let Some(encoding) = compression {
+            builder = builder.compression(encoding);
+        }
+        let client = builder.connect().await.unwrap();
+        let response = client.echo(request.clone()).await.unwrap();
         assert_eq!(response.get_ref().message, "squeeze");
+        (proxy.upstream_bytes(), response)
+    };
+    let (plain, _) = sent_through(None).await;
+    assert!(plain > 100_000, "{plain} bytes sent uncompressed");
+    for (encoding, name) in ENCODINGS {
+        let (compressed, response) = sent_through(Some(encoding)).await;
+        assert!(
+            compressed < plain / 10,
+            "{name}: {compressed} bytes sent, {plain} uncompressed"
+        );
         assert_eq!(response.metadata().get("grpc-encoding").unwrap(), name);
+    }
+    server.stop().await;
+}
+
+/// A client that accepts several encodings gets the first it lists that the
+/// server supports.
+#[tokio::test]
+async fn the_first_encoding_the_client_accepts_is_chosen() {
+    let server = TestServer::start().await;
+    let socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    for (accepted, chosen) in [
+        ("zstd,gzip", "zstd"),
+        ("gzip,zstd", "gzip"),
+        ("br, identity, zstd ,gzip", "zstd"),
+    ] {
+        let request = http::Request::post(format!("{}/echo.v1.EchoService/Echo", server.uri()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-accept-encoding", accepted)
+            .body(())
+            .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        body.send_data(echo_tests::grpc_message(b""), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("grpc-encoding")
+                .map(|v| v.to_str().unwrap()),
+            Some(chosen),
+            "{accepted}"
+        );
     }
     server.stop().await;
 }

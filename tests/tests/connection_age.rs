@@ -94,3 +94,52 @@ async fn connections_are_rotated_by_age_and_clients_reconnect() {
     }
     assert_eq!(panics.load(Ordering::SeqCst), 0, "something panicked");
 }
+
+/// On the wire: GOAWAY at the connection's age, while a call is still open,
+/// and the cut only at age + grace.
+#[tokio::test]
+async fn goaway_at_the_age_comes_before_the_cut_at_age_and_grace() {
+    use echo_tests::h2raw::{self, END_HEADERS, GOAWAY, HEADERS};
+    use tokio::io::AsyncWriteExt;
+
+    const AGE: Duration = Duration::from_millis(300);
+    const GRACE: Duration = Duration::from_millis(400);
+    let server = TestServer::with_config(echo_tests::config(|c| {
+        c.http2.max_connection_age = Some(AGE.into());
+        c.http2.max_connection_age_grace = Some(GRACE.into());
+    }))
+    .await;
+    let started = Instant::now();
+    let mut socket = h2raw::connect(server.addr).await;
+    // A ClientStream call left open holds the connection past its GOAWAY.
+    let open = h2raw::grpc_request("/echo.v1.EchoService/ClientStream", &[]);
+    socket
+        .write_all(&h2raw::frame(HEADERS, END_HEADERS, 1, &open))
+        .await
+        .unwrap();
+    let mut goaway_at = None;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = h2raw::read_frame(&mut socket).await {
+            if let Some(ack) = h2raw::acknowledgement(&frame) {
+                let _ = socket.write_all(&ack).await;
+            }
+            if frame.kind == GOAWAY && goaway_at.is_none() {
+                goaway_at = Some(started.elapsed());
+            }
+        }
+        started.elapsed()
+    })
+    .await
+    .expect("the connection outlived age + grace");
+    let goaway_at = goaway_at.expect("the connection was cut without GOAWAY");
+    println!("GOAWAY after {goaway_at:?}, cut after {closed:?}");
+    assert!(
+        goaway_at >= AGE - Duration::from_millis(10),
+        "{goaway_at:?}"
+    );
+    assert!(
+        closed >= goaway_at + GRACE - Duration::from_millis(10),
+        "{closed:?}"
+    );
+    server.stop().await;
+}

@@ -8,12 +8,9 @@ use echo_client::proto::{
     ConnectionAction, ConnectionControl, EchoRequest, ErrorControl, StatusCode, StreamControl,
 };
 use echo_tests::TestServer;
-use echo_tests::h2raw::{
-    self, DATA, END_HEADERS, END_STREAM, Frame, GOAWAY, HEADERS, PING, RST_STREAM, SETTINGS,
-};
+use echo_tests::h2raw::{self, DATA, END_STREAM, Frame, GOAWAY, HEADERS, RST_STREAM};
 use echo_tests::process::ServerProcess;
 use prost::Message;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -34,41 +31,15 @@ fn with_action(action: ConnectionAction, reset_code: u32) -> EchoRequest {
 /// Opens a raw connection and sends `request` to `path` as stream 1.
 async fn send_call(server: &TestServer, path: &str, request: &EchoRequest) -> TcpStream {
     let mut socket = h2raw::connect(server.addr).await;
-    let message = request.encode_to_vec();
-    let mut body = vec![0];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
-    let mut out = h2raw::frame(HEADERS, END_HEADERS, 1, &h2raw::grpc_request(path, &[]));
-    out.extend(h2raw::frame(DATA, END_STREAM, 1, &body));
-    socket.write_all(&out).await.unwrap();
+    h2raw::send_call(&mut socket, 1, path, &[], &request.encode_to_vec()).await;
     socket
 }
 
 /// Sends `request` to `path` as stream 1 of a fresh raw connection and returns
-/// every frame the server sends until it closes the connection (answering its
-/// SETTINGS and PINGs as a client must). Panics if it stays open 5 s.
+/// every frame the server sends until it closes the connection.
 async fn frames_until_close(server: &TestServer, path: &str, request: &EchoRequest) -> Vec<Frame> {
     let mut socket = send_call(server, path, request).await;
-
-    let mut frames = Vec::new();
-    let read_all = async {
-        while let Some(frame) = h2raw::read_frame(&mut socket).await {
-            let ack = match frame.kind {
-                SETTINGS if frame.flags & 1 == 0 => Some(h2raw::frame(SETTINGS, 1, 0, &[])),
-                PING if frame.flags & 1 == 0 => Some(h2raw::frame(PING, 1, 0, &frame.payload)),
-                _ => None,
-            };
-            if let Some(ack) = ack {
-                // The server may already be gone; what it sent is what counts.
-                let _ = socket.write_all(&ack).await;
-            }
-            frames.push(frame);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_all)
-        .await
-        .expect("the server kept the connection open");
-    frames
+    h2raw::frames_until_close(&mut socket, Duration::from_secs(5)).await
 }
 
 fn on_stream_1(frames: &[Frame]) -> Vec<(u8, u8)> {

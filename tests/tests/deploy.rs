@@ -49,7 +49,7 @@ fn manifests_pass_strict_schema_validation() {
     }
 
     // The validator does reject a broken manifest.
-    let broken = std::env::temp_dir().join(format!("grpc-echo-{}-broken.yaml", std::process::id()));
+    let broken = echo_tests::pki::temp_dir("deploy").join("broken.yaml");
     let deployment = std::fs::read_to_string(&manifests()[0]).unwrap();
     std::fs::write(
         &broken,
@@ -89,4 +89,41 @@ print(spec["terminationGracePeriodSeconds"], grace, spec["containers"][0]["readi
         "SIGKILL at {termination}s cuts the {grace}s + {flush}s drain short"
     );
     assert_eq!(probe_port, 50051);
+}
+
+/// What the README says of the manifests, read from them: gRPC probes on the
+/// server's port, non-root with a read-only root and no capabilities,
+/// requests and limits, and a headless Service for balancing clients.
+#[test]
+fn the_manifests_say_what_the_readme_says() {
+    let script = r#"
+import sys, yaml
+docs = [d for path in sys.argv[1:] for d in yaml.safe_load_all(open(path)) if d]
+kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+pod = kinds[("Deployment", "grpc-echo")]["spec"]["template"]["spec"]
+container = pod["containers"][0]
+for probe in ("readinessProbe", "livenessProbe"):
+    assert container[probe]["grpc"]["port"] == 50051, probe
+assert pod["securityContext"]["runAsNonRoot"] is True
+assert pod["securityContext"]["runAsUser"] != 0
+security = container["securityContext"]
+assert security["readOnlyRootFilesystem"] is True
+assert security["allowPrivilegeEscalation"] is False
+assert security["capabilities"]["drop"] == ["ALL"]
+for kind in ("requests", "limits"):
+    assert {"cpu", "memory"} <= set(container["resources"][kind]), kind
+headless = kinds[("Service", "grpc-echo-headless")]["spec"]
+assert headless["clusterIP"] == "None"
+assert headless["selector"] == kinds[("Service", "grpc-echo")]["spec"]["selector"]
+assert kinds[("PodDisruptionBudget", "grpc-echo")]["spec"]["maxUnavailable"] == 1
+print("ok")
+"#;
+    let mut command = Command::new(python());
+    command.args(["-c", script]).args(manifests());
+    let output = output_within(command, b"", COMMAND_TIMEOUT);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use echo_client::proto::EchoRequest;
 use echo_client::{EchoClient, RetryPolicy};
 use echo_tests::process::ServerProcess;
-use echo_tests::{ms, ticking};
+use echo_tests::{eventually, ms, ticking};
 use tonic::Code;
 
 async fn connect(server: &ServerProcess) -> EchoClient {
@@ -18,7 +18,9 @@ async fn connect(server: &ServerProcess) -> EchoClient {
 
 #[tokio::test]
 async fn sigterm_under_load_answers_every_call_in_flight() {
-    let mut server = ServerProcess::start(&["--shutdown-grace", "5s"]);
+    let mut server =
+        ServerProcess::start(&["--shutdown-grace", "5s", "--metrics-addr", "127.0.0.1:0"])
+            .with_metrics();
     // Four connections, each under the per-connection stream limit.
     let mut calls = Vec::new();
     for _ in 0..4 {
@@ -27,13 +29,17 @@ async fn sigterm_under_load_answers_every_call_in_flight() {
             let client = client.clone();
             let request = EchoRequest {
                 message: format!("call {i}"),
-                delay: Some(ms(500)),
+                delay: Some(ms(2_000)),
                 ..Default::default()
             };
             calls.push(tokio::spawn(async move { client.echo(request).await }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let in_flight = calls.len() as f64;
+    eventually("every call to be in flight on the server", || async {
+        server.metric("grpc_server_in_flight_calls", &[]) == Some(in_flight)
+    })
+    .await;
     server.signal("TERM");
 
     let total = calls.len();

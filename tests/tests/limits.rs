@@ -5,29 +5,21 @@ use std::time::{Duration, Instant};
 use echo_client::EchoClient;
 use echo_client::proto::EchoRequest;
 use echo_server::Config;
-use echo_tests::h2raw::{self, END_HEADERS, END_STREAM, GOAWAY, HEADERS, SETTINGS};
-use echo_tests::{TestServer, ms};
+use echo_tests::h2raw::{
+    self, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, REFUSED_STREAM, RST_STREAM, SETTINGS,
+};
+use echo_tests::{TestServer, assert_still_serving, eventually, ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::{Code, Request};
+
+const ECHO: &str = "/echo.v1.EchoService/Echo";
 
 fn delayed(millis: u64) -> EchoRequest {
     EchoRequest {
         delay: Some(ms(millis)),
         ..Default::default()
     }
-}
-
-async fn assert_serving(server: &TestServer) {
-    let client = server.client().await;
-    let request = EchoRequest {
-        message: "still here".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        client.echo(request).await.unwrap().get_ref().message,
-        "still here"
-    );
 }
 
 /// tonic's builder passes `None`, which leaves streams unlimited; the server
@@ -95,7 +87,7 @@ async fn a_flood_of_malformed_streams_gets_goaway() {
     .await
     .expect("the flood neither got GOAWAY nor a closed connection");
     assert_eq!(goaway, Some(h2raw::ENHANCE_YOUR_CALM));
-    assert_serving(&server).await;
+    assert_still_serving(server.addr).await;
     server.stop().await;
 }
 
@@ -119,7 +111,7 @@ async fn silent_and_half_open_connections_are_closed() {
             "a connection without a preface was kept open"
         );
     }
-    assert_serving(&server).await;
+    assert_still_serving(server.addr).await;
     server.stop().await;
 }
 
@@ -194,7 +186,10 @@ async fn calls_over_the_concurrency_limit_are_shed_quickly() {
             tokio::spawn(async move { client.echo(delayed(1_000)).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("both calls to be in flight", || async {
+        server.stats.in_flight_calls() == 2
+    })
+    .await;
 
     let started = Instant::now();
     let status = client.echo(EchoRequest::default()).await.unwrap_err();
@@ -251,19 +246,231 @@ async fn connections_over_the_limit_are_closed_and_capacity_returns() {
     server.stop().await;
 }
 
+/// h2 answers a header list over the limit with HTTP 431 and resets the
+/// stream (gRPC clients report UNKNOWN, citing the 431); one under it passes.
 #[tokio::test]
-async fn a_header_list_over_the_limit_is_refused_and_the_server_stays_up() {
+async fn a_header_list_over_the_limit_gets_431_and_one_under_it_passes() {
+    const LIMIT: u32 = 4096;
     let server = TestServer::with_config(echo_tests::config(|c| {
-        c.http2.max_header_list_size = 4096;
+        c.http2.max_header_list_size = LIMIT;
     }))
     .await;
+
+    let mut socket = h2raw::connect(server.addr).await;
+    let over = "x".repeat(LIMIT as usize + 1);
+    h2raw::send_call(&mut socket, 1, ECHO, &[("x-big", &over)], b"").await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut on_stream = Vec::new();
+        while on_stream.len() < 2 {
+            let frame = h2raw::read_frame(&mut socket).await.expect("an answer");
+            if let Some(ack) = h2raw::acknowledgement(&frame) {
+                socket.write_all(&ack).await.unwrap();
+            }
+            if frame.stream == 1 {
+                on_stream.push(frame);
+            }
+        }
+        on_stream
+    })
+    .await
+    .expect("no answer to the over-size header list");
+    assert_eq!(
+        (answer[0].kind, answer[0].flags & END_STREAM),
+        (HEADERS, END_STREAM),
+        "{answer:?}"
+    );
+    // `:status 431`, HPACK-encoded: indexed name 8 (`:status`), Huffman "431".
+    assert_eq!(
+        answer[0].payload,
+        [0x48, 0x83, 0x69, 0x90, 0xff],
+        "{answer:?}"
+    );
+    assert_eq!(answer[1].kind, RST_STREAM, "{answer:?}");
+
     let client = server.client().await;
-    let mut request = Request::new(EchoRequest::default());
-    request
-        .metadata_mut()
-        .insert("x-big", "x".repeat(8000).parse().unwrap());
-    let status = client.echo(request).await.unwrap_err();
-    assert_ne!(status.code(), Code::Ok);
-    assert_serving(&server).await;
+    let with_header = |size: usize| {
+        let mut request = Request::new(EchoRequest::default());
+        request
+            .metadata_mut()
+            .insert("x-big", "x".repeat(size).parse().unwrap());
+        request
+    };
+    let status = client
+        .echo(with_header(LIMIT as usize + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(status.message().contains("431"), "{status:?}");
+    // The whole list counts (each field's name and value, plus 32): well under it passes.
+    client
+        .echo(with_header(LIMIT as usize / 2))
+        .await
+        .expect("a header list under the limit");
+    assert_still_serving(server.addr).await;
     server.stop().await;
+}
+
+/// A peer that stops answering PINGs is dropped after the keepalive timeout;
+/// one that answers stays.
+#[tokio::test]
+async fn a_peer_that_ignores_keepalive_pings_is_dropped() {
+    let server = TestServer::with_config(echo_tests::config(|c| {
+        c.http2.keepalive_interval = Duration::from_millis(200).into();
+        c.http2.keepalive_timeout = Duration::from_millis(300).into();
+    }))
+    .await;
+
+    let mut deaf = h2raw::connect(server.addr).await;
+    let started = Instant::now();
+    let mut pinged = false;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = h2raw::read_frame(&mut deaf).await {
+            pinged |= frame.kind == PING;
+            // SETTINGS are acknowledged, PINGs never.
+            if frame.kind == SETTINGS && frame.flags & END_STREAM == 0 {
+                deaf.write_all(&h2raw::frame(SETTINGS, END_STREAM, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a peer ignoring PINGs was kept for 5 s");
+    assert!(pinged, "the server sent no PING");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "dropped before interval + timeout: {:?}",
+        started.elapsed()
+    );
+
+    // One that answers is kept past several intervals.
+    let mut answering = h2raw::connect(server.addr).await;
+    let kept = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(frame) = h2raw::read_frame(&mut answering).await {
+            if let Some(ack) = h2raw::acknowledgement(&frame) {
+                answering.write_all(&ack).await.unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(kept.is_err(), "a peer answering PINGs was dropped");
+    server.stop().await;
+}
+
+/// A stream past the advertised limit is refused with RST_STREAM(REFUSED_STREAM),
+/// the ones under it are served.
+#[tokio::test]
+async fn streams_past_the_limit_are_refused() {
+    let server = TestServer::with_config(echo_tests::config(|c| {
+        c.http2.max_concurrent_streams = 2;
+    }))
+    .await;
+    let mut socket = h2raw::connect(server.addr).await;
+    // Wait for the server's SETTINGS (with the limit) and acknowledge them.
+    loop {
+        let frame = h2raw::read_frame(&mut socket).await.unwrap();
+        if frame.kind == SETTINGS && frame.flags & END_STREAM == 0 {
+            socket
+                .write_all(&h2raw::frame(SETTINGS, END_STREAM, 0, &[]))
+                .await
+                .unwrap();
+            break;
+        }
+    }
+    // Three ClientStream calls left open: the third is one too many.
+    let open = h2raw::grpc_request("/echo.v1.EchoService/ClientStream", &[]);
+    for stream in [1, 3, 5] {
+        socket
+            .write_all(&h2raw::frame(HEADERS, END_HEADERS, stream, &open))
+            .await
+            .unwrap();
+    }
+    let reset = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let frame = h2raw::read_frame(&mut socket).await.expect("an answer");
+            if frame.kind == RST_STREAM {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("no stream was refused");
+    assert_eq!(reset.stream, 5, "{reset:?}");
+    assert_eq!(reset.payload, REFUSED_STREAM.to_be_bytes());
+    server.stop().await;
+}
+
+/// Resets caused by a peer's protocol errors are tolerated up to the fixed
+/// limit: a hundred leave the connection serving.
+#[tokio::test]
+async fn a_few_malformed_streams_are_tolerated() {
+    let server = TestServer::start().await;
+    let mut socket = h2raw::connect(server.addr).await;
+    let malformed = h2raw::grpc_request(ECHO, &[("connection", "close")]);
+    for i in 0..100u32 {
+        socket
+            .write_all(&h2raw::frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                2 * i + 1,
+                &malformed,
+            ))
+            .await
+            .unwrap();
+    }
+    // Then a valid call on the same connection is answered.
+    h2raw::send_call(&mut socket, 201, ECHO, &[], b"").await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut resets = 0;
+        loop {
+            let frame = h2raw::read_frame(&mut socket)
+                .await
+                .expect("the connection stays open");
+            if let Some(ack) = h2raw::acknowledgement(&frame) {
+                socket.write_all(&ack).await.unwrap();
+            }
+            assert_ne!(
+                frame.kind, GOAWAY,
+                "GOAWAY after {resets} resets: {frame:?}"
+            );
+            resets += usize::from(frame.kind == RST_STREAM);
+            if frame.stream == 201 && frame.flags & END_STREAM != 0 {
+                return (resets, frame);
+            }
+        }
+    })
+    .await
+    .expect("the valid call was not answered");
+    assert_eq!(answered.0, 100, "each malformed stream is reset");
+    assert_eq!(answered.1.kind, HEADERS, "trailers end the valid call");
+    server.stop().await;
+}
+
+/// At shutdown every connection gets GOAWAY (NO_ERROR) before it is closed.
+#[tokio::test]
+async fn shutdown_sends_goaway_on_the_wire() {
+    let mut server = TestServer::start().await;
+    let mut socket = h2raw::connect(server.addr).await;
+    h2raw::send_call(&mut socket, 1, ECHO, &[], b"").await;
+    // The call's answer, so the connection is known to be served.
+    loop {
+        let frame = h2raw::read_frame(&mut socket).await.unwrap();
+        if let Some(ack) = h2raw::acknowledgement(&frame) {
+            socket.write_all(&ack).await.unwrap();
+        }
+        if frame.stream == 1 && frame.flags & END_STREAM != 0 {
+            break;
+        }
+    }
+    server.begin_shutdown();
+    let frames = h2raw::frames_until_close(&mut socket, Duration::from_secs(5)).await;
+    // Graceful, as h2 does it: GOAWAY naming the largest stream id, then,
+    // after a PING round trip, the final one naming the last stream served.
+    let goaways: Vec<(u32, u32)> = frames
+        .iter()
+        .filter(|frame| frame.kind == GOAWAY)
+        .map(h2raw::goaway)
+        .collect();
+    assert_eq!(goaways, [(0x7fff_ffff, 0), (1, 0)], "{frames:?}");
+    server.join().await.unwrap();
 }

@@ -102,4 +102,82 @@ async fn metrics_count_calls_codes_latency_streams_and_connections() {
     assert_eq!(sample(&scraped, "grpc_server_open_streams", &[]), 0.0);
     assert_eq!(sample(&scraped, "grpc_server_in_flight_calls", &[]), 0.0);
     assert!(sample(&scraped, "grpc_server_open_connections", &[]) >= 1.0);
+
+    // While a unary call and a stream are open, the gauges count them.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .echo(EchoRequest {
+                    delay: Some(echo_tests::ms(10_000)),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let mut ticking = client
+        .server_stream(echo_tests::ticking(1_000, 1_000))
+        .await
+        .unwrap()
+        .into_inner();
+    ticking.message().await.unwrap().unwrap();
+    let url = format!("http://{metrics_addr}/metrics");
+    echo_tests::eventually("the open calls to show in the gauges", || async {
+        let scraped = scrape(&url);
+        sample(&scraped, "grpc_server_in_flight_calls", &[]) == 2.0
+            && sample(&scraped, "grpc_server_open_streams", &[]) == 1.0
+    })
+    .await;
+    slow.abort();
+    drop(ticking);
+    echo_tests::eventually("the gauges to come back to 0", || async {
+        let scraped = scrape(&url);
+        sample(&scraped, "grpc_server_in_flight_calls", &[]) == 0.0
+            && sample(&scraped, "grpc_server_open_streams", &[]) == 0.0
+    })
+    .await;
+}
+
+/// A path no served service has is counted under `unknown`, so made-up
+/// paths cannot grow the label sets.
+#[tokio::test]
+async fn made_up_paths_are_counted_as_unknown() {
+    let server = ServerProcess::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let metrics_addr = server.wait_for_log("metrics listening")["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    for path in [
+        "/no.such.Service/Method",
+        "/echo.v1.EchoService/NoSuchMethod",
+        "/junk",
+    ] {
+        let request = http::Request::post(format!("http://{}{path}", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        body.send_data(echo_tests::grpc_message(b""), true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "12", "{path}");
+    }
+    let scraped = scrape(&format!("http://{metrics_addr}/metrics"));
+    let unknown = [
+        ("grpc_service", "unknown"),
+        ("grpc_method", "unknown"),
+        ("grpc_code", "Unimplemented"),
+    ];
+    assert_eq!(sample(&scraped, "grpc_server_handled_total", &unknown), 3.0);
+    let services: std::collections::BTreeSet<&str> = scraped["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["labels"]["grpc_service"].as_str())
+        .collect();
+    assert!(!services.contains("no.such.Service"), "{services:?}");
 }

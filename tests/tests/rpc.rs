@@ -579,7 +579,10 @@ async fn shutdown_finishes_unary_calls_and_ends_streams_after_the_grace_period()
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the stream and the unary call to be in flight", || async {
+        server.stats.in_flight_calls() == 2
+    })
+    .await;
 
     let addr = server.addr;
     let shutdown_started = Instant::now();
@@ -648,5 +651,85 @@ async fn many_concurrent_calls_share_one_connection() {
         count += 1;
     }
     assert_eq!(count, 50);
+    assert_eq!(
+        server.stats.open_connections(),
+        1,
+        "the calls did not share one connection"
+    );
+    server.stop().await;
+}
+
+/// `delay` comes before the first message, `interval` between the next ones.
+#[tokio::test]
+async fn server_stream_delay_and_interval_space_the_messages() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let request = EchoRequest {
+        delay: Some(ms(200)),
+        ..echo_tests::ticking(3, 100)
+    };
+    let started = Instant::now();
+    let mut stream = client.server_stream(request).await.unwrap().into_inner();
+    let mut arrivals = Vec::new();
+    while let Some(_message) = stream.message().await.unwrap() {
+        arrivals.push(started.elapsed());
+    }
+    assert_eq!(arrivals.len(), 3);
+    assert!(arrivals[0] >= Duration::from_millis(200), "{arrivals:?}");
+    for pair in arrivals.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(95),
+            "{arrivals:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// On a bidi stream, `error` ends the stream with that status after the
+/// answers to the messages before it.
+#[tokio::test]
+async fn bidi_ends_with_the_requested_error() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let requests = vec![
+        text("first"),
+        EchoRequest {
+            error: Some(ErrorControl {
+                code: StatusCode::FailedPrecondition as i32,
+                message: "second fails".into(),
+                ..Default::default()
+            }),
+            ..text("second")
+        },
+        text("never answered"),
+    ];
+    let mut responses = client
+        .bidi_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(responses.message().await.unwrap().unwrap().message, "first");
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "second fails");
+    server.stop().await;
+}
+
+/// A ClientStream answers with a summary, so `response_size` is refused.
+#[tokio::test]
+async fn response_size_on_a_client_stream_is_invalid() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let request = EchoRequest {
+        response_size: Some(10),
+        ..text("")
+    };
+    let status = client
+        .client_stream(tokio_stream::iter([request]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations[0].field, "response_size");
     server.stop().await;
 }

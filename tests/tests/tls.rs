@@ -7,8 +7,9 @@ use std::time::Duration;
 use echo_client::proto::EchoRequest;
 use echo_client::{EchoClient, TlsOptions};
 use echo_server::Config;
-use echo_tests::TestServer;
 use echo_tests::pki::{self, Ca, Leaf};
+use echo_tests::{TestServer, eventually};
+use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -156,9 +157,13 @@ async fn certificates_reload_without_a_restart_and_bad_files_keep_the_old_one() 
         .expect_err("the old certificate is gone");
 
     // A broken file is refused, and the certificate in use stays.
+    let failed_before = server.tls_reload.failed_reloads();
     std::fs::write(&files.cert, "not a certificate").unwrap();
     server.tls_reload.reload();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the bad certificate to be refused", || async {
+        server.tls_reload.failed_reloads() > failed_before
+    })
+    .await;
     echo_over_tls(&server, &new_ca, None)
         .await
         .expect("the last good certificate stays");
@@ -205,5 +210,95 @@ async fn connections_that_never_finish_the_handshake_are_closed() {
             "a connection without a TLS handshake was kept open"
         );
     }
+    server.stop().await;
+}
+
+/// A TLS client configuration trusting `ca`, offering `versions` and ALPN `protocols`.
+fn rustls_client(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    protocols: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn handshake(
+    server: &TestServer,
+    connector: &tokio_rustls::TlsConnector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(server.addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// TLS 1.2 as well as 1.3, and ALPN `h2` (the only protocol offered).
+#[tokio::test]
+async fn tls_1_2_and_1_3_negotiate_alpn_h2() {
+    use rustls::version::{TLS12, TLS13};
+    let dir = pki::temp_dir("tls-versions");
+    let ca = Ca::new("server CA");
+    let files = write_server_files(&dir, &ca.server());
+    let server = tls_server(&files, None, Config::default()).await;
+    for (version, expected) in [
+        (&TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let stream = handshake(&server, &rustls_client(&ca, &[version], &[b"h2"]))
+            .await
+            .unwrap_or_else(|err| panic!("{expected:?}: {err}"));
+        let (_, session) = stream.get_ref();
+        assert_eq!(session.protocol_version(), Some(expected));
+        assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "{expected:?}");
+    }
+    // A client that cannot speak h2 is refused at the handshake.
+    let refused = handshake(&server, &rustls_client(&ca, &[&TLS13], &[b"http/1.1"])).await;
+    assert!(refused.is_err(), "ALPN http/1.1 was accepted");
+    server.stop().await;
+}
+
+/// After a completed TLS handshake, the HTTP/2 preface still has to come
+/// within the handshake timeout.
+#[tokio::test]
+async fn a_tls_connection_without_a_preface_is_closed() {
+    let dir = pki::temp_dir("tls-no-preface");
+    let ca = Ca::new("server CA");
+    let files = write_server_files(&dir, &ca.server());
+    let server = tls_server(
+        &files,
+        None,
+        echo_tests::config(|c| {
+            c.http2.handshake_timeout = Duration::from_millis(300).into();
+        }),
+    )
+    .await;
+    let mut stream = handshake(
+        &server,
+        &rustls_client(&ca, &[&rustls::version::TLS13], &[b"h2"]),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "a TLS connection without a preface was kept open"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await;
 }

@@ -76,7 +76,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let handled = Family::<CodeLabels, Counter>::default();
         let latency = LatencyFamily::new_with_constructor(latency_histogram);
-        let in_flight = Gauge::default();
+        let in_flight = stats.in_flight_calls.clone();
         registry.register(
             "grpc_server_handled",
             "RPCs completed, by status code",

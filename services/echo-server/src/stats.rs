@@ -7,12 +7,18 @@ use prometheus_client::metrics::gauge::Gauge;
 /// Counters shared by every call and connection; cheap to read at any time.
 #[derive(Debug, Default)]
 pub struct Stats {
+    pub(crate) in_flight_calls: Gauge,
     pub(crate) open_streams: Gauge,
     pub(crate) stream_messages_sent: Counter,
     pub(crate) open_connections: Gauge,
 }
 
 impl Stats {
+    /// Calls started and not finished yet (streams until their last message).
+    pub fn in_flight_calls(&self) -> u64 {
+        self.in_flight_calls.get().max(0) as u64
+    }
+
     /// Streaming calls (any of the three kinds) open right now.
     pub fn open_streams(&self) -> u64 {
         self.open_streams.get().max(0) as u64

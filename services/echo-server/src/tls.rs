@@ -5,6 +5,7 @@
 //! identity.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -52,14 +53,32 @@ pub(crate) struct TlsFiles {
     pub(crate) client_ca: Option<PathBuf>,
 }
 
-/// Asks a running server to reload its certificate and key now.
+/// Asks a running server to reload its certificate and key now, and tells
+/// how its reloads went.
 #[derive(Debug, Clone, Default)]
-pub struct TlsReload(Arc<Notify>);
+pub struct TlsReload(Arc<ReloadState>);
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    requested: Notify,
+    done: AtomicU64,
+    failed: AtomicU64,
+}
 
 impl TlsReload {
     /// Reloads (and reports a failure in the log) as soon as the server gets to it.
     pub fn reload(&self) {
-        self.0.notify_one();
+        self.0.requested.notify_one();
+    }
+
+    /// Reloads that took a new certificate, since start.
+    pub fn reloads(&self) -> u64 {
+        self.0.done.load(Ordering::Acquire)
+    }
+
+    /// Reloads refused (a bad file), the old certificate kept, since start.
+    pub fn failed_reloads(&self) -> u64 {
+        self.0.failed.load(Ordering::Acquire)
     }
 }
 
@@ -123,7 +142,7 @@ impl Tls {
         let mut poll = tokio::time::interval(RELOAD_POLL_INTERVAL);
         loop {
             let requested = tokio::select! {
-                () = reload.0.notified() => true,
+                () = reload.0.requested.notified() => true,
                 _ = poll.tick() => false,
             };
             let modified = self.certificate.modified();
@@ -131,10 +150,12 @@ impl Tls {
                 seen = modified;
                 match self.certificate.reload() {
                     Ok(()) => {
-                        tracing::info!(cert = %self.certificate.files.cert.display(), "TLS certificate reloaded")
+                        reload.0.done.fetch_add(1, Ordering::AcqRel);
+                        tracing::info!(cert = %self.certificate.files.cert.display(), "TLS certificate reloaded");
                     }
                     Err(err) => {
-                        tracing::error!(cause = %err, "TLS certificate reload failed: keeping the old one")
+                        reload.0.failed.fetch_add(1, Ordering::AcqRel);
+                        tracing::error!(cause = %err, "TLS certificate reload failed: keeping the old one");
                     }
                 }
             }

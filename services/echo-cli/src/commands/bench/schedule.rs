@@ -19,6 +19,8 @@ pub(super) struct Schedule {
     total: Option<u64>,
     /// Calls started so far, measured or not.
     started: AtomicU64,
+    /// Measured calls started so far (with `total`, no more than it).
+    started_measured: AtomicU64,
     /// Measured calls finished so far.
     measured: AtomicU64,
     /// Open loop: the interval between scheduled starts.
@@ -42,6 +44,7 @@ impl Schedule {
             measure_until: total.is_none().then(|| measure_from + duration),
             total,
             started: AtomicU64::new(0),
+            started_measured: AtomicU64::new(0),
             measured: AtomicU64::new(0),
             interval: rps.map(|rps| Duration::from_secs_f64(1.0 / rps)),
             origin,
@@ -50,18 +53,20 @@ impl Schedule {
 
     /// The next call's scheduled start, or `None` when the run is over.
     pub(super) fn next(&self) -> Option<Instant> {
-        if self
-            .total
-            .is_some_and(|total| self.measured.load(Ordering::Relaxed) >= total)
-        {
-            return None;
-        }
         let ticket = self.started.fetch_add(1, Ordering::Relaxed);
         let at = match self.interval {
             Some(interval) => self.origin + interval.mul_f64(ticket as f64),
             None => Instant::now(),
         };
         if self.measure_until.is_some_and(|until| at >= until) {
+            return None;
+        }
+        // Exactly `total` measured calls: a ticket past it ends the worker,
+        // whatever the calls still in flight do.
+        if let Some(total) = self.total
+            && at >= self.measure_from
+            && self.started_measured.fetch_add(1, Ordering::Relaxed) >= total
+        {
             return None;
         }
         Some(at)
