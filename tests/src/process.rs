@@ -202,6 +202,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Where its metrics are served, after [`ServerProcess::with_metrics`].
     pub metrics_addr: Option<SocketAddr>,
+    /// Its resident memory once listening, in KiB.
+    pub rss_at_start: u64,
     log: mpsc::Receiver<Value>,
 }
 
@@ -266,6 +268,7 @@ impl ServerProcess {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics_addr: None,
+            rss_at_start: 0,
             log,
         };
         let listening = server.wait_for_log("listening");
@@ -274,6 +277,7 @@ impl ServerProcess {
             .unwrap()
             .parse()
             .unwrap();
+        server.rss_at_start = server.rss_kib().0;
         server
     }
 

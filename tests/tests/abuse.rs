@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 
 /// How long each attack runs.
 const ATTACK_TIME: Duration = Duration::from_secs(2);
-/// The peak RSS an attack may cost the server, over its RSS before.
+/// The peak RSS an attack may cost the server, over its RSS before, unless
+/// the attack states its own bound.
 const RSS_BUDGET_KIB: u64 = 128 * 1024;
 /// Successful well-behaved calls required during an attack.
 const MIN_SUCCESS_RATE: f64 = 0.99;
@@ -38,14 +39,19 @@ struct Attack {
 }
 
 /// Runs `attack` against a fresh server while a well-behaved client calls it,
-/// then checks and reports.
-async fn under_attack<F, Fut>(name: &str, extra_args: &[&str], attack: F)
-where
-    F: FnOnce(SocketAddr) -> Fut,
-    Fut: Future<Output = Attack>,
-{
+/// then checks and reports; the server's peak RSS may grow by `rss_bound_kib`.
+async fn under_attack(
+    name: &str,
+    extra_args: &[&str],
+    rss_bound_kib: u64,
+    attack: impl AsyncFnOnce(&ServerProcess) -> Attack,
+) {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut server = ServerProcess::start(extra_args);
+    let args: Vec<&str> = ["--metrics-addr", "127.0.0.1:0"]
+        .into_iter()
+        .chain(extra_args.iter().copied())
+        .collect();
+    let mut server = ServerProcess::start(&args).with_metrics();
     let (rss_before, _) = server.rss_kib();
     let client = EchoClient::builder(server.addr.to_string())
         .timeout(Duration::from_secs(2))
@@ -76,7 +82,7 @@ where
     });
 
     let started = Instant::now();
-    let attack = tokio::time::timeout(ATTACK_TIME * 5, attack(server.addr))
+    let attack = tokio::time::timeout(ATTACK_TIME * 5, attack(&server))
         .await
         .unwrap_or_else(|_| panic!("{name}: the attack itself hung"));
     let elapsed = started.elapsed();
@@ -121,8 +127,8 @@ where
         "{name}: success rate {success}"
     );
     assert!(
-        rss_peak < rss_before + RSS_BUDGET_KIB,
-        "{name}: peak RSS {rss_peak} KiB"
+        rss_peak < rss_before + rss_bound_kib,
+        "{name}: peak RSS {rss_peak} KiB, over {rss_before} KiB + {rss_bound_kib} KiB"
     );
     assert!(
         server.terminate().success(),
@@ -176,23 +182,29 @@ fn echo_request() -> Vec<u8> {
 
 #[tokio::test]
 async fn rapid_reset_flood() {
-    under_attack("rapid reset (CVE-2023-44487)", &[], |addr| async move {
-        let headers = echo_request();
-        let units = frame_flood(
-            addr,
-            |_| {},
-            |stream, out| {
-                out.extend(h2raw::frame(HEADERS, END_HEADERS, stream, &headers));
-                out.extend(h2raw::frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
-            },
-        )
-        .await;
-        Attack {
-            units,
-            unit: "HEADERS+RST_STREAM pairs",
-            at_least: 1000,
-        }
-    })
+    under_attack(
+        "rapid reset (CVE-2023-44487)",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let headers = echo_request();
+            let units = frame_flood(
+                addr,
+                |_| {},
+                |stream, out| {
+                    out.extend(h2raw::frame(HEADERS, END_HEADERS, stream, &headers));
+                    out.extend(h2raw::frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
+                },
+            )
+            .await;
+            Attack {
+                units,
+                unit: "HEADERS+RST_STREAM pairs",
+                at_least: 1000,
+            }
+        },
+    )
     .await;
 }
 
@@ -201,7 +213,9 @@ async fn malformed_stream_reset_flood() {
     under_attack(
         "reset flood through invalid frames",
         &[],
-        |addr| async move {
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
             let malformed =
                 h2raw::grpc_request("/echo.v1.EchoService/Echo", &[("connection", "close")]);
             let units = frame_flood(
@@ -229,68 +243,92 @@ async fn malformed_stream_reset_flood() {
 
 #[tokio::test]
 async fn continuation_flood() {
-    under_attack("CONTINUATION flood", &[], |addr| async move {
-        let filler = h2raw::header_block(&[("x-filler", &"a".repeat(16_000))]);
-        let units = frame_flood(
-            addr,
-            |out| out.extend(h2raw::frame(HEADERS, 0, 1, &echo_request())),
-            |_, out| out.extend(h2raw::frame(CONTINUATION, 0, 1, &filler)),
-        )
-        .await;
-        Attack {
-            units,
-            unit: "16 KB CONTINUATION frames",
-            at_least: 100,
-        }
-    })
+    under_attack(
+        "CONTINUATION flood",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let filler = h2raw::header_block(&[("x-filler", &"a".repeat(16_000))]);
+            let units = frame_flood(
+                addr,
+                |out| out.extend(h2raw::frame(HEADERS, 0, 1, &echo_request())),
+                |_, out| out.extend(h2raw::frame(CONTINUATION, 0, 1, &filler)),
+            )
+            .await;
+            Attack {
+                units,
+                unit: "16 KB CONTINUATION frames",
+                at_least: 100,
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn settings_flood() {
-    under_attack("SETTINGS flood", &[], |addr| async move {
-        // SETTINGS_ENABLE_PUSH = 0, again and again, never reading the ACKs.
-        let settings = h2raw::frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0]);
-        let units = frame_flood(addr, |_| {}, |_, out| out.extend_from_slice(&settings)).await;
-        Attack {
-            units,
-            unit: "SETTINGS frames",
-            at_least: 1000,
-        }
-    })
+    under_attack(
+        "SETTINGS flood",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            // SETTINGS_ENABLE_PUSH = 0, again and again, never reading the ACKs.
+            let settings = h2raw::frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0]);
+            let units = frame_flood(addr, |_| {}, |_, out| out.extend_from_slice(&settings)).await;
+            Attack {
+                units,
+                unit: "SETTINGS frames",
+                at_least: 1000,
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn ping_flood() {
-    under_attack("PING flood", &[], |addr| async move {
-        let ping = h2raw::frame(PING, 0, 0, &[7; 8]);
-        let units = frame_flood(addr, |_| {}, |_, out| out.extend_from_slice(&ping)).await;
-        Attack {
-            units,
-            unit: "PING frames",
-            at_least: 1000,
-        }
-    })
+    under_attack(
+        "PING flood",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let ping = h2raw::frame(PING, 0, 0, &[7; 8]);
+            let units = frame_flood(addr, |_| {}, |_, out| out.extend_from_slice(&ping)).await;
+            Attack {
+                units,
+                unit: "PING frames",
+                at_least: 1000,
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn empty_data_frame_flood() {
-    under_attack("empty DATA frame flood", &[], |addr| async move {
-        let open = h2raw::grpc_request("/echo.v1.EchoService/ClientStream", &[]);
-        let units = frame_flood(
-            addr,
-            |out| out.extend(h2raw::frame(HEADERS, END_HEADERS, 1, &open)),
-            |_, out| out.extend(h2raw::frame(DATA, 0, 1, &[])),
-        )
-        .await;
-        Attack {
-            units,
-            unit: "empty DATA frames",
-            at_least: 1000,
-        }
-    })
+    under_attack(
+        "empty DATA frame flood",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let open = h2raw::grpc_request("/echo.v1.EchoService/ClientStream", &[]);
+            let units = frame_flood(
+                addr,
+                |out| out.extend(h2raw::frame(HEADERS, END_HEADERS, 1, &open)),
+                |_, out| out.extend(h2raw::frame(DATA, 0, 1, &[])),
+            )
+            .await;
+            Attack {
+                units,
+                unit: "empty DATA frames",
+                at_least: 1000,
+            }
+        },
+    )
     .await;
 }
 
@@ -299,66 +337,72 @@ async fn empty_data_frame_flood() {
 /// (HTTP 431 and a reset) and the connection goes on.
 #[tokio::test]
 async fn oversized_header_blocks() {
-    under_attack("header blocks over the limit", &[], |addr| async move {
-        let block = h2raw::grpc_request(
-            "/echo.v1.EchoService/Echo",
-            &[("x-big", &"b".repeat(40_000))],
-        );
-        let chunks: Vec<&[u8]> = block.chunks(16_000).collect();
-        let deadline = Instant::now() + ATTACK_TIME;
-        let (mut sent, mut refused) = (0u64, 0u64);
-        while Instant::now() < deadline {
-            let mut socket = h2raw::connect(addr).await;
-            let mut stream = 1u32;
-            while Instant::now() < deadline && stream < 200 {
-                let mut out = Vec::new();
-                for (i, chunk) in chunks.iter().enumerate() {
-                    let (kind, flags) = if i == 0 {
-                        (HEADERS, END_STREAM)
-                    } else {
-                        (CONTINUATION, 0)
-                    };
-                    let last = if i + 1 == chunks.len() {
-                        END_HEADERS
-                    } else {
-                        0
-                    };
-                    out.extend(h2raw::frame(kind, flags | last, stream, chunk));
-                }
-                if socket.write_all(&out).await.is_err() {
-                    break;
-                }
-                sent += 1;
-                // The answer to this stream: 431 (HEADERS ending it) or a reset.
-                let answered = tokio::time::timeout(Duration::from_secs(5), async {
-                    while let Some(frame) = h2raw::read_frame(&mut socket).await {
-                        if let Some(ack) = h2raw::acknowledgement(&frame) {
-                            let _ = socket.write_all(&ack).await;
-                        }
-                        if frame.stream == stream
-                            && (frame.kind == RST_STREAM
-                                || (frame.kind == HEADERS && frame.flags & END_STREAM != 0))
-                        {
-                            return true;
-                        }
+    under_attack(
+        "header blocks over the limit",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let block = h2raw::grpc_request(
+                "/echo.v1.EchoService/Echo",
+                &[("x-big", &"b".repeat(40_000))],
+            );
+            let chunks: Vec<&[u8]> = block.chunks(16_000).collect();
+            let deadline = Instant::now() + ATTACK_TIME;
+            let (mut sent, mut refused) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let mut socket = h2raw::connect(addr).await;
+                let mut stream = 1u32;
+                while Instant::now() < deadline && stream < 200 {
+                    let mut out = Vec::new();
+                    for (i, chunk) in chunks.iter().enumerate() {
+                        let (kind, flags) = if i == 0 {
+                            (HEADERS, END_STREAM)
+                        } else {
+                            (CONTINUATION, 0)
+                        };
+                        let last = if i + 1 == chunks.len() {
+                            END_HEADERS
+                        } else {
+                            0
+                        };
+                        out.extend(h2raw::frame(kind, flags | last, stream, chunk));
                     }
-                    false
-                })
-                .await;
-                if answered != Ok(true) {
-                    break;
+                    if socket.write_all(&out).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    // The answer to this stream: 431 (HEADERS ending it) or a reset.
+                    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+                        while let Some(frame) = h2raw::read_frame(&mut socket).await {
+                            if let Some(ack) = h2raw::acknowledgement(&frame) {
+                                let _ = socket.write_all(&ack).await;
+                            }
+                            if frame.stream == stream
+                                && (frame.kind == RST_STREAM
+                                    || (frame.kind == HEADERS && frame.flags & END_STREAM != 0))
+                            {
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                    .await;
+                    if answered != Ok(true) {
+                        break;
+                    }
+                    refused += 1;
+                    stream += 2;
                 }
-                refused += 1;
-                stream += 2;
             }
-        }
-        assert_eq!(refused, sent, "a 40 KB header block was not refused");
-        Attack {
-            units: refused,
-            unit: "40 KB header blocks refused",
-            at_least: 50,
-        }
-    })
+            assert_eq!(refused, sent, "a 40 KB header block was not refused");
+            Attack {
+                units: refused,
+                unit: "40 KB header blocks refused",
+                at_least: 50,
+            }
+        },
+    )
     .await;
 }
 
@@ -367,7 +411,9 @@ async fn connections_that_never_send_the_preface() {
     under_attack(
         "silent connections",
         &["--handshake-timeout", "1s"],
-        |addr| async move {
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
             // Bounded in time too: on a loaded machine the accept queue can
             // fill, and a connect whose SYN was dropped waits a second or more.
             let connecting_until = tokio::time::Instant::now() + ATTACK_TIME;
@@ -416,21 +462,27 @@ async fn connections_that_never_send_the_preface() {
 
 #[tokio::test]
 async fn garbage_instead_of_http2() {
-    under_attack("garbage bytes", &[], |addr| async move {
-        let deadline = Instant::now() + ATTACK_TIME;
-        let mut connections = 0;
-        while Instant::now() < deadline {
-            let mut socket = TcpStream::connect(addr).await.unwrap();
-            let garbage: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
-            let _ = socket.write_all(&garbage).await;
-            connections += 1;
-        }
-        Attack {
-            units: connections,
-            unit: "connections of 4 KB garbage",
-            at_least: 20,
-        }
-    })
+    under_attack(
+        "garbage bytes",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let deadline = Instant::now() + ATTACK_TIME;
+            let mut connections = 0;
+            while Instant::now() < deadline {
+                let mut socket = TcpStream::connect(addr).await.unwrap();
+                let garbage: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+                let _ = socket.write_all(&garbage).await;
+                connections += 1;
+            }
+            Attack {
+                units: connections,
+                unit: "connections of 4 KB garbage",
+                at_least: 20,
+            }
+        },
+    )
     .await;
 }
 
@@ -485,33 +537,39 @@ async fn gzip_bombs_get_resource_exhausted() {
     message.resize(message.len() + 64 * 1024 * 1024, 0);
     let bomb = gzipped_message(&message);
     drop(message);
-    under_attack("gzip bombs", &[], |addr| async move {
-        let mut client = h2_client(addr).await;
-        let deadline = Instant::now() + ATTACK_TIME;
-        let mut bombs = 0;
-        while Instant::now() < deadline {
-            let status = raw_call(
-                &mut client,
-                addr,
-                "/echo.v1.EchoService/Echo",
-                bomb.clone(),
-                true,
-                Some("gzip"),
-            )
-            .await;
-            assert_eq!(
-                status.as_deref(),
-                Some("8"),
-                "a gzip bomb was not refused with RESOURCE_EXHAUSTED"
-            );
-            bombs += 1;
-        }
-        Attack {
-            units: bombs,
-            unit: "64 MiB gzip bombs",
-            at_least: 5,
-        }
-    })
+    under_attack(
+        "gzip bombs",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let mut client = h2_client(addr).await;
+            let deadline = Instant::now() + ATTACK_TIME;
+            let mut bombs = 0;
+            while Instant::now() < deadline {
+                let status = raw_call(
+                    &mut client,
+                    addr,
+                    "/echo.v1.EchoService/Echo",
+                    bomb.clone(),
+                    true,
+                    Some("gzip"),
+                )
+                .await;
+                assert_eq!(
+                    status.as_deref(),
+                    Some("8"),
+                    "a gzip bomb was not refused with RESOURCE_EXHAUSTED"
+                );
+                bombs += 1;
+            }
+            Attack {
+                units: bombs,
+                unit: "64 MiB gzip bombs",
+                at_least: 5,
+            }
+        },
+    )
     .await;
 }
 
@@ -520,7 +578,9 @@ async fn length_prefixes_that_lie() {
     under_attack(
         "length prefix larger than the body",
         &["--max-call-time", "1s"],
-        |addr| async move {
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
             // Claims 4 MiB, sends 10 bytes, keeps the stream open: the server may
             // wait for the rest, but not past the call's time, and not in RSS.
             let mut lie = vec![0u8, 0, 0x40, 0, 0];
@@ -594,13 +654,19 @@ async fn messages_over_the_size_limit() {
     body.extend_from_slice(&(5u32 * 1024 * 1024).to_be_bytes());
     body.resize(body.len() + 1024, 0);
     let body = Bytes::from(body);
-    under_attack("messages over the size limit", &[], |addr| async move {
-        Attack {
-            units: bad_calls(addr, body, "8").await,
-            unit: "messages declared 5 MiB",
-            at_least: 50,
-        }
-    })
+    under_attack(
+        "messages over the size limit",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            Attack {
+                units: bad_calls(addr, body, "8").await,
+                unit: "messages declared 5 MiB",
+                at_least: 50,
+            }
+        },
+    )
     .await;
 }
 
@@ -608,25 +674,358 @@ async fn messages_over_the_size_limit() {
 async fn malformed_protobuf() {
     // Field 1 (a string) sent as a varint.
     let body = echo_tests::grpc_message(&[0x08, 0x2a]);
-    under_attack("malformed protobuf", &[], |addr| async move {
-        Attack {
-            units: bad_calls(addr, body, "13").await,
-            unit: "malformed messages",
-            at_least: 50,
-        }
-    })
+    under_attack(
+        "malformed protobuf",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            Attack {
+                units: bad_calls(addr, body, "13").await,
+                unit: "malformed messages",
+                at_least: 50,
+            }
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn invalid_utf8_in_a_string_field() {
     let body = echo_tests::grpc_message(&[0x0a, 0x03, b'a', 0xff, 0xfe]);
-    under_attack("invalid UTF-8 in a string field", &[], |addr| async move {
+    under_attack(
+        "invalid UTF-8 in a string field",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            Attack {
+                units: bad_calls(addr, body, "13").await,
+                unit: "messages with invalid UTF-8",
+                at_least: 50,
+            }
+        },
+    )
+    .await;
+}
+
+/// Sends `data` on `stream` as HTTP/2 flow control allows, never buffering
+/// more than the peer granted: an attacker that cannot be made to hold
+/// memory itself.
+async fn send_as_granted(stream: &mut h2::SendStream<Bytes>, mut data: Bytes) -> bool {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let granted = match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(Ok(granted)) => granted,
+            _ => return false,
+        };
+        if granted > 0
+            && stream
+                .send_data(data.split_to(granted.min(data.len())), false)
+                .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Connections of an attacker, open until dropped.
+#[derive(Default)]
+struct Attacker(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What the budgets hold now, from the metrics: `(requests, answers)` in bytes.
+fn budgets_in_use(server: &ServerProcess) -> (u64, u64) {
+    let held = |budget| {
+        server
+            .metric("grpc_server_budget_in_use_bytes", &[("budget", budget)])
+            .unwrap_or(0.0) as u64
+    };
+    (held("request"), held("answer"))
+}
+
+/// After the attacker leaves, the memory it made the server hold comes back:
+/// the budgets empty, and the RSS falls at least halfway back to where it was
+/// before the attack (`rss_before`); the figures are reported.
+async fn after_the_attacker_leaves(
+    server: &ServerProcess,
+    rss_before: u64,
+    held_rss: u64,
+    name: &str,
+) {
+    echo_tests::eventually("the budgets to empty", || async {
+        budgets_in_use(server) == (0, 0)
+    })
+    .await;
+    let halfway = rss_before + held_rss.saturating_sub(rss_before) / 2;
+    // The allocator gives pages back in its own time (about a second).
+    echo_tests::eventually("the RSS to come back down", || async {
+        server.rss_kib().0 <= halfway
+    })
+    .await;
+    let (rss_after, _) = server.rss_kib();
+    println!(
+        "{name}: RSS {rss_before} KiB before, {held_rss} KiB while held, {rss_after} KiB after the attacker left ({} KiB given back)",
+        held_rss - rss_after
+    );
+}
+
+/// 4 connections x 100 ClientStream calls, each declaring a 4 MiB - 1 message
+/// and sending all of it but the last byte, held open: the server held 1.66 GB
+/// before the budgets. Now four messages per connection get room (16 MiB), the
+/// rest are not read, so flow control stops them within the connection's window.
+#[tokio::test]
+async fn unfinished_messages_are_held_within_the_request_budget() {
+    use echo_server::config::{DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET, DEFAULT_MAX_MESSAGE_SIZE};
+    const CONNECTIONS: u64 = 4;
+    // Per connection: its request budget, and as much again of data not read
+    // (its receive window is the budget); plus 32 MiB for everything else.
+    let bound =
+        CONNECTIONS * 2 * (DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET as u64 / 1024) + 32 * 1024;
+    under_attack(
+        "unfinished 4 MiB messages",
+        &[],
+        bound,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let length = DEFAULT_MAX_MESSAGE_SIZE - 1;
+            let mut message = vec![0u8];
+            message.extend_from_slice(&(length as u32).to_be_bytes());
+            message.resize(5 + length - 1, b'x');
+            let message = Bytes::from(message);
+            let mut attacker = Attacker::default();
+            for _ in 0..CONNECTIONS {
+                let client = h2_client(addr).await;
+                for _ in 0..100 {
+                    let mut client = client.clone();
+                    let message = message.clone();
+                    attacker.0.push(tokio::spawn(async move {
+                        let request = http::Request::post(format!(
+                            "http://{addr}/echo.v1.EchoService/ClientStream"
+                        ))
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(())
+                        .unwrap();
+                        let Ok((_response, mut stream)) = client.send_request(request, false)
+                        else {
+                            return;
+                        };
+                        send_as_granted(&mut stream, message).await;
+                        std::future::pending::<()>().await;
+                    }));
+                }
+            }
+            // The budgets fill as far as they may, and no further.
+            let room = (DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET / DEFAULT_MAX_MESSAGE_SIZE) as u64;
+            let length = DEFAULT_MAX_MESSAGE_SIZE as u64 - 1;
+            echo_tests::eventually("each connection's budget to fill with messages", || async {
+                budgets_in_use(server).0 == CONNECTIONS * room * length
+            })
+            .await;
+            tokio::time::sleep(ATTACK_TIME).await;
+            let (requests, _) = budgets_in_use(server);
+            let (held_rss, _) = server.rss_kib();
+            println!(
+                "unfinished messages: {} MiB reserved of the 96 MiB budget, RSS {held_rss} KiB",
+                requests / (1024 * 1024)
+            );
+            assert!(
+                requests <= CONNECTIONS * DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET as u64,
+                "{requests} bytes reserved"
+            );
+            let streams = attacker.0.len() as u64;
+            drop(attacker);
+            after_the_attacker_leaves(server, server.rss_at_start, held_rss, "unfinished messages")
+                .await;
+            Attack {
+                units: streams,
+                unit: "streams sending 4 MiB - 1 and holding the last byte",
+                at_least: 400,
+            }
+        },
+    )
+    .await;
+}
+
+/// 4 connections x 100 ServerStream calls asking for 1000 answers of 1 MiB,
+/// with a 1 KiB receive window never reopened: 736 MB of answers before the
+/// budgets, from a few kilobytes of requests. Now each connection may hold
+/// its answer budget, and HTTP/2 at most as much again.
+#[tokio::test]
+async fn unread_answers_are_held_within_the_answer_budget() {
+    use echo_server::config::DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET;
+    const CONNECTIONS: u64 = 4;
+    let bound =
+        CONNECTIONS * 2 * (DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET as u64 / 1024) + 32 * 1024;
+    under_attack("unread 1 MiB answers", &[], bound, async move |server: &ServerProcess| {
+        let addr = server.addr;
+        let request = EchoRequest {
+            response_size: Some(1024 * 1024),
+            stream: Some(echo_client::proto::StreamControl {
+                count: Some(1000),
+                interval: None,
+            }),
+            ..Default::default()
+        };
+        let body = echo_tests::grpc_message(&prost::Message::encode_to_vec(&request));
+        let mut attacker = Attacker::default();
+        for _ in 0..CONNECTIONS {
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let (client, connection) = h2::client::Builder::new()
+                .initial_window_size(1024)
+                .initial_connection_window_size(1024)
+                .handshake::<_, Bytes>(socket)
+                .await
+                .unwrap();
+            attacker.0.push(tokio::spawn(async move {
+                let _ = connection.await;
+            }));
+            for _ in 0..100 {
+                let mut client = client.clone();
+                let body = body.clone();
+                attacker.0.push(tokio::spawn(async move {
+                    let request = http::Request::post(format!(
+                        "http://{addr}/echo.v1.EchoService/ServerStream"
+                    ))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+                    let Ok(ready) = client.ready().await else { return };
+                    client = ready;
+                    let Ok((response, mut stream)) = client.send_request(request, false) else {
+                        return;
+                    };
+                    let _ = stream.send_data(body, true);
+                    // The answer is never read: its window never reopens.
+                    let _response = response.await;
+                    std::future::pending::<()>().await;
+                }));
+            }
+        }
+        echo_tests::eventually("the answer budgets to fill", || async {
+            budgets_in_use(server).1 >= CONNECTIONS * DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET as u64 / 2
+        })
+        .await;
+        tokio::time::sleep(ATTACK_TIME).await;
+        let (_, answers) = budgets_in_use(server);
+        let (held_rss, _) = server.rss_kib();
+        let waits = server
+            .metric("grpc_server_budget_waits_total", &[("budget", "answer")])
+            .unwrap_or(0.0);
+        println!(
+            "unread answers: {} MiB held of the 96 MiB budget, {waits} waits, RSS {held_rss} KiB",
+            answers / (1024 * 1024)
+        );
+        assert!(waits > 0.0, "no stream waited for room");
+        let streams = attacker.0.len() as u64 - CONNECTIONS;
+        drop(attacker);
+        after_the_attacker_leaves(server, server.rss_at_start, held_rss, "unread answers").await;
         Attack {
-            units: bad_calls(addr, body, "13").await,
-            unit: "messages with invalid UTF-8",
-            at_least: 50,
+            units: streams,
+            unit: "streams asking for 1000 x 1 MiB and reading none",
+            at_least: 400,
         }
     })
     .await;
+}
+
+/// A peer that reads none of its answers while its budget is used up is cut
+/// after --budget-timeout, and the budget it held comes back.
+#[tokio::test]
+async fn a_connection_reading_nothing_is_cut_after_the_budget_timeout() {
+    let server = ServerProcess::start(&["--budget-timeout", "1s", "--metrics-addr", "127.0.0.1:0"])
+        .with_metrics();
+    let socket = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, Bytes>(socket)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = EchoRequest {
+        response_size: Some(1024 * 1024),
+        stream: Some(echo_client::proto::StreamControl {
+            count: Some(1000),
+            interval: None,
+        }),
+        ..Default::default()
+    };
+    let body = echo_tests::grpc_message(&prost::Message::encode_to_vec(&request));
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let mut client = client.clone().ready().await.unwrap();
+        let post = http::Request::post(format!(
+            "http://{}/echo.v1.EchoService/ServerStream",
+            server.addr
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (response, mut stream) = client.send_request(post, false).unwrap();
+        stream.send_data(body.clone(), true).unwrap();
+        streams.push(response);
+    }
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection was not cut");
+    println!("cut after {:?}: {ended:?}", started.elapsed());
+    server.wait_for_log(
+        "the peer reads none of its answers while a budget is used up: closing the connection",
+    );
+    echo_tests::eventually("the budget to empty", || async {
+        budgets_in_use(&server).1 == 0
+    })
+    .await;
+    echo_tests::assert_still_serving(server.addr).await;
+}
+
+/// A well-behaved client moving 4 MiB messages both ways on 50 streams of one
+/// connection at full speed is not stopped by the budgets.
+#[tokio::test]
+async fn large_messages_on_many_streams_pass() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = ServerProcess::start(&[]);
+    let client = EchoClient::builder(server.addr.to_string())
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    // The largest payload that fits a 4 MiB message with its framing.
+    let payload = vec![7u8; echo_server::config::DEFAULT_MAX_MESSAGE_SIZE - 64];
+    let started = Instant::now();
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            let request = EchoRequest {
+                payload: payload.clone().into(),
+                ..Default::default()
+            };
+            tokio::spawn(async move {
+                client
+                    .echo(request)
+                    .await
+                    .map(|r| r.into_inner().payload.len())
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), payload.len());
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "50 echoes of 4 MiB on one connection in {elapsed:.2?} ({:.0} MB/s each way)",
+        50.0 * payload.len() as f64 / elapsed.as_secs_f64() / 1e6
+    );
 }

@@ -4,11 +4,12 @@
 //! forever), and a pause instead of a spin when the process is out of file
 //! descriptors.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub struct PeerInfo {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// For the TLS handshake, then again for the HTTP/2 preface.
     pub(crate) handshake_timeout: Duration,
 }
@@ -53,6 +55,7 @@ impl From<(&LimitsConfig, &Http2Config)> for ConnectionLimits {
     fn from((limits, http2): (&LimitsConfig, &Http2Config)) -> Self {
         Self {
             max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
             handshake_timeout: *http2.handshake_timeout,
         }
     }
@@ -102,6 +105,7 @@ pub(crate) fn accept(
 ) -> impl Stream<Item = Connection> {
     let (ready, incoming) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = limits.max_connections_per_ip.map(PerIp::new);
     tokio::spawn(async move {
         loop {
             let (stream, addr) = tokio::select! {
@@ -112,11 +116,22 @@ pub(crate) fn accept(
                 tracing::warn!(peer = %addr, limits.max_connections, "connection limit reached: closing new connection");
                 continue;
             };
+            let ip_slot = match &per_ip {
+                Some(per_ip) => match per_ip.take(addr.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::warn!(peer = %addr, limits.max_connections_per_ip, "connection limit per IP address reached: closing new connection");
+                        continue;
+                    }
+                },
+                None => None,
+            };
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
             let slot = Slot {
                 _permit: permit,
+                _ip: ip_slot,
                 _counted: stats.open_connection(),
             };
             let peer = PeerInfo {
@@ -155,10 +170,60 @@ pub(crate) fn accept(
     ReceiverStream::new(incoming)
 }
 
-/// A connection's place under `--max-connections`, and in the open-connections count.
+/// A connection's place under `--max-connections` (and the per-IP limit),
+/// and in the open-connections count.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    _ip: Option<IpSlot>,
     _counted: OpenConnection,
+}
+
+/// Open connections per IP address, under `--max-connections-per-ip`.
+#[derive(Clone)]
+struct PerIp {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIp {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection from `ip`, if it has fewer than the limit.
+    fn take(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("per-IP lock");
+        let count = open.entry(ip).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            ip,
+            per_ip: self.clone(),
+        })
+    }
+}
+
+/// One connection's place under its IP address's limit; given back when dropped.
+struct IpSlot {
+    ip: IpAddr,
+    per_ip: PerIp,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock().expect("per-IP lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A byte stream a connection runs on: plain TCP or TLS.

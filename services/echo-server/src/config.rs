@@ -28,6 +28,21 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `--max-concurrent-calls` across all connections.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 10_000;
+/// Default `--request-buffer-budget`: request bytes of unfinished messages,
+/// process-wide. With the answer budget it leaves the idle server and its
+/// allowances (see the README) room under the Kubernetes example's 256 MiB.
+pub const DEFAULT_REQUEST_BUFFER_BUDGET: usize = 96 * 1024 * 1024;
+/// Default `--connection-request-buffer-budget`: four messages of the largest
+/// size. It is also the connection's receive window, shared by its streams'
+/// windows (see `conn.rs`): 16 MiB over 200 streams leaves each about 82 KiB,
+/// above HTTP/2's default 64 KiB.
+pub const DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET: usize = 4 * DEFAULT_MAX_MESSAGE_SIZE;
+/// Default `--answer-buffer-budget`: answer bytes not yet sent, process-wide.
+pub const DEFAULT_ANSWER_BUFFER_BUDGET: usize = 96 * 1024 * 1024;
+/// Default `--connection-answer-buffer-budget`.
+pub const DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET: usize = 2 * DEFAULT_MAX_MESSAGE_SIZE;
+/// Default `--budget-timeout`.
+pub const DEFAULT_BUDGET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default `--max-call-time`.
 pub const DEFAULT_MAX_CALL_TIME: Duration = Duration::from_secs(300);
 /// Default `--keepalive-interval`.
@@ -217,6 +232,31 @@ pub struct LimitsConfig {
     /// Longest a call may last, whatever deadline its caller sets (DEADLINE_EXCEEDED past it).
     #[arg(long, env = "ECHO_MAX_CALL_TIME", default_value_t = DEFAULT_MAX_CALL_TIME.into())]
     pub max_call_time: humantime::Duration,
+
+    /// Connections open at once from one IP address [default: no limit].
+    #[arg(long, env = "ECHO_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Request bytes of messages not all arrived yet, held across all connections (bytes).
+    #[arg(long, env = "ECHO_REQUEST_BUFFER_BUDGET", default_value_t = DEFAULT_REQUEST_BUFFER_BUDGET)]
+    pub request_buffer_budget: usize,
+
+    /// The same, per connection (at least --max-message-size).
+    #[arg(long, env = "ECHO_CONNECTION_REQUEST_BUFFER_BUDGET", default_value_t = DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET)]
+    pub connection_request_buffer_budget: usize,
+
+    /// Answer bytes produced and not yet sent, across all connections (bytes).
+    #[arg(long, env = "ECHO_ANSWER_BUFFER_BUDGET", default_value_t = DEFAULT_ANSWER_BUFFER_BUDGET)]
+    pub answer_buffer_budget: usize,
+
+    /// The same, per connection.
+    #[arg(long, env = "ECHO_CONNECTION_ANSWER_BUFFER_BUDGET", default_value_t = DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET)]
+    pub connection_answer_buffer_budget: usize,
+
+    /// How long a request message may hold its reservation without progress, and a
+    /// connection may hold answers its peer does not read while a budget is used up.
+    #[arg(long, env = "ECHO_BUDGET_TIMEOUT", default_value_t = DEFAULT_BUDGET_TIMEOUT.into())]
+    pub budget_timeout: humantime::Duration,
 }
 
 impl Default for LimitsConfig {
@@ -226,6 +266,12 @@ impl Default for LimitsConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_call_time: DEFAULT_MAX_CALL_TIME.into(),
+            max_connections_per_ip: None,
+            request_buffer_budget: DEFAULT_REQUEST_BUFFER_BUDGET,
+            connection_request_buffer_budget: DEFAULT_CONNECTION_REQUEST_BUFFER_BUDGET,
+            answer_buffer_budget: DEFAULT_ANSWER_BUFFER_BUDGET,
+            connection_answer_buffer_budget: DEFAULT_CONNECTION_ANSWER_BUFFER_BUDGET,
+            budget_timeout: DEFAULT_BUDGET_TIMEOUT.into(),
         }
     }
 }

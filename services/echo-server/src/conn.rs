@@ -1,6 +1,7 @@
 //! Serving one connection: HTTP/2 over an accepted [`Connection`], ended
 //! gracefully (GOAWAY, then the open calls finish) on shutdown, at its maximum
-//! age, or when a call asks for it, and cut at age + grace.
+//! age, or when a call asks for it, and cut at age + grace, or when its peer
+//! reads none of its answers while a memory budget is used up.
 //!
 //! tonic's own serving loop offers no handle on a single connection, and a
 //! request that asks for GOAWAY, a closed connection or a stream reset needs
@@ -25,7 +26,13 @@ use tonic::codegen::StdError;
 use tower_service::Service;
 
 use crate::accept::{Connection, Flushes, PeerInfo};
-use crate::config::{Http2Config, MAX_LOCAL_ERROR_RESET_STREAMS};
+use crate::budget::{BudgetedAnswer, BudgetedRequest, Budgets, ConnectionBudgets};
+use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
+
+/// The largest receive window of a stream (hyper's default).
+const MAX_STREAM_WINDOW: u32 = 1024 * 1024;
+/// The largest window HTTP/2 allows.
+const MAX_WINDOW: usize = (1 << 31) - 1;
 
 /// HTTP/2 settings of every connection, and when connections end.
 #[derive(Debug, Clone, Copy)]
@@ -38,11 +45,23 @@ pub(crate) struct Http2Settings {
     max_age: Option<Duration>,
     /// After the age's GOAWAY, how long the open calls get before the cut.
     max_age_grace: Option<Duration>,
+    /// Receive window of the connection: its request budget, so a peer
+    /// cannot push more unasked.
+    connection_window: u32,
+    /// Receive window of each stream: small enough that streams waiting for
+    /// room in the budget (which are not read) can never fill the
+    /// connection's window between them, which would stall the streams that
+    /// have room (`budget.rs`).
+    stream_window: u32,
 }
 
-impl From<&Http2Config> for Http2Settings {
-    fn from(config: &Http2Config) -> Self {
+impl From<(&Http2Config, &LimitsConfig)> for Http2Settings {
+    fn from((config, limits): (&Http2Config, &LimitsConfig)) -> Self {
+        let connection_window = limits.connection_request_buffer_budget.min(MAX_WINDOW) as u32;
+        let streams = config.max_concurrent_streams.max(1);
         Self {
+            connection_window,
+            stream_window: (connection_window / streams).clamp(1, MAX_STREAM_WINDOW),
             max_concurrent_streams: config.max_concurrent_streams,
             keepalive_interval: *config.keepalive_interval,
             keepalive_timeout: *config.keepalive_timeout,
@@ -63,7 +82,9 @@ impl Http2Settings {
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)
-            .max_header_list_size(self.max_header_list_size);
+            .max_header_list_size(self.max_header_list_size)
+            .initial_stream_window_size(self.stream_window)
+            .initial_connection_window_size(self.connection_window);
         builder
     }
 }
@@ -100,6 +121,7 @@ pub(crate) async fn serve_connection<S, B>(
     service: S,
     builder: http2::Builder<TokioExecutor>,
     settings: Http2Settings,
+    budgets: Arc<Budgets>,
     stop: CancellationToken,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -114,10 +136,12 @@ pub(crate) async fn serve_connection<S, B>(
         close: CancellationToken::new(),
         flushes: Arc::clone(&flushes),
     };
+    let budgets = budgets.connection();
     let service = PerConnection {
         inner: service,
         peer: connection.peer().clone(),
         control: control.clone(),
+        budgets: Arc::clone(&budgets),
     };
     let conn =
         builder.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
@@ -144,6 +168,7 @@ pub(crate) async fn serve_connection<S, B>(
                 tracing::debug!("connection past its maximum age and grace: closing it");
                 return;
             }
+            () = budgets.close.cancelled() => return,
             () = stop.cancelled(), if !draining => "shutdown",
             () = control.go_away.cancelled(), if !draining => "asked by a call",
             // Armed whatever began the drain, so a call's GOAWAY cannot
@@ -169,13 +194,15 @@ async fn sleep_or_never(duration: Option<Duration>) {
     }
 }
 
-/// `inner` for the requests of one connection: gives them its [`PeerInfo`]
-/// and [`ConnectionControl`], and applies [`ResetStream`] to their responses.
+/// `inner` for the requests of one connection: gives them its [`PeerInfo`],
+/// [`ConnectionControl`] and budgets, and applies [`ResetStream`] to their
+/// responses.
 #[derive(Clone)]
 struct PerConnection<S> {
     inner: S,
     peer: PeerInfo,
     control: ConnectionControl,
+    budgets: Arc<ConnectionBudgets>,
 }
 
 impl<S, B> Service<http::Request<Incoming>> for PerConnection<S>
@@ -193,12 +220,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+        // Counted where the body is boxed anyway, so the budgets cost no allocation.
+        let budgets = Arc::clone(&self.budgets);
+        let mut request = request.map(|body| Body::new(BudgetedRequest::new(body, budgets)));
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(self.control.clone());
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: Arc::clone(&self.control.flushes),
+            budgets: Arc::clone(&self.budgets),
         }
     }
 }
@@ -208,6 +238,7 @@ pin_project! {
         #[pin]
         inner: F,
         flushes: Arc<Flushes>,
+        budgets: Arc<ConnectionBudgets>,
     }
 }
 
@@ -223,14 +254,18 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         let reset = response.extensions_mut().remove::<ResetStream>();
-        Poll::Ready(Ok(response.map(|body| match reset {
-            Some(ResetStream(code)) => Body::new(ResetAtEnd {
-                inner: Body::new(body),
-                code,
-                flushes: Arc::clone(this.flushes),
-                written: None,
-            }),
-            None => Body::new(body),
+        let budgets = Arc::clone(this.budgets);
+        Poll::Ready(Ok(response.map(|body| {
+            let body = BudgetedAnswer::new(body, budgets);
+            match reset {
+                Some(ResetStream(code)) => Body::new(ResetAtEnd {
+                    inner: Body::new(body),
+                    code,
+                    flushes: Arc::clone(this.flushes),
+                    written: None,
+                }),
+                None => Body::new(body),
+            }
         })))
     }
 }

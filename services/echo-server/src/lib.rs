@@ -28,7 +28,11 @@
 //!   deadline, a pause when out of file descriptors) and [`PeerInfo`].
 //! - `tls`: rustls with certificate reload and client certificates.
 //! - `conn`: HTTP/2 over one connection: GOAWAY on shutdown, at its age or
-//!   when a call asks; stream resets on request.
+//!   when a call asks; stream resets on request; every request and answer
+//!   body counted in the memory budgets; closed when its peer stops reading
+//!   while a budget is used up.
+//! - `budget`: the memory budgets (unfinished requests, unsent answers),
+//!   process-wide and per connection.
 //! - `layers`: the tower layers every call passes, in order: recover,
 //!   trace (request id, span, metrics), size statuses, load shedding,
 //!   concurrency limit, trailers, auth, deadline, per-message compression.
@@ -46,6 +50,7 @@
 
 mod accept;
 mod admin;
+mod budget;
 mod call;
 pub mod config;
 mod conn;
@@ -64,6 +69,7 @@ pub mod stats;
 mod tls;
 
 pub use accept::PeerInfo;
+pub use budget::BudgetTooSmall;
 pub use config::{Config, LogFormat};
 pub use error::{ERROR_DOMAIN, EchoError, REQUESTED_ERROR_REASON};
 pub use server::{STREAM_END_FLUSH, ServeError, Server, run};

@@ -17,6 +17,7 @@ use prost_types::FileDescriptorSet;
 use tokio::net::TcpListener;
 use tonic::Code;
 
+use crate::budget::Budgets;
 use crate::stats::Stats;
 
 /// Labels of a method's series.
@@ -72,7 +73,12 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Metrics with series for every method that `descriptor_sets` give the
     /// `served` services.
-    pub(crate) fn new(stats: &Stats, served: &[&str], descriptor_sets: &[&[u8]]) -> Self {
+    pub(crate) fn new(
+        stats: &Stats,
+        budgets: &Budgets,
+        served: &[&str],
+        descriptor_sets: &[&[u8]],
+    ) -> Self {
         let mut registry = Registry::default();
         let handled = Family::<CodeLabels, Counter>::default();
         let latency = LatencyFamily::new_with_constructor(latency_histogram);
@@ -107,6 +113,7 @@ impl Metrics {
             "Connections open",
             stats.open_connections.clone(),
         );
+        register_budgets(&mut registry, budgets);
         let series = |service: &str, method: &str| {
             let labels = MethodLabels {
                 grpc_service: service.to_owned(),
@@ -179,6 +186,31 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// Each memory budget's bytes in use, limits, waits and rejections.
+fn register_budgets(registry: &mut Registry, budgets: &Budgets) {
+    let metrics = &budgets.metrics;
+    registry.register(
+        "grpc_server_budget_in_use_bytes",
+        "Bytes held against each memory budget, process-wide",
+        metrics.in_use.clone(),
+    );
+    registry.register(
+        "grpc_server_budget_limit_bytes",
+        "Each memory budget's limit, process-wide and per connection",
+        metrics.limits.clone(),
+    );
+    registry.register(
+        "grpc_server_budget_waits",
+        "Times a stream waited for room in a memory budget",
+        metrics.waits.clone(),
+    );
+    registry.register(
+        "grpc_server_budget_rejections",
+        "Calls failed with RESOURCE_EXHAUSTED because waiting for a budget could not help",
+        metrics.rejections.clone(),
+    );
 }
 
 /// `(full service name, method name)` of every method of `served` in `descriptor_sets`.

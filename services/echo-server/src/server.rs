@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use tower_service::Service;
 
 use crate::accept::{self, Connection, ConnectionLimits};
+use crate::budget::Budgets;
 use crate::config::Config;
 use crate::conn::{self, Http2Settings};
 use crate::layers::{self, AuthLayer, StackSettings, Tokens};
@@ -48,6 +49,9 @@ pub enum ServeError {
     /// The TLS material is unusable.
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
+    /// The memory budgets cannot hold what the limits allow.
+    #[error("memory budgets")]
+    Budget(#[from] crate::budget::BudgetTooSmall),
 }
 
 /// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
@@ -125,10 +129,12 @@ impl Server {
         // Cancelled when shutdown begins: no new connections, GOAWAY on the rest.
         let stop_accepting = CancellationToken::new();
 
-        // 1. The services, routed by name.
+        // 1. The services, routed by name, and what every call is counted in.
         let services = Services::build(config, &self.stats, &streams_end).await?;
+        let budgets = Arc::new(Budgets::new(&config.limits)?);
         let metrics = Arc::new(Metrics::new(
             &self.stats,
+            &budgets,
             &services.served,
             &DESCRIPTOR_SETS,
         ));
@@ -157,6 +163,7 @@ impl Server {
             self.side_listeners,
             config,
             &metrics,
+            &budgets,
             tls.clone(),
             &self.tls_reload,
         );
@@ -171,7 +178,8 @@ impl Server {
         let serving = serve(
             incoming,
             service,
-            Http2Settings::from(&config.http2),
+            Http2Settings::from((&config.http2, &config.limits)),
+            budgets,
             stop_accepting.clone(),
         );
         tokio::pin!(serving);
@@ -223,6 +231,7 @@ async fn serve<S, B>(
     incoming: impl Stream<Item = Connection>,
     service: S,
     settings: Http2Settings,
+    budgets: Arc<Budgets>,
     stop: CancellationToken,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -246,6 +255,7 @@ async fn serve<S, B>(
                             service.clone(),
                             builder.clone(),
                             settings,
+                            Arc::clone(&budgets),
                             stop.clone(),
                         ));
                     }
@@ -258,8 +268,8 @@ async fn serve<S, B>(
     while connections.join_next().await.is_some() {}
 }
 
-/// The tasks beside serving gRPC (metrics endpoint, TLS reloads, RFC 862
-/// echo); each is aborted when this is dropped.
+/// The tasks beside serving gRPC (the budgets' stall watchdog, metrics
+/// endpoint, TLS reloads, RFC 862 echo); each is aborted when this is dropped.
 struct SideTasks(JoinSet<()>);
 
 impl Drop for SideTasks {
@@ -272,10 +282,12 @@ fn start_side_tasks(
     listeners: SideListeners,
     config: &Config,
     metrics: &Arc<Metrics>,
+    budgets: &Arc<Budgets>,
     tls: Option<Tls>,
     tls_reload: &TlsReload,
 ) -> SideTasks {
     let mut tasks = JoinSet::new();
+    tasks.spawn(Arc::clone(budgets).close_stalled_connections());
     if let Some(tls) = tls {
         tasks.spawn(tls.keep_reloading(tls_reload.clone()));
     }

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Instructions per unary call, counted by callgrind: repeatable on a noisy
+machine, where wall-clock figures are not.
+
+The server runs under `valgrind --tool=callgrind`; once it answers, its
+counters are zeroed (`callgrind_control -z`), h2load sends N unary calls (the
+64-byte request of bench/suite.py), the counters are dumped, and the total
+instructions are divided by N.
+
+    bench/instructions.py                       # our release echo-server
+    bench/instructions.py --server stock        # the plain tonic baseline
+    bench/instructions.py --server path/to/echo-server -- --flag value
+
+Needs valgrind and h2load (Debian: valgrind, nghttp2-client).
+"""
+
+import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import ROOT, PAYLOAD, field_one, free_port, grpc_frame  # noqa: E402
+
+
+def wait_for_port(port, process, limit=60):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server exited ({process.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("the server did not start listening")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default="ours", help="ours, stock, or a path to an echo-server binary")
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--keep", type=Path, help="also copy the callgrind dump here (for callgrind_annotate)")
+    parser.add_argument("server_args", nargs="*", help="extra arguments for the server")
+    options = parser.parse_args()
+    for tool in ("valgrind", "callgrind_control", "h2load"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found (Debian: valgrind, nghttp2-client)")
+
+    port = free_port()
+    if options.server == "stock":
+        argv = [str(ROOT / "target/stock-tonic/release/stock-server"), f"127.0.0.1:{port}"]
+        path = "/bench.Echo/Unary"
+    else:
+        binary = ROOT / "target/bins/release/echo-server" if options.server == "ours" else Path(options.server)
+        argv = [str(binary), "--listen", f"127.0.0.1:{port}", *options.server_args]
+        path = "/echo.v1.EchoService/Echo"
+    work = Path(tempfile.mkdtemp(prefix="grpc-echo-callgrind-"))
+    body = work / "request.bin"
+    body.write_bytes(grpc_frame(field_one(PAYLOAD)))
+    out = work / "callgrind.out"
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, server)
+        # A few calls first, so start-up and lazy set-up are not counted.
+        subprocess.run(["h2load", "-n", "100", "-c", "1", "-d", str(body),
+                        "-H", "content-type: application/grpc", "-H", "te: trailers",
+                        f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True, capture_output=True)
+        result = subprocess.run(["h2load", "-n", str(options.calls), "-c", "10", "-m", "10",
+                                 "-d", str(body), "-H", "content-type: application/grpc",
+                                 "-H", "te: trailers", f"http://127.0.0.1:{port}{path}"],
+                                check=True, capture_output=True, text=True)
+        done = re.search(r"(\d+) succeeded", result.stdout)
+        if not done or int(done.group(1)) != options.calls:
+            sys.exit(f"h2load did not complete every call:\n{result.stdout}")
+        subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True, capture_output=True)
+        time.sleep(1)
+        dumps = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+        totals = [int(m.group(1)) for p in dumps
+                  for m in [re.search(r"^summary: (\d+)", p.read_text(), re.M)] if m]
+        if not totals:
+            sys.exit("no callgrind dump was written")
+        if options.keep:
+            shutil.copy(dumps[-1], options.keep)
+        print(f"{totals[-1] / options.calls:,.0f} instructions per unary call "
+              f"({options.calls} calls, {' '.join(argv[:1])})")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
