@@ -29,9 +29,9 @@ async fn connections_are_rotated_by_age_and_clients_reconnect() {
         }))
         .await;
         // A call sent just as the server's GOAWAY is on its way is refused
-        // before any handler sees it; the retry policy sends it again.
+        // before any handler sees it; the client sends it again on a new
+        // connection by itself (no retry policy is set).
         let client = echo_client::EchoClient::builder(server.uri())
-            .retry(echo_client::RetryPolicy::default())
             .connect()
             .await
             .unwrap();

@@ -1,73 +1,52 @@
-//! Client-side load balancing over several servers: every address the
-//! endpoints resolve to (a DNS name may give several) joins one balanced
-//! channel; a watcher checks each address's health and takes failing ones out
-//! until they recover, and picks up addresses that DNS adds.
+//! Client-side balancing over several servers: every address the targets
+//! resolve to (a DNS name may give several) gets a channel of its own in one
+//! [`Endpoints`] set; a watcher checks each address's health and keeps the
+//! rotation to the ones that pass, and adds addresses that DNS adds. An
+//! address that refuses a call leaves the rotation at once (`endpoints.rs`)
+//! and comes back when its health check passes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::Sender;
-use tokio::task::JoinHandle;
-use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::endpoints::{CallStats, Endpoints, WeakEndpoints};
 use crate::error::ClientError;
+use crate::retry::Retrying;
 
 /// How often the watcher checks every address.
 pub(crate) const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one health check may take before the address counts as down.
 pub(crate) const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
-/// Aborts the watcher when the last client clone is dropped.
-#[derive(Debug)]
-pub(crate) struct Watcher(JoinHandle<()>);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A balanced channel over every address of `targets` (`host:port`), and the
-/// watcher that keeps its membership current. `endpoint` turns an address into
-/// an endpoint with the builder's settings.
-pub(crate) async fn balanced_channel(
+/// A balanced set over every address of `targets` (`host:port`), and the
+/// watcher that keeps its rotation current, which ends when the last clone
+/// of the set is dropped. `endpoint` turns an address into an endpoint with
+/// the builder's settings.
+pub(crate) async fn balanced(
     targets: Vec<String>,
-    endpoint: impl Fn(SocketAddr) -> Result<Endpoint, ClientError> + Send + 'static,
-) -> Result<(Channel, Watcher), ClientError> {
+    endpoint: impl Fn(SocketAddr) -> Result<Endpoint, ClientError> + Send + Sync + 'static,
+    stats: Arc<CallStats>,
+    retrying: Option<Arc<Retrying>>,
+) -> Result<Endpoints, ClientError> {
     let addresses = resolve(&targets).await;
     if addresses.is_empty() {
         return Err(ClientError::NoAddress {
             targets: targets.join(", "),
         });
     }
-    let (channel, changes) = Channel::balance_channel(64);
-    let mut members = HashMap::new();
+    let mut members = Vec::new();
     for address in addresses {
-        let endpoint = endpoint(address)?;
-        members.insert(
-            address,
-            Member {
-                endpoint: endpoint.clone(),
-                checker: None,
-                in_rotation: true,
-            },
-        );
-        let _ = changes.send(Change::Insert(address, endpoint)).await;
+        members.push((address, endpoint(address)?.connect_lazy()));
     }
-    let watcher = tokio::spawn(watch(targets, members, changes, endpoint));
-    Ok((channel, Watcher(watcher)))
-}
-
-struct Member {
-    endpoint: Endpoint,
-    /// A connection of its own for health checks, made on first use.
-    checker: Option<HealthClient<Channel>>,
-    in_rotation: bool,
+    let endpoints = Endpoints::balanced(members, stats, retrying);
+    tokio::spawn(watch(targets, endpoints.downgrade(), endpoint));
+    Ok(endpoints)
 }
 
 async fn resolve(targets: &[String]) -> HashSet<SocketAddr> {
@@ -83,51 +62,42 @@ async fn resolve(targets: &[String]) -> HashSet<SocketAddr> {
 
 async fn watch(
     targets: Vec<String>,
-    mut members: HashMap<SocketAddr, Member>,
-    changes: Sender<Change<SocketAddr, Endpoint>>,
+    endpoints: WeakEndpoints,
     endpoint: impl Fn(SocketAddr) -> Result<Endpoint, ClientError>,
 ) {
     let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     loop {
         ticks.tick().await;
+        let Some(set) = endpoints.upgrade() else {
+            return; // every client is gone
+        };
+        let known: HashSet<SocketAddr> = set.members().into_iter().map(|(addr, _)| addr).collect();
         for address in resolve(&targets).await {
-            if !members.contains_key(&address)
+            if !known.contains(&address)
                 && let Ok(endpoint) = endpoint(address)
             {
-                members.insert(
-                    address,
-                    Member {
-                        endpoint,
-                        checker: None,
-                        in_rotation: false,
-                    },
-                );
+                set.add(address, endpoint.connect_lazy());
             }
         }
-        for (address, member) in &mut members {
-            let healthy = check(member).await;
-            let change = match (healthy, member.in_rotation) {
-                (true, false) => Change::Insert(*address, member.endpoint.clone()),
-                (false, true) => Change::Remove(*address),
-                _ => continue,
-            };
-            tracing::info!(%address, healthy, "balanced endpoint changed");
-            member.in_rotation = healthy;
-            if changes.send(change).await.is_err() {
-                return; // the channel is gone
+        for (address, channel) in set.members() {
+            let healthy = check(channel).await;
+            if set.set_in_rotation(address, healthy) {
+                tracing::info!(%address, healthy, "balanced endpoint changed");
             }
         }
     }
 }
 
-async fn check(member: &mut Member) -> bool {
-    let checker = member
-        .checker
-        .get_or_insert_with(|| HealthClient::new(member.endpoint.clone().connect_lazy()));
+async fn check(channel: Channel) -> bool {
     let request = HealthCheckRequest {
         service: String::new(),
     };
-    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, checker.check(request)).await {
+    match tokio::time::timeout(
+        HEALTH_CHECK_TIMEOUT,
+        HealthClient::new(channel).check(request),
+    )
+    .await
+    {
         Ok(Ok(response)) => response.get_ref().status() == ServingStatus::Serving,
         _ => false,
     }

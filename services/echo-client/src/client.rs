@@ -9,20 +9,21 @@ use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
 use grpc_echo::echo::v1::{HealthStatus, SetHealthRequest};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::{IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_layer::Layer;
 
-use crate::balance::{self, Watcher};
+use crate::balance;
+use crate::endpoints::{CallStats, Endpoints};
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
 use crate::retry::{RetryPolicy, Retrying};
 
-/// The channel every call goes through.
-pub type Transport = CallPolicy<Channel>;
+/// What every call goes through: the call policy over one server or several.
+pub type Transport = CallPolicy<Endpoints>;
 
 /// Receive window of each call's stream: HTTP/2's default 64 KiB stalls
 /// streams of large messages.
@@ -44,6 +45,7 @@ pub struct ClientBuilder {
     keepalive: Option<(Duration, Duration)>,
     tls: Option<ClientTlsConfig>,
     balanced: Option<Vec<String>>,
+    stats: Arc<CallStats>,
 }
 
 /// What every endpoint of a builder shares.
@@ -80,6 +82,7 @@ impl ClientBuilder {
             keepalive: None,
             tls: None,
             balanced: None,
+            stats: Arc::default(),
         }
     }
 
@@ -183,49 +186,84 @@ impl ClientBuilder {
         self
     }
 
+    /// Counts the client's retries in `stats` (shared with other clients,
+    /// for a load generator's report); each builder has its own otherwise.
+    pub fn call_stats(mut self, stats: Arc<CallStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// Connects now (a balanced client connects as calls come); fails if the
     /// server cannot be reached.
     pub async fn connect(self) -> Result<EchoClient, ClientError> {
-        let Some(targets) = self.balanced.clone() else {
-            let transport = self.connect_transport().await?;
-            return Ok(self.client(transport, None));
-        };
-        let settings = self.settings();
-        let scheme = self.scheme();
-        let (channel, watcher) = balance::balanced_channel(targets, move |address| {
-            Self::configure(
-                &settings,
-                &address.to_string(),
-                format!("{scheme}://{address}"),
-            )
-        })
-        .await?;
-        let transport = self.transport(channel);
-        Ok(self.client(transport, Some(Arc::new(watcher))))
+        let retrying = self.retrying();
+        let transport = self.connect_with(retrying.clone()).await?;
+        Ok(self.client(transport, retrying))
     }
 
-    /// Connects on the first call, and reconnects whenever needed.
+    /// Connects on the first call, and reconnects whenever needed (a
+    /// balanced builder connects now to nothing but resolves its targets on
+    /// [`connect`](Self::connect) only).
     pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
-        let transport = self.transport(self.endpoint()?.connect_lazy());
-        Ok(self.client(transport, None))
+        let retrying = self.retrying();
+        let endpoints = Endpoints::single(
+            self.endpoint()?.connect_lazy(),
+            Arc::clone(&self.stats),
+            retrying.clone(),
+        );
+        let transport = self.transport(endpoints);
+        Ok(self.client(transport, retrying))
     }
 
-    /// A new connection with this builder's metadata and timeout, for any
-    /// generated client (`FooClient::new(transport)`).
+    /// A transport with this builder's metadata, timeout, balancing and
+    /// transparent retries, for any generated client (`FooClient::new(transport)`).
     pub async fn connect_transport(&self) -> Result<Transport, ClientError> {
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: self.endpoint.clone(),
-                source: source.into(),
-            })?;
-        Ok(self.transport(channel))
+        self.connect_with(self.retrying()).await
     }
 
-    fn transport(&self, channel: Channel) -> Transport {
-        CallPolicyLayer::new(self.metadata.clone().into_headers(), self.timeout).layer(channel)
+    async fn connect_with(
+        &self,
+        retrying: Option<Arc<Retrying>>,
+    ) -> Result<Transport, ClientError> {
+        let endpoints =
+            match self.balanced.clone() {
+                Some(targets) => {
+                    let settings = self.settings();
+                    let scheme = self.scheme();
+                    balance::balanced(
+                        targets,
+                        move |address| {
+                            Self::configure(
+                                &settings,
+                                &address.to_string(),
+                                format!("{scheme}://{address}"),
+                            )
+                        },
+                        Arc::clone(&self.stats),
+                        retrying,
+                    )
+                    .await?
+                }
+                None => {
+                    let channel = self.endpoint()?.connect().await.map_err(|source| {
+                        ClientError::Connect {
+                            endpoint: self.endpoint.clone(),
+                            source: source.into(),
+                        }
+                    })?;
+                    Endpoints::single(channel, Arc::clone(&self.stats), retrying)
+                }
+            };
+        Ok(self.transport(endpoints))
+    }
+
+    fn retrying(&self) -> Option<Arc<Retrying>> {
+        self.retry
+            .map(|policy| Arc::new(Retrying::new(policy, self.timeout, Arc::clone(&self.stats))))
+    }
+
+    fn transport(&self, endpoints: Endpoints) -> Transport {
+        CallPolicyLayer::new(self.metadata.clone().into_headers(), self.timeout).layer(endpoints)
     }
 
     /// The `http://host:port` URI of a single plaintext endpoint (`None` with
@@ -247,6 +285,11 @@ impl ClientBuilder {
     /// Whether calls are balanced over several targets.
     pub fn is_balanced(&self) -> bool {
         self.balanced.is_some()
+    }
+
+    /// Where this builder's clients count their retries.
+    pub(crate) fn stats(&self) -> Arc<CallStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The metadata every call carries, as HTTP headers.
@@ -309,7 +352,7 @@ impl ClientBuilder {
         Ok(endpoint)
     }
 
-    fn client(self, transport: Transport, watcher: Option<Arc<Watcher>>) -> EchoClient {
+    fn client(self, transport: Transport, retrying: Option<Arc<Retrying>>) -> EchoClient {
         // The server answers in the first accepted encoding it supports: put
         // the request encoding first so both directions match.
         let preferred = self.compression.unwrap_or(CompressionEncoding::Gzip);
@@ -329,15 +372,12 @@ impl ClientBuilder {
             echo = echo.send_compressed(encoding);
             health = health.send_compressed(encoding);
         }
-        let retrying = self
-            .retry
-            .map(|policy| Arc::new(Retrying::new(policy, self.timeout)));
         EchoClient {
             echo,
             health,
             admin,
             retrying,
-            _watcher: watcher,
+            stats: self.stats,
         }
     }
 }
@@ -352,14 +392,18 @@ pub struct EchoClient {
     health: HealthClient<Transport>,
     admin: AdminServiceClient<Transport>,
     retrying: Option<Arc<Retrying>>,
-    /// Keeps a balanced client's endpoint watcher running while any clone lives.
-    _watcher: Option<Arc<Watcher>>,
+    stats: Arc<CallStats>,
 }
 
 impl EchoClient {
     /// Shorthand for [`ClientBuilder::new`].
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(endpoint)
+    }
+
+    /// How often this client's calls were sent again.
+    pub fn call_stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// Unary `Echo`.

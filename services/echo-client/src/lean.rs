@@ -7,32 +7,41 @@
 //! caller speaks gRPC over h2 directly, as h2load does, and still checks
 //! every call's status.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use echo_wire::framing::{self, Message};
 use echo_wire::grpc_timeout;
 use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, TE};
+use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Uri};
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
+use crate::classify;
 use crate::client::{CONNECTION_WINDOW, ClientBuilder, STREAM_WINDOW};
+use crate::endpoints::CallStats;
 use crate::error::ClientError;
 
 /// Calls one unary method over one HTTP/2 connection; cheap to clone (clones
-/// share the connection).
+/// share the connection until one has to make a new one).
 #[derive(Clone)]
 pub struct LeanUnary {
     sender: SendRequest<Bytes>,
     request: Request<()>,
     body: Bytes,
+    /// Where to connect again, after a refusal.
+    authority: Authority,
+    stats: Arc<CallStats>,
 }
 
 impl LeanUnary {
     /// Connects to `builder`'s endpoint for calls to `path`
     /// (`/package.Service/Method`) with `message` (already protobuf-encoded),
-    /// carrying the builder's metadata and timeout. Only a single plaintext
-    /// endpoint can be called this way: TLS and balancing are refused.
+    /// carrying the builder's metadata and timeout and counting its retries
+    /// in the builder's call stats. Only a single plaintext endpoint can be
+    /// called this way: TLS and balancing are refused.
     pub async fn connect(
         builder: &ClientBuilder,
         path: &str,
@@ -42,37 +51,22 @@ impl LeanUnary {
             what: "a lean caller",
             needs: "a single plaintext address (no TLS, no balancing)",
         })?;
-        let endpoint = base.to_string();
-        let connect_error =
-            |source: Box<dyn std::error::Error + Send + Sync>| ClientError::Connect {
-                endpoint: endpoint.clone(),
-                source,
-            };
         let authority = base
             .authority()
             .cloned()
-            .ok_or_else(|| connect_error(format!("{base} has no host:port").into()))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let socket = TcpStream::connect((authority.host(), port))
+            .ok_or_else(|| ClientError::Connect {
+                endpoint: base.to_string(),
+                source: format!("{base} has no host:port").into(),
+            })?;
+        let sender = handshake(&authority)
             .await
-            .map_err(|err| connect_error(err.into()))?;
-        socket
-            .set_nodelay(true)
-            .map_err(|err| connect_error(err.into()))?;
-        let (sender, connection) = h2::client::Builder::new()
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake(socket)
-            .await
-            .map_err(|err| connect_error(err.into()))?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                report_connection_end(&err);
-            }
-        });
+            .map_err(|source| ClientError::Connect {
+                endpoint: base.to_string(),
+                source,
+            })?;
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority)
+            .authority(authority.clone())
             .path_and_query(path)
             .build()
             .map_err(|err| ClientError::InvalidPath {
@@ -99,39 +93,89 @@ impl LeanUnary {
                 compressed: false,
                 bytes: message,
             }),
+            authority,
+            stats: builder.stats(),
         })
     }
 
-    /// One call: the request, then the answer read to its trailers.
+    /// One call: the request, then the answer read to its trailers. A call
+    /// the server never processed is sent again once, on a new connection
+    /// (the transparent retry of `endpoints.rs`).
     pub async fn call(&mut self) -> Result<(), Status> {
-        let mut sender = self.sender.clone().ready().await.map_err(transport)?;
-        let (response, mut stream) = sender
-            .send_request(self.request.clone(), false)
-            .map_err(transport)?;
-        stream
-            .send_data(self.body.clone(), true)
-            .map_err(transport)?;
-        let response = response.await.map_err(transport)?;
-        if response.status() != http::StatusCode::OK {
-            return Err(Status::unknown(format!(
-                "HTTP status {}",
-                response.status()
-            )));
+        let error = match self.attempt().await {
+            Ok(result) => return result,
+            Err(error) => error,
+        };
+        let failure = classify::before_response(&error);
+        if !failure.never_processed {
+            return Err(failure.status);
         }
-        // A trailers-only answer carries its status in the headers.
-        if let Some(status) = grpc_status(response.headers()) {
-            return status;
+        self.stats.transparently_retried();
+        self.sender = handshake(&self.authority)
+            .await
+            .map_err(|error| Status::unavailable(format!("cannot connect: {error}")))?;
+        match self.attempt().await {
+            Ok(result) => result,
+            Err(error) => Err(classify::before_response(&error).status),
         }
-        let mut body = response.into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.map_err(transport)?;
-            let _ = body.flow_control().release_capacity(chunk.len());
+    }
+
+    /// Sends the call; `Err` is a transport failure before the response
+    /// headers, `Ok` what the answer says.
+    async fn attempt(&mut self) -> Result<Result<(), Status>, h2::Error> {
+        let mut sender = self.sender.clone().ready().await?;
+        let (response, mut stream) = sender.send_request(self.request.clone(), false)?;
+        stream.send_data(self.body.clone(), true)?;
+        let response = response.await?;
+        Ok(read_answer(response).await)
+    }
+}
+
+/// A new connection to `authority`, its task running.
+async fn handshake(
+    authority: &Authority,
+) -> Result<SendRequest<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+    let port = authority.port_u16().unwrap_or(80);
+    let socket = TcpStream::connect((authority.host(), port)).await?;
+    socket.set_nodelay(true)?;
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake(socket)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            report_connection_end(&err);
         }
-        let trailers = body.trailers().await.map_err(transport)?;
-        match trailers.as_ref().and_then(grpc_status) {
-            Some(status) => status,
-            None => Err(Status::internal("the answer ended without grpc-status")),
-        }
+    });
+    Ok(sender)
+}
+
+/// What an answer says: its status, read from trailers-only headers or the
+/// trailers after the body.
+async fn read_answer(response: http::Response<h2::RecvStream>) -> Result<(), Status> {
+    if response.status() != http::StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "HTTP status {}",
+            response.status()
+        )));
+    }
+    // A trailers-only answer carries its status in the headers.
+    if let Some(status) = grpc_status(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|err| classify::in_body(&err))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|err| classify::in_body(&err))?;
+    match trailers.as_ref().and_then(grpc_status) {
+        Some(status) => status,
+        None => Err(Status::internal("the answer ended without grpc-status")),
     }
 }
 
@@ -153,10 +197,6 @@ fn grpc_status(headers: &HeaderMap) -> Option<Result<(), Status>> {
             Err(Status::new(code, message.to_owned()))
         }
     })
-}
-
-fn transport(err: h2::Error) -> Status {
-    Status::unavailable(format!("HTTP/2: {err}"))
 }
 
 /// A connection that ends other than by GOAWAY is worth a log line.

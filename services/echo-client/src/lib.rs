@@ -24,7 +24,11 @@
 //! # Layout
 //!
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
-//! - `balance`: client-side balancing over several servers, health-checked.
+//! - [`endpoints`]: where calls go (one server, or several round-robin), and
+//!   the transparent retry of a call the server never processed.
+//! - `balance`: the health watcher that keeps a balanced set's rotation.
+//! - `classify`: what a transport failure means (its status, and whether the
+//!   call was processed), as the gRPC spec reads HTTP/2 endings.
 //! - [`policy`]: the tower layer that applies default metadata and deadlines
 //!   to every call and reports transport failures as gRPC statuses.
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
@@ -34,13 +38,16 @@
 #![forbid(unsafe_code)]
 
 mod balance;
+mod classify;
 pub mod client;
+pub mod endpoints;
 pub mod error;
 pub mod lean;
 pub mod policy;
 pub mod retry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
+pub use endpoints::CallStats;
 pub use error::ClientError;
 pub use lean::LeanUnary;
 pub use retry::RetryPolicy;

@@ -1,7 +1,8 @@
 //! Applies the client's defaults to every call: default metadata, and a
-//! deadline that ends the call with DEADLINE_EXCEEDED. Also reports a broken
-//! connection as UNAVAILABLE, as the gRPC spec says (tonic says UNKNOWN),
-//! whether it breaks before the response or in the middle of a stream.
+//! deadline that ends the call with DEADLINE_EXCEEDED. A transport failure
+//! in the middle of a response becomes the status `classify.rs` gives it
+//! (before the response, [`Endpoints`](crate::endpoints::Endpoints) has
+//! already classified it, and retried it if it could).
 //!
 //! A call's own timeout (`tonic::Request::set_timeout`) wins over the default.
 //! tonic's channel enforces `grpc-timeout` too, but reports CANCELLED; this
@@ -16,11 +17,11 @@ use echo_wire::grpc_timeout;
 use http::HeaderMap;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tonic::{Code, Status};
+use tonic::Status;
+
+use crate::classify::{self, BoxError};
 use tower_layer::Layer;
 use tower_service::Service;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds [`CallPolicy`] services.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +66,7 @@ where
     ResBody: http_body::Body,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = http::Response<UnavailableOnBreak<ResBody>>;
+    type Response = http::Response<ClassifiedBody<ResBody>>;
     type Error = BoxError;
     type Future = CallPolicyFuture<S::Future>;
 
@@ -114,27 +115,27 @@ where
     F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<UnavailableOnBreak<B>>, BoxError>;
+    type Output = Result<http::Response<ClassifiedBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let expired = |deadline: &Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
         match this.inner.poll(cx) {
             Poll::Ready(Ok(response)) => {
-                return Poll::Ready(Ok(response.map(|inner| UnavailableOnBreak { inner })));
+                // A trailers-only answer carries its status in the headers;
+                // one that is not HTTP 200 has its status mapped from that.
+                let needs_trailers = response.status() == http::StatusCode::OK
+                    && !response.headers().contains_key("grpc-status");
+                return Poll::Ready(Ok(response.map(|inner| ClassifiedBody {
+                    inner,
+                    needs_trailers,
+                })));
             }
             // The channel's own timer fired (as CANCELLED): report it properly.
             Poll::Ready(Err(_)) if expired(this.deadline) => {
                 return Poll::Ready(Err(deadline_exceeded()));
             }
-            // Failing before any response, the request never reached a handler:
-            // hyper's "canceled" here means the connection closed under it.
-            Poll::Ready(Err(err)) => {
-                return Poll::Ready(Err(as_unavailable(
-                    err.into(),
-                    &[Code::Unknown, Code::Cancelled],
-                )));
-            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
             Poll::Pending => {}
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
@@ -144,38 +145,20 @@ where
     }
 }
 
-/// The status tonic would make of `error`, but UNAVAILABLE where it would say
-/// one of `codes`: a transport failure (refused, reset, broken pipe) is the
-/// "service is currently unavailable" the spec means. A stream the server
-/// reset on purpose keeps the code its RST_STREAM maps to.
-fn as_unavailable(error: BoxError, codes: &[Code]) -> BoxError {
-    if let Some(reason) = reset_by_server(&*error) {
-        // Mapped as tonic maps a bare reason (CANCEL is CANCELLED, and so on).
-        let code = Status::from_error(Box::new(h2::Error::from(reason))).code();
-        return Box::new(Status::new(
-            code,
-            format!("stream reset by the server: {reason}"),
-        ));
-    }
-    let status = Status::from_error(error);
-    if !codes.contains(&status.code()) {
-        return Box::new(status);
-    }
-    Box::new(Status::unavailable(format!(
-        "connection lost: {}",
-        status.message()
-    )))
-}
-
 pin_project! {
-    /// A response body whose transport failures surface as UNAVAILABLE.
-    pub struct UnavailableOnBreak<B> {
+    /// A response body whose transport failures surface as the status
+    /// `classify.rs` gives them, and which ends with INTERNAL when it ends
+    /// without a status (as when the server resets the stream with NO_ERROR
+    /// before its trailers), as the gRPC spec says; tonic would say UNKNOWN.
+    pub struct ClassifiedBody<B> {
         #[pin]
         inner: B,
+        // Whether the status has yet to come, in trailers.
+        needs_trailers: bool,
     }
 }
 
-impl<B> http_body::Body for UnavailableOnBreak<B>
+impl<B> http_body::Body for ClassifiedBody<B>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
@@ -187,26 +170,33 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, BoxError>>> {
-        self.project().inner.poll_frame(cx).map(|frame| {
-            frame.map(|frame| frame.map_err(|err| as_unavailable(err.into(), &[Code::Unknown])))
-        })
+        let this = self.project();
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if frame.is_trailers() {
+                    *this.needs_trailers = false;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                *this.needs_trailers = false;
+                let err: BoxError = err.into();
+                Poll::Ready(Some(Err(Box::new(classify::in_body(&*err)))))
+            }
+            None if std::mem::take(this.needs_trailers) => Poll::Ready(Some(Err(Box::new(
+                Status::internal("the stream ended without a status"),
+            )))),
+            None => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        !self.needs_trailers && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// The reason of a RST_STREAM the server sent, if that is what `error` is.
-fn reset_by_server(error: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
-    std::iter::successors(Some(error), |err| err.source())
-        .filter_map(|err| err.downcast_ref::<h2::Error>())
-        .find(|err| err.is_reset() && err.is_remote())
-        .and_then(h2::Error::reason)
 }
 
 fn deadline_exceeded() -> BoxError {

@@ -5,12 +5,14 @@
 //! throttling: a bucket of `budget_tokens`, -1 per failure, +0.1 per success,
 //! retries only while more than half full).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use echo_wire::grpc_timeout;
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
+
+use crate::endpoints::CallStats;
 
 /// Tokens a success puts back in the budget.
 const BUDGET_TOKEN_RATIO: f64 = 0.1;
@@ -46,15 +48,27 @@ pub(crate) struct Retrying {
     policy: RetryPolicy,
     default_timeout: Option<Duration>,
     tokens: Mutex<f64>,
+    stats: Arc<CallStats>,
 }
 
 impl Retrying {
-    pub(crate) fn new(policy: RetryPolicy, default_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        policy: RetryPolicy,
+        default_timeout: Option<Duration>,
+        stats: Arc<CallStats>,
+    ) -> Self {
         Self {
             policy,
             default_timeout,
             tokens: Mutex::new(f64::from(policy.budget_tokens)),
+            stats,
         }
+    }
+
+    /// A transparent retry (`endpoints.rs`): it needs no budget, but spends
+    /// some, as the policy's own retries do.
+    pub(crate) fn count_retry(&self) {
+        let _ = self.failed();
     }
 
     fn succeeded(&self) {
@@ -118,6 +132,7 @@ impl Retrying {
                 return Err(status);
             }
             tokio::time::sleep(pause).await;
+            self.stats.retried();
             backoff = (backoff * 2).min(self.policy.max_backoff);
             attempt += 1;
         }
@@ -146,7 +161,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_unavailable_up_to_the_attempt_limit() {
-        let retrying = Retrying::new(RetryPolicy::default(), None);
+        let retrying = Retrying::new(RetryPolicy::default(), None, Arc::default());
         assert!(
             retrying
                 .call(Request::new(()), unavailable_then_ok(3))
@@ -162,7 +177,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn other_codes_are_not_retried() {
-        let retrying = Retrying::new(RetryPolicy::default(), None);
+        let retrying = Retrying::new(RetryPolicy::default(), None, Arc::default());
         let calls = AtomicU32::new(0);
         let status = retrying
             .call(Request::new(()), |_| {
@@ -183,6 +198,7 @@ mod tests {
                 ..Default::default()
             },
             None,
+            Arc::default(),
         );
         let calls = AtomicU32::new(0);
         let _ = retrying
@@ -204,6 +220,7 @@ mod tests {
                 ..Default::default()
             },
             Some(Duration::from_millis(500)),
+            Arc::default(),
         );
         let started = Instant::now();
         let status = retrying

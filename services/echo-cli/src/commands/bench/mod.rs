@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use echo_client::proto::EchoRequest;
-use echo_client::{ClientBuilder, ClientError, LeanUnary};
+use echo_client::{CallStats, ClientBuilder, ClientError, LeanUnary};
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
 use grpc_echo::grpc::testing::{Payload, PayloadType, SimpleRequest};
 use http::uri::PathAndQuery;
@@ -135,6 +135,9 @@ pub(crate) async fn run(
     if args.method.is_some() && builder.is_balanced() {
         bail!("--method calls one server: give --addr a single address");
     }
+    // Every connection counts its retries here, for the report.
+    let stats = Arc::new(CallStats::default());
+    let builder = &builder.clone().call_stats(Arc::clone(&stats));
     let request = EchoRequest {
         payload: vec![b'*'; args.payload_size].into(),
         ..Default::default()
@@ -239,7 +242,7 @@ pub(crate) async fn run(
         calls,
         elapsed,
     } = measured;
-    report::print(args, &tally, calls, elapsed, out.json);
+    report::print(args, &tally, calls, elapsed, &stats, out.json);
     if let Some(path) = &args.plot {
         let svg = plot::svg(&tally.latency, &report::describe(args));
         let bytes = if path.extension().is_some_and(|ext| ext == "png") {

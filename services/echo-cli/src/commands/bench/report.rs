@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use echo_client::CallStats;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tonic::Status;
@@ -87,8 +88,16 @@ pub(super) fn describe(args: &BenchArgs) -> String {
     )
 }
 
-/// Prints the report: `measured` calls in `elapsed`, as text or one JSON object.
-pub(super) fn print(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration, json: bool) {
+/// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
+/// counted), as text or one JSON object.
+pub(super) fn print(
+    args: &BenchArgs,
+    tally: &Tally,
+    measured: u64,
+    elapsed: Duration,
+    stats: &CallStats,
+    json: bool,
+) {
     let seconds = elapsed.as_secs_f64();
     let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
     let message_rate = tally.messages as f64 / seconds;
@@ -116,6 +125,8 @@ pub(super) fn print(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Dur
                 "calls_per_second": rate,
                 "messages_per_second": message_rate,
                 "errors": tally.errors,
+                "transparent_retries": stats.transparent_retries(),
+                "retries": stats.retries(),
                 "instances": tally.instances,
                 "latency_ms": latency,
             })
@@ -136,6 +147,13 @@ pub(super) fn print(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Dur
     );
     if !tally.errors.is_empty() {
         out!("  errors: {:?}", tally.errors);
+    }
+    if stats.transparent_retries() + stats.retries() > 0 {
+        out!(
+            "  sent again: {} transparently (never processed by the server), {} by the retry policy",
+            stats.transparent_retries(),
+            stats.retries()
+        );
     }
     if tally.instances.len() > 1 {
         out!("  answered by: {:?}", tally.instances);
