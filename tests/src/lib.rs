@@ -8,6 +8,9 @@
 //!   (grpcurl, Python), every one of them bounded in time.
 //! - [`interop`]: running `echo-client interop` and reading its verdicts.
 //! - [`h2raw`]: hand-made HTTP/2 frames, for what a client library will not send.
+//! - [`browser`]: a real headless Chromium driven over WebDriver.
+//! - [`node`]: the official Connect clients for Node, with code generated
+//!   from our protos by protoc-gen-es.
 //! - [`pki`]: certificate authorities and certificates made at run time, and
 //!   temporary files.
 //!
@@ -15,8 +18,10 @@
 //! the `external-tools` feature, which `scripts/test.sh` turns on after
 //! installing the tools; plain `cargo test` runs the rest.
 
+pub mod browser;
 pub mod h2raw;
 pub mod interop;
+pub mod node;
 pub mod pki;
 pub mod process;
 

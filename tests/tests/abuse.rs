@@ -486,6 +486,118 @@ async fn garbage_instead_of_http2() {
     .await;
 }
 
+/// Pipelined HTTP/1.1 Connect calls, as fast as the server takes them, on
+/// connection after connection.
+#[tokio::test]
+async fn http1_request_flood() {
+    under_attack(
+        "HTTP/1.1 request flood",
+        &[],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let deadline = Instant::now() + ATTACK_TIME;
+            let body = r#"{"message":"flood"}"#;
+            let request = format!(
+                "POST /echo.v1.EchoService/Echo HTTP/1.1\r\nhost: flood\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let batch = request.repeat(100);
+            let mut requests = 0u64;
+            let mut answered = 0u64;
+            while Instant::now() < deadline {
+                let socket = TcpStream::connect(addr).await.unwrap();
+                let (mut reader, mut writer) = socket.into_split();
+                let count = tokio::spawn(async move {
+                    let mut sink = vec![0u8; 64 * 1024];
+                    let mut seen = 0u64;
+                    let mut tail = Vec::new();
+                    while let Ok(n) = reader.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tail.extend_from_slice(&sink[..n]);
+                        seen += tail.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() as u64;
+                        let keep = tail.len().saturating_sub(14);
+                        tail.drain(..keep);
+                    }
+                    seen
+                });
+                for _ in 0..10 {
+                    if writer.write_all(batch.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    requests += 100;
+                }
+                let _ = writer.shutdown().await;
+                answered += tokio::time::timeout(Duration::from_secs(5), count)
+                    .await
+                    .map_or(0, Result::unwrap_or_default);
+            }
+            println!("HTTP/1.1 flood: {requests} requests sent, {answered} answered 200");
+            assert!(answered > 0, "no flood request was answered");
+            Attack {
+                units: requests,
+                unit: "pipelined HTTP/1.1 requests",
+                at_least: 1_000,
+            }
+        },
+    )
+    .await;
+}
+
+/// HTTP/1.1 clients that send their headers a byte at a time and never
+/// finish: each is cut one handshake timeout after it began.
+#[tokio::test]
+async fn http1_slow_header_clients() {
+    under_attack(
+        "HTTP/1.1 slow headers",
+        &["--handshake-timeout", "1s"],
+        RSS_BUDGET_KIB,
+        async move |server: &ServerProcess| {
+            let addr = server.addr;
+            let mut clients = tokio::task::JoinSet::new();
+            for _ in 0..200 {
+                clients.spawn(async move {
+                    let Ok(mut socket) = TcpStream::connect(addr).await else {
+                        return false;
+                    };
+                    let started = Instant::now();
+                    let headers =
+                        b"POST /echo.v1.EchoService/Echo HTTP/1.1\r\nhost: slow\r\nx-slow: ";
+                    let mut sent = 0;
+                    loop {
+                        let byte = headers.get(sent).copied().unwrap_or(b'a');
+                        if socket.write_all(&[byte]).await.is_err() {
+                            break;
+                        }
+                        sent += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if started.elapsed() > Duration::from_secs(6) {
+                            return false; // never cut
+                        }
+                    }
+                    true
+                });
+            }
+            let outcomes = clients.join_all().await;
+            let cut = outcomes.iter().filter(|cut| **cut).count();
+            assert_eq!(
+                cut,
+                outcomes.len(),
+                "{} slow clients were never cut",
+                outcomes.len() - cut
+            );
+            Attack {
+                units: cut as u64,
+                unit: "slow-header connections cut",
+                at_least: 100,
+            }
+        },
+    )
+    .await;
+}
+
 /// A gRPC call made with the `h2` crate, which handles flow control, so the
 /// body can be anything at all. Returns the grpc-status.
 async fn raw_call(

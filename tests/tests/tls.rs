@@ -10,7 +10,7 @@ use echo_server::Config;
 use echo_tests::pki::{self, Ca, Leaf};
 use echo_tests::{TestServer, eventually};
 use rustls::pki_types::pem::PemObject;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 struct ServerFiles {
@@ -242,9 +242,10 @@ async fn handshake(
     connector.connect(name, tcp).await
 }
 
-/// TLS 1.2 as well as 1.3, and ALPN `h2` (the only protocol offered).
+/// TLS 1.2 as well as 1.3, and ALPN `h2`; `http/1.1` for gRPC-Web and
+/// Connect over HTTP/1.1 (an HTTP/1.1 call over TLS is answered); nothing else.
 #[tokio::test]
-async fn tls_1_2_and_1_3_negotiate_alpn_h2() {
+async fn tls_1_2_and_1_3_negotiate_alpn_h2_and_http1() {
     use rustls::version::{TLS12, TLS13};
     let dir = pki::temp_dir("tls-versions");
     let ca = Ca::new("server CA");
@@ -261,9 +262,23 @@ async fn tls_1_2_and_1_3_negotiate_alpn_h2() {
         assert_eq!(session.protocol_version(), Some(expected));
         assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]), "{expected:?}");
     }
-    // A client that cannot speak h2 is refused at the handshake.
-    let refused = handshake(&server, &rustls_client(&ca, &[&TLS13], &[b"http/1.1"])).await;
-    assert!(refused.is_err(), "ALPN http/1.1 was accepted");
+    let mut http1 = handshake(&server, &rustls_client(&ca, &[&TLS13], &[b"http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(http1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let body = r#"{"message":"over TLS"}"#;
+    let request = format!(
+        "POST /echo.v1.EchoService/Echo HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http1.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = http1.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""message":"over TLS""#), "{answer}");
+    // A client that speaks neither is refused at the handshake.
+    let refused = handshake(&server, &rustls_client(&ca, &[&TLS13], &[b"spdy/3.1"])).await;
+    assert!(refused.is_err(), "ALPN spdy/3.1 was accepted");
     server.stop().await;
 }
 

@@ -1,7 +1,8 @@
 //! The accept loop: connections capped in number, TLS handshakes run side by
 //! side and bounded in time, a deadline for the HTTP/2 preface (hyper has
 //! none: a silent peer would hold a connection, and graceful shutdown,
-//! forever), and a pause instead of a spin when the process is out of file
+//! forever; an HTTP/1.1 peer is known by its first bytes and left to hyper's
+//! header read timeout), and a pause instead of a spin when the process is out of file
 //! descriptors.
 
 use std::collections::HashMap;
@@ -24,8 +25,10 @@ use crate::config::{Http2Config, LimitsConfig};
 use crate::stats::{OpenConnection, Stats};
 use crate::tls::Tls;
 
-/// Bytes a client sends first: the 24-byte preface and a SETTINGS frame header.
-const PREFACE_LEN: usize = 24 + 9;
+/// What an HTTP/2 client sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Bytes an HTTP/2 client sends first: the preface and a SETTINGS frame header.
+const PREFACE_LEN: usize = PREFACE.len() + 9;
 /// First pause after an accept error that is not about one connection.
 const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 /// Longest pause between accept attempts while such errors go on.
@@ -310,8 +313,12 @@ impl AsyncRead for Connection {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Some(deadline) = &mut this.preface_deadline {
-            this.preface_read += buf.filled().len() - before;
-            if this.preface_read >= PREFACE_LEN {
+            let read = &buf.filled()[before..];
+            let expected = PREFACE.get(this.preface_read..).unwrap_or_default();
+            let compared = read.len().min(expected.len());
+            let http1 = read[..compared] != expected[..compared];
+            this.preface_read += read.len();
+            if this.preface_read >= PREFACE_LEN || http1 {
                 this.preface_deadline = None;
             } else if result.is_pending() && deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Err(io::Error::new(

@@ -95,6 +95,9 @@ pub struct Config {
     /// TLS and mutual TLS.
     #[command(flatten)]
     pub tls: TlsConfig,
+    /// Browsers: the page and CORS.
+    #[command(flatten)]
+    pub browsers: BrowsersConfig,
     /// Bearer-token authentication.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -353,6 +356,19 @@ impl TlsConfig {
             client_ca: self.tls_client_ca.clone(),
         })
     }
+}
+
+/// Browsers: the page, and which origins may call (CORS).
+#[derive(Debug, Clone, PartialEq, Default, Args)]
+#[command(next_help_heading = "Browsers")]
+pub struct BrowsersConfig {
+    /// Serve a page at `/` on the gRPC port for calling EchoService from a browser.
+    #[arg(long, env = "ECHO_WEB")]
+    pub web: bool,
+
+    /// Answer CORS for these origins (comma-separated, or `*` for any) [default: off].
+    #[arg(long, env = "ECHO_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
 }
 
 /// Bearer-token authentication.

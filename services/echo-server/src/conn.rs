@@ -1,4 +1,5 @@
-//! Serving one connection: HTTP/2 over an accepted [`Connection`], ended
+//! Serving one connection: HTTP/2 or HTTP/1.1 (told apart by the first bytes,
+//! hyper-util's auto builder) over an accepted [`Connection`], ended
 //! gracefully (GOAWAY, then the open calls finish) on shutdown, at its maximum
 //! age, or when a call asks for it, and cut at age + grace, or when its peer
 //! reads none of its answers while a memory budget is used up.
@@ -15,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio_util::sync::CancellationToken;
@@ -34,13 +35,19 @@ const MAX_STREAM_WINDOW: u32 = 1024 * 1024;
 /// The largest window HTTP/2 allows.
 const MAX_WINDOW: usize = (1 << 31) - 1;
 
-/// HTTP/2 settings of every connection, and when connections end.
+/// The smallest read buffer hyper's HTTP/1.1 server takes.
+const MIN_HTTP1_BUFFER: usize = 8192;
+
+/// HTTP settings of every connection, and when connections end.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Http2Settings {
+pub(crate) struct HttpSettings {
     max_concurrent_streams: u32,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     max_header_list_size: u32,
+    /// HTTP/1.1: how long a request's headers may take to arrive (an idle
+    /// connection waiting for its next request included).
+    header_read_timeout: Duration,
     /// GOAWAY once a connection is this old.
     max_age: Option<Duration>,
     /// After the age's GOAWAY, how long the open calls get before the cut.
@@ -55,7 +62,7 @@ pub(crate) struct Http2Settings {
     stream_window: u32,
 }
 
-impl From<(&Http2Config, &LimitsConfig)> for Http2Settings {
+impl From<(&Http2Config, &LimitsConfig)> for HttpSettings {
     fn from((config, limits): (&Http2Config, &LimitsConfig)) -> Self {
         let connection_window = limits.connection_request_buffer_budget.min(MAX_WINDOW) as u32;
         let streams = config.max_concurrent_streams.max(1);
@@ -66,17 +73,25 @@ impl From<(&Http2Config, &LimitsConfig)> for Http2Settings {
             keepalive_interval: *config.keepalive_interval,
             keepalive_timeout: *config.keepalive_timeout,
             max_header_list_size: config.max_header_list_size,
+            header_read_timeout: *config.handshake_timeout,
             max_age: config.max_connection_age.map(Into::into),
             max_age_grace: config.max_connection_age_grace.map(Into::into),
         }
     }
 }
 
-impl Http2Settings {
-    /// hyper's HTTP/2 server with these settings.
-    pub(crate) fn builder(&self) -> http2::Builder<TokioExecutor> {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
+impl HttpSettings {
+    /// hyper's HTTP/1.1 and HTTP/2 server with these settings.
+    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            // The same bound on a request's headers as HTTP/2's header list.
+            .max_buf_size((self.max_header_list_size as usize).max(MIN_HTTP1_BUFFER));
+        builder
+            .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.max_concurrent_streams)
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
@@ -119,8 +134,8 @@ pub(crate) struct ResetStream(pub(crate) u32);
 pub(crate) async fn serve_connection<S, B>(
     connection: Connection,
     service: S,
-    builder: http2::Builder<TokioExecutor>,
-    settings: Http2Settings,
+    builder: auto::Builder<TokioExecutor>,
+    settings: HttpSettings,
     budgets: Arc<Budgets>,
     stop: CancellationToken,
 ) where
@@ -220,9 +235,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
-        // Counted where the body is boxed anyway, so the budgets cost no allocation.
-        let budgets = Arc::clone(&self.budgets);
-        let mut request = request.map(|body| Body::new(BudgetedRequest::new(body, budgets)));
+        // Counted where the body is boxed anyway, so the budgets cost no
+        // allocation; only enveloped bodies, whose length prefixes the budget reads.
+        let mut request = if is_enveloped(request.headers()) {
+            let budgets = Arc::clone(&self.budgets);
+            request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
+        } else {
+            request.map(Body::new)
+        };
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(self.control.clone());
         PerConnectionFuture {
@@ -231,6 +251,19 @@ where
             budgets: Arc::clone(&self.budgets),
         }
     }
+}
+
+/// Whether a request's body is a stream of enveloped messages (gRPC,
+/// binary gRPC-Web, Connect streams) rather than one bare message (Connect
+/// unary) or base64 text (gRPC-Web text).
+fn is_enveloped(headers: &http::HeaderMap) -> bool {
+    let Some(content_type) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let content_type = content_type.as_bytes();
+    (content_type.starts_with(b"application/grpc")
+        && !content_type.starts_with(b"application/grpc-web-text"))
+        || content_type.starts_with(b"application/connect+")
 }
 
 pin_project! {

@@ -219,19 +219,33 @@ impl EchoServiceApi for EchoService {
 /// where `targets` ask for it.
 fn echoed(metadata: &MetadataMap, targets: EchoTargets) -> EchoedMetadata {
     let custom = || {
-        // Credentials are never echoed: proxies in between may log response headers.
-        const PROTOCOL: [&str; 6] = [
+        // Credentials are never echoed: proxies in between may log response
+        // headers. Nor are HTTP/1.1's connection headers, or a browser's own.
+        const PROTOCOL: [&str; 16] = [
             "te",
             "content-type",
             "user-agent",
             "accept-encoding",
             "host",
             "authorization",
+            "cookie",
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+            "origin",
+            "referer",
+            "accept",
+            "accept-language",
+            "priority",
         ];
         let mut custom = HeaderMap::new();
         for (name, value) in metadata.as_ref() {
             let name_str = name.as_str();
-            if !name_str.starts_with("grpc-") && !PROTOCOL.contains(&name_str) {
+            if !name_str.starts_with("grpc-")
+                && !name_str.starts_with("sec-")
+                && !PROTOCOL.contains(&name_str)
+            {
                 custom.append(name.clone(), value.clone());
             }
         }

@@ -61,12 +61,14 @@ mod examples;
 mod interop;
 mod layers;
 mod metrics;
+mod protocol;
 mod raw_echo;
 mod router;
 mod server;
 mod services;
 pub mod stats;
 mod tls;
+mod web;
 
 pub use accept::PeerInfo;
 pub use budget::BudgetTooSmall;

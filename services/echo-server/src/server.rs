@@ -14,23 +14,30 @@ use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::StdError;
 use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_service::Service;
 
 use crate::accept::{self, Connection, ConnectionLimits};
 use crate::budget::Budgets;
 use crate::config::Config;
-use crate::conn::{self, Http2Settings};
+use crate::conn::{self, HttpSettings};
 use crate::layers::{self, AuthLayer, StackSettings, Tokens};
 use crate::metrics::Metrics;
+use crate::protocol::{ProtocolLayer, Schemas};
 use crate::raw_echo;
 use crate::services::{DESCRIPTOR_SETS, Services};
 use crate::stats::Stats;
 use crate::tls::{Tls, TlsReload};
+use crate::web::Page;
 
 /// After the grace period ends open streams, how long their final statuses get
 /// to reach the callers before every remaining connection is dropped. This also
 /// bounds shutdown when a peer never closes its connection.
 pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
+
+/// How long a browser may keep a CORS preflight's answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,9 @@ pub enum ServeError {
     /// The TLS material is unusable.
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
+    /// The descriptors the JSON mapping reads do not decode.
+    #[error("message descriptors")]
+    Descriptors(#[from] prost_reflect::DescriptorError),
     /// The memory budgets cannot hold what the limits allow.
     #[error("memory budgets")]
     Budget(#[from] crate::budget::BudgetTooSmall),
@@ -156,6 +166,21 @@ impl Server {
                 auth,
             },
         );
+        let service = ServiceBuilder::new()
+            // Outermost, so a browser's preflight is answered before any
+            // protocol is looked for, and every answer carries CORS headers.
+            .option_layer(cors(&config.browsers.cors_allow_origin))
+            // Outside every layer above: each call becomes gRPC first, so
+            // controls, limits, auth, metrics and logs meet one protocol.
+            .layer(ProtocolLayer::new(
+                Schemas::new(&DESCRIPTOR_SETS)?,
+                config.limits.max_message_size,
+                config
+                    .browsers
+                    .web
+                    .then(|| Page::new(Arc::clone(&self.stats))),
+            ))
+            .service(service);
 
         // 3. The side tasks, which end with this function.
         let tls = config.tls.files().as_ref().map(Tls::new).transpose()?;
@@ -178,7 +203,7 @@ impl Server {
         let serving = serve(
             incoming,
             service,
-            Http2Settings::from((&config.http2, &config.limits)),
+            HttpSettings::from((&config.http2, &config.limits)),
             budgets,
             stop_accepting.clone(),
         );
@@ -230,7 +255,7 @@ pub async fn run(
 async fn serve<S, B>(
     incoming: impl Stream<Item = Connection>,
     service: S,
-    settings: Http2Settings,
+    settings: HttpSettings,
     budgets: Arc<Budgets>,
     stop: CancellationToken,
 ) where
@@ -306,6 +331,31 @@ fn start_side_tasks(
         tasks.spawn(raw_echo::serve_udp(socket));
     }
     SideTasks(tasks)
+}
+
+/// CORS for `origins` (`*`: any), or none when none are listed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| http::HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([http::Method::GET, http::Method::POST])
+            // Any metadata a page sends; echoed metadata comes back under any name too.
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::any())
+            .max_age(CORS_MAX_AGE),
+    )
 }
 
 fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {

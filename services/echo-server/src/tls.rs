@@ -112,7 +112,7 @@ impl Tls {
         };
         let mut config =
             builder.with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             certificate,

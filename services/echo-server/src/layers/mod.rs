@@ -50,7 +50,7 @@ pub(crate) fn stack<S>(
     Response = http::Response<
         impl http_body::Body<Data = Bytes, Error: Into<StdError>> + Send + 'static,
     >,
-    Error: Into<StdError>,
+    Error: Into<StdError> + Send,
     Future: Send + 'static,
 > + Clone
 + Send

@@ -1,0 +1,291 @@
+//! Enveloped message streams (gRPC, gRPC-Web and Connect streaming share the
+//! 5-byte envelope: flags, then a big-endian length), rewritten a message at a
+//! time: JSON to protobuf and back, and gRPC trailers turned into Connect's
+//! end-of-stream message.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use echo_wire::framing::HEADER_LEN;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame};
+use pin_project_lite::pin_project;
+use prost_reflect::MessageDescriptor;
+use tonic::Status;
+use tonic::body::Body;
+
+use super::json::{json_to_proto, proto_to_json};
+
+/// Envelope flag: the message is compressed.
+pub(crate) const FLAG_COMPRESSED: u8 = 0x01;
+/// Envelope flag (Connect): the end-of-stream message.
+pub(crate) const FLAG_END_STREAM: u8 = 0x02;
+/// Envelope flag (gRPC-Web): the trailers.
+const FLAG_TRAILERS: u8 = 0x80;
+
+/// A message compression named by `grpc-encoding` or its Connect equivalents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The compression `name` names; None if the server does not know it.
+    pub(crate) fn from_name(name: &[u8]) -> Option<Self> {
+        match name {
+            b"identity" => Some(Self::Identity),
+            b"gzip" => Some(Self::Gzip),
+            b"zstd" => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// `bytes` decompressed, refused past `max` bytes.
+    pub(crate) fn decompress(self, bytes: &[u8], max: usize) -> Result<Bytes, Status> {
+        let mut out = Vec::new();
+        let limit = max as u64 + 1;
+        let read = match self {
+            Self::Identity => return Ok(Bytes::copy_from_slice(bytes)),
+            Self::Gzip => flate2::read::GzDecoder::new(bytes)
+                .take(limit)
+                .read_to_end(&mut out),
+            Self::Zstd => zstd::Decoder::new(bytes)
+                .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
+        };
+        read.map_err(|err| Status::internal(format!("cannot decompress the message: {err}")))?;
+        if out.len() > max {
+            return Err(too_large(max));
+        }
+        Ok(out.into())
+    }
+}
+
+/// The error for a message over the size limit.
+pub(crate) fn too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!("message larger than the limit of {max} bytes"))
+}
+
+/// Frames `message` in an envelope with `flags`.
+pub(crate) fn envelope(flags: u8, message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(HEADER_LEN + message.len());
+    framed.put_u8(flags);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(message);
+    framed.freeze()
+}
+
+/// The messages of a whole enveloped body, with their flags.
+pub(crate) fn split_all(mut bytes: Bytes) -> Result<Vec<(u8, Bytes)>, Status> {
+    let mut messages = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < HEADER_LEN {
+            return Err(Status::internal("truncated message envelope"));
+        }
+        let flags = bytes[0];
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        if bytes.len() < HEADER_LEN + len {
+            return Err(Status::internal("truncated message"));
+        }
+        bytes.advance(HEADER_LEN);
+        messages.push((flags, bytes.split_to(len)));
+    }
+    Ok(messages)
+}
+
+/// What happens to each message.
+#[derive(Debug, Clone)]
+pub(crate) enum Rewrite {
+    /// Messages pass as they are.
+    Keep,
+    /// JSON messages (compressed with `.1` when flagged) become protobuf.
+    JsonToProto(MessageDescriptor, Compression),
+    /// Protobuf messages become JSON.
+    ProtoToJson(MessageDescriptor),
+}
+
+/// What happens to the trailers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// They pass as they are.
+    Keep,
+    /// They become a Connect end-of-stream message ([`super::connect::end_stream`]).
+    ConnectEndStream,
+}
+
+pin_project! {
+    /// `inner`'s messages rewritten one at a time.
+    pub(crate) struct Rewritten<B> {
+        #[pin]
+        inner: B,
+        rewrite: Rewrite,
+        ending: Ending,
+        max_message_size: usize,
+        buffer: BytesMut,
+        ready: VecDeque<Bytes>,
+        ended: bool,
+    }
+}
+
+impl<B> Rewritten<B> {
+    pub(crate) fn new(inner: B, rewrite: Rewrite, ending: Ending, max_message_size: usize) -> Self {
+        Self {
+            inner,
+            rewrite,
+            ending,
+            max_message_size,
+            buffer: BytesMut::new(),
+            ready: VecDeque::new(),
+            ended: false,
+        }
+    }
+}
+
+impl<B> Rewritten<B> {
+    /// Rewrites the whole messages in the buffer into `ready`.
+    fn rewrite_buffered(
+        buffer: &mut BytesMut,
+        ready: &mut VecDeque<Bytes>,
+        rewrite: &Rewrite,
+        max: usize,
+    ) -> Result<(), Status> {
+        while buffer.len() >= HEADER_LEN {
+            let flags = buffer[0];
+            let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+            if flags & FLAG_TRAILERS == 0 && len > max {
+                return Err(too_large(max));
+            }
+            if buffer.len() < HEADER_LEN + len {
+                buffer.reserve(HEADER_LEN + len - buffer.len());
+                return Ok(());
+            }
+            let header = buffer.split_to(HEADER_LEN);
+            let message = buffer.split_to(len).freeze();
+            let rewritten = match rewrite {
+                _ if flags & FLAG_TRAILERS != 0 => None,
+                Rewrite::Keep => None,
+                Rewrite::JsonToProto(desc, compression) => {
+                    let json = if flags & FLAG_COMPRESSED != 0 {
+                        compression.decompress(&message, max)?
+                    } else {
+                        message.clone()
+                    };
+                    Some(json_to_proto(desc, &json)?)
+                }
+                Rewrite::ProtoToJson(desc) => {
+                    if flags & FLAG_COMPRESSED != 0 {
+                        return Err(Status::internal("a compressed answer cannot become JSON"));
+                    }
+                    Some(proto_to_json(desc, &message)?)
+                }
+            };
+            match rewritten {
+                Some(rewritten) => ready.push_back(envelope(flags & !FLAG_COMPRESSED, &rewritten)),
+                None => {
+                    let mut whole = header;
+                    whole.extend_from_slice(&message);
+                    ready.push_back(whole.freeze());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B> HttpBody for Rewritten<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(message) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(message))));
+            }
+            if *this.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(mut data) => {
+                        if matches!(this.rewrite, Rewrite::Keep) && this.buffer.is_empty() {
+                            // Nothing to rewrite: the bytes pass as they came.
+                            return Poll::Ready(Some(Ok(Frame::data(
+                                data.copy_to_bytes(data.remaining()),
+                            ))));
+                        }
+                        this.buffer.put(data);
+                        Self::rewrite_buffered(
+                            this.buffer,
+                            this.ready,
+                            this.rewrite,
+                            *this.max_message_size,
+                        )?;
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        *this.ended = true;
+                        match this.ending {
+                            Ending::Keep => {
+                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                            }
+                            Ending::ConnectEndStream => {
+                                this.ready
+                                    .push_back(super::connect::end_stream(&trailers, None));
+                            }
+                        }
+                    }
+                },
+                Some(Err(err)) => {
+                    let status = Status::from_error(err.into());
+                    *this.ended = true;
+                    match this.ending {
+                        Ending::Keep => return Poll::Ready(Some(Err(status))),
+                        Ending::ConnectEndStream => {
+                            this.ready.push_back(super::connect::end_stream(
+                                &HeaderMap::new(),
+                                Some(status),
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    *this.ended = true;
+                    if !this.buffer.is_empty() {
+                        return Poll::Ready(Some(Err(Status::internal(
+                            "the stream ended inside a message",
+                        ))));
+                    }
+                    if *this.ending == Ending::ConnectEndStream {
+                        // No trailers: the stream ended without a status.
+                        let status = Status::internal("the stream ended without a status");
+                        this.ready
+                            .push_back(super::connect::end_stream(&HeaderMap::new(), Some(status)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.ready.is_empty()
+    }
+}
+
+/// A body of `bytes`, then nothing.
+pub(crate) fn full(bytes: Bytes) -> Body {
+    Body::new(http_body_util::Full::new(bytes).map_err(|never| match never {}))
+}
+
+use http_body_util::BodyExt as _;

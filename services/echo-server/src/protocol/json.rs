@@ -1,0 +1,97 @@
+//! The canonical proto3 JSON mapping of every served method's messages, from
+//! the descriptor sets the server already compiles (prost-reflect), and the
+//! message compressions a JSON message may arrive in.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_types::method_options::IdempotencyLevel;
+use tonic::Status;
+
+/// What the translations need to know of one method.
+#[derive(Debug)]
+pub(crate) struct MethodSchema {
+    pub(crate) input: MessageDescriptor,
+    pub(crate) output: MessageDescriptor,
+    /// Marked `idempotency_level = NO_SIDE_EFFECTS`: Connect may call it with GET.
+    pub(crate) no_side_effects: bool,
+}
+
+/// Every method of the descriptor sets, by request path (`/package.Service/Method`).
+#[derive(Debug)]
+pub(crate) struct Schemas {
+    methods: HashMap<String, MethodSchema>,
+}
+
+impl Schemas {
+    /// Reads every method of `sets` (encoded `FileDescriptorSet`s; a file in
+    /// several sets is read once).
+    pub(crate) fn new(sets: &[&[u8]]) -> Result<Self, prost_reflect::DescriptorError> {
+        let mut pool = DescriptorPool::new();
+        for set in sets {
+            pool.decode_file_descriptor_set(*set)?;
+        }
+        let methods = pool
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .map(|method| {
+                let no_side_effects = method
+                    .method_descriptor_proto()
+                    .options
+                    .as_ref()
+                    .is_some_and(|options| {
+                        options.idempotency_level() == IdempotencyLevel::NoSideEffects
+                    });
+                let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+                let schema = MethodSchema {
+                    input: method.input(),
+                    output: method.output(),
+                    no_side_effects,
+                };
+                (path, schema)
+            })
+            .collect();
+        Ok(Self { methods })
+    }
+
+    /// The method `path` names, if it is known.
+    pub(crate) fn method(&self, path: &str) -> Option<&MethodSchema> {
+        self.methods.get(path)
+    }
+}
+
+/// `json` (a message of type `desc` in proto3 JSON) encoded as protobuf.
+/// A value that does not fit is INVALID_ARGUMENT naming its field.
+pub(crate) fn json_to_proto(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Status> {
+    let invalid = |path: Option<String>, cause: serde_json::Error| {
+        let field = path
+            .filter(|path| path != ".")
+            .map(|path| format!(" field `{path}`"))
+            .unwrap_or_default();
+        Status::invalid_argument(format!("{}{field} in JSON: {cause}", desc.full_name()))
+    };
+    let mut json = serde_json::Deserializer::from_slice(json);
+    let mut track = serde_path_to_error::Track::new();
+    let message = DynamicMessage::deserialize(
+        desc.clone(),
+        serde_path_to_error::Deserializer::new(&mut json, &mut track),
+    )
+    .map_err(|cause| invalid(Some(track.path().to_string()), cause))?;
+    json.end().map_err(|cause| invalid(None, cause))?;
+    Ok(message.encode_to_vec().into())
+}
+
+/// `proto` (a protobuf message of type `desc`) in proto3 JSON.
+pub(crate) fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Bytes, Status> {
+    let message = DynamicMessage::decode(desc.clone(), proto).map_err(|err| {
+        Status::internal(format!("cannot decode {} to JSON: {err}", desc.full_name()))
+    })?;
+    let mut json = Vec::with_capacity(proto.len() * 2 + 2);
+    let mut serializer = serde_json::Serializer::new(&mut json);
+    message
+        .serialize_with_options(&mut serializer, &SerializeOptions::new())
+        .map_err(|err| Status::internal(format!("{} to JSON: {err}", desc.full_name())))?;
+    Ok(json.into())
+}

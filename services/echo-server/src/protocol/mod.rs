@@ -1,0 +1,442 @@
+//! One port, every protocol: gRPC (protobuf and JSON), gRPC-Web (binary,
+//! base64 text and JSON, via the tonic project's `tonic-web`) and Connect
+//! (unary POST and GET, streams), each translated to gRPC in front of the
+//! layers, so every call meets the same controls, limits, auth, metrics and
+//! log line whichever protocol carried it. Plain gRPC passes untouched.
+
+mod connect;
+mod envelope;
+mod json;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use pin_project_lite::pin_project;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::StdError;
+use tower::ServiceExt as _;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub(crate) use envelope::full;
+pub(crate) use json::Schemas;
+
+use connect::Codec;
+use envelope::{Compression, Ending, Rewrite, Rewritten};
+
+use crate::web::Page;
+
+/// The content type of gRPC requests as the services take them.
+pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+const GRPC_JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc+json");
+const GRPC_WEB_PROTO_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("application/grpc-web+proto");
+const GRPC_WEB_JSON_CONTENT_TYPE: HeaderValue =
+    HeaderValue::from_static("application/grpc-web+json");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+
+/// What every translation needs.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    schemas: Schemas,
+    /// The largest message, as for gRPC (`--max-message-size`).
+    max_message_size: usize,
+    /// The page, when `--web` is on.
+    page: Option<Page>,
+}
+
+/// Serves every protocol in front of gRPC services.
+#[derive(Debug, Clone)]
+pub(crate) struct ProtocolLayer {
+    shared: Arc<Shared>,
+}
+
+impl ProtocolLayer {
+    pub(crate) fn new(schemas: Schemas, max_message_size: usize, page: Option<Page>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                schemas,
+                max_message_size,
+                page,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ProtocolLayer {
+    type Service = Protocols<S>;
+
+    fn layer(&self, inner: S) -> Protocols<S> {
+        Protocols {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// See [`ProtocolLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Protocols<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// The protocol of a request, told by its content type (and, for Connect
+/// GET, its method and query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Grpc,
+    GrpcJson,
+    /// gRPC-Web in protobuf, binary or base64 text: `tonic-web`'s.
+    GrpcWeb,
+    GrpcWebJson,
+    ConnectUnary(Codec),
+    ConnectGet,
+    ConnectStream(Codec),
+    Unsupported,
+}
+
+fn classify<B>(request: &Request<B>) -> Kind {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    // The hot path first: plain gRPC is one comparison.
+    if content_type == b"application/grpc" {
+        return Kind::Grpc;
+    }
+    // Parameters (`; charset=utf-8`) do not change the protocol.
+    let essence = content_type
+        .split(|&byte| byte == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let essence = essence.to_ascii_lowercase();
+    match essence.as_slice() {
+        b"application/grpc" | b"application/grpc+proto" => Kind::Grpc,
+        b"application/grpc+json" => Kind::GrpcJson,
+        b"application/grpc-web"
+        | b"application/grpc-web+proto"
+        | b"application/grpc-web-text"
+        | b"application/grpc-web-text+proto" => Kind::GrpcWeb,
+        b"application/grpc-web+json" => Kind::GrpcWebJson,
+        b"application/connect+proto" => Kind::ConnectStream(Codec::Proto),
+        b"application/connect+json" => Kind::ConnectStream(Codec::Json),
+        b"application/proto" if request.method() == Method::POST => {
+            Kind::ConnectUnary(Codec::Proto)
+        }
+        b"application/json" if request.method() == Method::POST => Kind::ConnectUnary(Codec::Json),
+        _ if request.method() == Method::GET && is_connect_query(request.uri().query()) => {
+            Kind::ConnectGet
+        }
+        // Any other gRPC subtype: the services answer it as gRPC does.
+        _ if essence.starts_with(b"application/grpc+") => Kind::Grpc,
+        _ => Kind::Unsupported,
+    }
+}
+
+/// Whether a GET's query is Connect's (it names the protocol version or the encoding).
+fn is_connect_query(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.starts_with("connect=") || pair.starts_with("encoding="))
+    })
+}
+
+impl<S, B> Service<Request<Body>> for Protocols<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    type Response = Response<AnswerBody<B>>;
+    type Error = S::Error;
+    type Future = ProtocolFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let kind = classify(&request);
+        if kind == Kind::Grpc && request.version() == Version::HTTP_2 {
+            return ProtocolFuture::Grpc {
+                inner: self.inner.call(request),
+            };
+        }
+        // The service made ready is the one to call; its clone waits for the next request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone)
+            .map_response(|response: Response<B>| response.map(Body::new));
+        let shared = Arc::clone(&self.shared);
+        ProtocolFuture::Translated {
+            inner: Box::pin(translate(kind, request, inner, shared)),
+        }
+    }
+}
+
+/// Serves a request in a protocol other than gRPC over HTTP/2.
+async fn translate<S>(
+    kind: Kind,
+    request: Request<Body>,
+    mut inner: S,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let max = shared.max_message_size;
+    match kind {
+        Kind::Grpc | Kind::GrpcJson if request.version() != Version::HTTP_2 => Ok(plain(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web or Connect\n",
+        )),
+        Kind::Grpc => inner.call(request).await,
+        Kind::GrpcJson => {
+            let Some(schema) = shared.schemas.method(request.uri().path()) else {
+                return Ok(unknown_method(request.uri().path()));
+            };
+            let (input, output) = (schema.input.clone(), schema.output.clone());
+            let request = json_request(request, input, max, GRPC_CONTENT_TYPE);
+            let response = inner.call(request).await?;
+            Ok(json_response(response, output, max, GRPC_JSON_CONTENT_TYPE))
+        }
+        Kind::GrpcWeb => {
+            let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
+            web.call(request).await
+        }
+        Kind::GrpcWebJson => {
+            let Some(schema) = shared.schemas.method(request.uri().path()) else {
+                return Ok(unknown_method(request.uri().path()));
+            };
+            let (input, output) = (schema.input.clone(), schema.output.clone());
+            let request = json_request(request, input, max, GRPC_WEB_PROTO_CONTENT_TYPE);
+            let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
+            let response = web.call(request).await?;
+            Ok(json_response(
+                response,
+                output,
+                max,
+                GRPC_WEB_JSON_CONTENT_TYPE,
+            ))
+        }
+        Kind::ConnectUnary(codec) => {
+            connect::unary(request, Some(codec), &shared, |request| inner.call(request)).await
+        }
+        Kind::ConnectGet => {
+            connect::unary(request, None, &shared, |request| inner.call(request)).await
+        }
+        Kind::ConnectStream(codec) => match connect::stream_request(request, codec, &shared) {
+            Ok((request, output)) => {
+                let response = inner.call(request).await?;
+                Ok(connect::stream_response(response, codec, output, max))
+            }
+            Err(status) => Ok(connect::stream_error(codec, &status)),
+        },
+        Kind::Unsupported => Ok(shared
+            .page
+            .as_ref()
+            .and_then(|page| page.answer(&request))
+            .unwrap_or_else(|| unsupported(&request))),
+    }
+}
+
+/// A gRPC JSON request (gRPC or gRPC-Web) as protobuf, sent as `content_type`;
+/// the services answer it uncompressed, as only protobuf answers are compressed.
+fn json_request(
+    request: Request<Body>,
+    input: prost_reflect::MessageDescriptor,
+    max_message_size: usize,
+    content_type: HeaderValue,
+) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let compression = parts
+        .headers
+        .remove(GRPC_ENCODING)
+        .and_then(|name| Compression::from_name(name.as_bytes()))
+        .unwrap_or(Compression::Identity);
+    parts.headers.remove(GRPC_ACCEPT_ENCODING);
+    parts.headers.insert(header::CONTENT_TYPE, content_type);
+    let rewrite = Rewrite::JsonToProto(input, compression);
+    let body = Rewritten::new(body, rewrite, Ending::Keep, max_message_size);
+    Request::from_parts(parts, Body::new(body))
+}
+
+/// A protobuf answer to a gRPC JSON request, in JSON, sent as `content_type`.
+fn json_response<B>(
+    response: Response<B>,
+    output: prost_reflect::MessageDescriptor,
+    max_message_size: usize,
+    content_type: HeaderValue,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, content_type);
+    let body = Rewritten::new(
+        body,
+        Rewrite::ProtoToJson(output),
+        Ending::Keep,
+        max_message_size,
+    );
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// The gRPC answer for a method the JSON mapping does not know.
+fn unknown_method(path: &str) -> Response<Body> {
+    Status::unimplemented(format!("unknown method {path}")).into_http()
+}
+
+/// The headers of a gRPC request made from another protocol's `headers`,
+/// with the deadline `timeout`.
+fn grpc_request_headers(headers: &HeaderMap, timeout: Option<Duration>) -> HeaderMap {
+    let mut grpc = headers.clone();
+    // HTTP/1.1's own headers, which HTTP/2 forbids.
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        grpc.remove(name);
+    }
+    grpc.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    grpc.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(timeout) = timeout {
+        grpc.insert(
+            HeaderName::from_static(echo_wire::grpc_timeout::HEADER),
+            echo_wire::grpc_timeout::encode(timeout),
+        );
+    }
+    grpc
+}
+
+/// The answer to a request in no protocol the server speaks.
+fn unsupported<B>(request: &Request<B>) -> Response<Body> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    match content_type {
+        None if request.method() == Method::GET => plain(
+            StatusCode::NOT_FOUND,
+            "not found: this port serves gRPC, gRPC-Web and Connect calls\n",
+        ),
+        content_type => plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!(
+                "unsupported content type {}: this port takes application/grpc[+proto|+json], \
+                 application/grpc-web[+proto|+json], application/grpc-web-text[+proto], \
+                 application/connect+proto|json, and application/proto|json (Connect unary)\n",
+                content_type.as_deref().unwrap_or("(none)")
+            ),
+        ),
+    }
+}
+
+/// A plain-text answer with `status`.
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::copy_from_slice(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pin_project! {
+    /// A gRPC call's future as it is, or a translated call's.
+    #[project = ProtocolFutureProjection]
+    pub(crate) enum ProtocolFuture<F, E> {
+        Grpc { #[pin] inner: F },
+        Translated { inner: BoxFuture<'static, Result<Response<Body>, E>> },
+    }
+}
+
+impl<F, B, E> Future for ProtocolFuture<F, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<AnswerBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.project() {
+            ProtocolFutureProjection::Grpc { inner } => {
+                ready!(inner.poll(cx)).map(|answer| answer.map(|inner| AnswerBody::Grpc { inner }))
+            }
+            ProtocolFutureProjection::Translated { inner } => ready!(inner.as_mut().poll(cx))
+                .map(|answer| answer.map(|inner| AnswerBody::Translated { inner })),
+        })
+    }
+}
+
+pin_project! {
+    /// A gRPC call's answer as it is (unboxed), or a translated call's.
+    #[project = AnswerBodyProjection]
+    pub(crate) enum AnswerBody<B> {
+        Grpc { #[pin] inner: B },
+        Translated { #[pin] inner: Body },
+    }
+}
+
+/// Empty: CORS preflight answers have no body.
+impl<B> Default for AnswerBody<B> {
+    fn default() -> Self {
+        Self::Translated {
+            inner: Body::empty(),
+        }
+    }
+}
+
+impl<B> http_body::Body for AnswerBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<StdError>,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match self.project() {
+            AnswerBodyProjection::Grpc { inner } => inner
+                .poll_frame(cx)
+                .map_err(|err| Status::from_error(err.into())),
+            AnswerBodyProjection::Translated { inner } => inner.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Grpc { inner } => inner.is_end_stream(),
+            Self::Translated { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Grpc { inner } => inner.size_hint(),
+            Self::Translated { inner } => inner.size_hint(),
+        }
+    }
+}
