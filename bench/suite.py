@@ -139,6 +139,15 @@ class Suite:
         self.work = Path(tempfile.mkdtemp(prefix="grpc-echo-bench-"))
         self.body_file = self.work / "request.bin"
         self.body_file.write_bytes(grpc_frame(field_one(PAYLOAD)))
+        # The same 64-byte message in the other protocols (PROTOCOL_ROWS).
+        message = field_one(PAYLOAD)
+        self.protocol_bodies = {
+            "proto": message,
+            "json": json.dumps({"message": "x" * PAYLOAD}).encode(),
+            "grpc-web": grpc_frame(message),
+        }
+        for name, body in self.protocol_bodies.items():
+            (self.work / f"request.{name}").write_bytes(body)
         self.static_dir = self.work / "static"
         self.static_dir.mkdir()
         # nghttpd's answer: the same bytes a gRPC echo would send back.
@@ -151,12 +160,15 @@ class Suite:
 
     # -- load generators -------------------------------------------------
 
-    def h2load(self, port, path, connections, streams):
-        out = load([
-            "h2load", "-D", str(max(1, round(self.seconds))), "-c", str(connections), "-m", str(streams),
-            "-d", str(self.body_file), "-H", "content-type: application/grpc",
-            "-H", "te: trailers", f"http://127.0.0.1:{port}{path}",
-        ])
+    def h2load(self, port, path, connections, streams, body_file=None,
+               headers=("content-type: application/grpc", "te: trailers"), http1=False):
+        argv = ["h2load", "-D", str(max(1, round(self.seconds))), "-c", str(connections),
+                "-m", str(streams), "-d", str(body_file or self.body_file)]
+        for header in headers:
+            argv += ["-H", header]
+        if http1:
+            argv.append("--h1")
+        out = load(argv + [f"http://127.0.0.1:{port}{path}"])
         done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
         rate = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
         if not done or not rate:
@@ -270,6 +282,12 @@ class Suite:
                 self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
                             report["messages_per_second"] * BIG_PAYLOAD / 1e6)
                 if name == "ours":
+                    for shape, body, content_type, http1 in PROTOCOL_ROWS:
+                        c, m = (connections, 1) if http1 else (connections, 20)
+                        rate, _ = self.h2load(
+                            server.port, server.unary, c, m, body_file=self.work / f"request.{body}",
+                            headers=(f"content-type: {content_type}",), http1=http1)
+                        self.record(shape.format(c=c, m=m), name, rate)
                     report = self.echo_bench(server.port, None, "server-stream", 1, 1, messages=1000)
                     self.record("server stream 64 B, 1 call x 1000 msgs (msg/s)", name,
                                 report["messages_per_second"])
@@ -326,7 +344,31 @@ class Suite:
             if "ours" in medians and "baseline" in medians:
                 ratio = f"{medians['ours'] / medians['baseline']:.2f}x"
             lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} |")
+        grpc = [v for (shape, server), v in self.results.items()
+                if server == "ours" and shape.startswith("unary 64 B") and "h2load" in shape
+                and not shape.startswith("unary 64 B 1x1")]
+        protocol_rows = [(shape, values) for (shape, server), values in self.results.items()
+                         if server == "ours" and shape.startswith("protocol:")]
+        if grpc and protocol_rows:
+            reference = statistics.median(grpc[0])
+            lines += ["", "| protocol (ours, h2load) | req/s | / our gRPC 50x20 |", "| --- | --- | --- |"]
+            for shape, values in protocol_rows:
+                median = statistics.median(values)
+                lines.append(f"| {shape} | {fmt(median)} | {median / reference:.2f}x |")
         return "\n".join(lines)
+
+
+# Unary calls in the other protocols, against our server only: (shape, body,
+# content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
+# connection, as browsers and curl do (no pipelining).
+PROTOCOL_ROWS = [
+    ("protocol: Connect unary proto, HTTP/2 {c}x{m} (req/s)", "proto", "application/proto", False),
+    ("protocol: Connect unary JSON, HTTP/2 {c}x{m} (req/s)", "json", "application/json", False),
+    ("protocol: gRPC-Web unary, HTTP/2 {c}x{m} (req/s)", "grpc-web", "application/grpc-web+proto", False),
+    ("protocol: Connect unary proto, HTTP/1.1 {c}x{m} (req/s)", "proto", "application/proto", True),
+    ("protocol: Connect unary JSON, HTTP/1.1 {c}x{m} (req/s)", "json", "application/json", True),
+    ("protocol: gRPC-Web unary, HTTP/1.1 {c}x{m} (req/s)", "grpc-web", "application/grpc-web+proto", True),
+]
 
 
 def fmt(value):

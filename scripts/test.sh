@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Needs only the Rust toolchain, python3, Node.js
-# (npm) and curl: it installs the tools the tests call (grpcurl, Python grpcio
+# (npm), curl and Debian's chromium and chromium-driver: it installs the tools the tests call (grpcurl, Python grpcio
 # for the interop tests: scripts/requirements-test.txt; the Connect clients
 # for Node: tests/node/package-lock.json) into target/test-tools first.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test rpc`).
@@ -30,8 +30,8 @@ chmod +x "$GRPCURL"
 "$GRPCURL" -version >/dev/null
 export GRPCURL
 
-for tool in node npm curl; do
-    command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (the protocol tests call it)" >&2; exit 1; }
+for tool in node npm curl chromium chromedriver; do
+    command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (the protocol and browser tests call it; Debian: chromium chromium-driver)" >&2; exit 1; }
 done
 node_dir="$tools/node"
 if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json"; then

@@ -4,8 +4,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CARGO_FEATURE_EXTERNAL_TOOLS");
     if std::env::var_os("CARGO_FEATURE_EXTERNAL_TOOLS").is_none() {
         println!(
-            "cargo:warning=tests that need grpcurl, Python grpcio or kubernetes-validate \
-             (deploy, grpcurl, interop_python, metrics) are not built: scripts/test.sh runs them"
+            "cargo:warning=tests that need grpcurl, Python grpcio, kubernetes-validate, Node, \
+             curl or Chromium (browser, deploy, grpcurl, interop_python, metrics, \
+             protocols_clients) are not built: scripts/test.sh runs them"
         );
     }
 }

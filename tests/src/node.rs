@@ -31,7 +31,7 @@ pub fn node_modules() -> PathBuf {
 }
 
 /// A directory holding the test scripts of `tests/node` beside a link to
-/// [`node_modules`] and the code protoc-gen-es generates for [`GENERATED`]
+/// [`node_modules`] and the code protoc-gen-es generates for the echo contract
 /// (under `gen/`), so the scripts import both as they would in a project.
 pub fn project(dir: &Path) -> PathBuf {
     let modules = node_modules();

@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use echo_client::proto::EchoRequest;
 use echo_tests::process::EVENT_TIMEOUT;
-use echo_tests::{TestServer, assert_still_serving, config};
+use echo_tests::{TestServer, assert_still_serving, config, ticking};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -475,6 +476,136 @@ async fn cors_answers_preflights_and_exposes_grpc_headers_for_listed_origins() {
         None,
         "{}",
         closed.text
+    );
+    server.stop().await;
+}
+
+/// The client library (and so the CLI and `bench`) in gRPC-Web and Connect,
+/// over HTTP/2 and HTTP/1.1: every RPC shape, metadata, errors with details,
+/// deadlines and compression, against the same server.
+#[tokio::test]
+async fn the_client_library_speaks_grpc_web_and_connect_over_both_http_versions() {
+    use echo_client::proto::{ErrorControl, MetadataEcho, StatusCode};
+    use echo_client::{EchoClient, Protocol};
+    use tonic::Code;
+    use tonic_types::StatusExt as _;
+
+    let server = TestServer::start().await;
+    for (protocol, http1) in [
+        (Protocol::GrpcWeb, false),
+        (Protocol::GrpcWeb, true),
+        (Protocol::Connect, false),
+        (Protocol::Connect, true),
+    ] {
+        let case = format!("{protocol:?}, http1: {http1}");
+        let client = EchoClient::builder(server.uri())
+            .protocol(protocol)
+            .http1(http1)
+            .compression(tonic::codec::CompressionEncoding::Gzip)
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+
+        let mut request = tonic::Request::new(EchoRequest {
+            message: "hello".into(),
+            payload: vec![7; 100_000].into(),
+            echo_metadata: MetadataEcho::Both as i32,
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("x-case", "protocols".parse().unwrap());
+        let response = client
+            .echo(request)
+            .await
+            .unwrap_or_else(|status| panic!("{case}: {status}"));
+        assert_eq!(response.get_ref().message, "hello", "{case}");
+        assert_eq!(response.get_ref().payload.len(), 100_000, "{case}");
+        assert_eq!(
+            response.metadata().get("x-case").unwrap(),
+            "protocols",
+            "{case}"
+        );
+
+        let mut stream = client
+            .server_stream(ticking(5, 1))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut sequences = Vec::new();
+        while let Some(message) = stream
+            .message()
+            .await
+            .unwrap_or_else(|status| panic!("{case}: {status}"))
+        {
+            sequences.push(message.sequence);
+        }
+        assert_eq!(sequences, [0, 1, 2, 3, 4], "{case}");
+
+        let requests = ["a", "b", "c"].map(|message| EchoRequest {
+            message: message.into(),
+            ..Default::default()
+        });
+        let summary = client
+            .client_stream(tokio_stream::iter(requests.clone()))
+            .await
+            .unwrap();
+        assert_eq!(summary.get_ref().messages, ["a", "b", "c"], "{case}");
+
+        let mut echoed = client
+            .bidi_stream(tokio_stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut messages = Vec::new();
+        while let Some(message) = echoed.message().await.unwrap() {
+            messages.push(message.message);
+        }
+        assert_eq!(messages, ["a", "b", "c"], "{case}");
+
+        let failed = client
+            .echo(EchoRequest {
+                error: Some(ErrorControl {
+                    code: StatusCode::NotFound as i32,
+                    message: "no such thing".into(),
+                    details: [("key".to_owned(), "value".to_owned())].into(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), Code::NotFound, "{case}");
+        assert_eq!(failed.message(), "no such thing", "{case}");
+        let info = failed
+            .get_details_error_info()
+            .unwrap_or_else(|| panic!("{case}: no ErrorInfo"));
+        assert_eq!(
+            info.metadata.get("key").map(String::as_str),
+            Some("value"),
+            "{case}"
+        );
+
+        let mut slow = tonic::Request::new(EchoRequest {
+            delay: Some(echo_tests::ms(2_000)),
+            ..Default::default()
+        });
+        slow.set_timeout(Duration::from_millis(100));
+        let started = Instant::now();
+        let late = client.echo(slow).await.unwrap_err();
+        assert_eq!(late.code(), Code::DeadlineExceeded, "{case}: {late}");
+        assert!(started.elapsed() < Duration::from_millis(1500), "{case}");
+    }
+
+    // gRPC itself needs HTTP/2: refused when building, with the reason.
+    let refused = EchoClient::builder(server.uri())
+        .http1(true)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("gRPC needs HTTP/2"),
+        "{refused}"
     );
     server.stop().await;
 }

@@ -68,19 +68,22 @@ impl MessageSplitter {
 
     /// The next whole message, if all of it has arrived.
     pub fn next_message(&mut self) -> Option<Message> {
-        if self.buffer.len() < HEADER_LEN {
-            return None;
-        }
-        let length = u32::from_be_bytes(self.buffer[1..HEADER_LEN].try_into().ok()?) as usize;
+        let envelope = self.next_envelope()?;
+        Some(Message {
+            compressed: envelope[0] & 1 == 1,
+            bytes: envelope.slice(HEADER_LEN..),
+        })
+    }
+
+    /// The next whole envelope, header included, if all of it has arrived:
+    /// for the protocols (gRPC-Web, Connect) whose flags say more than
+    /// compression.
+    pub fn next_envelope(&mut self) -> Option<Bytes> {
+        let (_, length) = header(&self.buffer)?;
         if self.buffer.len() < HEADER_LEN + length {
             return None;
         }
-        let compressed = self.buffer[0] & 1 == 1;
-        self.buffer.advance(HEADER_LEN);
-        Some(Message {
-            compressed,
-            bytes: self.buffer.split_to(length).freeze(),
-        })
+        Some(self.buffer.split_to(HEADER_LEN + length).freeze())
     }
 
     /// Bytes of an unfinished message.
@@ -89,12 +92,25 @@ impl MessageSplitter {
     }
 }
 
+/// The flags and message length of the envelope header at the start of
+/// `bytes`, once all of the header is there.
+pub fn header(bytes: &[u8]) -> Option<(u8, usize)> {
+    let [flags, length @ ..]: [u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+    Some((flags, u32::from_be_bytes(length) as usize))
+}
+
 /// Frames `message` with its header.
 pub fn encode(message: &Message) -> Bytes {
-    let mut framed = BytesMut::with_capacity(HEADER_LEN + message.bytes.len());
-    framed.put_u8(u8::from(message.compressed));
-    framed.put_u32(message.bytes.len() as u32);
-    framed.put_slice(&message.bytes);
+    envelope(u8::from(message.compressed), &message.bytes)
+}
+
+/// Frames `message` in an envelope with `flags` (gRPC uses only the
+/// compressed bit; gRPC-Web and Connect have more).
+pub fn envelope(flags: u8, message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(HEADER_LEN + message.len());
+    framed.put_u8(flags);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(message);
     framed.freeze()
 }
 

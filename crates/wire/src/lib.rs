@@ -7,10 +7,12 @@
 //!   stream into messages, and body wrappers that observe or change each
 //!   message's compression (tonic decides compression per call; the interop
 //!   tests decide it per message).
+//! - [`connect`]: the Connect protocol's headers, flags and code names.
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
 #![forbid(unsafe_code)]
 
+pub mod connect;
 pub mod framing;
 pub mod grpc_timeout;
 #[cfg(feature = "runtime")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use echo_client::ClientBuilder;
+use echo_client::{ClientBuilder, Protocol};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataKey;
 
@@ -88,6 +88,23 @@ struct Globals {
     /// Compress requests with this encoding (responses are accepted in gzip and zstd).
     #[arg(long, global = true, env = "ECHO_COMPRESS", value_enum)]
     compress: Option<Compression>,
+
+    /// The protocol calls are made in: test a gRPC-Web proxy or a Connect
+    /// gateway in front of a server.
+    #[arg(long, global = true, env = "ECHO_PROTOCOL", value_enum, default_value_t = WireProtocol::Grpc)]
+    protocol: WireProtocol,
+
+    /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext).
+    #[arg(long, global = true, env = "ECHO_HTTP1")]
+    http1: bool,
+}
+
+/// `--protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WireProtocol {
+    Grpc,
+    GrpcWeb,
+    Connect,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,7 +173,18 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
 
 /// The client builder the global flags describe.
 fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
-    let mut builder = ClientBuilder::new(&cli.addr).connect_timeout(cli.connect_timeout);
+    if cli.http1 && cli.protocol == WireProtocol::Grpc {
+        anyhow::bail!("--http1 needs --protocol grpc-web or connect: gRPC needs HTTP/2");
+    }
+    let protocol = match cli.protocol {
+        WireProtocol::Grpc => Protocol::Grpc,
+        WireProtocol::GrpcWeb => Protocol::GrpcWeb,
+        WireProtocol::Connect => Protocol::Connect,
+    };
+    let mut builder = ClientBuilder::new(&cli.addr)
+        .connect_timeout(cli.connect_timeout)
+        .protocol(protocol)
+        .http1(cli.http1);
     if cli.balance || cli.addr.contains(',') {
         let targets = cli.addr.split(',').map(|target| {
             let target = target.trim();

@@ -1,5 +1,5 @@
 //! Client-side balancing over several servers: every address the targets
-//! resolve to (a DNS name may give several) gets a channel of its own in one
+//! resolve to (a DNS name may give several) gets a link of its own in one
 //! [`Endpoints`] set; a watcher checks each address's health and keeps the
 //! rotation to the ones that pass, and adds addresses that DNS adds. An
 //! address that refuses a call leaves the rotation at once (`endpoints.rs`)
@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::endpoints::{CallStats, Endpoints, WeakEndpoints};
 use crate::error::ClientError;
+use crate::protocol::Link;
 use crate::retry::Retrying;
 
 /// How often the watcher checks every address.
@@ -26,11 +26,11 @@ pub(crate) const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A balanced set over every address of `targets` (`host:port`), and the
 /// watcher that keeps its rotation current, which ends when the last clone
-/// of the set is dropped. `endpoint` turns an address into an endpoint with
-/// the builder's settings.
+/// of the set is dropped. `link` turns an address into a (lazily connecting)
+/// link with the builder's settings.
 pub(crate) async fn balanced(
     targets: Vec<String>,
-    endpoint: impl Fn(SocketAddr) -> Result<Endpoint, ClientError> + Send + Sync + 'static,
+    link: impl Fn(SocketAddr) -> Result<Link, ClientError> + Send + Sync + 'static,
     stats: Arc<CallStats>,
     retrying: Option<Arc<Retrying>>,
 ) -> Result<Endpoints, ClientError> {
@@ -42,10 +42,10 @@ pub(crate) async fn balanced(
     }
     let mut members = Vec::new();
     for address in addresses {
-        members.push((address, endpoint(address)?.connect_lazy()));
+        members.push((address, link(address)?));
     }
     let endpoints = Endpoints::balanced(members, stats, retrying);
-    tokio::spawn(watch(targets, endpoints.downgrade(), endpoint));
+    tokio::spawn(watch(targets, endpoints.downgrade(), link));
     Ok(endpoints)
 }
 
@@ -63,7 +63,7 @@ async fn resolve(targets: &[String]) -> HashSet<SocketAddr> {
 async fn watch(
     targets: Vec<String>,
     endpoints: WeakEndpoints,
-    endpoint: impl Fn(SocketAddr) -> Result<Endpoint, ClientError>,
+    link: impl Fn(SocketAddr) -> Result<Link, ClientError>,
 ) {
     let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     loop {
@@ -74,13 +74,13 @@ async fn watch(
         let known: HashSet<SocketAddr> = set.members().into_iter().map(|(addr, _)| addr).collect();
         for address in resolve(&targets).await {
             if !known.contains(&address)
-                && let Ok(endpoint) = endpoint(address)
+                && let Ok(link) = link(address)
             {
-                set.add(address, endpoint.connect_lazy());
+                set.add(address, link);
             }
         }
-        for (address, channel) in set.members() {
-            let healthy = check(channel).await;
+        for (address, link) in set.members() {
+            let healthy = check(link).await;
             if set.set_in_rotation(address, healthy) {
                 tracing::info!(%address, healthy, "balanced endpoint changed");
             }
@@ -88,16 +88,11 @@ async fn watch(
     }
 }
 
-async fn check(channel: Channel) -> bool {
+async fn check(link: Link) -> bool {
     let request = HealthCheckRequest {
         service: String::new(),
     };
-    match tokio::time::timeout(
-        HEALTH_CHECK_TIMEOUT,
-        HealthClient::new(channel).check(request),
-    )
-    .await
-    {
+    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, HealthClient::new(link).check(request)).await {
         Ok(Ok(response)) => response.get_ref().status() == ServingStatus::Serving,
         _ => false,
     }

@@ -20,6 +20,7 @@ use crate::balance;
 use crate::endpoints::{CallStats, Endpoints};
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
+use crate::protocol::{Link, Protocol};
 use crate::retry::{RetryPolicy, Retrying};
 
 /// What every call goes through: the call policy over one server or several.
@@ -46,6 +47,8 @@ pub struct ClientBuilder {
     tls: Option<ClientTlsConfig>,
     balanced: Option<Vec<String>>,
     stats: Arc<CallStats>,
+    protocol: Protocol,
+    http1: bool,
 }
 
 /// What every endpoint of a builder shares.
@@ -54,6 +57,8 @@ struct EndpointSettings {
     connect_timeout: Option<Duration>,
     tls: Option<ClientTlsConfig>,
     keepalive: Option<(Duration, Duration)>,
+    protocol: Protocol,
+    http1: bool,
 }
 
 /// PEM material for a TLS connection.
@@ -83,7 +88,23 @@ impl ClientBuilder {
             tls: None,
             balanced: None,
             stats: Arc::default(),
+            protocol: Protocol::Grpc,
+            http1: false,
         }
+    }
+
+    /// Make calls in `protocol` (gRPC by default): test a gRPC-Web proxy or
+    /// a Connect gateway in front of a server with the same client.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Make calls over HTTP/1.1 instead of HTTP/2 (gRPC-Web and Connect only;
+    /// plaintext only).
+    pub fn http1(mut self, http1: bool) -> Self {
+        self.http1 = http1;
+        self
     }
 
     /// Connect with TLS (the endpoint may then be `https://...` or `host:port`).
@@ -206,11 +227,8 @@ impl ClientBuilder {
     /// [`connect`](Self::connect) only).
     pub fn connect_lazy(self) -> Result<EchoClient, ClientError> {
         let retrying = self.retrying();
-        let endpoints = Endpoints::single(
-            self.endpoint()?.connect_lazy(),
-            Arc::clone(&self.stats),
-            retrying.clone(),
-        );
+        let link = self.link(self.endpoint()?, &self.settings())?;
+        let endpoints = Endpoints::single(link, Arc::clone(&self.stats), retrying.clone());
         let transport = self.transport(endpoints);
         Ok(self.client(transport, retrying))
     }
@@ -233,16 +251,36 @@ impl ClientBuilder {
                     balance::balanced(
                         targets,
                         move |address| {
-                            Self::configure(
+                            let endpoint = Self::configure(
                                 &settings,
                                 &address.to_string(),
                                 format!("{scheme}://{address}"),
-                            )
+                            )?;
+                            Self::link_to(endpoint, &settings)
                         },
                         Arc::clone(&self.stats),
                         retrying,
                     )
                     .await?
+                }
+                None if self.http1 => {
+                    let endpoint = self.endpoint()?;
+                    // HTTP/1.1 connections are made per call; check the
+                    // server can be reached now, as an HTTP/2 channel does.
+                    let authority = endpoint.uri().authority().map(ToString::to_string);
+                    let reach = tokio::net::TcpStream::connect(authority.unwrap_or_default());
+                    let reached = match self.connect_timeout {
+                        Some(limit) => tokio::time::timeout(limit, reach)
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                        None => reach.await,
+                    };
+                    reached.map_err(|source| ClientError::Connect {
+                        endpoint: self.endpoint.clone(),
+                        source: source.into(),
+                    })?;
+                    let link = self.link(endpoint, &self.settings())?;
+                    Endpoints::single(link, Arc::clone(&self.stats), retrying)
                 }
                 None => {
                     let channel = self.endpoint()?.connect().await.map_err(|source| {
@@ -251,7 +289,11 @@ impl ClientBuilder {
                             source: source.into(),
                         }
                     })?;
-                    Endpoints::single(channel, Arc::clone(&self.stats), retrying)
+                    Endpoints::single(
+                        Link::http2(channel, self.protocol),
+                        Arc::clone(&self.stats),
+                        retrying,
+                    )
                 }
             };
         Ok(self.transport(endpoints))
@@ -266,10 +308,15 @@ impl ClientBuilder {
         CallPolicyLayer::new(self.metadata.clone().into_headers(), self.timeout).layer(endpoints)
     }
 
-    /// The `http://host:port` URI of a single plaintext endpoint (`None` with
-    /// TLS or balancing), for callers that speak HTTP/2 themselves.
+    /// The `http://host:port` URI of a single plaintext gRPC endpoint
+    /// (`None` with TLS, balancing or another protocol), for callers that
+    /// speak gRPC over HTTP/2 themselves.
     pub(crate) fn plaintext_uri(&self) -> Option<http::Uri> {
-        if self.tls.is_some() || self.balanced.is_some() {
+        if self.tls.is_some()
+            || self.balanced.is_some()
+            || self.protocol != Protocol::Grpc
+            || self.http1
+        {
             return None;
         }
         let uri = if self.endpoint.contains("://") {
@@ -320,7 +367,47 @@ impl ClientBuilder {
             connect_timeout: self.connect_timeout,
             tls: self.tls.clone(),
             keepalive: self.keepalive,
+            protocol: self.protocol,
+            http1: self.http1,
         }
+    }
+
+    fn link(&self, endpoint: Endpoint, settings: &EndpointSettings) -> Result<Link, ClientError> {
+        Self::link_to(endpoint, settings)
+    }
+
+    /// A lazily connecting link to `endpoint` in the settings' protocol.
+    fn link_to(endpoint: Endpoint, settings: &EndpointSettings) -> Result<Link, ClientError> {
+        if !settings.http1 {
+            return Ok(Link::http2(endpoint.connect_lazy(), settings.protocol));
+        }
+        if !settings.protocol.allows_http1() {
+            return Err(ClientError::Unsupported {
+                what: "HTTP/1.1",
+                needs: "gRPC-Web or Connect (gRPC needs HTTP/2)",
+            });
+        }
+        if settings.tls.is_some() {
+            return Err(ClientError::Unsupported {
+                what: "HTTP/1.1",
+                needs: "a plaintext endpoint (HTTP/1.1 with TLS is not supported)",
+            });
+        }
+        let uri = endpoint.uri();
+        let origin = http::Uri::builder()
+            .scheme("http")
+            .authority(uri.authority().map_or("", |a| a.as_str()))
+            .path_and_query("/")
+            .build()
+            .map_err(|_| ClientError::Unsupported {
+                what: "HTTP/1.1",
+                needs: "an endpoint with a host and port",
+            })?;
+        Ok(Link::http1(
+            origin,
+            settings.protocol,
+            settings.connect_timeout,
+        ))
     }
 
     /// The endpoint at `uri` with `settings`; `name` is what errors call it.

@@ -1,6 +1,6 @@
 //! Where calls go, and the one retry every call gets for free.
 //!
-//! [`Endpoints`] is one server's channel, or several servers' channels taken
+//! [`Endpoints`] is one server's link, or several servers' links taken
 //! round-robin among those in rotation (the health watcher in `balance.rs`
 //! keeps the rotation). A call the server provably never processed (see
 //! `classify.rs`: refused by GOAWAY or REFUSED_STREAM, or never sent) is sent
@@ -23,10 +23,10 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
-use tonic::transport::Channel;
 use tower_service::Service;
 
 use crate::classify::{self, BoxError};
+use crate::protocol::Link;
 use crate::retry::Retrying;
 
 /// Request bytes recorded for a transparent retry; a call that sends more
@@ -83,11 +83,11 @@ struct Shared {
     retrying: Option<Arc<Retrying>>,
 }
 
-/// One address's channel, and whether it is in the rotation.
+/// One address's link, and whether it is in the rotation.
 struct Member {
     /// `None` for a single endpoint named by the builder.
     addr: Option<SocketAddr>,
-    channel: Channel,
+    link: Link,
     in_rotation: AtomicBool,
 }
 
@@ -95,7 +95,7 @@ struct Member {
 #[derive(Clone)]
 struct Picked {
     addr: Option<SocketAddr>,
-    channel: Channel,
+    link: Link,
 }
 
 /// A handle on an [`Endpoints`] set that does not keep it alive.
@@ -114,38 +114,38 @@ impl Endpoints {
         WeakEndpoints(Arc::downgrade(&self.shared))
     }
 
-    /// Calls go to `channel`.
+    /// Calls go to `link`.
     pub(crate) fn single(
-        channel: Channel,
+        link: Link,
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
-        Self::new(vec![(None, channel, true)], stats, retrying)
+        Self::new(vec![(None, link, true)], stats, retrying)
     }
 
     /// Calls go round-robin to whichever of `members` are in rotation.
     pub(crate) fn balanced(
-        members: Vec<(SocketAddr, Channel)>,
+        members: Vec<(SocketAddr, Link)>,
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
         let members = members
             .into_iter()
-            .map(|(addr, channel)| (Some(addr), channel, true))
+            .map(|(addr, link)| (Some(addr), link, true))
             .collect();
         Self::new(members, stats, retrying)
     }
 
     fn new(
-        members: Vec<(Option<SocketAddr>, Channel, bool)>,
+        members: Vec<(Option<SocketAddr>, Link, bool)>,
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
         let members = members
             .into_iter()
-            .map(|(addr, channel, in_rotation)| Member {
+            .map(|(addr, link, in_rotation)| Member {
                 addr,
-                channel,
+                link,
                 in_rotation: AtomicBool::new(in_rotation),
             })
             .collect();
@@ -159,22 +159,22 @@ impl Endpoints {
         }
     }
 
-    /// The addresses of a balanced set, each with its channel.
-    pub(crate) fn members(&self) -> Vec<(SocketAddr, Channel)> {
+    /// The addresses of a balanced set, each with its link.
+    pub(crate) fn members(&self) -> Vec<(SocketAddr, Link)> {
         let members = self.shared.members.read().expect("members lock");
         members
             .iter()
-            .filter_map(|member| Some((member.addr?, member.channel.clone())))
+            .filter_map(|member| Some((member.addr?, member.link.clone())))
             .collect()
     }
 
     /// Adds `addr` (out of rotation until [`Endpoints::set_in_rotation`]).
-    pub(crate) fn add(&self, addr: SocketAddr, channel: Channel) {
+    pub(crate) fn add(&self, addr: SocketAddr, link: Link) {
         let mut members = self.shared.members.write().expect("members lock");
         if members.iter().all(|member| member.addr != Some(addr)) {
             members.push(Member {
                 addr: Some(addr),
-                channel,
+                link,
                 in_rotation: AtomicBool::new(false),
             });
         }
@@ -210,7 +210,7 @@ impl Endpoints {
         .unwrap_or(&members[start % count]);
         Picked {
             addr: member.addr,
-            channel: member.channel.clone(),
+            link: member.link.clone(),
         }
     }
 }
@@ -220,7 +220,7 @@ impl Service<http::Request<Body>> for Endpoints {
     type Error = BoxError;
     type Future = BoxFuture<http::Response<Body>, BoxError>;
 
-    /// Always ready: a call waits for its member's channel in its future.
+    /// Always ready: a call waits for its member's link in its future.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
@@ -277,9 +277,9 @@ async fn send(
     member: &Picked,
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, BoxError> {
-    let mut channel = member.channel.clone();
-    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
-    Ok(channel.call(request).await?)
+    let mut link = member.link.clone();
+    std::future::poll_fn(|cx| link.poll_ready(cx)).await?;
+    link.call(request).await
 }
 
 /// A copy of a request's head, for sending it again.

@@ -31,6 +31,8 @@
 //!   call was processed), as the gRPC spec reads HTTP/2 endings.
 //! - [`policy`]: the tower layer that applies default metadata and deadlines
 //!   to every call and reports transport failures as gRPC statuses.
+//! - [`protocol`]: [`Protocol`] and the link to one address that carries
+//!   calls in gRPC, gRPC-Web or Connect, over HTTP/2 or HTTP/1.1.
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
@@ -44,12 +46,14 @@ pub mod endpoints;
 pub mod error;
 pub mod lean;
 pub mod policy;
+pub mod protocol;
 pub mod retry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use endpoints::CallStats;
 pub use error::ClientError;
 pub use lean::LeanUnary;
+pub use protocol::Protocol;
 pub use retry::RetryPolicy;
 
 /// Compiles the README's Rust example as a doctest.

@@ -8,6 +8,10 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
+use echo_wire::connect::{
+    self, ACCEPT_ENCODING_HEADER, CONTENT_ENCODING_HEADER, FLAG_END_STREAM, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_HEADER, TIMEOUT_HEADER, TRAILER_PREFIX,
+};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
@@ -16,19 +20,14 @@ use serde_json::{Map, Value, json};
 use tonic::body::Body;
 use tonic::{Code, Status};
 
+use echo_wire::framing::envelope;
+
 use super::envelope::{
-    Compression, Ending, FLAG_COMPRESSED, FLAG_END_STREAM, Rewrite, Rewritten, envelope, full,
-    split_all, too_large,
+    Compression, Ending, FLAG_COMPRESSED, Rewrite, Rewritten, full, split_all, too_large,
 };
 use super::json::{json_to_proto, proto_to_json};
 use super::{GRPC_CONTENT_TYPE, Shared, grpc_request_headers};
 
-/// The Connect protocol version this server speaks.
-const PROTOCOL_VERSION: &str = "1";
-const CONNECT_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("connect-protocol-version");
-const CONNECT_TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
-const CONNECT_CONTENT_ENCODING: HeaderName = HeaderName::from_static("connect-content-encoding");
-const CONNECT_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("connect-accept-encoding");
 const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -102,34 +101,14 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// Connect's name of `code`.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "ok",
-        Code::Cancelled => "canceled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid_argument",
-        Code::DeadlineExceeded => "deadline_exceeded",
-        Code::NotFound => "not_found",
-        Code::AlreadyExists => "already_exists",
-        Code::PermissionDenied => "permission_denied",
-        Code::ResourceExhausted => "resource_exhausted",
-        Code::FailedPrecondition => "failed_precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out_of_range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data_loss",
-        Code::Unauthenticated => "unauthenticated",
-    }
-}
-
 /// `status` as Connect's error JSON; its `google.rpc.Status` details become
 /// Connect's details (type name, base64 value without padding).
 fn error_json(status: &Status) -> Value {
     let mut error = Map::new();
-    error.insert("code".into(), code_name(status.code()).into());
+    error.insert(
+        "code".into(),
+        connect::code_name(status.code() as i32).into(),
+    );
     if !status.message().is_empty() {
         error.insert("message".into(), status.message().into());
     }
@@ -224,7 +203,7 @@ pub(crate) fn end_stream(trailers: &HeaderMap, failure: Option<Status>) -> Bytes
 
 /// `Connect-Timeout-Ms`, if given; INVALID_ARGUMENT if it is not a number of up to 10 digits.
 fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
-    let Some(value) = headers.get(&CONNECT_TIMEOUT_MS) else {
+    let Some(value) = headers.get(&TIMEOUT_HEADER) else {
         return Ok(None);
     };
     let bytes = value.as_bytes();
@@ -262,10 +241,10 @@ fn translate_headers(
 ) -> Result<HeaderMap, Status> {
     let mut grpc = grpc_request_headers(headers, timeout(headers)?);
     for name in [
-        &CONNECT_PROTOCOL_VERSION,
-        &CONNECT_TIMEOUT_MS,
-        &CONNECT_CONTENT_ENCODING,
-        &CONNECT_ACCEPT_ENCODING,
+        &PROTOCOL_VERSION_HEADER,
+        &TIMEOUT_HEADER,
+        &CONTENT_ENCODING_HEADER,
+        &ACCEPT_ENCODING_HEADER,
         &header::CONTENT_ENCODING,
         &header::ACCEPT_ENCODING,
     ] {
@@ -385,7 +364,7 @@ where
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     for (name, value) in metadata(&trailers) {
-        if let Ok(name) = HeaderName::from_bytes(format!("trailer-{name}").as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(format!("{TRAILER_PREFIX}{name}").as_bytes()) {
             headers.append(name, value.clone());
         }
     }
@@ -431,7 +410,7 @@ fn prepare_post(parts: &http::request::Parts, codec: Codec) -> Result<UnaryCall,
     check_version(
         parts
             .headers
-            .get(&CONNECT_PROTOCOL_VERSION)
+            .get(&PROTOCOL_VERSION_HEADER)
             .map(HeaderValue::as_bytes),
     )?;
     let compression_name = parts.headers.get(header::CONTENT_ENCODING).cloned();
@@ -569,10 +548,10 @@ pub(crate) fn stream_request(
     check_version(
         parts
             .headers
-            .get(&CONNECT_PROTOCOL_VERSION)
+            .get(&PROTOCOL_VERSION_HEADER)
             .map(HeaderValue::as_bytes),
     )?;
-    let encoding = parts.headers.get(&CONNECT_CONTENT_ENCODING).cloned();
+    let encoding = parts.headers.get(&CONTENT_ENCODING_HEADER).cloned();
     let compression = compression_of(encoding.as_ref().map(HeaderValue::as_bytes))?;
     let schema = shared.schemas.method(parts.uri.path());
     let (body, output) = match codec {
@@ -597,7 +576,7 @@ pub(crate) fn stream_request(
     let (encoding, accept) = match codec {
         Codec::Proto => (
             encoding.as_ref(),
-            parts.headers.get(&CONNECT_ACCEPT_ENCODING),
+            parts.headers.get(&ACCEPT_ENCODING_HEADER),
         ),
         Codec::Json => (None, None),
     };
@@ -638,7 +617,7 @@ where
     let encoding = parts.headers.remove(&GRPC_ENCODING);
     parts.headers.remove(&GRPC_ACCEPT_ENCODING);
     if let Some(encoding) = encoding {
-        parts.headers.insert(CONNECT_CONTENT_ENCODING, encoding);
+        parts.headers.insert(CONTENT_ENCODING_HEADER, encoding);
     }
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use echo_wire::framing::HEADER_LEN;
+use echo_wire::framing::{HEADER_LEN, envelope, header};
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
 use pin_project_lite::pin_project;
@@ -21,8 +21,6 @@ use super::json::{json_to_proto, proto_to_json};
 
 /// Envelope flag: the message is compressed.
 pub(crate) const FLAG_COMPRESSED: u8 = 0x01;
-/// Envelope flag (Connect): the end-of-stream message.
-pub(crate) const FLAG_END_STREAM: u8 = 0x02;
 /// Envelope flag (gRPC-Web): the trailers.
 const FLAG_TRAILERS: u8 = 0x80;
 
@@ -70,24 +68,13 @@ pub(crate) fn too_large(max: usize) -> Status {
     Status::resource_exhausted(format!("message larger than the limit of {max} bytes"))
 }
 
-/// Frames `message` in an envelope with `flags`.
-pub(crate) fn envelope(flags: u8, message: &[u8]) -> Bytes {
-    let mut framed = BytesMut::with_capacity(HEADER_LEN + message.len());
-    framed.put_u8(flags);
-    framed.put_u32(message.len() as u32);
-    framed.put_slice(message);
-    framed.freeze()
-}
-
 /// The messages of a whole enveloped body, with their flags.
 pub(crate) fn split_all(mut bytes: Bytes) -> Result<Vec<(u8, Bytes)>, Status> {
     let mut messages = Vec::new();
     while !bytes.is_empty() {
-        if bytes.len() < HEADER_LEN {
+        let Some((flags, len)) = header(&bytes) else {
             return Err(Status::internal("truncated message envelope"));
-        }
-        let flags = bytes[0];
-        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        };
         if bytes.len() < HEADER_LEN + len {
             return Err(Status::internal("truncated message"));
         }
@@ -153,9 +140,7 @@ impl<B> Rewritten<B> {
         rewrite: &Rewrite,
         max: usize,
     ) -> Result<(), Status> {
-        while buffer.len() >= HEADER_LEN {
-            let flags = buffer[0];
-            let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+        while let Some((flags, len)) = header(buffer) {
             if flags & FLAG_TRAILERS == 0 && len > max {
                 return Err(too_large(max));
             }

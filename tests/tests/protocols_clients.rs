@@ -1,8 +1,10 @@
-//! The official Connect clients for Node (`@connectrpc/connect-node`, code
-//! from `@bufbuild/protoc-gen-es`) against the real server: every echo.v1 RPC
-//! shape over each of their transports (Connect in protobuf and JSON, GET,
-//! gRPC, gRPC-Web), over HTTP/1.1 where the transport allows and HTTP/2.
-//! Needs Node and the npm packages `scripts/test.sh` installs.
+//! Clients we did not write against the real server. The official Connect
+//! clients for Node (`@connectrpc/connect-node`, code from
+//! `@bufbuild/protoc-gen-es`): every echo.v1 RPC shape over each of their
+//! transports (Connect in protobuf and JSON, GET, gRPC, gRPC-Web), over
+//! HTTP/1.1 where the transport allows and HTTP/2. And `curl`, exactly as
+//! the README shows it. Needs Node, the npm packages `scripts/test.sh`
+//! installs, and curl.
 
 use std::process::Command;
 
@@ -48,4 +50,42 @@ fn connect_clients_call_every_shape_over_every_transport() {
         }
     }
     assert_eq!(cells, 13 * 7);
+}
+
+/// The README's two curl commands, as they are written there.
+#[test]
+fn curl_calls_with_plain_json_as_the_readme_shows() {
+    let server = ServerProcess::start(&[]);
+    let readme =
+        std::fs::read_to_string(echo_tests::process::workspace_root().join("README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.starts_with("curl ") && line.contains("127.0.0.1:50051"))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        2,
+        "the README's curl commands: {commands:?}"
+    );
+    for command in commands {
+        let command = command.replace("127.0.0.1:50051", &server.addr.to_string());
+        let output = output_within(
+            {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{command} --silent --show-error --fail-with-body"));
+                sh
+            },
+            b"",
+            COMMAND_TIMEOUT,
+        );
+        let printed = stdout(&output);
+        let answer: Value = serde_json::from_str(&printed)
+            .unwrap_or_else(|err| panic!("{command}: {err}: {printed}"));
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{command}: {answer}"
+        );
+        assert!(answer["instance"].is_string(), "{command}: {answer}");
+    }
 }
