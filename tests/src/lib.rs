@@ -205,13 +205,18 @@ pub fn grpc_message(message: &[u8]) -> bytes::Bytes {
 }
 
 /// A TCP proxy on `127.0.0.1:0` in front of `target` that counts the bytes
-/// each way, so a test can see what went over the wire.
+/// clients send and keeps the first [`OPENING_LEN`] of each connection, so a
+/// test can see what went over the wire.
 pub struct CountingProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     upstream: Arc<std::sync::atomic::AtomicU64>,
+    openings: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     _task: JoinHandle<()>,
 }
+
+/// How many of a connection's first bytes [`CountingProxy`] keeps.
+pub const OPENING_LEN: usize = 4096;
 
 impl CountingProxy {
     /// Starts forwarding every connection to `target`.
@@ -219,10 +224,18 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let openings = Arc::new(std::sync::Mutex::new(Vec::new()));
         let counted = Arc::clone(&upstream);
+        let kept = Arc::clone(&openings);
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let counted = Arc::clone(&counted);
+                let kept = Arc::clone(&kept);
+                let index = {
+                    let mut openings = kept.lock().unwrap();
+                    openings.push(Vec::new());
+                    openings.len() - 1
+                };
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
                         return;
@@ -238,6 +251,12 @@ impl CountingProxy {
                                 Ok(n) => {
                                     counted
                                         .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                                    {
+                                        let mut openings = kept.lock().unwrap();
+                                        let opening = &mut openings[index];
+                                        let room = OPENING_LEN.saturating_sub(opening.len());
+                                        opening.extend_from_slice(&buffer[..n.min(room)]);
+                                    }
                                     if server_write.write_all(&buffer[..n]).await.is_err() {
                                         break;
                                     }
@@ -254,6 +273,7 @@ impl CountingProxy {
         Self {
             addr,
             upstream,
+            openings,
             _task: task,
         }
     }
@@ -261,6 +281,18 @@ impl CountingProxy {
     /// Bytes sent from clients to the target so far.
     pub fn upstream_bytes(&self) -> u64 {
         self.upstream.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The first bytes of the first connection on which a client sent
+    /// anything (a client may open one to check the server is there, unused).
+    pub fn first_opening(&self) -> Vec<u8> {
+        self.openings
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|opening| !opening.is_empty())
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

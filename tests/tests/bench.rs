@@ -198,6 +198,71 @@ async fn compress_sends_compressed_requests() {
     );
 }
 
+/// `--protocol` and `--http1`: `echo` and `bench` go over the wire in the
+/// protocol asked for (seen through a proxy), and gRPC over HTTP/1.1 is refused.
+#[tokio::test]
+async fn calls_and_bench_go_over_the_protocol_asked_for() {
+    let server = ServerProcess::start(&[]);
+    for (flags, wire_start, content_type) in [
+        (
+            &["--protocol", "connect", "--http1"][..],
+            "post /echo.v1.echoservice/echo http/1.1\r\n",
+            "\r\ncontent-type: application/proto\r\n",
+        ),
+        (
+            &["--protocol", "grpc-web", "--http1"][..],
+            "post /echo.v1.echoservice/echo http/1.1\r\n",
+            "\r\ncontent-type: application/grpc-web\r\n",
+        ),
+        (&["--protocol", "connect"][..], "pri * http/2.0\r\n", ""),
+    ] {
+        for command in [
+            &["echo", "over-the-wire"][..],
+            &["--json", "bench", "--total", "50", "--warmup", "0s"][..],
+        ] {
+            let proxy = echo_tests::CountingProxy::start(server.addr).await;
+            let addr = proxy.addr.to_string();
+            let args: Vec<String> = ["--addr", addr.as_str()]
+                .iter()
+                .chain(flags)
+                .chain(command)
+                .map(|arg| arg.to_string())
+                .collect();
+            let output = tokio::task::spawn_blocking(move || {
+                echo_client(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap();
+            let case = format!("{flags:?} {command:?}");
+            assert!(
+                output.status.success(),
+                "{case}: {}",
+                echo_tests::process::stderr(&output)
+            );
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            if command[0] == "echo" {
+                assert!(stdout.contains("over-the-wire"), "{case}: {stdout}");
+            } else {
+                let report: Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(report["calls"], 50, "{case}: {report}");
+                assert_eq!(report["errors"], serde_json::json!({}), "{case}");
+            }
+            let wire = String::from_utf8_lossy(&proxy.first_opening()).to_ascii_lowercase();
+            assert!(
+                wire.starts_with(wire_start) && wire.contains(content_type),
+                "{case}: {wire}"
+            );
+        }
+    }
+    let refused = server.client(&["--http1", "echo", "x"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        echo_tests::process::stderr(&refused).contains("gRPC needs HTTP/2"),
+        "{}",
+        echo_tests::process::stderr(&refused)
+    );
+}
+
 #[test]
 fn errors_are_counted_by_status_code() {
     // One call at a time, eight callers: the rest are shed.

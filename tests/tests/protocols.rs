@@ -498,7 +498,9 @@ async fn the_client_library_speaks_grpc_web_and_connect_over_both_http_versions(
         (Protocol::Connect, true),
     ] {
         let case = format!("{protocol:?}, http1: {http1}");
-        let client = EchoClient::builder(server.uri())
+        // What goes over the wire is seen through a proxy.
+        let proxy = echo_tests::CountingProxy::start(server.addr).await;
+        let client = EchoClient::builder(proxy.addr.to_string())
             .protocol(protocol)
             .http1(http1)
             .compression(tonic::codec::CompressionEncoding::Gzip)
@@ -527,6 +529,21 @@ async fn the_client_library_speaks_grpc_web_and_connect_over_both_http_versions(
             "protocols",
             "{case}"
         );
+        let opening = proxy.first_opening();
+        if http1 {
+            let wire = String::from_utf8_lossy(&opening).to_ascii_lowercase();
+            let content_type = match protocol {
+                Protocol::GrpcWeb => "\r\ncontent-type: application/grpc-web\r\n",
+                _ => "\r\ncontent-type: application/proto\r\n",
+            };
+            assert!(
+                wire.starts_with("post /echo.v1.echoservice/echo http/1.1\r\n")
+                    && wire.contains(content_type),
+                "{case}: {wire}"
+            );
+        } else {
+            assert!(opening.starts_with(echo_tests::h2raw::PREFACE), "{case}");
+        }
 
         let mut stream = client
             .server_stream(ticking(5, 1))

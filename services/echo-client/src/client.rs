@@ -265,8 +265,9 @@ impl ClientBuilder {
                 }
                 None if self.http1 => {
                     let endpoint = self.endpoint()?;
-                    // HTTP/1.1 connections are made per call; check the
-                    // server can be reached now, as an HTTP/2 channel does.
+                    // HTTP/1.1 connections are made as calls need them (and
+                    // pooled); check the server can be reached now, as an
+                    // HTTP/2 channel does.
                     let authority = endpoint.uri().authority().map(ToString::to_string);
                     let reach = tokio::net::TcpStream::connect(authority.unwrap_or_default());
                     let reached = match self.connect_timeout {

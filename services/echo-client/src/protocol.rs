@@ -40,7 +40,7 @@ pub enum Protocol {
     /// gRPC (HTTP/2 only).
     #[default]
     Grpc,
-    /// gRPC-Web, binary (`application/grpc-web+proto`).
+    /// gRPC-Web, binary (`application/grpc-web`).
     GrpcWeb,
     /// Connect: the unary protocol for unary methods, the streaming one for
     /// the rest (`application/proto`, `application/connect+proto`).
