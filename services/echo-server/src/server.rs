@@ -57,9 +57,6 @@ pub enum ServeError {
     /// The TLS material is unusable.
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
-    /// The descriptors the JSON mapping reads do not decode.
-    #[error("message descriptors")]
-    Descriptors(#[from] prost_reflect::DescriptorError),
     /// The memory budgets cannot hold what the limits allow.
     #[error("memory budgets")]
     Budget(#[from] crate::budget::BudgetTooSmall),
@@ -170,7 +167,7 @@ impl Server {
         // Outside every layer above: each call becomes gRPC first, so
         // controls, limits, auth, metrics and logs meet one protocol.
         let service = ProtocolLayer::new(
-            Schemas::new(&DESCRIPTOR_SETS)?,
+            Schemas::new(&DESCRIPTOR_SETS),
             config.limits.max_message_size,
             config
                 .browsers
