@@ -10,11 +10,13 @@ instructions are divided by N.
     bench/instructions.py                       # our release echo-server
     bench/instructions.py --server stock        # the plain tonic baseline
     bench/instructions.py --server path/to/echo-server -- --flag value
+    bench/instructions.py --content-type application/json --http1   # Connect JSON over HTTP/1.1
 
 Needs valgrind and h2load (Debian: valgrind, nghttp2-client).
 """
 
 import argparse
+import json
 import re
 import shutil
 import socket
@@ -26,6 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite import ROOT, PAYLOAD, field_one, free_port, grpc_frame  # noqa: E402
+
+# The request body for each content type a unary call can be made in (ours only).
+BODIES = {
+    "application/grpc": lambda: grpc_frame(field_one(PAYLOAD)),
+    "application/grpc-web+proto": lambda: grpc_frame(field_one(PAYLOAD)),
+    "application/proto": lambda: field_one(PAYLOAD),
+    "application/json": lambda: json.dumps({"message": "x" * PAYLOAD}).encode(),
+}
 
 
 def wait_for_port(port, process, limit=60):
@@ -46,8 +56,15 @@ def main():
     parser.add_argument("--server", default="ours", help="ours, stock, or a path to an echo-server binary")
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--keep", type=Path, help="also copy the callgrind dump here (for callgrind_annotate)")
+    parser.add_argument("--content-type", default="application/grpc", choices=sorted(BODIES),
+                        help="the protocol of the calls: gRPC, gRPC-Web, Connect unary proto or JSON")
+    parser.add_argument("--http1", action="store_true", help="calls over HTTP/1.1 (not gRPC)")
     parser.add_argument("server_args", nargs="*", help="extra arguments for the server")
     options = parser.parse_args()
+    if options.content_type != "application/grpc" and options.server == "stock":
+        sys.exit("the plain tonic baseline speaks gRPC only")
+    if options.http1 and options.content_type == "application/grpc":
+        sys.exit("gRPC needs HTTP/2: pick another --content-type with --http1")
     for tool in ("valgrind", "callgrind_control", "h2load"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found (Debian: valgrind, nghttp2-client)")
@@ -62,7 +79,10 @@ def main():
         path = "/echo.v1.EchoService/Echo"
     work = Path(tempfile.mkdtemp(prefix="grpc-echo-callgrind-"))
     body = work / "request.bin"
-    body.write_bytes(grpc_frame(field_one(PAYLOAD)))
+    body.write_bytes(BODIES[options.content_type]())
+    headers = ["-H", f"content-type: {options.content_type}", "-H", "te: trailers"]
+    # HTTP/1.1 takes one call at a time per connection.
+    transport = ["--h1", "-c", "10", "-m", "1"] if options.http1 else ["-c", "10", "-m", "10"]
     out = work / "callgrind.out"
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
@@ -71,13 +91,12 @@ def main():
     try:
         wait_for_port(port, server)
         # A few calls first, so start-up and lazy set-up are not counted.
-        subprocess.run(["h2load", "-n", "100", "-c", "1", "-d", str(body),
-                        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        subprocess.run(["h2load", "-n", "100", "-c", "1", "-d", str(body), *headers,
+                        *(["--h1"] if options.http1 else []),
                         f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True, capture_output=True)
-        result = subprocess.run(["h2load", "-n", str(options.calls), "-c", "10", "-m", "10",
-                                 "-d", str(body), "-H", "content-type: application/grpc",
-                                 "-H", "te: trailers", f"http://127.0.0.1:{port}{path}"],
+        result = subprocess.run(["h2load", "-n", str(options.calls), *transport,
+                                 "-d", str(body), *headers, f"http://127.0.0.1:{port}{path}"],
                                 check=True, capture_output=True, text=True)
         done = re.search(r"(\d+) succeeded", result.stdout)
         if not done or int(done.group(1)) != options.calls:
@@ -92,7 +111,8 @@ def main():
         if options.keep:
             shutil.copy(dumps[-1], options.keep)
         print(f"{totals[-1] / options.calls:,.0f} instructions per unary call "
-              f"({options.calls} calls, {' '.join(argv[:1])})")
+              f"({options.calls} calls, {options.content_type}"
+              f"{' over HTTP/1.1' if options.http1 else ''}, {' '.join(argv[:1])})")
     finally:
         server.terminate()
         server.wait(timeout=30)
