@@ -16,7 +16,6 @@ Needs valgrind and h2load (Debian: valgrind, nghttp2-client).
 """
 
 import argparse
-import json
 import re
 import shutil
 import socket
@@ -27,15 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import ROOT, PAYLOAD, field_one, free_port, grpc_frame  # noqa: E402
-
-# The request body for each content type a unary call can be made in (ours only).
-BODIES = {
-    "application/grpc": lambda: grpc_frame(field_one(PAYLOAD)),
-    "application/grpc-web+proto": lambda: grpc_frame(field_one(PAYLOAD)),
-    "application/proto": lambda: field_one(PAYLOAD),
-    "application/json": lambda: json.dumps({"message": "x" * PAYLOAD}).encode(),
-}
+from suite import PROTOCOL_BODIES, ROOT, free_port  # noqa: E402
 
 
 def wait_for_port(port, process, limit=60):
@@ -56,7 +47,7 @@ def main():
     parser.add_argument("--server", default="ours", help="ours, stock, or a path to an echo-server binary")
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--keep", type=Path, help="also copy the callgrind dump here (for callgrind_annotate)")
-    parser.add_argument("--content-type", default="application/grpc", choices=sorted(BODIES),
+    parser.add_argument("--content-type", default="application/grpc", choices=sorted(PROTOCOL_BODIES),
                         help="the protocol of the calls: gRPC, gRPC-Web, Connect unary proto or JSON")
     parser.add_argument("--http1", action="store_true", help="calls over HTTP/1.1 (not gRPC)")
     parser.add_argument("server_args", nargs="*", help="extra arguments for the server")
@@ -79,7 +70,7 @@ def main():
         path = "/echo.v1.EchoService/Echo"
     work = Path(tempfile.mkdtemp(prefix="grpc-echo-callgrind-"))
     body = work / "request.bin"
-    body.write_bytes(BODIES[options.content_type]())
+    body.write_bytes(PROTOCOL_BODIES[options.content_type])
     headers = ["-H", f"content-type: {options.content_type}", "-H", "te: trailers"]
     # HTTP/1.1 takes one call at a time per connection.
     transport = ["--h1", "-c", "10", "-m", "1"] if options.http1 else ["-c", "10", "-m", "10"]

@@ -70,6 +70,16 @@ def field_one(size: int) -> bytes:
     return b"\x0a" + varint + bytes([length]) + b"*" * size
 
 
+# The 64-byte unary request in each content type a call can be made in
+# (echo.v1.EchoRequest's `message`; ours only, but for gRPC).
+PROTOCOL_BODIES = {
+    "application/grpc": grpc_frame(field_one(PAYLOAD)),
+    "application/grpc-web+proto": grpc_frame(field_one(PAYLOAD)),
+    "application/proto": field_one(PAYLOAD),
+    "application/json": json.dumps({"message": "*" * PAYLOAD}).encode(),
+}
+
+
 def load(args, timeout=600):
     """Runs a load generator on the load CPU; returns its stdout."""
     result = subprocess.run(
@@ -140,14 +150,10 @@ class Suite:
         self.body_file = self.work / "request.bin"
         self.body_file.write_bytes(grpc_frame(field_one(PAYLOAD)))
         # The same 64-byte message in the other protocols (PROTOCOL_ROWS).
-        message = field_one(PAYLOAD)
-        self.protocol_bodies = {
-            "proto": message,
-            "json": json.dumps({"message": "x" * PAYLOAD}).encode(),
-            "grpc-web": grpc_frame(message),
-        }
-        for name, body in self.protocol_bodies.items():
-            (self.work / f"request.{name}").write_bytes(body)
+        self.protocol_body_files = {}
+        for index, (content_type, body) in enumerate(PROTOCOL_BODIES.items()):
+            self.protocol_body_files[content_type] = self.work / f"request.{index}"
+            self.protocol_body_files[content_type].write_bytes(body)
         self.static_dir = self.work / "static"
         self.static_dir.mkdir()
         # nghttpd's answer: the same bytes a gRPC echo would send back.
@@ -282,10 +288,11 @@ class Suite:
                 self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
                             report["messages_per_second"] * BIG_PAYLOAD / 1e6)
                 if name == "ours":
-                    for shape, body, content_type, http1 in PROTOCOL_ROWS:
+                    for shape, content_type, http1 in PROTOCOL_ROWS:
                         c, m = (connections, 1) if http1 else (connections, 20)
                         rate, _ = self.h2load(
-                            server.port, server.unary, c, m, body_file=self.work / f"request.{body}",
+                            server.port, server.unary, c, m,
+                            body_file=self.protocol_body_files[content_type],
                             headers=(f"content-type: {content_type}",), http1=http1)
                         self.record(shape.format(c=c, m=m), name, rate)
                     report = self.echo_bench(server.port, None, "server-stream", 1, 1, messages=1000)
@@ -362,12 +369,12 @@ class Suite:
 # content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
 # connection, as browsers and curl do (no pipelining).
 PROTOCOL_ROWS = [
-    ("protocol: Connect unary proto, HTTP/2 {c}x{m} (req/s)", "proto", "application/proto", False),
-    ("protocol: Connect unary JSON, HTTP/2 {c}x{m} (req/s)", "json", "application/json", False),
-    ("protocol: gRPC-Web unary, HTTP/2 {c}x{m} (req/s)", "grpc-web", "application/grpc-web+proto", False),
-    ("protocol: Connect unary proto, HTTP/1.1 {c}x{m} (req/s)", "proto", "application/proto", True),
-    ("protocol: Connect unary JSON, HTTP/1.1 {c}x{m} (req/s)", "json", "application/json", True),
-    ("protocol: gRPC-Web unary, HTTP/1.1 {c}x{m} (req/s)", "grpc-web", "application/grpc-web+proto", True),
+    ("protocol: Connect unary proto, HTTP/2 {c}x{m} (req/s)", "application/proto", False),
+    ("protocol: Connect unary JSON, HTTP/2 {c}x{m} (req/s)", "application/json", False),
+    ("protocol: gRPC-Web unary, HTTP/2 {c}x{m} (req/s)", "application/grpc-web+proto", False),
+    ("protocol: Connect unary proto, HTTP/1.1 {c}x{m} (req/s)", "application/proto", True),
+    ("protocol: Connect unary JSON, HTTP/1.1 {c}x{m} (req/s)", "application/json", True),
+    ("protocol: gRPC-Web unary, HTTP/1.1 {c}x{m} (req/s)", "application/grpc-web+proto", True),
 ]
 
 

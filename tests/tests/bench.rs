@@ -199,22 +199,36 @@ async fn compress_sends_compressed_requests() {
 }
 
 /// `--protocol` and `--http1`: `echo` and `bench` go over the wire in the
-/// protocol asked for (seen through a proxy), and gRPC over HTTP/1.1 is refused.
+/// protocol asked for (seen through a proxy: the request line and content
+/// type over HTTP/1.1, the message bare or enveloped), and gRPC over HTTP/1.1
+/// is refused.
 #[tokio::test]
 async fn calls_and_bench_go_over_the_protocol_asked_for() {
     let server = ServerProcess::start(&[]);
-    for (flags, wire_start, content_type) in [
+    // `echo over-the-wire`'s EchoRequest: field 1, 13 bytes.
+    let request = b"\x0a\x0dover-the-wire";
+    // The same in a gRPC (or gRPC-Web) envelope; Connect unary sends it bare.
+    let enveloped_request = [&[0, 0, 0, 0, request.len() as u8][..], request].concat();
+    for (flags, wire_start, content_type, enveloped) in [
         (
             &["--protocol", "connect", "--http1"][..],
             "post /echo.v1.echoservice/echo http/1.1\r\n",
             "\r\ncontent-type: application/proto\r\n",
+            false,
         ),
         (
             &["--protocol", "grpc-web", "--http1"][..],
             "post /echo.v1.echoservice/echo http/1.1\r\n",
             "\r\ncontent-type: application/grpc-web\r\n",
+            true,
         ),
-        (&["--protocol", "connect"][..], "pri * http/2.0\r\n", ""),
+        (
+            &["--protocol", "connect"][..],
+            "pri * http/2.0\r\n",
+            "",
+            false,
+        ),
+        (&["--protocol", "grpc"][..], "pri * http/2.0\r\n", "", true),
     ] {
         for command in [
             &["echo", "over-the-wire"][..],
@@ -247,11 +261,18 @@ async fn calls_and_bench_go_over_the_protocol_asked_for() {
                 assert_eq!(report["calls"], 50, "{case}: {report}");
                 assert_eq!(report["errors"], serde_json::json!({}), "{case}");
             }
-            let wire = String::from_utf8_lossy(&proxy.first_opening()).to_ascii_lowercase();
+            let opening = proxy.first_opening();
+            let wire = String::from_utf8_lossy(&opening).to_ascii_lowercase();
             assert!(
                 wire.starts_with(wire_start) && wire.contains(content_type),
                 "{case}: {wire}"
             );
+            if command[0] == "echo" {
+                let sent_enveloped = opening
+                    .windows(enveloped_request.len())
+                    .any(|window| window == enveloped_request);
+                assert_eq!(sent_enveloped, enveloped, "{case}: {wire}");
+            }
         }
     }
     let refused = server.client(&["--http1", "echo", "x"]);

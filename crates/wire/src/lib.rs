@@ -9,11 +9,13 @@
 //!   tests decide it per message).
 //! - [`connect`]: the Connect protocol's headers, flags and code names.
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
+//! - [`headers`]: the names of the other gRPC headers and trailers.
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
 #![forbid(unsafe_code)]
 
 pub mod connect;
 pub mod framing;
 pub mod grpc_timeout;
+pub mod headers;
 #[cfg(feature = "runtime")]
 pub mod runtime;

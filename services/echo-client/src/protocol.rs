@@ -14,9 +14,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use bytes::Bytes;
 use echo_wire::connect::{self, FLAG_END_STREAM, TRAILER_PREFIX};
-use echo_wire::framing::{self, HEADER_LEN, MessageSplitter};
+use echo_wire::framing::{self, HEADER_LEN, Message, MessageSplitter};
 use echo_wire::grpc_timeout;
+use echo_wire::headers as grpc_header;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
@@ -159,13 +161,14 @@ impl Http {
                 Ok(channel.call(request).await?)
             }
             Self::H1(http1) => {
-                let path = request
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |path| path.as_str())
-                    .to_owned();
                 let mut parts = http1.origin.clone().into_parts();
-                parts.path_and_query = Some(path.parse()?);
+                parts.path_and_query = Some(
+                    request
+                        .uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                );
                 *request.uri_mut() = Uri::from_parts(parts)?;
                 *request.version_mut() = http::Version::HTTP_11;
                 let response = http1.client.request(request).await?;
@@ -216,8 +219,8 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
         .headers
         .remove(grpc_timeout::HEADER)
         .and_then(|value| grpc_timeout::parse(&value));
-    let encoding = parts.headers.remove("grpc-encoding");
-    let accept = parts.headers.remove("grpc-accept-encoding");
+    let encoding = parts.headers.remove(grpc_header::ENCODING);
+    let accept = parts.headers.remove(grpc_header::ACCEPT_ENCODING);
     parts.headers.remove(header::TE);
     parts.headers.insert(
         connect::PROTOCOL_VERSION_HEADER,
@@ -249,12 +252,15 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
     }
 
     // Unary: the one enveloped message, bare.
-    let framed = body.collect().await?.to_bytes();
-    if framed.len() < HEADER_LEN {
+    let mut messages = MessageSplitter::default();
+    messages.push(body.collect().await?.to_bytes());
+    let Some(Message {
+        compressed,
+        bytes: message,
+    }) = messages.next_message()
+    else {
         return Err(Status::internal("a unary request without its message").into());
-    }
-    let compressed = framed[0] & 1 == 1;
-    let message = framed.slice(HEADER_LEN..);
+    };
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/proto"),
@@ -294,7 +300,7 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
     }
     let compressed = match answer.headers.remove(header::CONTENT_ENCODING) {
         Some(encoding) if encoding != "identity" => {
-            answer.headers.insert("grpc-encoding", encoding);
+            answer.headers.insert(grpc_header::ENCODING, encoding);
             true
         }
         _ => false,
@@ -304,7 +310,7 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
         HeaderValue::from_static("application/grpc"),
     );
     answer.headers.remove(header::CONTENT_LENGTH);
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(grpc_header::STATUS, HeaderValue::from_static("0"));
     let body = http_body_util::Full::new(framing::envelope(u8::from(compressed), &collected))
         .map_err(|never| match never {})
         .with_trailers(std::future::ready(Some(Ok(trailers))));
@@ -320,7 +326,7 @@ async fn stream_answer(response: Response<Body>) -> Result<Response<Body>, BoxEr
         return Ok(connect_error(answer.status.as_u16(), &collected).into_http());
     }
     if let Some(encoding) = answer.headers.remove(connect::CONTENT_ENCODING_HEADER) {
-        answer.headers.insert("grpc-encoding", encoding);
+        answer.headers.insert(grpc_header::ENCODING, encoding);
     }
     answer.headers.insert(
         header::CONTENT_TYPE,
@@ -381,15 +387,11 @@ fn end_stream_trailers(json: &[u8]) -> HeaderMap {
     let end: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
     let mut trailers = match end.get("error") {
         Some(error) => {
-            let mut headers = status_of(error).into_http::<Body>().into_parts().0.headers;
-            headers.remove(header::CONTENT_TYPE);
-            headers
+            let mut status = status_of(error).into_http::<Body>().into_parts().0.headers;
+            status.remove(header::CONTENT_TYPE);
+            status
         }
-        None => {
-            let mut headers = HeaderMap::new();
-            headers.insert("grpc-status", HeaderValue::from_static("0"));
-            headers
-        }
+        None => HeaderMap::from_iter([(grpc_header::STATUS, HeaderValue::from_static("0"))]),
     };
     for (name, values) in end["metadata"].as_object().into_iter().flatten() {
         let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {

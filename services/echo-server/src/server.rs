@@ -199,7 +199,7 @@ impl Server {
         // CORS outermost, so a browser's preflight is answered before any
         // protocol is looked for and every answer carries CORS headers; served
         // as its own type rather than an `Either`, which would make every
-        // call's futures as large as CORS's (measured: 250 instructions a call).
+        // call's futures as large as CORS's (measured: 190 instructions a call).
         let serving: BoxFuture<'static, ()> = match cors(&config.browsers.cors_allow_origin) {
             Some(cors) => Box::pin(serve(
                 incoming,

@@ -21,6 +21,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 
 use echo_wire::framing::envelope;
+use echo_wire::headers as grpc_header;
 
 use super::envelope::{
     Compression, Ending, FLAG_COMPRESSED, Rewrite, Rewritten, full, split_all, too_large,
@@ -28,11 +29,6 @@ use super::envelope::{
 use super::json::{json_to_proto, proto_to_json};
 use super::{GRPC_CONTENT_TYPE, Shared, grpc_request_headers};
 
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 /// Decodes base64 with or without padding: peers differ.
 const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
     .with_encode_padding(false)
@@ -131,13 +127,13 @@ fn error_json(status: &Status) -> Value {
 /// The status gRPC `fields` (trailers, or the headers of a trailers-only answer) carry.
 fn grpc_status(fields: &HeaderMap) -> Option<Status> {
     let code = fields
-        .get(&GRPC_STATUS)?
+        .get(&grpc_header::STATUS)?
         .to_str()
         .ok()?
         .parse::<i32>()
         .ok()?;
     let message = fields
-        .get(&GRPC_MESSAGE)
+        .get(&grpc_header::MESSAGE)
         .map(|value| {
             percent_encoding::percent_decode(value.as_bytes())
                 .decode_utf8_lossy()
@@ -145,7 +141,7 @@ fn grpc_status(fields: &HeaderMap) -> Option<Status> {
         })
         .unwrap_or_default();
     let details = fields
-        .get(&GRPC_STATUS_DETAILS)
+        .get(&grpc_header::STATUS_DETAILS)
         .and_then(|value| BASE64.decode(value.as_bytes()).ok())
         .unwrap_or_default();
     Some(Status::with_details(
@@ -159,11 +155,11 @@ fn grpc_status(fields: &HeaderMap) -> Option<Status> {
 fn is_protocol_header(name: &HeaderName) -> bool {
     name == header::CONTENT_TYPE
         || name == header::CONTENT_LENGTH
-        || name == GRPC_STATUS
-        || name == GRPC_MESSAGE
-        || name == GRPC_STATUS_DETAILS
-        || name == GRPC_ENCODING
-        || name == GRPC_ACCEPT_ENCODING
+        || name == grpc_header::STATUS
+        || name == grpc_header::MESSAGE
+        || name == grpc_header::STATUS_DETAILS
+        || name == grpc_header::ENCODING
+        || name == grpc_header::ACCEPT_ENCODING
 }
 
 /// The metadata among `fields`.
@@ -251,10 +247,10 @@ fn translate_headers(
         grpc.remove(name);
     }
     if let Some(encoding) = encoding.filter(|value| value.as_bytes() != b"identity") {
-        grpc.insert(GRPC_ENCODING, encoding.clone());
+        grpc.insert(grpc_header::ENCODING, encoding.clone());
     }
     if let Some(accept) = accept_encoding {
-        grpc.insert(GRPC_ACCEPT_ENCODING, accept.clone());
+        grpc.insert(grpc_header::ACCEPT_ENCODING, accept.clone());
     }
     Ok(grpc)
 }
@@ -388,7 +384,7 @@ where
             Err(status) => return Ok(error_response(&status, headers)),
         },
         _ => {
-            if let Some(encoding) = answer.headers.get(&GRPC_ENCODING)
+            if let Some(encoding) = answer.headers.get(&grpc_header::ENCODING)
                 && flags & FLAG_COMPRESSED != 0
             {
                 headers.insert(header::CONTENT_ENCODING, encoding.clone());
@@ -614,8 +610,8 @@ where
         *response.headers_mut() = headers;
         return response;
     }
-    let encoding = parts.headers.remove(&GRPC_ENCODING);
-    parts.headers.remove(&GRPC_ACCEPT_ENCODING);
+    let encoding = parts.headers.remove(&grpc_header::ENCODING);
+    parts.headers.remove(&grpc_header::ACCEPT_ENCODING);
     if let Some(encoding) = encoding {
         parts.headers.insert(CONTENT_ENCODING_HEADER, encoding);
     }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use echo_wire::headers as grpc_header;
 use futures_util::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -41,8 +42,6 @@ const GRPC_WEB_PROTO_CONTENT_TYPE: HeaderValue =
     HeaderValue::from_static("application/grpc-web+proto");
 const GRPC_WEB_JSON_CONTENT_TYPE: HeaderValue =
     HeaderValue::from_static("application/grpc-web+json");
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 
 /// What every translation needs.
 #[derive(Debug)]
@@ -266,10 +265,10 @@ fn json_request(
     let (mut parts, body) = request.into_parts();
     let compression = parts
         .headers
-        .remove(GRPC_ENCODING)
+        .remove(grpc_header::ENCODING)
         .and_then(|name| Compression::from_name(name.as_bytes()))
         .unwrap_or(Compression::Identity);
-    parts.headers.remove(GRPC_ACCEPT_ENCODING);
+    parts.headers.remove(grpc_header::ACCEPT_ENCODING);
     parts.headers.insert(header::CONTENT_TYPE, content_type);
     let rewrite = Rewrite::JsonToProto(input, compression);
     let body = Rewritten::new(body, rewrite, Ending::Keep, max_message_size);

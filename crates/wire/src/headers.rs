@@ -1,0 +1,15 @@
+//! The names of the gRPC headers and trailers read and written below tonic
+//! (protocol translation, call endings), defined once.
+
+use http::HeaderName;
+
+/// `grpc-encoding`: the compression of the messages that follow.
+pub const ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+/// `grpc-accept-encoding`: the compressions the sender takes back.
+pub const ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+/// `grpc-status`: the call's status code.
+pub const STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`: the status message, percent-encoded.
+pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `grpc-status-details-bin`: the `google.rpc.Status` with the error details.
+pub const STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
