@@ -10,7 +10,7 @@ starts every server afresh and measures every shape; runs are interleaved
 with their min..max.
 
     bench/suite.py                      # 3 runs of 5 s per shape, release builds
-    bench/suite.py --runs 5 --markdown BENCHMARKS-table.md
+    bench/suite.py --runs 5 --markdown BENCHMARKS-table.md --chart docs/pictures/benchmarks.svg
     bench/suite.py --smoke              # seconds: checks that everything runs and parses
 
 Needs h2load and nghttpd (Debian: nghttp2-client, nghttp2-server) and taskset.
@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import chart
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = "0"
@@ -394,6 +396,8 @@ def main():
     parser.add_argument("--smoke", action="store_true",
                         help="one short run on debug builds: checks that every shape runs and parses")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--chart", type=Path,
+                        help="also draw the table as an SVG chart (bench/chart.py) to this file")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     options = parser.parse_args()
     if options.smoke:
@@ -428,6 +432,9 @@ def main():
           f"{time.monotonic() - started:.0f} s in all", file=sys.stderr)
     if options.markdown:
         options.markdown.write_text(table + "\n")
+    if options.chart:
+        options.chart.parent.mkdir(parents=True, exist_ok=True)
+        options.chart.write_text(chart.svg(chart.read_table(table)))
     shutil.rmtree(suite.work, ignore_errors=True)
 
 

@@ -1,7 +1,9 @@
 //! The latency percentile plot of `echo-client bench --plot`: latency against
 //! percentile, the percentile axis in "nines" (log scale of 1 / (1 - q)), so
 //! that the tail is as wide as the body. Drawn as SVG, and rasterised to PNG
-//! with resvg (text in the system's fonts) when a PNG is asked for.
+//! with resvg when a PNG is asked for, its text in a font built into the
+//! binary (Noto Sans), so that the labels are drawn the same on every machine,
+//! fonts installed or not.
 
 use std::fmt::Write;
 
@@ -94,28 +96,28 @@ pub(super) fn svg(latency: &Histogram<u64>, title: &str) -> String {
 /// `svg` rasterised as PNG bytes.
 pub(super) fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
     use resvg::{tiny_skia, usvg};
-    let mut options = usvg::Options::default();
-    let fonts = options.fontdb_mut();
-    fonts.load_system_fonts();
-    // The SVG asks for `sans-serif`, which fontdb maps to Arial: take a sans
-    // font the system has (or any), so that the labels are drawn.
-    let family =
-        |face: &resvg::usvg::fontdb::FaceInfo| face.families.first().map(|(name, _)| name.clone());
-    let sans = fonts
-        .faces()
-        .filter_map(family)
-        .find(|name| name.contains("Sans") && !name.contains("Mono"))
-        .or_else(|| fonts.faces().find_map(family));
-    if let Some(sans) = sans {
-        fonts.set_sans_serif_family(sans);
-    }
-    let tree = usvg::Tree::from_str(svg, &options)?;
+    let tree = usvg::Tree::from_str(svg, &svg_options())?;
     let size = tree.size().to_int_size();
     let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
         .ok_or_else(|| anyhow::anyhow!("cannot allocate a {size:?} image"))?;
     resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
     Ok(pixmap.encode_png()?)
 }
+
+/// Parsing options whose only font is the built-in one: a machine without
+/// fonts (a container, a minimal CI image) would otherwise lose every label,
+/// and one with fonts would draw them differently.
+fn svg_options() -> resvg::usvg::Options<'static> {
+    let mut options = resvg::usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_font_data(ttf_noto_sans::REGULAR.to_vec());
+    fonts.set_sans_serif_family(FONT_FAMILY);
+    options.font_family = FONT_FAMILY.to_owned();
+    options
+}
+
+/// The family name inside `ttf_noto_sans::REGULAR`.
+const FONT_FAMILY: &str = "Noto Sans";
 
 /// The smallest 1, 2 or 5 times a power of ten at or above `value`.
 fn nice_ceiling(value: f64) -> f64 {
@@ -193,5 +195,59 @@ mod tests {
             u32::from_be_bytes(png[20..24].try_into().unwrap()),
             HEIGHT as u32
         );
+    }
+
+    /// The text of `svg` as resvg draws it: the outlines of each text node's
+    /// glyphs, which are empty when no font has the glyphs.
+    fn drawn_text_area(svg: &str) -> f32 {
+        fn walk(group: &resvg::usvg::Group, area: &mut f32) {
+            for node in group.children() {
+                match node {
+                    resvg::usvg::Node::Group(group) => walk(group, area),
+                    resvg::usvg::Node::Text(text) => {
+                        let bounds = text.flattened().abs_bounding_box();
+                        *area += bounds.width() * bounds.height();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let tree = resvg::usvg::Tree::from_str(svg, &svg_options()).unwrap();
+        let mut area = 0.0;
+        walk(tree.root(), &mut area);
+        area
+    }
+
+    #[test]
+    fn the_labels_are_drawn_with_the_built_in_font_alone() {
+        // The only font the renderer knows is the built-in one: no system
+        // font is looked up, so this is what a machine without fonts draws.
+        let options = svg_options();
+        let families: Vec<String> = options
+            .fontdb
+            .faces()
+            .flat_map(|face| face.families.iter().map(|(name, _)| name.clone()))
+            .collect();
+        assert_eq!(families, [FONT_FAMILY]);
+
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        latency.record(1_000).unwrap();
+        let with_text = svg(&latency, "unary 64 B, 50x20");
+        // Each label became glyph outlines.
+        let labels = with_text.matches("</text>").count();
+        assert!(labels >= 10, "{labels} labels");
+        assert!(drawn_text_area(&with_text) > 1_000.0);
+        // And they are in the picture: it differs from one without them.
+        let mut without_text = String::new();
+        for line in with_text.lines() {
+            let line = match line.find("<text") {
+                Some(at) => &line[..at],
+                None => line,
+            };
+            without_text.push_str(line);
+            without_text.push('\n');
+        }
+        assert_eq!(drawn_text_area(&without_text), 0.0);
+        assert_ne!(png(&with_text).unwrap(), png(&without_text).unwrap());
     }
 }
