@@ -78,7 +78,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Writes `contents` to `dir/name` and returns the path.
-pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path

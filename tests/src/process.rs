@@ -179,6 +179,50 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// A server of another implementation started from a script that prints
+/// `listening PORT` once it serves; killed when dropped.
+pub struct ScriptServer {
+    child: Child,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl ScriptServer {
+    /// Starts `command` and waits (within [`EVENT_TIMEOUT`]) for its first line.
+    pub fn start(mut command: Command) -> Self {
+        let what = format!("{command:?}");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {what}: {err}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(EVENT_TIMEOUT).unwrap_or_default();
+        let port = line
+            .strip_prefix("listening ")
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what} did not start: {line:?}"));
+        Self { child, port }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ScriptServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `echo-client` with `args` (given a deadline per call unless `args`
 /// set `--timeout`).
 pub fn echo_client(args: &[&str]) -> Output {

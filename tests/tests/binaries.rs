@@ -282,8 +282,8 @@ fn sighup_reloads_the_certificate() {
         pki::write(&dir, "server.key", &leaf.key);
     };
     write_leaf(&old_ca);
-    let old_pem = pki::write(&dir, "old-ca.pem", &old_ca.pem());
-    let new_pem = pki::write(&dir, "new-ca.pem", &new_ca.pem());
+    let old_pem = pki::write(&dir, "old-ca.pem", old_ca.pem());
+    let new_pem = pki::write(&dir, "new-ca.pem", new_ca.pem());
     let cert = dir.join("server.pem");
     let key = dir.join("server.key");
     let server = ServerProcess::start(&[
@@ -452,7 +452,7 @@ fn echo_variables_configure_every_group() {
             echo_tests::pki::write(&dir, "server.key", &leaf.key),
         );
     let server = ServerProcess::spawn(command);
-    let ca_path = echo_tests::pki::write(&dir, "ca.pem", &ca.pem());
+    let ca_path = echo_tests::pki::write(&dir, "ca.pem", ca.pem());
     let over_tls = server.client(&[
         "--ca",
         ca_path.to_str().unwrap(),

@@ -110,7 +110,7 @@ async fn mutual_tls_requires_a_trusted_client_certificate_and_reports_its_subjec
     let server_ca = Ca::new("server CA");
     let client_ca = Ca::new("client CA");
     let files = write_server_files(&dir, &server_ca.server());
-    let client_ca_path = pki::write(&dir, "clients.pem", &client_ca.pem());
+    let client_ca_path = pki::write(&dir, "clients.pem", client_ca.pem());
     let server = tls_server(&files, Some(client_ca_path), Config::default()).await;
 
     echo_over_tls(&server, &server_ca, None)

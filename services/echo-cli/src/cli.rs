@@ -10,7 +10,9 @@ use echo_client::{ClientBuilder, Protocol};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataKey;
 
-use crate::commands::{bench, bidi, client_stream, echo, health, interop, raw_echo, server_stream};
+use crate::commands::{
+    any, bench, bidi, client_stream, echo, health, interop, raw_echo, server_stream,
+};
 use crate::output::{self, Output};
 
 /// Default `--addr`.
@@ -124,6 +126,12 @@ enum Command {
     Interop(interop::InteropArgs),
     /// Load the server and report throughput, errors and latency percentiles.
     Bench(bench::BenchArgs),
+    /// List the services a server (or `--proto`/`--protoset`) defines, or a SERVICE's methods.
+    List(any::ListArgs),
+    /// Print a service, method, message or enum as proto source.
+    Describe(any::DescribeArgs),
+    /// Call any method of any service with JSON; exits 64 + the status code if it fails.
+    Call(any::CallArgs),
     /// Send MESSAGE to an RFC 862 echo server over plain TCP and print what comes back.
     TcpEcho(raw_echo::RawEchoArgs),
     /// Send MESSAGE as one datagram to an RFC 862 echo server over UDP and print the reply.
@@ -136,14 +144,24 @@ enum Compression {
     Zstd,
 }
 
+/// `call` exits with this plus the status code when the call fails, as
+/// grpcurl does (e.g. 69 for NOT_FOUND); other failures exit with 1.
+pub(crate) const STATUS_EXIT_OFFSET: u8 = 64;
+
 /// Runs the command; failures are printed here, once.
 pub(crate) async fn run(cli: Cli) -> ExitCode {
     let json = cli.globals.json;
+    let exit_by_status = matches!(cli.command, Command::Call(_));
     match dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
             output::report_error(&err, json);
-            ExitCode::FAILURE
+            match err.downcast_ref::<tonic::Status>() {
+                Some(status) if exit_by_status => {
+                    ExitCode::from(STATUS_EXIT_OFFSET + status.code() as u8)
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -166,6 +184,9 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
             let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
             bench::run(&builder, &args, out).await
         }
+        Command::List(args) => any::list(&builder(&globals)?, args, out).await,
+        Command::Describe(args) => any::describe(&builder(&globals)?, args, out).await,
+        Command::Call(args) => any::call(&builder(&globals)?, args, out).await,
         Command::TcpEcho(args) => raw_echo::tcp(&args, raw_echo_wait, out).await,
         Command::UdpEcho(args) => raw_echo::udp(&args, raw_echo_wait, out).await,
     }

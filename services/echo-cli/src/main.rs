@@ -1,5 +1,7 @@
 //! `echo-client`: calls every RPC of a grpc-echo server from the command line,
-//! runs the gRPC interop cases against any server, and loads servers.
+//! lists, describes and calls any method of any gRPC server (through its
+//! reflection, or `.proto` files), runs the gRPC interop cases against any
+//! server, and loads servers.
 //!
 //! # Layout
 //!
@@ -7,7 +9,8 @@
 //! - `output`: how answers, metadata and failed calls are printed (text or JSON).
 //! - `commands`: one module per command: `echo`, `server_stream`,
 //!   `client_stream`, `bidi`, `health`, `interop`, `bench`, `raw_echo`
-//!   (`tcp-echo`, `udp-echo`).
+//!   (`tcp-echo`, `udp-echo`), and `any` (`list`, `describe`, `call`: any
+//!   service, with dynamic messages in proto3 JSON).
 
 /// `println!` that ends the program quietly when stdout is closed (as by
 /// `| head`) instead of panicking.

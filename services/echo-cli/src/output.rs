@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use echo_client::proto::{ClientStreamResponse, EchoResponse, StatusCode};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status, Streaming};
@@ -173,23 +175,7 @@ pub(crate) fn causes(err: &anyhow::Error) -> String {
 
 /// Prints a failed call's status (and its rich details) to stderr.
 fn report_status(status: &Status, json: bool) {
-    use tonic_types::StatusExt;
-    let details = status.get_error_details();
-    let mut detail_lines = Vec::new();
-    if let Some(info) = details.error_info() {
-        detail_lines.push(format!(
-            "error info: reason {} domain {} metadata {:?}",
-            info.reason, info.domain, info.metadata
-        ));
-    }
-    if let Some(bad_request) = details.bad_request() {
-        for violation in &bad_request.field_violations {
-            detail_lines.push(format!(
-                "bad field {}: {}",
-                violation.field, violation.description
-            ));
-        }
-    }
+    let details = details(status);
     let name = code_name(status.code());
     if json {
         let value: Value = json!({
@@ -197,7 +183,7 @@ fn report_status(status: &Status, json: bool) {
                 "code": status.code() as i32,
                 "name": name,
                 "message": status.message(),
-                "details": detail_lines,
+                "details": details,
             }
         });
         eprintln!("{value}");
@@ -207,10 +193,53 @@ fn report_status(status: &Status, json: bool) {
             status.code() as i32,
             status.message()
         );
-        for line in detail_lines {
-            eprintln!("  {line}");
+        for detail in details {
+            let type_name = detail["@type"]
+                .as_str()
+                .and_then(|url| url.rsplit('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            eprintln!("  {type_name} {detail}");
         }
     }
+}
+
+/// Every `google.rpc` detail of `status` (`grpc-status-details-bin`), each as
+/// canonical JSON with its `@type`; a detail of a type not known here keeps
+/// its type URL and its bytes in base64.
+pub(crate) fn details(status: &Status) -> Vec<Value> {
+    if status.details().is_empty() {
+        return Vec::new();
+    }
+    let Ok(rich) = tonic_types::pb::Status::decode(status.details()) else {
+        return vec![json!({ "@type": "", "error": "the details are not a google.rpc.Status" })];
+    };
+    rich.details.iter().map(detail).collect()
+}
+
+fn detail(any: &prost_types::Any) -> Value {
+    use base64::Engine;
+    static RPC_TYPES: std::sync::OnceLock<Option<DescriptorPool>> = std::sync::OnceLock::new();
+    let known = RPC_TYPES
+        .get_or_init(|| DescriptorPool::decode(tonic_types::pb::FILE_DESCRIPTOR_SET).ok())
+        .as_ref()
+        .and_then(|pool| pool.get_message_by_name(any.type_url.rsplit('/').next()?))
+        .and_then(|descriptor| DynamicMessage::decode(descriptor, any.value.as_slice()).ok())
+        .and_then(|message| {
+            message
+                .serialize_with_options(serde_json::value::Serializer, &Default::default())
+                .ok()
+        });
+    let mut detail = serde_json::Map::new();
+    detail.insert("@type".to_owned(), Value::from(any.type_url.as_str()));
+    match known {
+        Some(Value::Object(fields)) => detail.extend(fields),
+        _ => {
+            let value = base64::engine::general_purpose::STANDARD.encode(&any.value);
+            detail.insert("value".to_owned(), Value::from(value));
+        }
+    }
+    Value::Object(detail)
 }
 
 /// The canonical upper-case name of `code`, e.g. `NOT_FOUND`.
@@ -224,6 +253,52 @@ pub(crate) fn code_name(code: Code) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rich_detail_is_decoded_and_unknown_ones_keep_their_type() {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let mut details = ErrorDetails::with_error_info(
+            "QUOTA",
+            "example.com",
+            std::collections::HashMap::from([("k".to_owned(), "v".to_owned())]),
+        );
+        details.set_retry_info(Some(std::time::Duration::from_millis(1500)));
+        details.add_bad_request_violation("name", "too long");
+        details.set_localized_message("en-GB", "Too long");
+        let status = Status::with_error_details(Code::InvalidArgument, "bad", details);
+        let decoded = super::details(&status);
+        let types: Vec<&str> = decoded
+            .iter()
+            .map(|d| d["@type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "type.googleapis.com/google.rpc.RetryInfo",
+                "type.googleapis.com/google.rpc.ErrorInfo",
+                "type.googleapis.com/google.rpc.BadRequest",
+                "type.googleapis.com/google.rpc.LocalizedMessage",
+            ]
+        );
+        assert_eq!(decoded[0]["retryDelay"], "1.500s");
+        assert_eq!(decoded[1]["metadata"]["k"], "v");
+        assert_eq!(decoded[2]["fieldViolations"][0]["field"], "name");
+
+        let unknown = prost_types::Any {
+            type_url: "type.googleapis.com/acme.Mystery".to_owned(),
+            value: vec![1, 2, 3],
+        };
+        let rich = tonic_types::pb::Status {
+            code: 5,
+            message: "gone".to_owned(),
+            details: vec![unknown],
+        };
+        let status = Status::with_details(Code::NotFound, "gone", rich.encode_to_vec().into());
+        assert_eq!(
+            super::details(&status),
+            [json!({ "@type": "type.googleapis.com/acme.Mystery", "value": "AQID" })]
+        );
+    }
 
     #[test]
     fn each_cause_is_named_once() {

@@ -1,0 +1,284 @@
+//! `echo-client list`, `describe` and `call` against servers we did not write:
+//! a Python grpcio server (with grpcio-reflection) of a service defined only
+//! here (`tests/proto/acme/inventory/v1/inventory.proto`), its JSON compared
+//! with grpcurl's for the same calls. Needs grpcurl and Python grpcio
+//! (`scripts/test.sh` installs them).
+
+use std::process::{Command, Output};
+
+use echo_tests::process::{
+    COMMAND_TIMEOUT, ScriptServer, echo_client, echo_client_with_stdin, grpcurl, output_within,
+    python, workspace_root,
+};
+use serde_json::{Value, json};
+
+const SERVICE: &str = "acme.inventory.v1.Inventory";
+
+/// An item with every kind of field: 64-bit integers, bytes, an enum by name,
+/// a repeated field, a map, a oneof, a nested message and the well-known
+/// Timestamp, Duration, Struct and Any (resolved through the descriptors).
+const ITEM: &str = r#"{"sku":"s-1","quantity":"-1099511627776","serial":"18446744073709551615",
+ "photo":"AP8=","condition":"CONDITION_NEW","tags":["x","y"],"stockBySite":{"lon":3,"par":-1},
+ "freeText":"ask","dimensions":{"width":2.5,"height":1},"added":"2024-02-29T12:00:00Z",
+ "shelfLife":"1.500s","attributes":{"colour":"red","n":[1,2.5,null,true]},
+ "extra":{"@type":"type.googleapis.com/acme.inventory.v1.Note","text":"hello"}}"#;
+
+fn inventory_server(args: &[&str]) -> ScriptServer {
+    let mut command = Command::new(python());
+    command
+        .arg(workspace_root().join("tests/servers/inventory_server.py"))
+        .args(args);
+    ScriptServer::start(command)
+}
+
+fn proto_dir() -> String {
+    workspace_root().join("tests/proto").display().to_string()
+}
+
+/// Every JSON value `bytes` holds, one after another, numbers as f64 (one
+/// tool prints `1`, the other `1.0`: the same proto3 JSON value).
+fn json_values(bytes: &[u8]) -> Vec<Value> {
+    fn normalize(value: Value) -> Value {
+        match value {
+            Value::Number(number) => json!(number.as_f64().unwrap()),
+            Value::Array(items) => Value::Array(items.into_iter().map(normalize).collect()),
+            Value::Object(fields) => fields
+                .into_iter()
+                .map(|(key, value)| (key, normalize(value)))
+                .collect(),
+            other => other,
+        }
+    }
+    serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<Value>()
+        .map(|value| {
+            normalize(value.unwrap_or_else(|err| {
+                panic!("not JSON ({err}): {}", String::from_utf8_lossy(bytes))
+            }))
+        })
+        .collect()
+}
+
+fn succeeded(output: &Output) -> &[u8] {
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    &output.stdout
+}
+
+fn grpcurl_call(addr: &str, method: &str, data: &str) -> Output {
+    let mut command = Command::new(grpcurl());
+    command.args(["-plaintext", "-max-time", "10", "-d", "@", addr, method]);
+    output_within(command, data.as_bytes(), COMMAND_TIMEOUT)
+}
+
+fn ours_call(addr: &str, method: &str, data: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--addr", addr, "call", method, "-d", "@-"];
+    args.extend_from_slice(extra);
+    echo_client_with_stdin(&args, data)
+}
+
+#[test]
+fn lists_describes_and_calls_a_python_grpcio_service_as_grpcurl_does() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+
+    // grpcio serves reflection v1alpha only: the fallback is exercised.
+    let services = echo_client(&["--addr", &addr, "list"]);
+    let services = String::from_utf8_lossy(succeeded(&services)).into_owned();
+    assert!(services.lines().any(|line| line == SERVICE), "{services}");
+    let methods = echo_client(&["--addr", &addr, "list", SERVICE]);
+    let methods: Vec<String> = String::from_utf8_lossy(succeeded(&methods))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        methods,
+        ["AddItems", "Exchange", "GetItem", "ListItems", "PutItem"]
+            .map(|m| format!("{SERVICE}.{m}"))
+    );
+    let item = echo_client(&["--addr", &addr, "describe", "acme.inventory.v1.Item"]);
+    let item = String::from_utf8_lossy(succeeded(&item)).into_owned();
+    for line in [
+        "acme.inventory.v1.Item is a message:",
+        "  map<string, int32> stock_by_site = 7;",
+        "  oneof price {",
+        "    string free_text = 9;",
+        "  .google.protobuf.Any extra = 14;",
+        "  message Dimensions {",
+    ] {
+        assert!(item.lines().any(|l| l == line), "{line:?} in:\n{item}");
+    }
+    let method = echo_client(&["--addr", &addr, "describe", &format!("{SERVICE}.AddItems")]);
+    assert_eq!(
+        String::from_utf8_lossy(succeeded(&method)).trim_end(),
+        format!(
+            "{SERVICE}.AddItems is a method:\nrpc AddItems ( stream .acme.inventory.v1.Item ) returns ( .acme.inventory.v1.Summary );"
+        )
+    );
+
+    // Unary: canonical proto3 JSON both ways, the item comes back as sent.
+    let put = format!("{SERVICE}/PutItem");
+    let answer = ours_call(&addr, &put, ITEM, &[]);
+    assert_eq!(
+        json_values(succeeded(&answer)),
+        json_values(ITEM.as_bytes())
+    );
+
+    // Every shape, compared with grpcurl (which names fields as the .proto does).
+    let two_items = r#"{"sku":"a","quantity":"2"} {"sku":"b","quantity":"3","tags":["t"]}"#;
+    let newline_items = "{\"sku\":\"a\"}\n{\"sku\":\"b\",\"cents\":\"5\"}\n";
+    for (method, data) in [
+        ("PutItem", ITEM),
+        ("ListItems", r#"{"count":3}"#),
+        ("AddItems", two_items),
+        ("Exchange", newline_items),
+    ] {
+        let method = format!("{SERVICE}/{method}");
+        let ours = ours_call(&addr, &method, data, &["--proto-names"]);
+        let theirs = grpcurl_call(&addr, &method, data);
+        let (ours, theirs) = (
+            json_values(succeeded(&ours)),
+            json_values(succeeded(&theirs)),
+        );
+        assert!(!ours.is_empty(), "{method}: no answer");
+        assert_eq!(ours, theirs, "{method}");
+    }
+
+    // A failed call: its code as the exit status (grpcurl's 64 + code), and
+    // every google.rpc detail decoded.
+    let get = format!("{SERVICE}/GetItem");
+    let ours = ours_call(&addr, &get, r#"{"sku":"nope"}"#, &[]);
+    let theirs = grpcurl_call(&addr, &get, r#"{"sku":"nope"}"#);
+    assert_eq!(ours.status.code(), Some(64 + 5));
+    assert_eq!(ours.status.code(), theirs.status.code());
+    let stderr = String::from_utf8_lossy(&ours.stderr);
+    assert!(
+        stderr.starts_with("error: NOT_FOUND (code 5): no item nope"),
+        "{stderr}"
+    );
+    for detail in [
+        r#"google.rpc.ErrorInfo {"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"inventory.acme.example","metadata":{"sku":"nope"},"reason":"ITEM_MISSING"}"#,
+        r#""fieldViolations":[{"description":"no such item","field":"sku"}]"#,
+        r#""retryDelay":"2s""#,
+        r#""resourceName":"nope""#,
+        r#""locale":"en-GB","message":"No such item""#,
+    ] {
+        assert!(stderr.contains(detail), "{detail} in:\n{stderr}");
+    }
+    let json = echo_client_with_stdin(
+        &["--addr", &addr, "--json", "call", &get, "-d", "@-"],
+        r#"{"sku":"nope"}"#,
+    );
+    let error: Value = serde_json::from_slice(&json.stderr).unwrap();
+    assert_eq!(error["error"]["name"], "NOT_FOUND");
+    assert_eq!(error["error"]["details"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn descriptors_from_proto_files_or_a_protoset_when_reflection_is_not_served() {
+    let server = inventory_server(&["--no-reflection"]);
+    let addr = server.addr();
+    let put = format!("{SERVICE}/PutItem");
+
+    let refused = ours_call(&addr, &put, ITEM, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("does not serve reflection") && stderr.contains("--proto"),
+        "{stderr}"
+    );
+
+    // Compiled at run time (protox), the well-known imports built in.
+    let proto = [
+        "--proto",
+        "acme/inventory/v1/inventory.proto",
+        "--import-path",
+    ];
+    let mut args: Vec<&str> = proto.to_vec();
+    let dir = proto_dir();
+    args.push(&dir);
+    let answer = ours_call(&addr, &put, ITEM, &args);
+    assert_eq!(
+        json_values(succeeded(&answer)),
+        json_values(ITEM.as_bytes())
+    );
+    // Listing needs no server at all.
+    let mut list = vec!["--addr", "127.0.0.1:1", "list"];
+    list.extend_from_slice(&args);
+    let listed = echo_client(&list);
+    assert_eq!(String::from_utf8_lossy(succeeded(&listed)).trim(), SERVICE);
+
+    // A protoset, as `protoc --descriptor_set_out --include_imports` writes it.
+    let set = protox::compile(["acme/inventory/v1/inventory.proto"], [proto_dir()]).unwrap();
+    let dir = echo_tests::pki::temp_dir("protoset");
+    let protoset = echo_tests::pki::write(
+        &dir,
+        "inventory.protoset",
+        prost::Message::encode_to_vec(&set),
+    );
+    let protoset = protoset.display().to_string();
+    let answer = ours_call(
+        &addr,
+        &format!("{SERVICE}/ListItems"),
+        r#"{"count":2}"#,
+        &["--protoset", &protoset],
+    );
+    assert_eq!(json_values(succeeded(&answer)).len(), 2);
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_failing_exit() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+    let dir = echo_tests::pki::temp_dir("bad-protoset");
+    let garbage = echo_tests::pki::write(&dir, "garbage.protoset", b"\x0a\x05nope");
+    let garbage = garbage.display().to_string();
+    let cases: [(Vec<&str>, &str, &str); 6] = [
+        (
+            vec!["call", "acme.Nope/Get"],
+            "",
+            "the server knows no acme.Nope",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/Nope"],
+            "",
+            "has no method Nope (its methods: PutItem, GetItem",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/PutItem", "-d", "@-"],
+            r#"{"sku":"a","dimensions":{"width":"wide"}}"#,
+            "field `dimensions.width`",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/PutItem", "-d", "@-"],
+            r#"{"sku":"a"} {"sku":"b"}"#,
+            "takes one request message; 2 given",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/PutItem", "-d", "@-"],
+            r#"{"sku":"a""#,
+            "request 1 is not JSON",
+        ),
+        (
+            vec!["list", "--protoset", &garbage],
+            "",
+            "is not a valid protoset",
+        ),
+    ];
+    for (args, stdin, expected) in cases {
+        let mut full = vec!["--addr", addr.as_str()];
+        full.extend_from_slice(&args);
+        let output = echo_client_with_stdin(&full, stdin);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: {expected:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
