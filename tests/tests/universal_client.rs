@@ -179,6 +179,68 @@ fn lists_describes_and_calls_a_python_grpcio_service_as_grpcurl_does() {
 }
 
 #[test]
+fn bench_loads_every_shape_of_a_python_grpcio_service() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+    for (method, data, messages) in [
+        // Two requests, sent in turn.
+        ("PutItem", r#"{"sku":"a"} {"sku":"b","cents":"1"}"#, 20),
+        ("ListItems", r#"{"count":3}"#, 60),
+        ("AddItems", r#"{"sku":"a"}"#, 40),
+        ("Exchange", r#"{"sku":"a"}"#, 20),
+    ] {
+        let call = format!("{SERVICE}/{method}");
+        let output = echo_client_with_stdin(
+            &[
+                "--addr",
+                &addr,
+                "--json",
+                "bench",
+                "--call",
+                &call,
+                "-d",
+                "@-",
+                "--total",
+                "20",
+                "--warmup",
+                "0s",
+                "--concurrency",
+                "2",
+                "--messages",
+                "2",
+            ],
+            data,
+        );
+        let report: Value = serde_json::from_slice(succeeded(&output)).unwrap();
+        assert_eq!(report["call"], call.as_str());
+        assert_eq!(report["calls"], 20, "{report}");
+        assert_eq!(report["errors"], json!({}), "{report}");
+        let sent_or_received = report["messages_per_second"].as_f64().unwrap()
+            / report["calls_per_second"].as_f64().unwrap();
+        assert!(
+            (sent_or_received - f64::from(messages) / 20.0).abs() < 0.01,
+            "{method}: {report}"
+        );
+    }
+    // Failures are counted by code, and the exit says so.
+    let output = echo_client(&[
+        "--addr",
+        &addr,
+        "--json",
+        "bench",
+        "--call",
+        &format!("{SERVICE}/GetItem"),
+        "--total",
+        "5",
+        "--warmup",
+        "0s",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["errors"], json!({ "NotFound": 5 }));
+}
+
+#[test]
 fn descriptors_from_proto_files_or_a_protoset_when_reflection_is_not_served() {
     let server = inventory_server(&["--no-reflection"]);
     let addr = server.addr();

@@ -23,12 +23,14 @@ use grpc_echo::grpc::testing::{Payload, PayloadType, SimpleRequest};
 use http::uri::PathAndQuery;
 use tonic::client::Grpc;
 
+use crate::commands::any::call::{self as any_call, RequestData};
+use crate::commands::any::source::SourceArgs;
 use crate::output::Output;
 use report::Tally;
 use schedule::Schedule;
 use targets::{
     Caller, EchoBidi, EchoClientStream, EchoServerStream, EchoUnary, InteropUnary, PingPong,
-    RawBidi, RawUnary,
+    RawBidi, RawClientStream, RawServerStream, RawUnary, RoundRobin,
 };
 
 /// Which RPC the load calls.
@@ -80,8 +82,20 @@ pub(crate) struct BenchArgs {
     /// Call this method (`/package.Service/Method`, unary or bidi per `--rpc`)
     /// of any server instead of `echo.v1`: each message is field 1 holding
     /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
-    #[arg(long, value_parser = parse_method)]
+    #[arg(long, value_parser = parse_method, conflicts_with = "call")]
     method: Option<PathAndQuery>,
+    /// Call this method of any server (`package.Service/Method`, any shape)
+    /// with the messages of `--data`, its descriptors from the server's
+    /// reflection, `--proto` or `--protoset`. Client-streaming calls send
+    /// `--messages` requests; bidi calls ping-pong the first message.
+    #[arg(long, conflicts_with = "rpc")]
+    call: Option<String>,
+    /// `--call`'s request messages: JSON (several, one after another, are
+    /// sent in turn), `@FILE`, or `@-` for stdin [default: an empty message].
+    #[arg(short = 'd', long = "data", value_parser = RequestData::parse, requires = "call")]
+    data: Option<RequestData>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Also draw the latency percentile curve (log-scale tail) in this file,
     /// as SVG or PNG by its extension.
     #[arg(long, value_parser = parse_plot_path)]
@@ -132,9 +146,10 @@ pub(crate) async fn run(
     if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
         bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
     }
-    if args.method.is_some() && builder.is_balanced() {
-        bail!("--method calls one server: give --addr a single address");
+    if (args.method.is_some() || args.call.is_some()) && builder.is_balanced() {
+        bail!("--method and --call call one server: give --addr a single address");
     }
+    let raw = raw_target(builder, args).await?;
     // Every connection counts its retries here, for the report.
     let stats = Arc::new(CallStats::default());
     let builder = &builder.clone().call_stats(Arc::clone(&stats));
@@ -142,7 +157,7 @@ pub(crate) async fn run(
         payload: vec![b'*'; args.payload_size].into(),
         ..Default::default()
     };
-    let measured = match (&args.method, args.rpc) {
+    let measured = match (&raw, args.rpc) {
         (None, BenchRpc::Unary) => {
             let callers = connect_each(args, || async {
                 Ok(EchoUnary {
@@ -198,41 +213,96 @@ pub(crate) async fn run(
             });
             load(callers.await?, args).await?
         }
-        (Some(path), BenchRpc::Unary) => {
-            let message = raw_message(args.payload_size);
+        (
+            Some(RawTarget {
+                path,
+                messages,
+                shape: Shape::Unary,
+            }),
+            _,
+        ) => {
             // The lean caller when the address allows it (plaintext, one
-            // server); the client library's transport otherwise (TLS).
-            let lean = || LeanUnary::connect(builder, path.as_str(), message.clone());
-            match lean().await {
-                Ok(first) => {
+            // server, one message); the client library's transport otherwise.
+            let lean = || LeanUnary::connect(builder, path.as_str(), messages[0].clone());
+            let first = if messages.len() == 1 {
+                Some(lean().await)
+            } else {
+                None
+            };
+            match first {
+                Some(Ok(first)) => {
                     let mut callers = vec![first];
                     for _ in 1..args.connections {
                         callers.push(lean().await.context("connecting for the benchmark")?);
                     }
                     load(callers, args).await?
                 }
-                Err(ClientError::Unsupported { .. }) => {
+                None | Some(Err(ClientError::Unsupported { .. })) => {
+                    let messages = RoundRobin::new(messages.clone());
                     let callers = connect_each(args, || async {
                         Ok(RawUnary {
                             grpc: Grpc::new(builder.connect_transport().await?),
                             path: path.clone(),
-                            message: message.clone(),
+                            messages: messages.clone(),
                         })
                     });
                     load(callers.await?, args).await?
                 }
-                Err(err) => return Err(err).context("connecting for the benchmark"),
+                Some(Err(err)) => return Err(err).context("connecting for the benchmark"),
             }
         }
-        (Some(path), _) => {
-            let message = raw_message(args.payload_size);
+        (
+            Some(RawTarget {
+                path,
+                messages,
+                shape: Shape::ServerStream,
+            }),
+            _,
+        ) => {
+            let messages = RoundRobin::new(messages.clone());
+            let callers = connect_each(args, || async {
+                Ok(RawServerStream {
+                    grpc: Grpc::new(builder.connect_transport().await?),
+                    path: path.clone(),
+                    messages: messages.clone(),
+                })
+            });
+            load(callers.await?, args).await?
+        }
+        (
+            Some(RawTarget {
+                path,
+                messages,
+                shape: Shape::ClientStream,
+            }),
+            _,
+        ) => {
+            let messages = RoundRobin::new(messages.clone());
+            let callers = connect_each(args, || async {
+                Ok(RawClientStream {
+                    grpc: Grpc::new(builder.connect_transport().await?),
+                    path: path.clone(),
+                    messages: messages.clone(),
+                    count: args.messages,
+                })
+            });
+            load(callers.await?, args).await?
+        }
+        (
+            Some(RawTarget {
+                path,
+                messages,
+                shape: Shape::Bidi,
+            }),
+            _,
+        ) => {
             let callers = connect_each(args, || async {
                 let grpc = Grpc::new(builder.connect_transport().await?);
                 let opener = RawBidi {
                     grpc,
                     path: path.clone(),
                 };
-                Ok(PingPong::new(opener, message.clone()))
+                Ok(PingPong::new(opener, messages[0].clone()))
             });
             load(callers.await?, args).await?
         }
@@ -258,6 +328,68 @@ pub(crate) async fn run(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A method of any server, with encoded messages.
+struct RawTarget {
+    path: PathAndQuery,
+    /// At least one.
+    messages: Vec<Bytes>,
+    shape: Shape,
+}
+
+/// Which way a method streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Unary,
+    ServerStream,
+    ClientStream,
+    Bidi,
+}
+
+/// The method `--method` or `--call` names, if either does.
+async fn raw_target(
+    builder: &ClientBuilder,
+    args: &BenchArgs,
+) -> anyhow::Result<Option<RawTarget>> {
+    if let Some(path) = &args.method {
+        return Ok(Some(RawTarget {
+            path: path.clone(),
+            messages: vec![raw_message(args.payload_size)],
+            shape: if args.rpc == BenchRpc::Bidi {
+                Shape::Bidi
+            } else {
+                Shape::Unary
+            },
+        }));
+    }
+    let Some(name) = &args.call else {
+        return Ok(None);
+    };
+    let (service, _) = any_call::split_method(name)?;
+    let pool = crate::commands::any::pool_for(builder, &args.source, service).await?;
+    let method = crate::commands::any::find_method(&pool, name)?;
+    let messages = match &args.data {
+        Some(data) => data.read_all(&method.input())?,
+        None => vec![prost_reflect::DynamicMessage::new(method.input())],
+    };
+    if messages.is_empty() {
+        bail!("--data holds no request message");
+    }
+    let shape = match (method.is_client_streaming(), method.is_server_streaming()) {
+        (false, false) => Shape::Unary,
+        (false, true) => Shape::ServerStream,
+        (true, false) => Shape::ClientStream,
+        (true, true) => Shape::Bidi,
+    };
+    Ok(Some(RawTarget {
+        path: any_call::path_of(&method)?,
+        messages: messages
+            .iter()
+            .map(|message| prost::Message::encode_to_vec(message).into())
+            .collect(),
+        shape,
+    }))
 }
 
 /// One caller per `--connections`, each with a connection of its own.

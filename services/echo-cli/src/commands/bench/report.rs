@@ -77,9 +77,13 @@ impl Tally {
 
 /// The load shape, in words.
 pub(super) fn describe(args: &BenchArgs) -> String {
+    let what = match (&args.call, &args.method) {
+        (Some(call), _) => call.clone(),
+        (None, Some(path)) => format!("{:?} {path}", args.rpc),
+        (None, None) => format!("{:?}", args.rpc),
+    };
     format!(
-        "{:?} over {} connection(s) x {} concurrent, {}",
-        args.rpc,
+        "{what} over {} connection(s) x {} concurrent, {}",
         args.connections,
         args.concurrency,
         args.rps.map_or("closed loop".to_owned(), |rps| format!(
@@ -117,6 +121,7 @@ pub(super) fn print(
             "{}",
             json!({
                 "rpc": format!("{:?}", args.rpc),
+                "call": args.call,
                 "connections": args.connections,
                 "concurrency": args.concurrency,
                 "open_loop_rps": args.rps,

@@ -154,12 +154,13 @@ impl Caller for LeanUnary {
     }
 }
 
-/// Any unary method, with raw messages over the client library's transport.
+/// Any unary method, with raw messages over the client library's transport,
+/// sent in turn.
 #[derive(Clone)]
 pub(super) struct RawUnary {
     pub(super) grpc: Grpc<Transport>,
     pub(super) path: PathAndQuery,
-    pub(super) message: Bytes,
+    pub(super) messages: RoundRobin,
 }
 
 impl Caller for RawUnary {
@@ -170,12 +171,100 @@ impl Caller for RawUnary {
             .map_err(|err| Status::unavailable(err.to_string()))?;
         self.grpc
             .unary(
-                tonic::Request::new(self.message.clone()),
+                tonic::Request::new(self.messages.next()),
                 self.path.clone(),
                 RawCodec,
             )
             .await?;
         Ok(Answer::one(String::new()))
+    }
+}
+
+/// Any server-streaming method: one raw request (in turn), the answers counted.
+#[derive(Clone)]
+pub(super) struct RawServerStream {
+    pub(super) grpc: Grpc<Transport>,
+    pub(super) path: PathAndQuery,
+    pub(super) messages: RoundRobin,
+}
+
+impl Caller for RawServerStream {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let mut answers = self
+            .grpc
+            .server_streaming(
+                tonic::Request::new(self.messages.next()),
+                self.path.clone(),
+                RawCodec,
+            )
+            .await?
+            .into_inner();
+        let mut answer = Answer {
+            messages: 0,
+            instance: String::new(),
+        };
+        while answers.message().await?.is_some() {
+            answer.messages += 1;
+        }
+        Ok(answer)
+    }
+}
+
+/// Any client-streaming method: `count` raw requests (in turn), one answer.
+#[derive(Clone)]
+pub(super) struct RawClientStream {
+    pub(super) grpc: Grpc<Transport>,
+    pub(super) path: PathAndQuery,
+    pub(super) messages: RoundRobin,
+    pub(super) count: u32,
+}
+
+impl Caller for RawClientStream {
+    async fn call(&mut self) -> Result<Answer, Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let requests: Vec<Bytes> = (0..self.count).map(|_| self.messages.next()).collect();
+        self.grpc
+            .client_streaming(
+                tonic::Request::new(tokio_stream::iter(requests)),
+                self.path.clone(),
+                RawCodec,
+            )
+            .await?;
+        Ok(Answer {
+            messages: u64::from(self.count),
+            instance: String::new(),
+        })
+    }
+}
+
+/// Encoded request messages, handed out in turn (each worker from the first).
+#[derive(Clone)]
+pub(super) struct RoundRobin {
+    messages: Arc<[Bytes]>,
+    next: usize,
+}
+
+impl RoundRobin {
+    /// `messages`, of which there is at least one.
+    pub(super) fn new(messages: Vec<Bytes>) -> Self {
+        assert!(!messages.is_empty(), "a round robin of no messages");
+        Self {
+            messages: messages.into(),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> Bytes {
+        let message = self.messages[self.next].clone();
+        self.next = (self.next + 1) % self.messages.len();
+        message
     }
 }
 
