@@ -51,8 +51,9 @@ pub(crate) struct CallArgs {
     /// Print fields at their default values too.
     #[arg(long)]
     emit_defaults: bool,
-    /// Name fields as the .proto file does (`stock_by_site`, as grpcurl
-    /// prints them) instead of proto3 JSON's lowerCamelCase (`stockBySite`).
+    /// Name fields as the .proto file does (`stock_by_site`) instead of
+    /// proto3 JSON's lowerCamelCase (`stockBySite`), as grpcurl prints them
+    /// when the server's descriptors carry no JSON names (grpcio's).
     #[arg(long)]
     proto_names: bool,
     #[command(flatten)]
@@ -176,16 +177,27 @@ pub(crate) async fn pool_for(
         Some(symbol),
         symbol.rsplit_once('.').map(|(parent, _)| parent),
     ];
+    let mut first_error = None;
     for candidate in candidates.into_iter().flatten() {
-        if let Ok(pool) = reflection(builder)
+        match reflection(builder)
             .await?
             .pool_for(&[candidate.to_owned()])
             .await
         {
-            return Ok(pool);
+            Ok(pool) => return Ok(pool),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
         }
     }
     let services = reflection(builder).await?.services().await?;
+    if services
+        .iter()
+        .any(|service| symbol == service || symbol.starts_with(&format!("{service}.")))
+    {
+        // The server lists it, and still cannot describe it: say why.
+        return Err(first_error.unwrap_or_else(|| anyhow::anyhow!("cannot describe {symbol}")));
+    }
     anyhow::bail!(
         "the server knows no {symbol} (its services: {})",
         services.join(", ")

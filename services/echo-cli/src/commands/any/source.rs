@@ -2,7 +2,7 @@
 //! (v1, or v1alpha for older servers), `.proto` files compiled at run time
 //! with protox, or an encoded `FileDescriptorSet` (a protoset).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -188,10 +188,113 @@ impl Reflection {
                 .with_context(|| format!("the server's reflection cannot send {name}"))?;
             take_files(answer, &mut files, &mut known, &mut wanted)?;
         }
+        supply_missing_imports(&mut files);
         let mut pool = DescriptorPool::new();
         pool.add_file_descriptor_protos(files)
             .context("the server's descriptors do not fit together")?;
         Ok(pool)
+    }
+}
+
+/// Node's `@grpc/reflection` sends files that use types of other files without
+/// importing them (grpc/grpc-node#2958, #3018), which grpcurl cannot use. Each
+/// such file gets the import: of the file sent that defines the type, or else
+/// of prost-reflect's copy of the well-known file.
+fn supply_missing_imports(files: &mut Vec<FileDescriptorProto>) {
+    let mut defined_in: HashMap<String, String> = HashMap::new();
+    for file in files.iter() {
+        for name in defined_types(file) {
+            defined_in.insert(name, file.name().to_owned());
+        }
+    }
+    let well_known = DescriptorPool::global();
+    let mut present: HashSet<String> = files.iter().map(|file| file.name().to_owned()).collect();
+    let mut supplied = Vec::new();
+    for file in files.iter_mut() {
+        let mut types = Vec::new();
+        referenced_types(file, &mut types);
+        for name in types {
+            // Fully qualified (`.pkg.Type`) or, as that package sends them, not.
+            let name = name.trim_start_matches('.');
+            let import = match defined_in.get(name) {
+                Some(import) => import.clone(),
+                None => {
+                    let Some(well_known_file) = well_known
+                        .get_message_by_name(name)
+                        .map(|message| message.parent_file())
+                        .or_else(|| well_known.get_enum_by_name(name).map(|e| e.parent_file()))
+                    else {
+                        continue;
+                    };
+                    // With the well-known files it imports in turn.
+                    let mut pending = vec![well_known_file.clone()];
+                    while let Some(needed) = pending.pop() {
+                        if present.insert(needed.name().to_owned()) {
+                            supplied.push(needed.file_descriptor_proto().clone());
+                            pending.extend(needed.dependencies());
+                        }
+                    }
+                    well_known_file.name().to_owned()
+                }
+            };
+            if import != file.name() && !file.dependency.contains(&import) {
+                file.dependency.push(import);
+            }
+        }
+    }
+    files.extend(supplied);
+}
+
+/// The full names of the messages and enums `file` defines.
+fn defined_types(file: &FileDescriptorProto) -> Vec<String> {
+    fn nested(prefix: &str, message: &prost_types::DescriptorProto, names: &mut Vec<String>) {
+        let name = format!("{prefix}.{}", message.name());
+        for each in &message.nested_type {
+            nested(&name, each, names);
+        }
+        names.extend(
+            message
+                .enum_type
+                .iter()
+                .map(|e| format!("{name}.{}", e.name())),
+        );
+        names.push(name);
+    }
+    let mut names = Vec::new();
+    let package = file.package();
+    for message in &file.message_type {
+        nested(package, message, &mut names);
+    }
+    names.extend(
+        file.enum_type
+            .iter()
+            .map(|e| format!("{package}.{}", e.name())),
+    );
+    names
+        .into_iter()
+        .map(|name| name.trim_start_matches('.').to_owned())
+        .collect()
+}
+
+/// The type names `file` refers to: its fields' and its methods'.
+fn referenced_types(file: &FileDescriptorProto, types: &mut Vec<String>) {
+    fn fields_of(message: &prost_types::DescriptorProto, types: &mut Vec<String>) {
+        types.extend(
+            message
+                .field
+                .iter()
+                .map(|field| field.type_name().to_owned()),
+        );
+        for nested in &message.nested_type {
+            fields_of(nested, types);
+        }
+    }
+    for message in &file.message_type {
+        fields_of(message, types);
+    }
+    for method in file.service.iter().flat_map(|service| &service.method) {
+        types.push(method.input_type().to_owned());
+        types.push(method.output_type().to_owned());
     }
 }
 
