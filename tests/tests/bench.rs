@@ -391,7 +391,10 @@ fn any_unary_or_bidi_method_can_be_loaded_with_raw_messages() {
     ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--method calls one server"), "{stderr}");
+    assert!(
+        stderr.contains("--method and --call call one server"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -442,4 +445,106 @@ fn the_latency_plot_is_written_as_svg_or_png() {
     let image = std::fs::read(&png).unwrap();
     std::fs::remove_file(&png).unwrap();
     assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn the_histograms_of_three_workers_merge_into_one_report_of_all_their_calls() {
+    use hdrhistogram::Histogram;
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    let server = ServerProcess::start(&[]);
+    let dir = echo_tests::pki::temp_dir("bench-histograms");
+    let files: Vec<String> = (0..3)
+        .map(|worker| {
+            dir.join(format!("worker-{worker}.hlog"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    // Three worker processes at once, as three pods of a Job would run.
+    let addr = server.addr.to_string();
+    let workers: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(worker, file)| {
+            let total = (100 * (worker + 1)).to_string();
+            let mut command =
+                std::process::Command::new(echo_tests::process::binary("echo-client"));
+            command.args([
+                "--addr", &addr, "--json", "bench", "--total", &total, "--warmup", "0s",
+            ]);
+            command.args(["--concurrency", "4", "--histogram-out", file]);
+            echo_tests::process::spawn_piped(command)
+        })
+        .collect();
+    let reports: Vec<Value> = workers
+        .into_iter()
+        .map(|worker| {
+            let output = echo_tests::process::output_of(worker, "a bench worker", COMMAND_TIMEOUT);
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            serde_json::from_slice(&output.stdout).unwrap()
+        })
+        .collect();
+
+    let mut args = vec!["--json", "bench", "merge"];
+    args.extend(files.iter().map(String::as_str));
+    let output = echo_client(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let merged: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(merged["histograms"], 3);
+    assert_eq!(merged["calls"], 600);
+    let each = |key: &'static str| {
+        reports
+            .iter()
+            .map(move |report| report["latency_ms"][key].as_f64().unwrap())
+    };
+    assert_eq!(
+        merged["latency_ms"]["max"].as_f64(),
+        each("max").reduce(f64::max)
+    );
+    assert_eq!(
+        merged["latency_ms"]["min"].as_f64(),
+        each("min").reduce(f64::min)
+    );
+
+    // One histogram of all 600 calls, read from the files with HdrHistogram's
+    // own log reader: the merged percentiles are its percentiles, exactly.
+    let mut all = Histogram::<u64>::new(3).unwrap();
+    for file in &files {
+        let log = std::fs::read(file).unwrap();
+        for entry in IntervalLogIterator::new(&log) {
+            if let LogEntry::Interval(interval) = entry.unwrap() {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(interval.encoded_histogram())
+                    .unwrap();
+                let one: Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .unwrap();
+                all.add(one).unwrap();
+            }
+        }
+    }
+    assert_eq!(all.len(), 600);
+    for (key, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+        assert_eq!(
+            merged["latency_ms"][key].as_f64(),
+            Some(all.value_at_quantile(quantile) as f64 / 1000.0),
+            "{key}"
+        );
+    }
+
+    let not_a_log = echo_tests::pki::write(&dir, "not-a-log.hlog", "hello\n");
+    let output = echo_client(&["bench", "merge", not_a_log.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a histogram log"));
 }

@@ -125,6 +125,7 @@ enum Command {
     /// Run gRPC interop test cases against a grpc.testing.TestService server.
     Interop(interop::InteropArgs),
     /// Load the server and report throughput, errors and latency percentiles.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench(bench::BenchArgs),
     /// List the services a server (or `--proto`/`--protoset`) defines, or a SERVICE's methods.
     List(any::ListArgs),
@@ -180,6 +181,9 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health::run(&builder(&globals)?, args, out).await,
         Command::Interop(args) => interop::run(&builder(&globals)?, &args).await,
         Command::Bench(args) => {
+            if let Some(merged) = bench::merge_only(&args, out) {
+                return merged;
+            }
             // The server's compression is measured only when asked for.
             let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
             bench::run(&builder, &args, out).await

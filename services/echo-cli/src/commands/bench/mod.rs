@@ -3,6 +3,7 @@
 //! [`targets::Caller`] driven by one loop, HDR latency percentiles
 //! ([`report`]) and a percentile plot ([`plot`]).
 
+mod histogram_log;
 mod plot;
 mod report;
 mod schedule;
@@ -100,6 +101,21 @@ pub(crate) struct BenchArgs {
     /// as SVG or PNG by its extension.
     #[arg(long, value_parser = parse_plot_path)]
     plot: Option<std::path::PathBuf>,
+    /// Also write the latency histogram to this file, losslessly (an
+    /// HdrHistogram interval log), for `bench merge` to combine with other
+    /// workers'.
+    #[arg(long)]
+    histogram_out: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+}
+
+/// What `bench` does besides loading a server.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Combine the `--histogram-out` files of several workers into one report
+    /// with exact percentiles.
+    Merge(histogram_log::MergeArgs),
 }
 
 fn parse_plot_path(path: &str) -> Result<std::path::PathBuf, String> {
@@ -131,6 +147,15 @@ fn raw_message(size: usize) -> Bytes {
     message.freeze()
 }
 
+/// Whether `bench` merges files instead of loading a server (it needs no
+/// connection then).
+pub(crate) fn merge_only(args: &BenchArgs, out: Output) -> Option<anyhow::Result<ExitCode>> {
+    let Some(BenchCommand::Merge(merge)) = &args.command else {
+        return None;
+    };
+    Some(histogram_log::merge(merge, out))
+}
+
 /// Runs the load and prints the report; exits 1 if any call failed.
 pub(crate) async fn run(
     builder: &ClientBuilder,
@@ -150,6 +175,7 @@ pub(crate) async fn run(
         bail!("--method and --call call one server: give --addr a single address");
     }
     let raw = raw_target(builder, args).await?;
+    let started = std::time::SystemTime::now();
     // Every connection counts its retries here, for the report.
     let stats = Arc::new(CallStats::default());
     let builder = &builder.clone().call_stats(Arc::clone(&stats));
@@ -313,6 +339,9 @@ pub(crate) async fn run(
         elapsed,
     } = measured;
     report::print(args, &tally, calls, elapsed, &stats, out.json);
+    if let Some(path) = &args.histogram_out {
+        histogram_log::write(path, &tally.latency, started, elapsed)?;
+    }
     if let Some(path) = &args.plot {
         let svg = plot::svg(&tally.latency, &report::describe(args));
         let bytes = if path.extension().is_some_and(|ext| ext == "png") {

@@ -92,6 +92,34 @@ pub(super) fn describe(args: &BenchArgs) -> String {
     )
 }
 
+/// The latency of `h` (microseconds) in milliseconds, min, mean, max and
+/// percentiles: as JSON, and as the report's text line.
+pub(super) fn latency_summary(
+    h: &Histogram<u64>,
+) -> (serde_json::Map<String, serde_json::Value>, String) {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let percentiles = [50.0, 90.0, 99.0, 99.9].map(|q| (q, ms(h.value_at_quantile(q / 100.0))));
+    let json = [
+        ("min".to_owned(), json!(ms(h.min()))),
+        ("mean".to_owned(), json!(h.mean() / 1000.0)),
+        ("max".to_owned(), json!(ms(h.max()))),
+    ]
+    .into_iter()
+    .chain(percentiles.iter().map(|(q, v)| (format!("p{q}"), json!(v))))
+    .collect();
+    let text = format!(
+        "latency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        ms(h.min()),
+        h.mean() / 1000.0,
+        percentiles[0].1,
+        percentiles[1].1,
+        percentiles[2].1,
+        percentiles[3].1,
+        ms(h.max()),
+    );
+    (json, text)
+}
+
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
 /// counted), as text or one JSON object.
 pub(super) fn print(
@@ -105,18 +133,8 @@ pub(super) fn print(
     let seconds = elapsed.as_secs_f64();
     let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
     let message_rate = tally.messages as f64 / seconds;
-    let h = &tally.latency;
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    let percentiles = [50.0, 90.0, 99.0, 99.9].map(|q| (q, ms(h.value_at_quantile(q / 100.0))));
+    let (latency, latency_text) = latency_summary(&tally.latency);
     if json {
-        let latency: serde_json::Map<String, serde_json::Value> = [
-            ("min".to_owned(), json!(ms(h.min()))),
-            ("mean".to_owned(), json!(h.mean() / 1000.0)),
-            ("max".to_owned(), json!(ms(h.max()))),
-        ]
-        .into_iter()
-        .chain(percentiles.iter().map(|(q, v)| (format!("p{q}"), json!(v))))
-        .collect();
         out!(
             "{}",
             json!({
@@ -140,16 +158,7 @@ pub(super) fn print(
     }
     out!("{}: {measured} calls in {seconds:.2}s", describe(args));
     out!("  {rate:.0} calls/s, {message_rate:.0} messages/s");
-    out!(
-        "  latency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        ms(h.min()),
-        h.mean() / 1000.0,
-        percentiles[0].1,
-        percentiles[1].1,
-        percentiles[2].1,
-        percentiles[3].1,
-        ms(h.max()),
-    );
+    out!("  {latency_text}");
     if !tally.errors.is_empty() {
         out!("  errors: {:?}", tally.errors);
     }
