@@ -462,32 +462,42 @@ fn the_histograms_of_three_workers_merge_into_one_report_of_all_their_calls() {
                 .to_string()
         })
         .collect();
-    // Three worker processes at once, as three pods of a Job would run.
+    // Three worker processes at once, as three pods of a Job would run. Two
+    // print their histogram after their report, as the Job's pods do
+    // (`--histogram-out -`): their whole output, as `kubectl logs` gives it,
+    // is what is merged; the third writes a file.
     let addr = server.addr.to_string();
     let workers: Vec<_> = files
         .iter()
         .enumerate()
         .map(|(worker, file)| {
             let total = (100 * (worker + 1)).to_string();
+            let out = if worker < 2 { "-" } else { file.as_str() };
             let mut command =
                 std::process::Command::new(echo_tests::process::binary("echo-client"));
             command.args([
                 "--addr", &addr, "--json", "bench", "--total", &total, "--warmup", "0s",
             ]);
-            command.args(["--concurrency", "4", "--histogram-out", file]);
+            command.args(["--concurrency", "4", "--histogram-out", out]);
             echo_tests::process::spawn_piped(command)
         })
         .collect();
     let reports: Vec<Value> = workers
         .into_iter()
-        .map(|worker| {
-            let output = echo_tests::process::output_of(worker, "a bench worker", COMMAND_TIMEOUT);
+        .zip(&files)
+        .enumerate()
+        .map(|(worker, (process, file))| {
+            let output = echo_tests::process::output_of(process, "a bench worker", COMMAND_TIMEOUT);
             assert!(
                 output.status.success(),
                 "{}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            serde_json::from_slice(&output.stdout).unwrap()
+            if worker < 2 {
+                std::fs::write(file, &output.stdout).unwrap();
+            }
+            let report = output.stdout.split(|&byte| byte == b'\n').next().unwrap();
+            serde_json::from_slice(report).unwrap()
         })
         .collect();
 
@@ -520,8 +530,10 @@ fn the_histograms_of_three_workers_merge_into_one_report_of_all_their_calls() {
     // own log reader: the merged percentiles are its percentiles, exactly.
     let mut all = Histogram::<u64>::new(3).unwrap();
     for file in &files {
-        let log = std::fs::read(file).unwrap();
-        for entry in IntervalLogIterator::new(&log) {
+        let output = std::fs::read_to_string(file).unwrap();
+        // The log starts at its first comment, after any report.
+        let log = &output[output.find('#').unwrap()..];
+        for entry in IntervalLogIterator::new(log.as_bytes()) {
             if let LogEntry::Interval(interval) = entry.unwrap() {
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -546,5 +558,5 @@ fn the_histograms_of_three_workers_merge_into_one_report_of_all_their_calls() {
     let not_a_log = echo_tests::pki::write(&dir, "not-a-log.hlog", "hello\n");
     let output = echo_client(&["bench", "merge", not_a_log.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a histogram log"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("holds no histogram"));
 }

@@ -41,6 +41,7 @@ fn manifests_pass_strict_schema_validation() {
         "service/grpc-echo",
         "service/grpc-echo-headless",
         "poddisruptionbudget/grpc-echo",
+        "job/grpc-echo-bench",
     ] {
         assert!(
             report.contains(&format!("passed for resource {kind}")),
@@ -50,7 +51,9 @@ fn manifests_pass_strict_schema_validation() {
 
     // The validator does reject a broken manifest.
     let broken = echo_tests::pki::temp_dir("deploy").join("broken.yaml");
-    let deployment = std::fs::read_to_string(&manifests()[0]).unwrap();
+    let deployment =
+        std::fs::read_to_string(workspace_root().join("deploy/kubernetes/deployment.yaml"))
+            .unwrap();
     std::fs::write(
         &broken,
         deployment.replace("replicas: 3", "replicas: three"),
@@ -116,6 +119,13 @@ headless = kinds[("Service", "grpc-echo-headless")]["spec"]
 assert headless["clusterIP"] == "None"
 assert headless["selector"] == kinds[("Service", "grpc-echo")]["spec"]["selector"]
 assert kinds[("PodDisruptionBudget", "grpc-echo")]["spec"]["maxUnavailable"] == 1
+bench = kinds[("Job", "grpc-echo-bench")]["spec"]
+assert bench["completionMode"] == "Indexed"
+assert bench["completions"] == bench["parallelism"] >= 2
+worker = bench["template"]["spec"]["containers"][0]
+assert worker["command"] == ["/echo-client"]
+assert "--histogram-out=-" in worker["args"] and "bench" in worker["args"]
+assert {"name": "ECHO_ADDR", "value": "http://grpc-echo:50051"} in worker["env"]
 print("ok")
 "#;
     let mut command = Command::new(python());

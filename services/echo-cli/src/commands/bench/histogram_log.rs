@@ -1,6 +1,8 @@
-//! The run's latency histogram on disk, losslessly, for `bench merge`:
-//! HdrHistogram's standard interval log (V2 deflate encoding, readable by
-//! HdrHistogram's own tools), one interval per run, values in microseconds.
+//! The run's latency histogram on disk (or stdout), losslessly, for `bench
+//! merge`: HdrHistogram's standard interval log (V2 deflate encoding, readable
+//! by HdrHistogram's own tools), one interval per run, values in microseconds.
+//! A merged file may hold other output around the log (a worker's report, as
+//! `kubectl logs` gives both): only the log's lines are read.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -32,7 +34,8 @@ pub(super) struct Interval {
     pub(super) duration: Duration,
 }
 
-/// Writes `latency` (measured over `elapsed`, from `started`) to `path`.
+/// Writes `latency` (measured over `elapsed`, from `started`) to `path`, or
+/// to stdout for `-`.
 pub(super) fn write(
     path: &Path,
     latency: &Histogram<u64>,
@@ -49,14 +52,36 @@ pub(super) fn write(
         .begin_log_with(&mut log, &mut serializer)?
         .write_histogram(latency, Duration::ZERO, elapsed, None)
         .map_err(|err| anyhow::anyhow!("cannot encode the histogram: {err:?}"))?;
+    if path == Path::new("-") {
+        use std::io::Write;
+        return std::io::stdout()
+            .lock()
+            .write_all(&log)
+            .context("cannot write the histogram to stdout");
+    }
     std::fs::write(path, log).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether `line` belongs to an interval log: a comment or header (`#`), the
+/// legend, or an interval (`Tag=...` or a start time).
+fn is_log_line(line: &str) -> bool {
+    line.starts_with('#')
+        || line.starts_with("\"StartTimestamp\"")
+        || line.starts_with("Tag=")
+        || line.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// Every interval in the log at `path`.
 pub(super) fn read(path: &Path) -> anyhow::Result<Vec<Interval>> {
-    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let log: String = text
+        .lines()
+        .filter(|line| is_log_line(line))
+        .flat_map(|line| [line, "\n"])
+        .collect();
     let mut intervals = Vec::new();
-    for entry in IntervalLogIterator::new(&text) {
+    for entry in IntervalLogIterator::new(log.as_bytes()) {
         let entry = entry
             .map_err(|err| anyhow::anyhow!("{} is not a histogram log: {err:?}", path.display()))?;
         if let LogEntry::Interval(interval) = entry {

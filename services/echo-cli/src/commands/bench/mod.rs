@@ -101,9 +101,9 @@ pub(crate) struct BenchArgs {
     /// as SVG or PNG by its extension.
     #[arg(long, value_parser = parse_plot_path)]
     plot: Option<std::path::PathBuf>,
-    /// Also write the latency histogram to this file, losslessly (an
-    /// HdrHistogram interval log), for `bench merge` to combine with other
-    /// workers'.
+    /// Also write the latency histogram to this file (`-`: stdout, after the
+    /// report), losslessly (an HdrHistogram interval log), for `bench merge`
+    /// to combine with other workers'.
     #[arg(long)]
     histogram_out: Option<std::path::PathBuf>,
     #[command(subcommand)]
