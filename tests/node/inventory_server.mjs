@@ -60,8 +60,13 @@ function listedItem(index) {
 }
 
 const server = new grpc.Server();
+const seen = [];
 server.addService(inventory.service, {
-  PutItem: (call, callback) => callback(null, call.request),
+  PutItem: (call, callback) => {
+    seen.push(`${call.request.sku}|${call.metadata.get("x-tag")[0] ?? ""}`);
+    callback(null, call.request);
+  },
+  Seen: (call, callback) => callback(null, { items: seen.length, skus: seen }),
   GetItem: (call, callback) => callback(notFound(call.request.sku)),
   ListItems: (call) => {
     for (let index = 0; index < call.request.count; index++) call.write(listedItem(index));

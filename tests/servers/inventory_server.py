@@ -57,8 +57,19 @@ def listed_item(index):
 
 
 class Inventory(inventory_pb2_grpc.InventoryServicer):
+    def __init__(self):
+        self.seen = []
+        self.lock = threading.Lock()
+
     def PutItem(self, request, context):
+        tag = dict(context.invocation_metadata()).get("x-tag", "")
+        with self.lock:
+            self.seen.append(f"{request.sku}|{tag}")
         return request
+
+    def Seen(self, request, context):
+        with self.lock:
+            return inventory_pb2.Summary(items=len(self.seen), skus=self.seen)
 
     def GetItem(self, request, context):
         details = [

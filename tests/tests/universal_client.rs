@@ -135,8 +135,15 @@ fn lists_describes_and_calls_a_python_grpcio_service_as_grpcurl_does() {
         .collect();
     assert_eq!(
         methods,
-        ["AddItems", "Exchange", "GetItem", "ListItems", "PutItem"]
-            .map(|m| format!("{SERVICE}.{m}"))
+        [
+            "AddItems",
+            "Exchange",
+            "GetItem",
+            "ListItems",
+            "PutItem",
+            "Seen"
+        ]
+        .map(|m| format!("{SERVICE}.{m}"))
     );
     let item = echo_client(&["--addr", &addr, "describe", "acme.inventory.v1.Item"]);
     let item = String::from_utf8_lossy(succeeded(&item)).into_owned();
@@ -223,7 +230,7 @@ fn lists_describes_calls_and_loads_a_node_grpc_js_service() {
     let methods = echo_client(&["--addr", &addr, "list", SERVICE]);
     assert_eq!(
         String::from_utf8_lossy(succeeded(&methods)).lines().count(),
-        5
+        6
     );
     let item = echo_client(&["--addr", &addr, "describe", "acme.inventory.v1.Item"]);
     let item = String::from_utf8_lossy(succeeded(&item)).into_owned();
@@ -331,6 +338,83 @@ fn bench_loads_every_shape_of_a_python_grpcio_service() {
     assert_eq!(output.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["errors"], json!({ "NotFound": 5 }));
+}
+
+#[test]
+fn bench_makes_each_request_from_its_templates() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+    let output = echo_client(&[
+        "--addr",
+        &addr,
+        "--json",
+        "-H",
+        "x-tag: c{{.ConnectionID}}",
+        "bench",
+        "--call",
+        &format!("{SERVICE}/PutItem"),
+        "-d",
+        r#"{"sku":"w{{.WorkerID}}-n{{.RequestNumber}}","tags":["{{randomString 6}}"]}"#,
+        "--total",
+        "40",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+        "--concurrency",
+        "2",
+    ]);
+    let report: Value = serde_json::from_slice(succeeded(&output)).unwrap();
+    assert_eq!(
+        (report["calls"].as_u64(), &report["errors"]),
+        (Some(40), &json!({}))
+    );
+    let seen = echo_client(&[
+        "--addr",
+        &addr,
+        "--json",
+        "call",
+        &format!("{SERVICE}/Seen"),
+    ]);
+    let seen = &json_values(succeeded(&seen))[0]["skus"];
+    let mut numbers: Vec<u64> = Vec::new();
+    for entry in seen.as_array().unwrap() {
+        // `w<worker>-n<number>|c<connection>`: workers 0 and 1 share
+        // connection 0, workers 2 and 3 connection 1.
+        let (sku, tag) = entry.as_str().unwrap().split_once('|').unwrap();
+        let (worker, number) = sku.strip_prefix('w').unwrap().split_once("-n").unwrap();
+        let worker: usize = worker.parse().unwrap();
+        assert!(worker < 4, "{entry}");
+        assert_eq!(tag, format!("c{}", worker / 2), "{entry}");
+        numbers.push(number.parse().unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..40).collect::<Vec<u64>>());
+
+    for (args, expected) in [
+        (
+            vec!["-d", r#"{"sku":"{{.Nope}}"}"#],
+            "unknown template action `{{.Nope}}`",
+        ),
+        (vec!["-d", r#"{"sku":{{randomInt 1 9}}}"#], "field `sku`"),
+        (vec!["-d", r#"{"sku":"{{.UUID"}"#], "never closed"),
+    ] {
+        let call = format!("{SERVICE}/PutItem");
+        let mut full = vec![
+            "--addr",
+            addr.as_str(),
+            "bench",
+            "--call",
+            &call,
+            "--total",
+            "1",
+        ];
+        full.extend(args);
+        let output = echo_client(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
 }
 
 #[test]

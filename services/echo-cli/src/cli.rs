@@ -184,9 +184,16 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
             if let Some(merged) = bench::merge_only(&args, out) {
                 return merged;
             }
+            // Header templates are made per request; the others go with every call.
+            let mut globals = globals;
+            let (templated, plain) = std::mem::take(&mut globals.headers)
+                .into_iter()
+                .partition(|(_, value)| bench::template::Template::is_template(value));
+            globals.headers = plain;
+            let templated: Vec<(String, String)> = templated;
             // The server's compression is measured only when asked for.
             let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
-            bench::run(&builder, &args, out).await
+            bench::run(&builder, &args, &templated, out).await
         }
         Command::List(args) => any::list(&builder(&globals)?, args, out).await,
         Command::Describe(args) => any::describe(&builder(&globals)?, args, out).await,

@@ -44,7 +44,12 @@ impl RequestData {
         &self,
         input: &MessageDescriptor,
     ) -> anyhow::Result<Vec<DynamicMessage>> {
-        let text = match self {
+        parse_all(input, &self.text()?)
+    }
+
+    /// The whole text, read to the end.
+    pub(crate) fn text(&self) -> anyhow::Result<String> {
+        Ok(match self {
             Self::Inline(text) => text.clone(),
             Self::File(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?,
@@ -55,13 +60,20 @@ impl RequestData {
                     .context("cannot read stdin")?;
                 text
             }
-        };
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .enumerate()
-            .map(|(index, value)| to_message(input, index, value))
-            .collect()
+        })
     }
+}
+
+/// The JSON objects of `text`, one after another, as messages of `input`.
+pub(crate) fn parse_all(
+    input: &MessageDescriptor,
+    text: &str,
+) -> anyhow::Result<Vec<DynamicMessage>> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+        .map(|(index, value)| to_message(input, index, value))
+        .collect()
 }
 
 /// Request `index` (from 0) as a message of `input`; one that does not fit

@@ -8,6 +8,7 @@ mod plot;
 mod report;
 mod schedule;
 mod targets;
+pub(crate) mod template;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -31,8 +32,9 @@ use report::Tally;
 use schedule::Schedule;
 use targets::{
     Caller, EchoBidi, EchoClientStream, EchoServerStream, EchoUnary, InteropUnary, PingPong,
-    RawBidi, RawClientStream, RawServerStream, RawUnary, RoundRobin,
+    RawBidi, RawClientStream, RawServerStream, RawUnary, Requests, Templates,
 };
+use template::Template;
 
 /// Which RPC the load calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +95,11 @@ pub(crate) struct BenchArgs {
     call: Option<String>,
     /// `--call`'s request messages: JSON (several, one after another, are
     /// sent in turn), `@FILE`, or `@-` for stdin [default: an empty message].
+    /// With `{{...}}` actions it is one request's template, made per request
+    /// (`{{.RequestNumber}}`, `{{.WorkerID}}`, `{{.ConnectionID}}`,
+    /// `{{.Timestamp}}`, `{{.TimestampUnix}}`, `{{.TimestampUnixMilli}}`,
+    /// `{{.TimestampUnixNano}}`, `{{.UUID}}`, `{{randomString N}}`,
+    /// `{{randomInt MIN MAX}}`); so can `-H` values be.
     #[arg(short = 'd', long = "data", value_parser = RequestData::parse, requires = "call")]
     data: Option<RequestData>,
     #[command(flatten)]
@@ -160,6 +167,7 @@ pub(crate) fn merge_only(args: &BenchArgs, out: Output) -> Option<anyhow::Result
 pub(crate) async fn run(
     builder: &ClientBuilder,
     args: &BenchArgs,
+    header_templates: &[(String, String)],
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.concurrency == 0 {
@@ -174,7 +182,10 @@ pub(crate) async fn run(
     if (args.method.is_some() || args.call.is_some()) && builder.is_balanced() {
         bail!("--method and --call call one server: give --addr a single address");
     }
-    let raw = raw_target(builder, args).await?;
+    if !header_templates.is_empty() && raw_target_named(args).is_none() {
+        bail!("header templates (`{{{{...}}}}` in -H) apply to --call and --method loads");
+    }
+    let raw = raw_target(builder, args, header_templates).await?;
     let started = std::time::SystemTime::now();
     // Every connection counts its retries here, for the report.
     let stats = Arc::new(CallStats::default());
@@ -243,14 +254,16 @@ pub(crate) async fn run(
             Some(RawTarget {
                 path,
                 messages,
+                templates,
                 shape: Shape::Unary,
             }),
             _,
         ) => {
             // The lean caller when the address allows it (plaintext, one
-            // server, one message); the client library's transport otherwise.
+            // server, one message, nothing made per request); the client
+            // library's transport otherwise.
             let lean = || LeanUnary::connect(builder, path.as_str(), messages[0].clone());
-            let first = if messages.len() == 1 {
+            let first = if messages.len() == 1 && templates.is_none() {
                 Some(lean().await)
             } else {
                 None
@@ -264,7 +277,7 @@ pub(crate) async fn run(
                     load(callers, args).await?
                 }
                 None | Some(Err(ClientError::Unsupported { .. })) => {
-                    let messages = RoundRobin::new(messages.clone());
+                    let messages = Requests::new(messages.clone(), templates.clone());
                     let callers = connect_each(args, || async {
                         Ok(RawUnary {
                             grpc: Grpc::new(builder.connect_transport().await?),
@@ -281,11 +294,12 @@ pub(crate) async fn run(
             Some(RawTarget {
                 path,
                 messages,
+                templates,
                 shape: Shape::ServerStream,
             }),
             _,
         ) => {
-            let messages = RoundRobin::new(messages.clone());
+            let messages = Requests::new(messages.clone(), templates.clone());
             let callers = connect_each(args, || async {
                 Ok(RawServerStream {
                     grpc: Grpc::new(builder.connect_transport().await?),
@@ -299,11 +313,12 @@ pub(crate) async fn run(
             Some(RawTarget {
                 path,
                 messages,
+                templates,
                 shape: Shape::ClientStream,
             }),
             _,
         ) => {
-            let messages = RoundRobin::new(messages.clone());
+            let messages = Requests::new(messages.clone(), templates.clone());
             let callers = connect_each(args, || async {
                 Ok(RawClientStream {
                     grpc: Grpc::new(builder.connect_transport().await?),
@@ -319,6 +334,7 @@ pub(crate) async fn run(
                 path,
                 messages,
                 shape: Shape::Bidi,
+                ..
             }),
             _,
         ) => {
@@ -359,11 +375,20 @@ pub(crate) async fn run(
     })
 }
 
+/// The method `--method` or `--call` names, if either does.
+fn raw_target_named(args: &BenchArgs) -> Option<&str> {
+    args.call
+        .as_deref()
+        .or(args.method.as_ref().map(PathAndQuery::as_str))
+}
+
 /// A method of any server, with encoded messages.
 struct RawTarget {
     path: PathAndQuery,
     /// At least one.
     messages: Vec<Bytes>,
+    /// What is made per request instead (bidi ping-pongs the first message).
+    templates: Option<Arc<Templates>>,
     shape: Shape,
 }
 
@@ -380,11 +405,24 @@ enum Shape {
 async fn raw_target(
     builder: &ClientBuilder,
     args: &BenchArgs,
+    header_templates: &[(String, String)],
 ) -> anyhow::Result<Option<RawTarget>> {
+    let headers = header_templates
+        .iter()
+        .map(|(key, value)| {
+            let key = key
+                .parse()
+                .with_context(|| format!("{key:?} is not a header name"))?;
+            let template =
+                Template::parse(value).with_context(|| format!("the template of header {key}"))?;
+            Ok((key, template))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(path) = &args.method {
         return Ok(Some(RawTarget {
             path: path.clone(),
             messages: vec![raw_message(args.payload_size)],
+            templates: templates(None, headers),
             shape: if args.rpc == BenchRpc::Bidi {
                 Shape::Bidi
             } else {
@@ -398,9 +436,26 @@ async fn raw_target(
     let (service, _) = any_call::split_method(name)?;
     let pool = crate::commands::any::pool_for(builder, &args.source, service).await?;
     let method = crate::commands::any::find_method(&pool, name)?;
-    let messages = match &args.data {
-        Some(data) => data.read_all(&method.input())?,
-        None => vec![prost_reflect::DynamicMessage::new(method.input())],
+    let input = method.input();
+    // A template is one request's JSON, made anew for each request; it is
+    // made once here so that one that does not fit fails before the load.
+    let text = args.data.as_ref().map(RequestData::text).transpose()?;
+    let body = match &text {
+        Some(text) if Template::is_template(text) => {
+            let template = Template::parse(text).context("the --data template")?;
+            let first = template.render(template::RequestContext {
+                request: 0,
+                worker: 0,
+                connection: 0,
+            });
+            targets::encode(&input, &first).context("the --data template's first request")?;
+            Some((template, input.clone()))
+        }
+        _ => None,
+    };
+    let messages = match &text {
+        Some(text) if body.is_none() => any_call::parse_all(&input, text)?,
+        _ => vec![prost_reflect::DynamicMessage::new(input.clone())],
     };
     if messages.is_empty() {
         bail!("--data holds no request message");
@@ -417,8 +472,25 @@ async fn raw_target(
             .iter()
             .map(|message| prost::Message::encode_to_vec(message).into())
             .collect(),
+        templates: templates(body, headers),
         shape,
     }))
+}
+
+fn templates(
+    body: Option<(Template, prost_reflect::MessageDescriptor)>,
+    headers: Vec<(
+        tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+        Template,
+    )>,
+) -> Option<Arc<Templates>> {
+    (body.is_some() || !headers.is_empty()).then(|| {
+        Arc::new(Templates {
+            body,
+            headers,
+            made: Default::default(),
+        })
+    })
 }
 
 /// One caller per `--connections`, each with a connection of its own.
@@ -452,12 +524,11 @@ async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Me
         args.rps,
     ));
     let mut workers = Vec::with_capacity(callers.len() * args.concurrency);
-    for caller in &callers {
+    for (connection, caller) in callers.iter().enumerate() {
         for _ in 0..args.concurrency {
-            workers.push(tokio::spawn(targets::drive(
-                caller.clone(),
-                Arc::clone(&schedule),
-            )));
+            let mut caller = caller.clone();
+            caller.assign(workers.len(), connection);
+            workers.push(tokio::spawn(targets::drive(caller, Arc::clone(&schedule))));
         }
     }
     let progress = std::io::stderr()

@@ -4,21 +4,26 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{Buf, Bytes};
 use echo_client::proto::{EchoRequest, StreamControl};
 use echo_client::{EchoClient, LeanUnary, Transport};
 use grpc_echo::grpc::testing::SimpleRequest;
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
 use http::uri::PathAndQuery;
+use prost_reflect::MessageDescriptor;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 
 use super::report::Tally;
 use super::schedule::{Schedule, wait_until};
+use super::template::{RequestContext, Template};
 
 /// What a successful call (or bidi message) brought back.
 pub(super) struct Answer {
@@ -41,6 +46,9 @@ impl Answer {
 /// message and its echo on a stream kept open from call to call. Clones share
 /// the connection but not a stream.
 pub(super) trait Caller: Clone + Send + 'static {
+    /// Tells a worker's caller which worker it is, on which connection.
+    fn assign(&mut self, _worker: usize, _connection: usize) {}
+
     /// Makes the call.
     fn call(&mut self) -> impl Future<Output = Result<Answer, Status>> + Send;
 }
@@ -160,21 +168,21 @@ impl Caller for LeanUnary {
 pub(super) struct RawUnary {
     pub(super) grpc: Grpc<Transport>,
     pub(super) path: PathAndQuery,
-    pub(super) messages: RoundRobin,
+    pub(super) messages: Requests,
 }
 
 impl Caller for RawUnary {
+    fn assign(&mut self, worker: usize, connection: usize) {
+        self.messages.assign(worker, connection);
+    }
+
     async fn call(&mut self) -> Result<Answer, Status> {
         self.grpc
             .ready()
             .await
             .map_err(|err| Status::unavailable(err.to_string()))?;
         self.grpc
-            .unary(
-                tonic::Request::new(self.messages.next()),
-                self.path.clone(),
-                RawCodec,
-            )
+            .unary(self.messages.next_request()?, self.path.clone(), RawCodec)
             .await?;
         Ok(Answer::one(String::new()))
     }
@@ -185,10 +193,14 @@ impl Caller for RawUnary {
 pub(super) struct RawServerStream {
     pub(super) grpc: Grpc<Transport>,
     pub(super) path: PathAndQuery,
-    pub(super) messages: RoundRobin,
+    pub(super) messages: Requests,
 }
 
 impl Caller for RawServerStream {
+    fn assign(&mut self, worker: usize, connection: usize) {
+        self.messages.assign(worker, connection);
+    }
+
     async fn call(&mut self) -> Result<Answer, Status> {
         self.grpc
             .ready()
@@ -196,11 +208,7 @@ impl Caller for RawServerStream {
             .map_err(|err| Status::unavailable(err.to_string()))?;
         let mut answers = self
             .grpc
-            .server_streaming(
-                tonic::Request::new(self.messages.next()),
-                self.path.clone(),
-                RawCodec,
-            )
+            .server_streaming(self.messages.next_request()?, self.path.clone(), RawCodec)
             .await?
             .into_inner();
         let mut answer = Answer {
@@ -219,23 +227,35 @@ impl Caller for RawServerStream {
 pub(super) struct RawClientStream {
     pub(super) grpc: Grpc<Transport>,
     pub(super) path: PathAndQuery,
-    pub(super) messages: RoundRobin,
+    pub(super) messages: Requests,
     pub(super) count: u32,
 }
 
 impl Caller for RawClientStream {
+    fn assign(&mut self, worker: usize, connection: usize) {
+        self.messages.assign(worker, connection);
+    }
+
     async fn call(&mut self) -> Result<Answer, Status> {
         self.grpc
             .ready()
             .await
             .map_err(|err| Status::unavailable(err.to_string()))?;
-        let requests: Vec<Bytes> = (0..self.count).map(|_| self.messages.next()).collect();
+        // The headers of the first request go with the call.
+        let mut metadata = None;
+        let mut messages = Vec::with_capacity(self.count as usize);
+        for _ in 0..self.count {
+            let (headers, _, message) = self.messages.next_request()?.into_parts();
+            metadata.get_or_insert(headers);
+            messages.push(message);
+        }
+        let requests = tonic::Request::from_parts(
+            metadata.unwrap_or_default(),
+            Default::default(),
+            tokio_stream::iter(messages),
+        );
         self.grpc
-            .client_streaming(
-                tonic::Request::new(tokio_stream::iter(requests)),
-                self.path.clone(),
-                RawCodec,
-            )
+            .client_streaming(requests, self.path.clone(), RawCodec)
             .await?;
         Ok(Answer {
             messages: u64::from(self.count),
@@ -244,28 +264,84 @@ impl Caller for RawClientStream {
     }
 }
 
-/// Encoded request messages, handed out in turn (each worker from the first).
+/// The requests of a `--method` or `--call` load: messages encoded once and
+/// handed out in turn (each worker from the first), or made per request from
+/// templates (body, headers or both).
 #[derive(Clone)]
-pub(super) struct RoundRobin {
+pub(super) struct Requests {
     messages: Arc<[Bytes]>,
     next: usize,
+    templates: Option<Arc<Templates>>,
+    worker: usize,
+    connection: usize,
 }
 
-impl RoundRobin {
-    /// `messages`, of which there is at least one.
-    pub(super) fn new(messages: Vec<Bytes>) -> Self {
-        assert!(!messages.is_empty(), "a round robin of no messages");
+/// What is made per request.
+pub(super) struct Templates {
+    /// The request message, as JSON of this type.
+    pub(super) body: Option<(Template, MessageDescriptor)>,
+    pub(super) headers: Vec<(MetadataKey<Ascii>, Template)>,
+    /// Requests made so far, across workers.
+    pub(super) made: AtomicU64,
+}
+
+impl Requests {
+    /// `messages` (at least one) in turn, with `templates` applied.
+    pub(super) fn new(messages: Vec<Bytes>, templates: Option<Arc<Templates>>) -> Self {
+        assert!(!messages.is_empty(), "no request messages");
         Self {
             messages: messages.into(),
             next: 0,
+            templates,
+            worker: 0,
+            connection: 0,
         }
     }
 
-    fn next(&mut self) -> Bytes {
+    /// The worker and connection the templates name.
+    pub(super) fn assign(&mut self, worker: usize, connection: usize) {
+        (self.worker, self.connection) = (worker, connection);
+    }
+
+    fn next_message(&mut self) -> Bytes {
         let message = self.messages[self.next].clone();
         self.next = (self.next + 1) % self.messages.len();
         message
     }
+
+    /// The next request. A template that makes a message or header that does
+    /// not fit fails the call as INVALID_ARGUMENT, before anything is sent.
+    pub(super) fn next_request(&mut self) -> Result<tonic::Request<Bytes>, Status> {
+        let Some(templates) = self.templates.clone() else {
+            return Ok(tonic::Request::new(self.next_message()));
+        };
+        let context = RequestContext {
+            request: templates.made.fetch_add(1, Ordering::Relaxed),
+            worker: self.worker,
+            connection: self.connection,
+        };
+        let body = match &templates.body {
+            Some((template, input)) => encode(input, &template.render(context))
+                .map_err(|err| Status::invalid_argument(format!("{err:#}")))?,
+            None => self.next_message(),
+        };
+        let mut request = tonic::Request::new(body);
+        for (key, template) in &templates.headers {
+            let value = template.render(context);
+            let value = MetadataValue::try_from(value.as_str()).map_err(|_| {
+                Status::invalid_argument(format!("header {key} from its template: {value:?}"))
+            })?;
+            request.metadata_mut().insert(key.clone(), value);
+        }
+        Ok(request)
+    }
+}
+
+/// `json`, one request of type `input`, encoded.
+pub(super) fn encode(input: &MessageDescriptor, json: &str) -> anyhow::Result<Bytes> {
+    let value = serde_json::from_str(json);
+    let message = crate::commands::any::call::to_message(input, 0, value)?;
+    Ok(prost::Message::encode_to_vec(&message).into())
 }
 
 /// Answers of a bidi stream, one per message.
