@@ -560,3 +560,183 @@ fn the_histograms_of_three_workers_merge_into_one_report_of_all_their_calls() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("holds no histogram"));
 }
+
+#[test]
+fn stepped_and_ramped_schedules_are_reported_per_step_and_as_csv_and_html() {
+    let server = ServerProcess::start(&[]);
+    let dir = echo_tests::pki::temp_dir("bench-steps");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (csv, calls_csv, html) = (path("steps.csv"), path("calls.csv"), path("report.html"));
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--rps",
+            "100",
+            "--rps-step",
+            "100",
+            "--rps-max",
+            "200",
+            "--step-interval",
+            "500ms",
+            "--duration",
+            "1500ms",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "8",
+            "--csv",
+            &csv,
+            "--csv-calls",
+            &calls_csv,
+            "--html",
+            &html,
+        ],
+    );
+    assert!(ok, "{report}");
+    // 100/s, then 200/s twice (the max), half a second each: 50, 100, 100 calls.
+    let steps = report["steps"].as_array().unwrap();
+    let column = |key: &str| {
+        steps
+            .iter()
+            .map(|step| step[key].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(column("target_rps"), [100.0, 200.0, 200.0], "{report}");
+    assert_eq!(column("calls"), [50.0, 100.0, 100.0], "{report}");
+    assert_eq!(report["calls"], 250);
+
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("step,start_s,end_s,target_rps,concurrency,calls,errors,"),
+        "{csv}"
+    );
+    assert!(rows[1].starts_with("1,0.000,0.500,100,8,50,0,"), "{csv}");
+    assert!(rows[4].starts_with("all,0.000,1.500,,8,250,0,"), "{csv}");
+    let calls = std::fs::read_to_string(&calls_csv).unwrap();
+    assert_eq!(calls.lines().count(), 1 + 250);
+    assert!(
+        calls.lines().skip(1).all(|line| line.ends_with(",OK")),
+        "{calls}"
+    );
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        2,
+        "percentile plot and histogram"
+    );
+    assert!(html.contains("<table id=\"steps\">") && html.contains("<td>250</td>"));
+    // Self-contained: nothing to fetch, nothing to run.
+    for outside in ["src=", "href=", "<script", "url("] {
+        assert!(!html.contains(outside), "{outside} in the page");
+    }
+
+    // Stepped concurrency: 1, 2, then 3 concurrent calls.
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--concurrency",
+            "1",
+            "--concurrency-step",
+            "1",
+            "--concurrency-max",
+            "3",
+            "--step-interval",
+            "300ms",
+            "--duration",
+            "900ms",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert!(ok, "{report}");
+    let concurrency: Vec<u64> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(concurrency, [1, 2, 3], "{report}");
+
+    // A linear ramp from 100/s to 300/s over a second: 200 calls.
+    let (ok, report) = bench(
+        &server,
+        &[
+            "--rps",
+            "100",
+            "--rps-ramp-to",
+            "300",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--concurrency",
+            "8",
+        ],
+    );
+    assert!(ok, "{report}");
+    assert_eq!(report["calls"], 200, "{report}");
+}
+
+#[test]
+fn open_loop_latency_shows_a_server_stall_that_a_closed_loop_hides() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr.to_string();
+    let delayed = [
+        "--call",
+        "echo.v1.EchoService/Echo",
+        "-d",
+        r#"{"delay":"0.020s"}"#,
+    ];
+    let run = |extra: &[&str]| {
+        let mut command = std::process::Command::new(echo_tests::process::binary("echo-client"));
+        command.args([
+            "--addr",
+            &addr,
+            "--json",
+            "bench",
+            "--warmup",
+            "500ms",
+            "--duration",
+            "3s",
+        ]);
+        command.args(delayed).args(extra);
+        echo_tests::process::spawn_piped(command)
+    };
+    // Open loop at 200/s: each call is answered after the fixed 20 ms.
+    let steady = echo_tests::process::output_of(
+        run(&["--rps", "200", "--concurrency", "20"]),
+        "the open loop",
+        COMMAND_TIMEOUT,
+    );
+    let steady: Value = serde_json::from_slice(&steady.stdout).unwrap();
+    let rate = steady["calls_per_second"].as_f64().unwrap();
+    assert!((rate - 200.0).abs() <= 2.0, "{steady}");
+    let p50 = steady["latency_ms"]["p50"].as_f64().unwrap();
+    assert!((20.0..25.0).contains(&p50), "{steady}");
+
+    // The server stalls for one second in the middle of each run: the open
+    // loop counts every call from its intended start, so the stall reaches
+    // the tail; the closed loop just waits, and its p99 stays near 20 ms.
+    let stall = |bench: std::process::Child, what: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        server.signal("STOP");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        server.signal("CONT");
+        let output = echo_tests::process::output_of(bench, what, COMMAND_TIMEOUT);
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let open = stall(
+        run(&["--rps", "200", "--concurrency", "400"]),
+        "the open loop",
+    );
+    let closed = stall(run(&["--concurrency", "4"]), "the closed loop");
+    let ms = |report: &Value, key: &str| report["latency_ms"][key].as_f64().unwrap();
+    assert!(ms(&open, "p99.9") >= 900.0, "{open}");
+    assert!(
+        ms(&open, "p90") >= 100.0,
+        "a fifth of the calls were due in the stall: {open}"
+    );
+    assert!(ms(&closed, "p90") < 100.0, "{closed}");
+}

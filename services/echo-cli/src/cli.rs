@@ -126,7 +126,7 @@ enum Command {
     Interop(interop::InteropArgs),
     /// Load the server and report throughput, errors and latency percentiles.
     #[command(args_conflicts_with_subcommands = true)]
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// List the services a server (or `--proto`/`--protoset`) defines, or a SERVICE's methods.
     List(any::ListArgs),
     /// Print a service, method, message or enum as proto source.

@@ -4,6 +4,7 @@
 //! ([`report`]) and a percentile plot ([`plot`]).
 
 mod histogram_log;
+mod html;
 mod plot;
 mod report;
 mod schedule;
@@ -29,7 +30,7 @@ use crate::commands::any::call::{self as any_call, RequestData};
 use crate::commands::any::source::SourceArgs;
 use crate::output::Output;
 use report::Tally;
-use schedule::Schedule;
+use schedule::{Rate, Schedule};
 use targets::{
     Caller, EchoBidi, EchoClientStream, EchoServerStream, EchoUnary, InteropUnary, PingPong,
     RawBidi, RawClientStream, RawServerStream, RawUnary, Requests, Templates,
@@ -76,6 +77,27 @@ pub(crate) struct BenchArgs {
     /// Open loop: start this many calls per second, whatever the answers do.
     #[arg(long)]
     rps: Option<f64>,
+    /// Stepped open loop: add this many calls per second to `--rps` every
+    /// `--step-interval` (up to `--rps-max`).
+    #[arg(long, requires = "rps", conflicts_with = "rps_ramp_to")]
+    rps_step: Option<f64>,
+    /// The rate a stepped open loop stops rising at [default: no limit].
+    #[arg(long, requires = "rps_step")]
+    rps_max: Option<f64>,
+    /// Ramped open loop: from `--rps` to this rate, linearly over `--duration`.
+    #[arg(long, requires = "rps", conflicts_with = "total")]
+    rps_ramp_to: Option<f64>,
+    /// Stepped concurrency: add this many concurrent calls per connection
+    /// every `--step-interval`, from `--concurrency` up to `--concurrency-max`.
+    #[arg(long, requires = "concurrency_max")]
+    concurrency_step: Option<usize>,
+    /// Where `--concurrency-step` stops.
+    #[arg(long, requires = "concurrency_step")]
+    concurrency_max: Option<usize>,
+    /// How long each step of `--rps-step` or `--concurrency-step` lasts; the
+    /// report is broken down per step.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    step_interval: Duration,
     /// Payload bytes per message.
     #[arg(long, default_value_t = 64)]
     payload_size: usize,
@@ -113,6 +135,18 @@ pub(crate) struct BenchArgs {
     /// to combine with other workers'.
     #[arg(long)]
     histogram_out: Option<std::path::PathBuf>,
+    /// Also write the report as CSV to this file: a row per step of a stepped
+    /// schedule, and one for the whole run.
+    #[arg(long)]
+    csv: Option<std::path::PathBuf>,
+    /// Also write every measured call as CSV to this file: worker, scheduled
+    /// start and latency (ms), status.
+    #[arg(long)]
+    csv_calls: Option<std::path::PathBuf>,
+    /// Also write the report as one self-contained HTML page to this file:
+    /// summary, latency percentile plot, histogram, steps, errors.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<BenchCommand>,
 }
@@ -154,6 +188,40 @@ fn raw_message(size: usize) -> Bytes {
     message.freeze()
 }
 
+impl BenchArgs {
+    /// The open loop's rate, if open.
+    fn rate(&self) -> Option<Rate> {
+        let start = self.rps?;
+        Some(match (self.rps_step, self.rps_ramp_to) {
+            (Some(step), _) => Rate::Steps {
+                start,
+                step,
+                every: self.step_interval,
+                max: self.rps_max.unwrap_or(f64::INFINITY),
+            },
+            (None, Some(to)) => Rate::Ramp {
+                from: start,
+                to,
+                over: self.duration,
+            },
+            (None, None) => Rate::Constant(start),
+        })
+    }
+
+    /// Whether the load changes in steps (and is reported per step).
+    fn stepped(&self) -> bool {
+        self.rps_step.is_some() || self.concurrency_step.is_some()
+    }
+
+    /// Concurrent calls per connection during step `step` (from 0).
+    fn concurrency_of_step(&self, step: usize) -> usize {
+        match (self.concurrency_step, self.concurrency_max) {
+            (Some(by), Some(max)) => (self.concurrency + by * step).min(max),
+            _ => self.concurrency,
+        }
+    }
+}
+
 /// Whether `bench` merges files instead of loading a server (it needs no
 /// connection then).
 pub(crate) fn merge_only(args: &BenchArgs, out: Output) -> Option<anyhow::Result<ExitCode>> {
@@ -173,8 +241,27 @@ pub(crate) async fn run(
     if args.connections == 0 || args.concurrency == 0 {
         bail!("--connections and --concurrency must be at least 1");
     }
-    if args.rps.is_some_and(|rps| !(rps > 0.0 && rps.is_finite())) {
-        bail!("--rps must be a positive number");
+    let positive = |rate: Option<f64>| rate.is_none_or(|rate| rate > 0.0 && rate.is_finite());
+    if !positive(args.rps) || !positive(args.rps_step) || !positive(args.rps_ramp_to) {
+        bail!("--rps, --rps-step and --rps-ramp-to must be positive numbers");
+    }
+    if args
+        .rps_max
+        .is_some_and(|max| max.is_nan() || max < args.rps.unwrap_or_default())
+    {
+        bail!("--rps-max must be at least --rps");
+    }
+    if args.concurrency_step == Some(0)
+        || args
+            .concurrency_max
+            .is_some_and(|max| max < args.concurrency)
+    {
+        bail!(
+            "--concurrency-step must be at least 1, and --concurrency-max at least --concurrency"
+        );
+    }
+    if args.step_interval.is_zero() {
+        bail!("--step-interval must be longer than zero");
     }
     if args.method.is_some() && !matches!(args.rpc, BenchRpc::Unary | BenchRpc::Bidi) {
         bail!("--method calls unary or bidi methods: use --rpc unary or --rpc bidi");
@@ -358,6 +445,18 @@ pub(crate) async fn run(
     if let Some(path) = &args.histogram_out {
         histogram_log::write(path, &tally.latency, started, elapsed)?;
     }
+    let write = |path: &std::path::Path, text: String| {
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    if let Some(path) = &args.csv {
+        write(path, report::csv(args, &tally, calls, elapsed))?;
+    }
+    if let (Some(path), Some(details)) = (&args.csv_calls, &tally.calls) {
+        write(path, report::calls_csv(details))?;
+    }
+    if let Some(path) = &args.html {
+        write(path, html::page(args, &tally, calls, elapsed))?;
+    }
     if let Some(path) = &args.plot {
         let svg = plot::svg(&tally.latency, &report::describe(args));
         let bytes = if path.extension().is_some_and(|ext| ext == "png") {
@@ -521,20 +620,38 @@ async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Me
         args.warmup,
         args.duration,
         args.total,
-        args.rps,
+        args.rate(),
+        args.stepped().then_some(args.step_interval),
+        args.csv_calls.is_some(),
     ));
-    let mut workers = Vec::with_capacity(callers.len() * args.concurrency);
+    let per_connection = args.concurrency_max.unwrap_or(args.concurrency);
+    let mut workers = Vec::with_capacity(callers.len() * per_connection);
     for (connection, caller) in callers.iter().enumerate() {
-        for _ in 0..args.concurrency {
+        for slot in 0..per_connection {
+            // Stepped concurrency: the workers past `--concurrency` join one
+            // step at a time.
+            let joins = args
+                .concurrency_step
+                .filter(|_| slot >= args.concurrency)
+                .map(|step| {
+                    let steps = (slot - args.concurrency) / step + 1;
+                    schedule.measure_from() + args.step_interval * steps as u32
+                });
+            let worker = workers.len();
             let mut caller = caller.clone();
-            caller.assign(workers.len(), connection);
-            workers.push(tokio::spawn(targets::drive(caller, Arc::clone(&schedule))));
+            caller.assign(worker, connection);
+            workers.push(tokio::spawn(targets::drive(
+                caller,
+                Arc::clone(&schedule),
+                joins,
+                worker,
+            )));
         }
     }
     let progress = std::io::stderr()
         .is_terminal()
         .then(|| tokio::spawn(schedule::progress(Arc::clone(&schedule))));
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(0, args.csv_calls.is_some());
     for worker in workers {
         tally.merge(worker.await.context("a benchmark worker panicked")?);
     }

@@ -93,6 +93,62 @@ pub(super) fn svg(latency: &Histogram<u64>, title: &str) -> String {
     out
 }
 
+/// The SVG bar chart of `latency` (microseconds): calls per latency bucket,
+/// the buckets doubling in width from 0.1 ms.
+pub(super) fn histogram_svg(latency: &Histogram<u64>) -> String {
+    let buckets: Vec<(f64, u64)> = latency
+        .iter_log(100, 2.0)
+        .map(|bucket| {
+            (
+                (bucket.value_iterated_to() + 1) as f64 / 1000.0,
+                bucket.count_since_last_iteration(),
+            )
+        })
+        .collect();
+    let (plot_width, plot_height) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let most = buckets
+        .iter()
+        .map(|&(_, count)| count)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let width = plot_width / buckets.len().max(1) as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for (index, &(up_to_ms, count)) in buckets.iter().enumerate() {
+        let x = LEFT + width * index as f64;
+        let height = count as f64 / most as f64 * plot_height;
+        let _ = writeln!(
+            out,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{height:.1}" fill="#1f77b4"><title>up to {} ms: {count} calls</title></rect>"##,
+            x + 1.0,
+            TOP + plot_height - height,
+            (width - 2.0).max(1.0),
+            format_ms(up_to_ms),
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x + width / 2.0,
+            TOP + plot_height + 16.0,
+            format_ms(up_to_ms)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">latency up to (ms)</text><text transform="translate(22 {}) rotate(-90)" text-anchor="middle">calls (most: {most})</text>"#,
+        LEFT + plot_width / 2.0,
+        HEIGHT - 15.0,
+        TOP + plot_height / 2.0
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
 /// `svg` rasterised as PNG bytes.
 pub(super) fn png(svg: &str) -> anyhow::Result<Vec<u8>> {
     use resvg::{tiny_skia, usvg};
@@ -137,7 +193,7 @@ fn format_ms(ms: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -2,6 +2,7 @@
 //! code, answers by instance) and the report printed from it.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::time::Duration;
 
 use echo_client::CallStats;
@@ -10,6 +11,7 @@ use serde_json::json;
 use tonic::Status;
 
 use super::BenchArgs;
+use super::schedule::Rate;
 use super::targets::Answer;
 
 /// Largest latency recorded, in microseconds; longer ones count as this.
@@ -24,24 +26,87 @@ pub(super) struct Tally {
     pub(super) errors: BTreeMap<String, u64>,
     /// Answered calls (bidi: messages) per server instance that answered.
     instances: BTreeMap<String, u64>,
+    /// Stepped schedules: what each step measured, by step from 0.
+    pub(super) steps: BTreeMap<usize, StepTally>,
+    /// The worker this tally is of (merged: the first's).
+    worker: usize,
+    /// Every measured call, when kept (`--csv-calls`).
+    pub(super) calls: Option<Vec<CallDetail>>,
+}
+
+/// One measured call, for `--csv-calls`.
+pub(super) struct CallDetail {
+    pub(super) worker: usize,
+    /// Its scheduled start, from the start of the measured part.
+    pub(super) at: Duration,
+    pub(super) latency: Duration,
+    pub(super) code: tonic::Code,
+}
+
+/// What one step of a stepped schedule measured.
+pub(super) struct StepTally {
+    /// Measured calls, failed ones included.
+    pub(super) calls: u64,
+    pub(super) errors: u64,
+    /// Microseconds per successful call.
+    pub(super) latency: Histogram<u64>,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).expect("valid histogram bounds")
 }
 
 impl Tally {
-    pub(super) fn new() -> Self {
+    /// An empty tally of `worker`, that keeps every call when `keep_calls`.
+    pub(super) fn new(worker: usize, keep_calls: bool) -> Self {
         Self {
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
-                .expect("valid histogram bounds"),
+            worker,
+            calls: keep_calls.then(Vec::new),
+            latency: latency_histogram(),
             messages: 0,
             errors: BTreeMap::new(),
             instances: BTreeMap::new(),
+            steps: BTreeMap::new(),
         }
     }
 
-    /// Counts one measured call that took `latency`.
-    pub(super) fn record(&mut self, latency: Duration, result: Result<Answer, Status>) {
+    /// Counts one measured call that took `latency`, in `step` of a stepped
+    /// schedule.
+    pub(super) fn record(
+        &mut self,
+        latency: Duration,
+        result: Result<Answer, Status>,
+        step: Option<usize>,
+        at: Duration,
+    ) {
+        if let Some(calls) = &mut self.calls {
+            calls.push(CallDetail {
+                worker: self.worker,
+                at,
+                latency,
+                code: result
+                    .as_ref()
+                    .map_or_else(Status::code, |_| tonic::Code::Ok),
+            });
+        }
+        let micros = latency.as_micros().clamp(1, u128::from(MAX_LATENCY_MICROS)) as u64;
+        if let Some(step) = step {
+            let step = self.steps.entry(step).or_insert_with(|| StepTally {
+                calls: 0,
+                errors: 0,
+                latency: latency_histogram(),
+            });
+            step.calls += 1;
+            match &result {
+                Ok(_) => step
+                    .latency
+                    .record(micros)
+                    .expect("clamped into the bounds"),
+                Err(_) => step.errors += 1,
+            }
+        }
         match result {
             Ok(answer) => {
-                let micros = latency.as_micros().clamp(1, u128::from(MAX_LATENCY_MICROS)) as u64;
                 self.latency
                     .record(micros)
                     .expect("clamped into the bounds");
@@ -72,6 +137,21 @@ impl Tally {
         for (instance, count) in other.instances {
             *self.instances.entry(instance).or_default() += count;
         }
+        if let (Some(calls), Some(others)) = (&mut self.calls, other.calls) {
+            calls.extend(others);
+        }
+        for (index, step) in other.steps {
+            match self.steps.get_mut(&index) {
+                Some(mine) => {
+                    mine.calls += step.calls;
+                    mine.errors += step.errors;
+                    mine.latency.add(step.latency).expect("same bounds");
+                }
+                None => {
+                    self.steps.insert(index, step);
+                }
+            }
+        }
     }
 }
 
@@ -82,13 +162,22 @@ pub(super) fn describe(args: &BenchArgs) -> String {
         (None, Some(path)) => format!("{:?} {path}", args.rpc),
         (None, None) => format!("{:?}", args.rpc),
     };
+    let every = humantime::format_duration(args.step_interval);
+    let concurrency = match (args.concurrency_step, args.concurrency_max) {
+        (Some(step), Some(max)) => format!("{} (+{step} every {every} to {max})", args.concurrency),
+        _ => args.concurrency.to_string(),
+    };
+    let schedule = match args.rate() {
+        None => "closed loop".to_owned(),
+        Some(Rate::Constant(rps)) => format!("open loop at {rps}/s"),
+        Some(Rate::Steps {
+            start, step, max, ..
+        }) => format!("open loop at {start}/s, +{step}/s every {every} up to {max}/s"),
+        Some(Rate::Ramp { from, to, .. }) => format!("open loop ramping from {from}/s to {to}/s"),
+    };
     format!(
-        "{what} over {} connection(s) x {} concurrent, {}",
+        "{what} over {} connection(s) x {concurrency} concurrent, {schedule}",
         args.connections,
-        args.concurrency,
-        args.rps.map_or("closed loop".to_owned(), |rps| format!(
-            "open loop at {rps}/s"
-        )),
     )
 }
 
@@ -118,6 +207,132 @@ pub(super) fn latency_summary(
         ms(h.max()),
     );
     (json, text)
+}
+
+/// One step of a stepped schedule, as reported.
+pub(super) struct StepRow<'a> {
+    /// From 1.
+    pub(super) number: usize,
+    /// Seconds into the measured part.
+    pub(super) start: f64,
+    pub(super) end: f64,
+    /// The open loop's rate during the step.
+    pub(super) target_rps: Option<f64>,
+    /// Concurrent calls in all (every connection's).
+    pub(super) concurrency: usize,
+    pub(super) calls: u64,
+    pub(super) errors: u64,
+    pub(super) calls_per_second: f64,
+    pub(super) latency: &'a Histogram<u64>,
+}
+
+/// The steps `tally` measured, over `elapsed` of measured time.
+pub(super) fn step_rows<'a>(
+    args: &BenchArgs,
+    tally: &'a Tally,
+    elapsed: Duration,
+) -> Vec<StepRow<'a>> {
+    let every = args.step_interval.as_secs_f64();
+    let rate = args.rate();
+    tally
+        .steps
+        .iter()
+        .map(|(&index, step)| {
+            let start = every * index as f64;
+            // The last step may be cut short by the end of the run.
+            let end = (start + every).min(elapsed.as_secs_f64().max(start + 0.001));
+            StepRow {
+                number: index + 1,
+                start,
+                end,
+                target_rps: rate.map(|rate| rate.of_step(index)),
+                concurrency: args.connections * args.concurrency_of_step(index),
+                calls: step.calls,
+                errors: step.errors,
+                calls_per_second: (step.calls - step.errors) as f64 / (end - start),
+                latency: &step.latency,
+            }
+        })
+        .collect()
+}
+
+/// The report as CSV: a row per step of a stepped schedule, then one for the
+/// whole run (`measured` calls in `elapsed`).
+pub(super) fn csv(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration) -> String {
+    let mut out = String::from(
+        "step,start_s,end_s,target_rps,concurrency,calls,errors,calls_per_second,\
+         p50_ms,p90_ms,p99_ms,p99.9_ms,max_ms\n",
+    );
+    let mut row = |step: &str,
+                   start: f64,
+                   end: f64,
+                   target: Option<f64>,
+                   concurrency: usize,
+                   calls: u64,
+                   errors: u64,
+                   rate: f64,
+                   h: &Histogram<u64>| {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "{step},{start:.3},{end:.3},{},{concurrency},{calls},{errors},{rate:.1},{},{},{},{},{}",
+            target.map_or(String::new(), |rate| format!("{rate}")),
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max()),
+        );
+    };
+    for step in step_rows(args, tally, elapsed) {
+        row(
+            &step.number.to_string(),
+            step.start,
+            step.end,
+            step.target_rps,
+            step.concurrency,
+            step.calls,
+            step.errors,
+            step.calls_per_second,
+            step.latency,
+        );
+    }
+    let errors = tally.errors.values().sum::<u64>();
+    let seconds = elapsed.as_secs_f64();
+    let constant_rate = match args.rate() {
+        Some(Rate::Constant(rate)) => Some(rate),
+        _ => None,
+    };
+    row(
+        "all",
+        0.0,
+        seconds,
+        constant_rate,
+        args.connections * args.concurrency,
+        measured,
+        errors,
+        (measured - errors) as f64 / seconds,
+        &tally.latency,
+    );
+    out
+}
+
+/// Every measured call as CSV, in the order they were scheduled.
+pub(super) fn calls_csv(calls: &[CallDetail]) -> String {
+    let mut sorted: Vec<&CallDetail> = calls.iter().collect();
+    sorted.sort_by_key(|call| call.at);
+    let mut out = String::from("worker,scheduled_ms,latency_ms,status\n");
+    for call in sorted {
+        let _ = writeln!(
+            out,
+            "{},{:.3},{:.3},{}",
+            call.worker,
+            call.at.as_secs_f64() * 1000.0,
+            call.latency.as_secs_f64() * 1000.0,
+            crate::output::code_name(call.code),
+        );
+    }
+    out
 }
 
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
@@ -152,6 +367,20 @@ pub(super) fn print(
                 "retries": stats.retries(),
                 "instances": tally.instances,
                 "latency_ms": latency,
+                "steps": step_rows(args, tally, elapsed)
+                    .iter()
+                    .map(|row| json!({
+                        "step": row.number,
+                        "start_s": row.start,
+                        "end_s": row.end,
+                        "target_rps": row.target_rps,
+                        "concurrency": row.concurrency,
+                        "calls": row.calls,
+                        "errors": row.errors,
+                        "calls_per_second": row.calls_per_second,
+                        "latency_ms": latency_summary(row.latency).0,
+                    }))
+                    .collect::<Vec<_>>(),
             })
         );
         return;
@@ -171,5 +400,22 @@ pub(super) fn print(
     }
     if tally.instances.len() > 1 {
         out!("  answered by: {:?}", tally.instances);
+    }
+    for row in step_rows(args, tally, elapsed) {
+        let ms = |q: f64| row.latency.value_at_quantile(q) as f64 / 1000.0;
+        out!(
+            "  step {} ({:.0}-{:.0}s, {}concurrency {}): {} calls, {:.0} calls/s, {} errors, p50 {:.3} p99 {:.3} ms",
+            row.number,
+            row.start,
+            row.end,
+            row.target_rps
+                .map_or(String::new(), |rate| format!("{rate:.0}/s, ")),
+            row.concurrency,
+            row.calls,
+            row.calls_per_second,
+            row.errors,
+            ms(0.5),
+            ms(0.99),
+        );
     }
 }

@@ -53,9 +53,18 @@ pub(super) trait Caller: Clone + Send + 'static {
     fn call(&mut self) -> impl Future<Output = Result<Answer, Status>> + Send;
 }
 
-/// Calls `caller` on `schedule` until the run is over.
-pub(super) async fn drive<C: Caller>(mut caller: C, schedule: Arc<Schedule>) -> Tally {
-    let mut tally = Tally::new();
+/// Calls `caller` (worker `worker`) on `schedule` until the run is over, from
+/// `joins` on when given (a stepped concurrency's later workers).
+pub(super) async fn drive<C: Caller>(
+    mut caller: C,
+    schedule: Arc<Schedule>,
+    joins: Option<tokio::time::Instant>,
+    worker: usize,
+) -> Tally {
+    if let Some(joins) = joins {
+        wait_until(joins).await;
+    }
+    let mut tally = Tally::new(worker, schedule.keeps_calls());
     while let Some(scheduled) = schedule.next() {
         wait_until(scheduled).await;
         let result = caller.call().await;
