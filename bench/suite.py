@@ -17,6 +17,7 @@ Needs h2load and nghttpd (Debian: nghttp2-client, nghttp2-server) and taskset.
 """
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -186,13 +187,17 @@ class Suite:
         return float(rate.group(1)), int(done.group(3))
 
     def echo_bench(self, port, method, rpc, connections, concurrency, payload=PAYLOAD,
-                   messages=None, rps=None):
+                   messages=None, rps=None, call=None):
+        """`call`: (method, JSON data) for `bench --call`, in place of `rpc`."""
         argv = [
             str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "--json", "bench",
-            "--rpc", rpc, "--connections", str(connections), "--concurrency", str(concurrency),
+            "--connections", str(connections), "--concurrency", str(concurrency),
             "--duration", f"{self.seconds:g}s", "--warmup", f"{self.options.warmup:g}s",
-            "--payload-size", str(payload),
         ]
+        if call:
+            argv += ["--call", call[0], "-d", call[1]]
+        else:
+            argv += ["--rpc", rpc, "--payload-size", str(payload)]
         if method:
             argv += ["--method", method]
         if messages:
@@ -290,6 +295,12 @@ class Suite:
                 self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
                             report["messages_per_second"] * BIG_PAYLOAD / 1e6)
                 if name == "ours":
+                    # Dynamic messages from reflection, the same 64 bytes.
+                    report = self.echo_bench(server.port, None, None, connections, 20, call=(
+                        "echo.v1.EchoService/Echo",
+                        json.dumps({"payload": base64.b64encode(b"*" * PAYLOAD).decode()})))
+                    self.record(f"unary 64 B {connections}x20, echo-client bench --call (req/s)", name,
+                                report["calls_per_second"])
                     for shape, content_type, http1 in PROTOCOL_ROWS:
                         c, m = (connections, 1) if http1 else (connections, 20)
                         rate, _ = self.h2load(
