@@ -13,3 +13,5 @@ pub const STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// `grpc-status-details-bin`: the `google.rpc.Status` with the error details.
 pub const STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+/// `grpc-previous-rpc-attempts`: how many times a retried call was sent before.
+pub const PREVIOUS_RPC_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");

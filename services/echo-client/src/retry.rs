@@ -84,7 +84,8 @@ impl Retrying {
     }
 
     /// Runs `call` on `request`, again after UNAVAILABLE while the policy, the
-    /// budget and the deadline allow.
+    /// budget and the deadline allow; each retry says how many attempts came
+    /// before it (`grpc-previous-rpc-attempts`).
     pub(crate) async fn call<M, R, F, Fut>(
         &self,
         request: Request<M>,
@@ -115,6 +116,18 @@ impl Retrying {
                     ));
                 }
                 request.set_timeout(remaining);
+            }
+            if attempt > 1 {
+                // As gRPC's retries say it, so a server can tell a retry.
+                let key = tonic::metadata::MetadataKey::from_bytes(
+                    echo_wire::headers::PREVIOUS_RPC_ATTEMPTS
+                        .as_str()
+                        .as_bytes(),
+                )
+                .expect("a valid header name");
+                request
+                    .metadata_mut()
+                    .insert(key, tonic::metadata::MetadataValue::from(attempt - 1));
             }
             let status = match call(request).await {
                 Ok(response) => {

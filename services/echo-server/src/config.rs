@@ -104,6 +104,30 @@ pub struct Config {
     /// Logs and metrics.
     #[command(flatten)]
     pub observability: ObservabilityConfig,
+    /// Faults every call gets, as if asked for by header.
+    #[command(flatten)]
+    pub faults: FaultsConfig,
+}
+
+/// Faults every call gets, as if asked for by header.
+#[derive(Debug, Clone, PartialEq, Default, Args)]
+#[command(next_help_heading = "Faults")]
+pub struct FaultsConfig {
+    /// Behaviours of every call that has no `x-echo-behavior` header of its
+    /// own, in that header's syntax (e.g. `error=UNAVAILABLE:30%`): a whole
+    /// instance made flaky without touching its clients.
+    #[arg(long, env = "ECHO_FAULT", value_parser = parse_fault)]
+    pub fault: Option<String>,
+
+    /// Seed of the draws of weighted behaviours: the same seed and the same
+    /// order of requests give the same outcomes [default: random].
+    #[arg(long, env = "ECHO_FAULT_SEED")]
+    pub fault_seed: Option<u64>,
+}
+
+fn parse_fault(text: &str) -> Result<String, String> {
+    crate::layers::Behaviors::parse(text)?;
+    Ok(text.to_owned())
 }
 
 /// Where to listen, who to say this is, how to run and stop.

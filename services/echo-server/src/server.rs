@@ -23,7 +23,7 @@ use crate::accept::{self, Connection, ConnectionLimits};
 use crate::budget::Budgets;
 use crate::config::Config;
 use crate::conn::{self, HttpSettings};
-use crate::layers::{self, AuthLayer, StackSettings, Tokens};
+use crate::layers::{self, AuthLayer, BehaviorLayer, Behaviors, StackSettings, Tokens};
 use crate::metrics::Metrics;
 use crate::protocol::{ProtocolLayer, Schemas};
 use crate::raw_echo;
@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The memory budgets cannot hold what the limits allow.
     #[error("memory budgets")]
     Budget(#[from] crate::budget::BudgetTooSmall),
+    /// `--fault` does not parse.
+    #[error("--fault: {0}")]
+    Fault(String),
 }
 
 /// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
@@ -162,6 +165,17 @@ impl Server {
                 max_concurrent_calls: config.limits.max_concurrent_calls,
                 max_call_time: *config.limits.max_call_time,
                 auth,
+                behavior: BehaviorLayer::new(
+                    &config.listen.instance(),
+                    config
+                        .faults
+                        .fault
+                        .as_deref()
+                        .map(Behaviors::parse)
+                        .transpose()
+                        .map_err(ServeError::Fault)?,
+                    config.faults.fault_seed,
+                ),
             },
         );
         // Outside every layer above: each call becomes gRPC first, so

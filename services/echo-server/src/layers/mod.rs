@@ -2,6 +2,7 @@
 //! [`stack`] puts them in order.
 
 mod auth;
+mod behavior;
 mod body;
 mod deadline;
 mod message_compression;
@@ -23,6 +24,7 @@ use tower::load_shed::LoadShedLayer;
 use tower_service::Service;
 
 pub(crate) use auth::{AuthLayer, Tokens};
+pub(crate) use behavior::{BehaviorLayer, Behaviors};
 pub(crate) use deadline::Deadline;
 pub(crate) use trailers::ExtraTrailers;
 
@@ -38,6 +40,8 @@ pub(crate) struct StackSettings {
     pub(crate) max_call_time: Duration,
     /// Bearer tokens, when configured.
     pub(crate) auth: Option<AuthLayer>,
+    /// Faults by header and the server's defaults.
+    pub(crate) behavior: BehaviorLayer,
 }
 
 /// `inner` wrapped in every layer, outermost (first to see a request, last to
@@ -85,6 +89,9 @@ where
         .option_layer(settings.auth)
         // Inside auth and the limits, so it times the handler's work only.
         .layer(deadline::DeadlineLayer::new(settings.max_call_time))
+        // Inside the deadline, so a fault's delay or keep-open ends when the
+        // caller's deadline does; before the handlers, which it may skip.
+        .layer(settings.behavior)
         // Next to the handlers, as it rewrites their message bodies.
         .layer(message_compression::MessageCompressionLayer)
         .service(inner)

@@ -122,7 +122,7 @@ pub(crate) fn path_of(method: &MethodDescriptor) -> anyhow::Result<PathAndQuery>
 
 /// Makes the call and prints each response as it arrives.
 pub(crate) async fn run(
-    grpc: &mut Grpc<echo_client::Transport>,
+    grpc: &Grpc<echo_client::Transport>,
     method: &MethodDescriptor,
     data: Option<&RequestData>,
     options: &SerializeOptions,

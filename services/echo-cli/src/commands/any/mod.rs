@@ -123,11 +123,11 @@ pub(crate) async fn call(
     let (service, _) = call::split_method(&args.method)?;
     let pool = pool_for(builder, &args.source, service).await?;
     let method = find_method(&pool, &args.method)?;
-    let mut grpc = Grpc::new(builder.connect_transport().await?);
+    let grpc = Grpc::new(builder.connect_transport().await?);
     let options = SerializeOptions::new()
         .skip_default_fields(!args.emit_defaults)
         .use_proto_field_name(args.proto_names);
-    call::run(&mut grpc, &method, args.data.as_ref(), &options, out).await?;
+    call::run(&grpc, &method, args.data.as_ref(), &options, out).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,458 @@
+//! Faults asked for by header, for every RPC of every served service and every
+//! protocol (they reach this layer as gRPC): `x-echo-behavior` in this
+//! server's vocabulary, `rpc-behavior` in that of gRPC's xDS interop test
+//! servers (accepted verbatim), and the server's `--fault` default. Weighted
+//! alternatives are drawn per request from one generator, seeded by
+//! `--fault-seed` for reproducible runs. A call with neither header nor
+//! default costs two header lookups.
+//!
+//! `x-echo-behavior`: behaviours separated by `;`, each `NAME=ALTERNATIVES`,
+//! alternatives separated by `,`, each `VALUE` or `VALUE:P%` (the chance of
+//! that value; the rest of the time the behaviour does nothing):
+//! `delay=DURATION`, `error=CODE` (a name such as `UNAVAILABLE`, or a
+//! number), `message=TEXT` (the error's message). E.g.
+//! `delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,DEADLINE_EXCEEDED:1%`.
+//!
+//! `rpc-behavior`: values separated by `,`: `sleep-SECONDS`, `keep-open`
+//! (no answer until the caller goes away or the deadline passes),
+//! `error-code-CODE`, `succeed-on-retry-attempt-N` (no behaviour at all when
+//! `grpc-previous-rpc-attempts` is N), each optionally prefixed by
+//! `hostname=NAME ` to apply on the instance of that name only.
+//!
+//! Both act before the handler, so before any message control: a header's
+//! error ends the call before the request is read, a header's delay comes
+//! before the message's. A call with a behaviour header is answered with a
+//! `hostname` header naming the instance, as the xDS test servers do.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::Either;
+use http::{HeaderName, HeaderValue};
+use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// This server's behaviour header (a `HeaderName`: looked up on every call,
+/// without parsing a name each time).
+const ECHO_BEHAVIOR: HeaderName = HeaderName::from_static("x-echo-behavior");
+/// The xDS interop test servers' behaviour header.
+const RPC_BEHAVIOR: HeaderName = HeaderName::from_static("rpc-behavior");
+/// The response header naming the instance.
+const HOSTNAME: &str = "hostname";
+
+/// One behaviour's alternatives with their chances (0 to 1); the remaining
+/// chance is "nothing".
+#[derive(Debug, Clone, PartialEq)]
+struct Weighted<T> {
+    alternatives: Vec<(T, f64)>,
+}
+
+impl<T: Clone> Weighted<T> {
+    /// The alternative drawn with `roll` (uniform in 0..1).
+    fn pick(&self, roll: f64) -> Option<T> {
+        let mut below = 0.0;
+        for (value, chance) in &self.alternatives {
+            below += chance;
+            if roll < below {
+                return Some(value.clone());
+            }
+        }
+        None
+    }
+
+    /// Whether a draw is needed (some alternative is not certain).
+    fn is_random(&self) -> bool {
+        self.alternatives.iter().any(|&(_, chance)| chance < 1.0)
+    }
+}
+
+/// The behaviours of one `x-echo-behavior` (or `--fault`) value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Behaviors {
+    delay: Option<Weighted<Duration>>,
+    error: Option<Weighted<Code>>,
+    message: Option<String>,
+}
+
+impl Behaviors {
+    /// Parses `x-echo-behavior`'s syntax (see the module docs).
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let mut behaviors = Self::default();
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not NAME=VALUE"))?;
+            match name.trim() {
+                "delay" => behaviors.delay = Some(weighted(value, parse_duration)?),
+                "error" => behaviors.error = Some(weighted(value, parse_code)?),
+                "message" => behaviors.message = Some(value.trim().to_owned()),
+                other => {
+                    return Err(format!(
+                        "unknown behaviour `{other}` (known: delay, error, message)"
+                    ));
+                }
+            }
+        }
+        Ok(behaviors)
+    }
+
+    fn is_random(&self) -> bool {
+        self.delay.as_ref().is_some_and(Weighted::is_random)
+            || self.error.as_ref().is_some_and(Weighted::is_random)
+    }
+}
+
+fn weighted<T>(
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Weighted<T>, String> {
+    let mut alternatives = Vec::new();
+    for alternative in text.split(',').map(str::trim) {
+        let (value, chance) = match alternative.rsplit_once(':') {
+            Some((value, percent)) if percent.trim_end().ends_with('%') => {
+                let percent: f64 = percent
+                    .trim()
+                    .trim_end_matches('%')
+                    .parse()
+                    .map_err(|_| format!("`{percent}` is not a percentage"))?;
+                if !(0.0..=100.0).contains(&percent) {
+                    return Err(format!("`{percent}%` is not between 0% and 100%"));
+                }
+                (value, percent / 100.0)
+            }
+            _ => (alternative, 1.0),
+        };
+        alternatives.push((parse(value.trim())?, chance));
+    }
+    let total: f64 = alternatives.iter().map(|&(_, chance)| chance).sum();
+    if total > 1.0 + 1e-9 {
+        return Err(format!("the chances of `{text}` add up to more than 100%"));
+    }
+    Ok(Weighted { alternatives })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+}
+
+/// A status code by name (`UNAVAILABLE`, `unavailable`) or number.
+fn parse_code(text: &str) -> Result<Code, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return match number {
+            1..=16 => Ok(Code::from(number)),
+            _ => Err(format!("`{text}` is not an error status code (1 to 16)")),
+        };
+    }
+    // The contract's StatusCode names each code: STATUS_CODE_UNAVAILABLE.
+    grpc_echo::echo::v1::StatusCode::from_str_name(&format!(
+        "STATUS_CODE_{}",
+        text.to_ascii_uppercase()
+    ))
+    .map(|code| Code::from(code as i32))
+    .filter(|code| *code != Code::Ok)
+    .ok_or_else(|| format!("`{text}` is not a status code name"))
+}
+
+/// What `rpc-behavior` asks of this instance.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct RpcBehavior {
+    sleep: Duration,
+    keep_open: bool,
+    error: Option<Code>,
+    succeed_on_attempt: Option<u32>,
+}
+
+impl RpcBehavior {
+    /// Parses `rpc-behavior` as the instance named `instance`.
+    fn parse(text: &str, instance: &str) -> Result<Self, String> {
+        let mut behavior = Self::default();
+        for value in text.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let value = match value.strip_prefix("hostname=") {
+                Some(rest) => match rest.split_once(' ') {
+                    Some((host, value)) if host == instance => value.trim(),
+                    Some(_) => continue,
+                    None => return Err(format!("`{value}`: hostname=NAME is followed by a value")),
+                },
+                None => value,
+            };
+            let number = |rest: &str| {
+                rest.parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .ok_or_else(|| format!("`{value}` does not end in a number"))
+            };
+            if let Some(seconds) = value.strip_prefix("sleep-") {
+                behavior.sleep += Duration::from_secs_f64(number(seconds)?);
+            } else if value == "keep-open" {
+                behavior.keep_open = true;
+            } else if let Some(code) = value.strip_prefix("error-code-") {
+                behavior.error = Some(parse_code(code)?);
+            } else if let Some(attempt) = value.strip_prefix("succeed-on-retry-attempt-") {
+                behavior.succeed_on_attempt = Some(number(attempt)? as u32);
+            } else {
+                return Err(format!("unknown rpc-behavior value `{value}`"));
+            }
+        }
+        Ok(behavior)
+    }
+}
+
+/// What the layer does to one call.
+#[derive(Debug, Default)]
+struct Fault {
+    delay: Duration,
+    keep_open: bool,
+    error: Option<Status>,
+}
+
+/// The server's fault settings, shared by every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct BehaviorLayer {
+    inner: Arc<Settings>,
+}
+
+#[derive(Debug)]
+struct Settings {
+    instance: String,
+    hostname: HeaderValue,
+    defaults: Option<Behaviors>,
+    /// Draws for weighted alternatives, in request order.
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl BehaviorLayer {
+    /// For the instance named `instance`, with `defaults` for calls without an
+    /// `x-echo-behavior` header, drawing from a generator seeded by `seed`.
+    pub(crate) fn new(instance: &str, defaults: Option<Behaviors>, seed: Option<u64>) -> Self {
+        Self {
+            inner: Arc::new(Settings {
+                instance: instance.to_owned(),
+                hostname: HeaderValue::from_str(instance)
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                defaults,
+                rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
+            }),
+        }
+    }
+}
+
+impl Settings {
+    /// The fault `headers` ask for; `None` when they ask for none.
+    fn fault(&self, headers: &http::HeaderMap) -> Result<Option<Fault>, Status> {
+        let echo = headers.get(&ECHO_BEHAVIOR);
+        let rpc = headers.get(&RPC_BEHAVIOR);
+        if echo.is_none() && rpc.is_none() && self.defaults.is_none() {
+            return Ok(None);
+        }
+        fn text<'a>(value: &'a HeaderValue, name: &HeaderName) -> Result<&'a str, Status> {
+            value
+                .to_str()
+                .map_err(|_| Status::invalid_argument(format!("{name} is not text")))
+        }
+        let mut fault = Fault::default();
+        if let Some(rpc) = rpc {
+            let rpc = RpcBehavior::parse(text(rpc, &RPC_BEHAVIOR)?, &self.instance)
+                .map_err(|err| Status::invalid_argument(format!("{RPC_BEHAVIOR}: {err}")))?;
+            let previous = headers
+                .get(echo_wire::headers::PREVIOUS_RPC_ATTEMPTS)
+                .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
+                .unwrap_or(0);
+            if rpc.succeed_on_attempt == Some(previous) {
+                return Ok(Some(fault));
+            }
+            fault.delay += rpc.sleep;
+            fault.keep_open = rpc.keep_open;
+            fault.error = rpc
+                .error
+                .map(|code| Status::new(code, format!("{RPC_BEHAVIOR} asked for it")));
+        }
+        let parsed;
+        let behaviors = match echo {
+            Some(echo) => {
+                parsed = Behaviors::parse(text(echo, &ECHO_BEHAVIOR)?)
+                    .map_err(|err| Status::invalid_argument(format!("{ECHO_BEHAVIOR}: {err}")))?;
+                Some(&parsed)
+            }
+            None => self.defaults.as_ref(),
+        };
+        if let Some(behaviors) = behaviors {
+            let (delay_roll, error_roll) = if behaviors.is_random() {
+                let mut rng = self
+                    .rng
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                (rng.f64(), rng.f64())
+            } else {
+                (0.0, 0.0)
+            };
+            if let Some(delay) = behaviors.delay.as_ref().and_then(|d| d.pick(delay_roll)) {
+                fault.delay += delay;
+            }
+            if let Some(code) = behaviors.error.as_ref().and_then(|e| e.pick(error_roll)) {
+                let message = behaviors
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("{ECHO_BEHAVIOR} asked for it"));
+                fault.error = Some(Status::new(code, message));
+            }
+        }
+        Ok(Some(fault))
+    }
+}
+
+impl<S> Layer<S> for BehaviorLayer {
+    type Service = BehaviorService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BehaviorService {
+            inner,
+            settings: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// The service made by [`BehaviorLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct BehaviorService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+type Faulted<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for BehaviorService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<
+        S::Future,
+        Either<Ready<Result<S::Response, S::Error>>, Faulted<S::Response, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let fault = match self.settings.fault(request.headers()) {
+            Ok(None) => return Either::Left(self.inner.call(request)),
+            Ok(Some(fault)) => fault,
+            Err(status) => return Either::Right(Either::Left(ready(Ok(status.into_http())))),
+        };
+        let hostname = self.settings.hostname.clone();
+        // The service polled ready is the one that takes the call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right(Either::Right(Box::pin(async move {
+            if !fault.delay.is_zero() {
+                tokio::time::sleep(fault.delay).await;
+            }
+            if fault.keep_open {
+                // Ended by the deadline layer outside, or by the caller leaving.
+                std::future::pending::<()>().await;
+            }
+            let mut response = match fault.error {
+                Some(status) => status.into_http(),
+                None => inner.call(request).await?,
+            };
+            response.headers_mut().insert(HOSTNAME, hostname);
+            Ok(response)
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_behaviors_parse_with_their_chances() {
+        let behaviors = Behaviors::parse(
+            "delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,deadline_exceeded:1%; message=try later",
+        )
+        .unwrap();
+        let delay = behaviors.delay.as_ref().unwrap();
+        assert_eq!(delay.pick(0.01), Some(Duration::from_millis(200)));
+        assert_eq!(delay.pick(0.052), Some(Duration::from_secs(2)));
+        assert_eq!(delay.pick(0.2), None);
+        let error = behaviors.error.as_ref().unwrap();
+        assert_eq!(error.pick(0.05), Some(Code::Unavailable));
+        assert_eq!(error.pick(0.105), Some(Code::DeadlineExceeded));
+        assert_eq!(error.pick(0.5), None);
+        assert_eq!(behaviors.message.as_deref(), Some("try later"));
+        assert!(behaviors.is_random());
+        assert!(!Behaviors::parse("delay=1s; error=14").unwrap().is_random());
+
+        for (bad, why) in [
+            ("delay", "is not NAME=VALUE"),
+            ("colour=red", "unknown behaviour"),
+            ("error=NOPE", "not a status code name"),
+            ("error=0", "not an error status code"),
+            ("delay=1s:60%,2s:50%", "more than 100%"),
+            ("delay=1s:x%", "not a percentage"),
+            ("delay=forever", "`forever`"),
+        ] {
+            let err = Behaviors::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rpc_behaviors_parse_as_the_xds_test_servers_read_them() {
+        let parsed = RpcBehavior::parse(
+            "sleep-1, error-code-14, hostname=pod-b keep-open, succeed-on-retry-attempt-2",
+            "pod-a",
+        )
+        .unwrap();
+        assert_eq!(
+            parsed,
+            RpcBehavior {
+                sleep: Duration::from_secs(1),
+                keep_open: false,
+                error: Some(Code::Unavailable),
+                succeed_on_attempt: Some(2),
+            }
+        );
+        let on_b = RpcBehavior::parse("hostname=pod-b keep-open", "pod-b").unwrap();
+        assert!(on_b.keep_open);
+        assert!(RpcBehavior::parse("explode", "pod-a").is_err());
+        assert!(RpcBehavior::parse("sleep-x", "pod-a").is_err());
+    }
+
+    #[test]
+    fn a_seed_makes_the_draws_repeat() {
+        let headers = {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                ECHO_BEHAVIOR,
+                HeaderValue::from_static("error=UNAVAILABLE:30%"),
+            );
+            headers
+        };
+        let outcomes = |seed| {
+            let layer = BehaviorLayer::new("pod", None, Some(seed));
+            (0..200)
+                .map(|_| {
+                    layer
+                        .inner
+                        .fault(&headers)
+                        .unwrap()
+                        .unwrap()
+                        .error
+                        .is_some()
+                })
+                .collect::<Vec<bool>>()
+        };
+        assert_eq!(outcomes(7), outcomes(7));
+        assert_ne!(outcomes(7), outcomes(8));
+    }
+}

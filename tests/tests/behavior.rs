@@ -1,0 +1,206 @@
+//! Faults by header and by chance: `x-echo-behavior` and the xDS test
+//! servers' `rpc-behavior` on every service and protocol, the server's
+//! `--fault` default, seeded draws, and a retry policy riding over a flaky
+//! instance.
+
+use std::time::{Duration, Instant};
+
+use echo_client::proto::EchoRequest;
+use echo_client::{EchoClient, Protocol, RetryPolicy};
+use echo_tests::{INSTANCE, TestServer, config};
+use grpc_echo::grpc::examples::echo::EchoRequest as ExampleRequest;
+use grpc_echo::grpc::examples::echo::echo_client::EchoClient as ExampleClient;
+use grpc_echo::grpc::testing::SimpleRequest;
+use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
+use tonic::Code;
+
+fn with_headers<M>(message: M, headers: &[(&'static str, &str)]) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in headers {
+        request.metadata_mut().insert(*key, value.parse().unwrap());
+    }
+    request
+}
+
+async fn echo(client: &EchoClient, headers: &[(&'static str, &str)]) -> Result<(), tonic::Status> {
+    client
+        .echo(with_headers(EchoRequest::default(), headers))
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn x_echo_behavior_applies_to_every_service_and_protocol() {
+    let server = TestServer::start().await;
+    let gone = [("x-echo-behavior", "error=NOT_FOUND; message=gone")];
+
+    let status = echo(&server.client().await, &gone).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "gone"));
+    assert_eq!(status.metadata().get("hostname").unwrap(), INSTANCE);
+
+    let channel = server.channel().await;
+    let status = TestServiceClient::new(channel.clone())
+        .unary_call(with_headers(
+            SimpleRequest::default(),
+            &[("x-echo-behavior", "error=UNAVAILABLE")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+
+    let started = Instant::now();
+    ExampleClient::new(channel)
+        .unary_echo(with_headers(
+            ExampleRequest {
+                message: "x".into(),
+            },
+            &[("x-echo-behavior", "delay=300ms")],
+        ))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    for protocol in [Protocol::Connect, Protocol::GrpcWeb] {
+        let client = EchoClient::builder(server.uri())
+            .protocol(protocol)
+            .connect()
+            .await
+            .unwrap();
+        let status = echo(&client, &gone).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{protocol:?}");
+    }
+
+    let status = echo(
+        &server.client().await,
+        &[("x-echo-behavior", "error=SOMETIMES")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("x-echo-behavior: "),
+        "{status:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rpc_behavior_is_read_as_the_xds_test_servers_read_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let code = |result: Result<(), tonic::Status>| result.err().map(|status| status.code());
+
+    assert_eq!(
+        code(echo(&client, &[("rpc-behavior", "error-code-14")]).await),
+        Some(Code::Unavailable)
+    );
+    // On another instance's name, nothing; on this one's, the error.
+    let elsewhere = [("rpc-behavior", "hostname=other-pod error-code-14")];
+    assert_eq!(code(echo(&client, &elsewhere).await), None);
+    let here = format!("hostname={INSTANCE} error-code-7");
+    assert_eq!(
+        code(echo(&client, &[("rpc-behavior", &here)]).await),
+        Some(Code::PermissionDenied)
+    );
+    // The attempt named succeeds: the client's retry says which it is.
+    let retry = [("rpc-behavior", "error-code-14,succeed-on-retry-attempt-1")];
+    assert_eq!(code(echo(&client, &retry).await), Some(Code::Unavailable));
+    let retrying = EchoClient::builder(server.uri())
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            budget_tokens: 100,
+        })
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(code(echo(&retrying, &retry).await), None);
+    assert_eq!(retrying.call_stats().retries(), 1);
+
+    // Sleep and keep-open end at the caller's deadline, not later.
+    for behavior in ["sleep-5", "keep-open"] {
+        let started = Instant::now();
+        let mut request = with_headers(EchoRequest::default(), &[("rpc-behavior", behavior)]);
+        request.set_timeout(Duration::from_millis(200));
+        let status = client.echo(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{behavior}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{behavior}");
+    }
+    assert_eq!(
+        code(echo(&client, &[("rpc-behavior", "explode")]).await),
+        Some(Code::InvalidArgument)
+    );
+    server.stop().await;
+}
+
+/// Outcomes of `calls` calls in a row: whether each failed as UNAVAILABLE.
+async fn flaky_outcomes(seed: u64, calls: usize) -> Vec<bool> {
+    let server = TestServer::with_config(config(|config| {
+        config.faults.fault = Some("error=UNAVAILABLE:30%".to_owned());
+        config.faults.fault_seed = Some(seed);
+    }))
+    .await;
+    let client = server.client().await;
+    let mut outcomes = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        match echo(&client, &[]).await {
+            Ok(()) => outcomes.push(false),
+            Err(status) if status.code() == Code::Unavailable => outcomes.push(true),
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    // A call's own header replaces the default.
+    echo(&client, &[("x-echo-behavior", "delay=0s")])
+        .await
+        .unwrap();
+    server.stop().await;
+    outcomes
+}
+
+#[tokio::test]
+async fn a_flaky_instance_fails_by_chance_as_seeded() {
+    const CALLS: usize = 2000;
+    let first = flaky_outcomes(42, CALLS).await;
+    let failed = first.iter().filter(|&&failed| failed).count();
+    // 30% of 2,000 is 600, one standard deviation about 20: this bound is
+    // six of them either side, which a correct server does not miss.
+    println!("{failed} of {CALLS} calls failed");
+    assert!((480..=720).contains(&failed), "{failed} of {CALLS} failed");
+    // The same seed and order of requests: the same outcomes.
+    assert_eq!(flaky_outcomes(42, CALLS).await, first);
+    assert_ne!(flaky_outcomes(43, CALLS).await, first);
+}
+
+#[tokio::test]
+async fn a_retry_policy_brings_a_flaky_instance_to_full_success() {
+    let server = TestServer::with_config(config(|config| {
+        config.faults.fault = Some("error=UNAVAILABLE:30%".to_owned());
+        config.faults.fault_seed = Some(7);
+    }))
+    .await;
+    let client = EchoClient::builder(server.uri())
+        // Ten attempts: all ten fail once in 170,000 calls at 30%.
+        .retry(RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            budget_tokens: 1000,
+        })
+        .connect()
+        .await
+        .unwrap();
+    for call in 0..500 {
+        echo(&client, &[])
+            .await
+            .unwrap_or_else(|status| panic!("call {call}: {status:?}"));
+    }
+    let retries = client.call_stats().retries();
+    println!("500 calls succeeded after {retries} retries");
+    // About 0.3 / 0.7 retries per call.
+    assert!(
+        (120..=320).contains(&retries),
+        "{retries} retries for 500 calls"
+    );
+    server.stop().await;
+}
