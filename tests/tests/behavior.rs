@@ -105,16 +105,7 @@ async fn rpc_behavior_is_read_as_the_xds_test_servers_read_it() {
     // The attempt named succeeds: the client's retry says which it is.
     let retry = [("rpc-behavior", "error-code-14,succeed-on-retry-attempt-1")];
     assert_eq!(code(echo(&client, &retry).await), Some(Code::Unavailable));
-    let retrying = EchoClient::builder(server.uri())
-        .retry(RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(10),
-            budget_tokens: 100,
-        })
-        .connect()
-        .await
-        .unwrap();
+    let retrying = retrying_client(&server, 3).await;
     assert_eq!(code(echo(&retrying, &retry).await), None);
     assert_eq!(retrying.call_stats().retries(), 1);
 
@@ -132,6 +123,21 @@ async fn rpc_behavior_is_read_as_the_xds_test_servers_read_it() {
         Some(Code::InvalidArgument)
     );
     server.stop().await;
+}
+
+/// A client of `server` that makes up to `attempts` attempts of a call
+/// failing as UNAVAILABLE.
+async fn retrying_client(server: &TestServer, attempts: u32) -> EchoClient {
+    EchoClient::builder(server.uri())
+        .retry(RetryPolicy {
+            max_attempts: attempts,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            budget_tokens: 100,
+        })
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Outcomes of `calls` calls in a row: whether each failed as UNAVAILABLE.
@@ -202,5 +208,51 @@ async fn a_retry_policy_brings_a_flaky_instance_to_full_success() {
         (120..=320).contains(&retries),
         "{retries} retries for 500 calls"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn faults_by_attempt_and_by_instance() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+
+    // The first two attempts fail; a retry policy's third succeeds, and the
+    // answer says two came before it.
+    let retrying = retrying_client(&server, 3).await;
+    let response = retrying
+        .echo(with_headers(
+            EchoRequest::default(),
+            &[("x-echo-behavior", "fail-attempts=2")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.metadata().get("x-echo-attempt").unwrap(), "2");
+    assert_eq!(retrying.call_stats().retries(), 2);
+
+    // A client that retries without grpc-previous-rpc-attempts: counted by
+    // its request id.
+    let attempt = [
+        ("x-echo-behavior", "fail-attempts=1; error=ABORTED"),
+        ("x-request-id", "call-7f3a"),
+    ];
+    let status = echo(&client, &attempt).await.unwrap_err();
+    assert_eq!(status.code(), Code::Aborted);
+    assert_eq!(status.metadata().get("x-echo-attempt").unwrap(), "0");
+    echo(&client, &attempt).await.unwrap();
+
+    // On some instances only.
+    let cases = [
+        ("error=NOT_FOUND; on=other-pod", None),
+        ("error=NOT_FOUND; not-on=other-pod", Some(Code::NotFound)),
+        (
+            "error=NOT_FOUND; on=other-pod,test-instance",
+            Some(Code::NotFound),
+        ),
+        ("error=NOT_FOUND; not-on=test-instance", None),
+    ];
+    for (behavior, expected) in cases {
+        let result = echo(&client, &[("x-echo-behavior", behavior)]).await;
+        assert_eq!(result.err().map(|s| s.code()), expected, "{behavior}");
+    }
     server.stop().await;
 }

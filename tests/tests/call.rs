@@ -21,10 +21,13 @@ fn a_server_that_closes_mid_stream_ends_the_call_with_what_came_before_it() {
         "call",
         "echo.v1.EchoService/ServerStream",
         "-d",
-        r#"{"message":"x","stream":{"count":3},"connection":{"action":"CONNECTION_ACTION_CLOSE"}}"#,
+        r#"{"message":"x","stream":{"count":3,"interval":"0.1s"},"connection":{"action":"CONNECTION_ACTION_CLOSE"}}"#,
     ]);
-    // Every message sent before the close is printed, then the status.
-    assert_eq!(lines(&output.stdout).len(), 3, "{output:?}");
+    // The messages that arrived before the close are printed, then the
+    // status. (The last may be lost with the connection: a reset drops
+    // what the client had not read yet.)
+    let printed = lines(&output.stdout).len();
+    assert!((2..=3).contains(&printed), "{output:?}");
     assert_eq!(output.status.code(), Some(64 + 14));
     let error: Value = serde_json::from_slice(&output.stderr).unwrap();
     assert_eq!(error["error"]["name"], "UNAVAILABLE", "{error}");

@@ -10,7 +10,11 @@
 //! alternatives separated by `,`, each `VALUE` or `VALUE:P%` (the chance of
 //! that value; the rest of the time the behaviour does nothing):
 //! `delay=DURATION`, `error=CODE` (a name such as `UNAVAILABLE`, or a
-//! number), `message=TEXT` (the error's message). E.g.
+//! number), `message=TEXT` (the error's message), `fail-attempts=N` (the
+//! first N attempts of a call fail, with `error`'s code or UNAVAILABLE;
+//! attempts counted by `grpc-previous-rpc-attempts`, or for clients that retry
+//! without it by their `x-request-id`), `on=NAME,...` / `not-on=NAME,...`
+//! (the header applies on those instances only / on all but those). E.g.
 //! `delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,DEADLINE_EXCEEDED:1%`.
 //!
 //! `rpc-behavior`: values separated by `,`: `sleep-SECONDS`, `keep-open`
@@ -22,8 +26,10 @@
 //! Both act before the handler, so before any message control: a header's
 //! error ends the call before the request is read, a header's delay comes
 //! before the message's. A call with a behaviour header is answered with a
-//! `hostname` header naming the instance, as the xDS test servers do.
+//! `hostname` header naming the instance, as the xDS test servers do, and
+//! `x-echo-attempt`: the attempts the server counted before this one.
 
+use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -43,6 +49,11 @@ const ECHO_BEHAVIOR: HeaderName = HeaderName::from_static("x-echo-behavior");
 const RPC_BEHAVIOR: HeaderName = HeaderName::from_static("rpc-behavior");
 /// The response header naming the instance.
 const HOSTNAME: &str = "hostname";
+/// The response header saying how many attempts of the call came before.
+const ATTEMPT: &str = "x-echo-attempt";
+/// Calls whose attempts are counted by request id, at most; then counting
+/// starts over (a bound on memory, whatever clients send).
+const MAX_COUNTED_CALLS: usize = 10_000;
 
 /// One behaviour's alternatives with their chances (0 to 1); the remaining
 /// chance is "nothing".
@@ -76,6 +87,9 @@ pub(crate) struct Behaviors {
     delay: Option<Weighted<Duration>>,
     error: Option<Weighted<Code>>,
     message: Option<String>,
+    fail_attempts: Option<u32>,
+    on: Option<Vec<String>>,
+    not_on: Option<Vec<String>>,
 }
 
 impl Behaviors {
@@ -90,9 +104,20 @@ impl Behaviors {
                 "delay" => behaviors.delay = Some(weighted(value, parse_duration)?),
                 "error" => behaviors.error = Some(weighted(value, parse_code)?),
                 "message" => behaviors.message = Some(value.trim().to_owned()),
+                "fail-attempts" => {
+                    behaviors.fail_attempts = Some(
+                        value
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("`{value}` is not a number of attempts"))?,
+                    );
+                }
+                "on" => behaviors.on = Some(names(value)),
+                "not-on" => behaviors.not_on = Some(names(value)),
                 other => {
                     return Err(format!(
-                        "unknown behaviour `{other}` (known: delay, error, message)"
+                        "unknown behaviour `{other}` (known: delay, error, message, \
+                         fail-attempts, on, not-on)"
                     ));
                 }
             }
@@ -104,6 +129,20 @@ impl Behaviors {
         self.delay.as_ref().is_some_and(Weighted::is_random)
             || self.error.as_ref().is_some_and(Weighted::is_random)
     }
+
+    /// Whether they apply on the instance named `instance`.
+    fn apply_on(&self, instance: &str) -> bool {
+        let named = |names: &Option<Vec<String>>| {
+            names
+                .as_ref()
+                .map(|names| names.iter().any(|name| name == instance))
+        };
+        named(&self.on).unwrap_or(true) && !named(&self.not_on).unwrap_or(false)
+    }
+}
+
+fn names(text: &str) -> Vec<String> {
+    text.split(',').map(|name| name.trim().to_owned()).collect()
 }
 
 fn weighted<T>(
@@ -207,6 +246,8 @@ struct Fault {
     delay: Duration,
     keep_open: bool,
     error: Option<Status>,
+    /// Attempts of this call before this one.
+    attempt: u32,
 }
 
 /// The server's fault settings, shared by every connection.
@@ -222,6 +263,9 @@ struct Settings {
     defaults: Option<Behaviors>,
     /// Draws for weighted alternatives, in request order.
     rng: Mutex<fastrand::Rng>,
+    /// Attempts seen per request id, for clients that retry without
+    /// `grpc-previous-rpc-attempts`.
+    attempts: Mutex<HashMap<String, u32>>,
 }
 
 impl BehaviorLayer {
@@ -235,6 +279,7 @@ impl BehaviorLayer {
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 defaults,
                 rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
+                attempts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -253,15 +298,14 @@ impl Settings {
                 .to_str()
                 .map_err(|_| Status::invalid_argument(format!("{name} is not text")))
         }
-        let mut fault = Fault::default();
+        let mut fault = Fault {
+            attempt: self.attempt(headers),
+            ..Fault::default()
+        };
         if let Some(rpc) = rpc {
             let rpc = RpcBehavior::parse(text(rpc, &RPC_BEHAVIOR)?, &self.instance)
                 .map_err(|err| Status::invalid_argument(format!("{RPC_BEHAVIOR}: {err}")))?;
-            let previous = headers
-                .get(echo_wire::headers::PREVIOUS_RPC_ATTEMPTS)
-                .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
-                .unwrap_or(0);
-            if rpc.succeed_on_attempt == Some(previous) {
+            if rpc.succeed_on_attempt == Some(fault.attempt) {
                 return Ok(Some(fault));
             }
             fault.delay += rpc.sleep;
@@ -279,7 +323,7 @@ impl Settings {
             }
             None => self.defaults.as_ref(),
         };
-        if let Some(behaviors) = behaviors {
+        if let Some(behaviors) = behaviors.filter(|b| b.apply_on(&self.instance)) {
             let (delay_roll, error_roll) = if behaviors.is_random() {
                 let mut rng = self
                     .rng
@@ -292,15 +336,56 @@ impl Settings {
             if let Some(delay) = behaviors.delay.as_ref().and_then(|d| d.pick(delay_roll)) {
                 fault.delay += delay;
             }
-            if let Some(code) = behaviors.error.as_ref().and_then(|e| e.pick(error_roll)) {
-                let message = behaviors
+            let message = || {
+                behaviors
                     .message
                     .clone()
-                    .unwrap_or_else(|| format!("{ECHO_BEHAVIOR} asked for it"));
-                fault.error = Some(Status::new(code, message));
+                    .unwrap_or_else(|| format!("{ECHO_BEHAVIOR} asked for it"))
+            };
+            match behaviors.fail_attempts {
+                // Only the first attempts fail, with the error asked for.
+                Some(failing) => {
+                    if fault.attempt < failing {
+                        let code = behaviors
+                            .error
+                            .as_ref()
+                            .and_then(|e| e.alternatives.first())
+                            .map_or(Code::Unavailable, |&(code, _)| code);
+                        fault.error = Some(Status::new(code, message()));
+                    }
+                }
+                None => {
+                    if let Some(code) = behaviors.error.as_ref().and_then(|e| e.pick(error_roll)) {
+                        fault.error = Some(Status::new(code, message()));
+                    }
+                }
             }
         }
         Ok(Some(fault))
+    }
+
+    /// Attempts of this call before this one: as the client says, else as
+    /// counted by its request id (none: a first attempt).
+    fn attempt(&self, headers: &http::HeaderMap) -> u32 {
+        if let Some(previous) = headers
+            .get(echo_wire::headers::PREVIOUS_RPC_ATTEMPTS)
+            .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
+        {
+            return previous;
+        }
+        let Some(id) = headers
+            .get(super::trace::REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+        else {
+            return 0;
+        };
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if attempts.len() >= MAX_COUNTED_CALLS && !attempts.contains_key(id) {
+            attempts.clear();
+        }
+        let seen = attempts.entry(id.to_owned()).or_insert(0);
+        *seen += 1;
+        *seen - 1
     }
 }
 
@@ -364,7 +449,9 @@ where
                 Some(status) => status.into_http(),
                 None => inner.call(request).await?,
             };
-            response.headers_mut().insert(HOSTNAME, hostname);
+            let headers = response.headers_mut();
+            headers.insert(HOSTNAME, hostname);
+            headers.insert(ATTEMPT, HeaderValue::from(fault.attempt));
             Ok(response)
         })))
     }
