@@ -27,7 +27,8 @@
 //! error ends the call before the request is read, a header's delay comes
 //! before the message's. A call with a behaviour header is answered with a
 //! `hostname` header naming the instance, as the xDS test servers do, and
-//! `x-echo-attempt`: the attempts the server counted before this one.
+//! `x-echo-attempt`: the attempts before this one (as the client said, or as
+//! counted by request id for `fail-attempts`).
 
 use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
@@ -299,7 +300,7 @@ impl Settings {
                 .map_err(|_| Status::invalid_argument(format!("{name} is not text")))
         }
         let mut fault = Fault {
-            attempt: self.attempt(headers),
+            attempt: previous_attempts(headers).unwrap_or(0),
             ..Fault::default()
         };
         if let Some(rpc) = rpc {
@@ -345,6 +346,11 @@ impl Settings {
             match behaviors.fail_attempts {
                 // Only the first attempts fail, with the error asked for.
                 Some(failing) => {
+                    // Counted by request id only here, where it matters: a
+                    // lock and a map entry, not for every call under --fault.
+                    if previous_attempts(headers).is_none() {
+                        fault.attempt = self.attempts_by_request_id(headers);
+                    }
                     if fault.attempt < failing {
                         let code = behaviors
                             .error
@@ -364,15 +370,9 @@ impl Settings {
         Ok(Some(fault))
     }
 
-    /// Attempts of this call before this one: as the client says, else as
-    /// counted by its request id (none: a first attempt).
-    fn attempt(&self, headers: &http::HeaderMap) -> u32 {
-        if let Some(previous) = headers
-            .get(echo_wire::headers::PREVIOUS_RPC_ATTEMPTS)
-            .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
-        {
-            return previous;
-        }
+    /// Attempts of this call before this one, as counted by its request id
+    /// (none: a first attempt).
+    fn attempts_by_request_id(&self, headers: &http::HeaderMap) -> u32 {
         let Some(id) = headers
             .get(super::trace::REQUEST_ID)
             .and_then(|value| value.to_str().ok())
@@ -387,6 +387,14 @@ impl Settings {
         *seen += 1;
         *seen - 1
     }
+}
+
+/// Attempts of this call before this one, as the client says
+/// (`grpc-previous-rpc-attempts`).
+fn previous_attempts(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get(echo_wire::headers::PREVIOUS_RPC_ATTEMPTS)
+        .and_then(|value| value.to_str().ok()?.parse::<u32>().ok())
 }
 
 impl<S> Layer<S> for BehaviorLayer {

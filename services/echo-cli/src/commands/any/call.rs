@@ -120,6 +120,13 @@ pub(crate) fn path_of(method: &MethodDescriptor) -> anyhow::Result<PathAndQuery>
         .with_context(|| format!("{path:?} is not a valid request path"))
 }
 
+/// Waits until `grpc` can take a call; a transport that cannot is UNAVAILABLE.
+pub(crate) async fn ready(grpc: &mut Grpc<echo_client::Transport>) -> Result<(), Status> {
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unavailable(err.to_string()))
+}
+
 /// Makes the call and prints each response as it arrives.
 pub(crate) async fn run(
     grpc: &Grpc<echo_client::Transport>,
@@ -166,9 +173,7 @@ pub(crate) async fn run(
     }
 
     let mut grpc = grpc.clone();
-    grpc.ready()
-        .await
-        .map_err(|err| Status::unavailable(err.to_string()))?;
+    ready(&mut grpc).await?;
     let response = grpc
         .streaming(
             tonic::Request::new(ReceiverStream::new(receiver)),

@@ -15,7 +15,7 @@ use prost_types::FileDescriptorProto;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::client::Grpc;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Streaming};
 use tonic_prost::ProstCodec;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -98,9 +98,7 @@ impl Reflection {
             // first question goes with the call.
             let (requests, receiver) = mpsc::channel(1);
             let _ = requests.try_send(question(MessageRequest::ListServices(String::new())));
-            grpc.ready()
-                .await
-                .map_err(|err| Status::unavailable(err.to_string()))?;
+            super::call::ready(&mut grpc).await?;
             let opened = grpc
                 .streaming(
                     tonic::Request::new(ReceiverStream::new(receiver)),

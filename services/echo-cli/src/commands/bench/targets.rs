@@ -186,10 +186,7 @@ impl Caller for RawUnary {
     }
 
     async fn call(&mut self) -> Result<Answer, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|err| Status::unavailable(err.to_string()))?;
+        crate::commands::any::call::ready(&mut self.grpc).await?;
         self.grpc
             .unary(self.messages.next_request()?, self.path.clone(), RawCodec)
             .await?;
@@ -211,10 +208,7 @@ impl Caller for RawServerStream {
     }
 
     async fn call(&mut self) -> Result<Answer, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|err| Status::unavailable(err.to_string()))?;
+        crate::commands::any::call::ready(&mut self.grpc).await?;
         let mut answers = self
             .grpc
             .server_streaming(self.messages.next_request()?, self.path.clone(), RawCodec)
@@ -246,10 +240,7 @@ impl Caller for RawClientStream {
     }
 
     async fn call(&mut self) -> Result<Answer, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|err| Status::unavailable(err.to_string()))?;
+        crate::commands::any::call::ready(&mut self.grpc).await?;
         // The headers of the first request go with the call.
         let mut metadata = None;
         let mut messages = Vec::with_capacity(self.count as usize);
@@ -312,17 +303,22 @@ impl Requests {
         (self.worker, self.connection) = (worker, connection);
     }
 
-    fn next_message(&mut self) -> Bytes {
-        let message = self.messages[self.next].clone();
-        self.next = (self.next + 1) % self.messages.len();
+    /// The message whose turn it is (a free function: it borrows only the
+    /// turn, so the templates stay borrowed beside it).
+    fn next_message(messages: &[Bytes], next: &mut usize) -> Bytes {
+        let message = messages[*next].clone();
+        *next = (*next + 1) % messages.len();
         message
     }
 
     /// The next request. A template that makes a message or header that does
     /// not fit fails the call as INVALID_ARGUMENT, before anything is sent.
     pub(super) fn next_request(&mut self) -> Result<tonic::Request<Bytes>, Status> {
-        let Some(templates) = self.templates.clone() else {
-            return Ok(tonic::Request::new(self.next_message()));
+        let Some(templates) = &self.templates else {
+            return Ok(tonic::Request::new(Self::next_message(
+                &self.messages,
+                &mut self.next,
+            )));
         };
         let context = RequestContext {
             request: templates.made.fetch_add(1, Ordering::Relaxed),
@@ -332,7 +328,7 @@ impl Requests {
         let body = match &templates.body {
             Some((template, input)) => encode(input, &template.render(context))
                 .map_err(|err| Status::invalid_argument(format!("{err:#}")))?,
-            None => self.next_message(),
+            None => Self::next_message(&self.messages, &mut self.next),
         };
         let mut request = tonic::Request::new(body);
         for (key, template) in &templates.headers {
@@ -459,10 +455,7 @@ pub(super) struct RawBidi {
 
 impl OpenStream<Bytes> for RawBidi {
     async fn open(&mut self, requests: ReceiverStream<Bytes>) -> Result<Answers, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|err| Status::unavailable(err.to_string()))?;
+        crate::commands::any::call::ready(&mut self.grpc).await?;
         let echoes = self
             .grpc
             .streaming(tonic::Request::new(requests), self.path.clone(), RawCodec)
