@@ -10,12 +10,14 @@
 //! - [`connect`]: the Connect protocol's headers, flags and code names.
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
 //! - [`headers`]: the names of the other gRPC headers and trailers.
+//! - [`h2_frames`]: hand-made HTTP/2 frames (tests, fuzzing) and the preface.
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
 #![forbid(unsafe_code)]
 
 pub mod connect;
 pub mod framing;
 pub mod grpc_timeout;
+pub mod h2_frames;
 pub mod headers;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -14,19 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 
+use echo_wire::h2_frames::PREFACE;
+
 use crate::config::{Http2Config, LimitsConfig};
 use crate::stats::{OpenConnection, Stats};
 use crate::tls::Tls;
 
-/// What an HTTP/2 client sends first.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Bytes an HTTP/2 client sends first: the preface and a SETTINGS frame header.
 const PREFACE_LEN: usize = PREFACE.len() + 9;
 /// First pause after an accept error that is not about one connection.
@@ -105,7 +104,7 @@ pub(crate) fn accept(
     limits: ConnectionLimits,
     tls: Option<Tls>,
     stats: Arc<Stats>,
-) -> impl Stream<Item = Connection> {
+) -> ReceiverStream<Connection> {
     let (ready, incoming) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = limits.max_connections_per_ip.map(PerIp::new);
@@ -133,7 +132,7 @@ pub(crate) fn accept(
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
             let slot = Slot {
-                _permit: permit,
+                _permit: Some(permit),
                 _ip: ip_slot,
                 _counted: stats.open_connection(),
             };
@@ -176,7 +175,8 @@ pub(crate) fn accept(
 /// A connection's place under `--max-connections` (and the per-IP limit),
 /// and in the open-connections count.
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    /// None for a connection handed over in memory, which no listener caps.
+    _permit: Option<OwnedSemaphorePermit>,
     _ip: Option<IpSlot>,
     _counted: OpenConnection,
 }
@@ -254,6 +254,27 @@ impl Connection {
             preface_read: 0,
             preface_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
         }
+    }
+
+    /// A connection on `io`, handed over in memory (fuzzing) rather than accepted.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn in_memory(
+        io: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        stats: &Stats,
+        limits: ConnectionLimits,
+    ) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let peer = PeerInfo {
+            addr,
+            addr_text: addr.to_string().into(),
+            identity: None,
+        };
+        let slot = Slot {
+            _permit: None,
+            _ip: None,
+            _counted: stats.open_connection(),
+        };
+        Self::new(Box::new(io), peer, slot, limits)
     }
 
     /// Who is on the other end.

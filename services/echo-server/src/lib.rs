@@ -46,6 +46,7 @@
 //! - `error`: [`EchoError`] and its single mapping to `tonic::Status`.
 //! - [`stats`] and `metrics`: live counters, and Prometheus metrics over HTTP.
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
+//! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 mod accept;
@@ -58,6 +59,8 @@ mod controls;
 mod echo;
 mod error;
 mod examples;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod interop;
 mod layers;
 mod metrics;

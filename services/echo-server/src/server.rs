@@ -11,6 +11,8 @@ use futures_util::{Stream, StreamExt};
 use http_body::Body as HttpBody;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
+#[cfg(feature = "fuzzing")]
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::StdError;
@@ -134,6 +136,15 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        self.serve(Incoming::Tcp(listener), shutdown).await
+    }
+
+    /// [`Server::run`] on connections from `incoming`.
+    pub(crate) async fn serve(
+        self,
+        incoming: Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
         let config = &self.config;
         // Cancelled when the shutdown grace period ends: open streams then stop.
         let streams_end = CancellationToken::new();
@@ -202,12 +213,16 @@ impl Server {
         );
 
         // 4. Serving, until shutdown.
-        let incoming = accept::accept(
-            listener,
-            ConnectionLimits::from((&config.limits, &config.http2)),
-            tls,
-            Arc::clone(&self.stats),
-        );
+        let incoming = match incoming {
+            Incoming::Tcp(listener) => accept::accept(
+                listener,
+                ConnectionLimits::from((&config.limits, &config.http2)),
+                tls,
+                Arc::clone(&self.stats),
+            ),
+            #[cfg(feature = "fuzzing")]
+            Incoming::InMemory(connections) => ReceiverStream::new(connections),
+        };
         let settings = HttpSettings::from((&config.http2, &config.limits));
         let stop = stop_accepting.clone();
         // CORS outermost, so a browser's preflight is answered before any
@@ -255,6 +270,15 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Where a server's connections come from.
+pub(crate) enum Incoming {
+    /// Accepted from a TCP listener (see `accept`).
+    Tcp(TcpListener),
+    /// Handed over in memory, by the fuzz targets.
+    #[cfg(feature = "fuzzing")]
+    InMemory(tokio::sync::mpsc::Receiver<Connection>),
 }
 
 /// Runs an echo server with `config` on `listener` until `shutdown`; see [`Server::run`].

@@ -226,7 +226,10 @@ impl RpcBehavior {
                     .ok_or_else(|| format!("`{value}` does not end in a number"))
             };
             if let Some(seconds) = value.strip_prefix("sleep-") {
-                behavior.sleep += Duration::from_secs_f64(number(seconds)?);
+                let sleep = Duration::try_from_secs_f64(number(seconds)?)
+                    .map_err(|_| format!("`{value}` is longer than any deadline"))?;
+                // Bounded by the deadline and --max-call-time anyway.
+                behavior.sleep = behavior.sleep.saturating_add(sleep);
             } else if value == "keep-open" {
                 behavior.keep_open = true;
             } else if let Some(code) = value.strip_prefix("error-code-") {
@@ -286,6 +289,14 @@ impl BehaviorLayer {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+impl BehaviorLayer {
+    /// Whether `headers` ask for a fault, or the status of a malformed behaviour header.
+    pub(crate) fn fault_of(&self, headers: &http::HeaderMap) -> Result<bool, Status> {
+        self.inner.fault(headers).map(|fault| fault.is_some())
+    }
+}
+
 impl Settings {
     /// The fault `headers` ask for; `None` when they ask for none.
     fn fault(&self, headers: &http::HeaderMap) -> Result<Option<Fault>, Status> {
@@ -309,7 +320,7 @@ impl Settings {
             if rpc.succeed_on_attempt == Some(fault.attempt) {
                 return Ok(Some(fault));
             }
-            fault.delay += rpc.sleep;
+            fault.delay = fault.delay.saturating_add(rpc.sleep);
             fault.keep_open = rpc.keep_open;
             fault.error = rpc
                 .error
@@ -335,7 +346,7 @@ impl Settings {
                 (0.0, 0.0)
             };
             if let Some(delay) = behaviors.delay.as_ref().and_then(|d| d.pick(delay_roll)) {
-                fault.delay += delay;
+                fault.delay = fault.delay.saturating_add(delay);
             }
             let message = || {
                 behaviors
@@ -521,6 +532,29 @@ mod tests {
         assert!(on_b.keep_open);
         assert!(RpcBehavior::parse("explode", "pod-a").is_err());
         assert!(RpcBehavior::parse("sleep-x", "pod-a").is_err());
+    }
+
+    /// Found by the `behavior` fuzz target: a sleep too long for a
+    /// `Duration` panicked the call's task instead of answering.
+    #[test]
+    fn sleeps_too_long_for_a_duration_are_refused_and_sums_are_capped() {
+        let err = RpcBehavior::parse("sleep-1e300", "pod").unwrap_err();
+        assert!(err.contains("longer than any deadline"), "{err}");
+        let layer = BehaviorLayer::new("pod", None, Some(1));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            RPC_BEHAVIOR,
+            HeaderValue::from_static("sleep-1e19,sleep-1e19"),
+        );
+        headers.insert(
+            ECHO_BEHAVIOR,
+            HeaderValue::from_static("delay=500000000years"),
+        );
+        let fault = layer.inner.fault(&headers).unwrap().unwrap();
+        assert_eq!(fault.delay, Duration::MAX);
+        headers.insert(RPC_BEHAVIOR, HeaderValue::from_static("sleep-1e300"));
+        let status = layer.inner.fault(&headers).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
     }
 
     #[test]

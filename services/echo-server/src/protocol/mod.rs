@@ -5,8 +5,8 @@
 //! log line whichever protocol carried it. Plain gRPC passes untouched.
 
 mod connect;
-mod envelope;
-mod json;
+pub(crate) mod envelope;
+pub(crate) mod json;
 
 use std::pin::Pin;
 use std::sync::Arc;
