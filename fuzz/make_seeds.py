@@ -103,7 +103,7 @@ def main():
             envelope(requests["metadata"]))
     request("grpc-echo-gzip", "h2 POST /echo.v1.EchoService/Echo",
             grpc + ["grpc-encoding: gzip", "grpc-accept-encoding: gzip"],
-            envelope(gzip.compress(plain), 1))
+            envelope(gzip.compress(plain, mtime=0), 1))
     request("grpc-server-stream", "h2 POST /echo.v1.EchoService/ServerStream", grpc,
             envelope(requests["stream"]))
     request("grpc-client-stream", "h2 POST /echo.v1.EchoService/ClientStream", grpc,
@@ -155,7 +155,7 @@ def main():
             json.dumps({"message": "hi", "error": {"code": "STATUS_CODE_NOT_FOUND"}}).encode())
     request("connect-json-gzip", "h2 POST /echo.v1.EchoService/Echo",
             ["content-type: application/json", "content-encoding: gzip",
-             "accept-encoding: gzip"], gzip.compress(b'{"message":"zipped"}'))
+             "accept-encoding: gzip"], gzip.compress(b'{"message":"zipped"}', mtime=0))
     query = base64.urlsafe_b64encode(plain).decode().rstrip("=")
     request("connect-get", "h1 GET /echo.v1.EchoService/Echo?connect=v1&encoding=proto&base64=1&message="
             + query, [])
@@ -172,7 +172,7 @@ def main():
     request("attack-huge-length", "h2 POST /echo.v1.EchoService/Echo", grpc,
             struct.pack(">BI", 0, 0xFFFFFFF0) + b"\x0a")
     request("attack-gzip-bomb", "h2 POST /echo.v1.EchoService/Echo",
-            grpc + ["grpc-encoding: gzip"], envelope(gzip.compress(b"\x0a\x00" * (8 << 20)), 1))
+            grpc + ["grpc-encoding: gzip"], envelope(gzip.compress(b"\x0a\x00" * (8 << 20), mtime=0), 1))
     request("attack-compressed-without-encoding", "h2 POST /echo.v1.EchoService/Echo", grpc,
             envelope(plain, 1))
     request("attack-bad-timeout", "h2 POST /echo.v1.EchoService/Echo",
@@ -189,8 +189,8 @@ def main():
     write("grpc_timeout", "nanos", "5n")
 
     write("framing", "split", b"\x00\x03" + envelope(plain) + envelope(b"") + envelope(plain)[:4])
-    write("framing", "gzip", b"\x01" + gzip.compress(plain))
-    write("framing", "gzip-bomb", b"\x01" + gzip.compress(b"\x00" * (16 << 20)))
+    write("framing", "gzip", b"\x01" + gzip.compress(plain, mtime=0))
+    write("framing", "gzip-bomb", b"\x01" + gzip.compress(b"\x00" * (16 << 20), mtime=0))
     zstd = b"\x28\xb5\x2f\xfd\x20\x05\x29\x00\x00hello"  # a zstd frame holding "hello"
     write("framing", "zstd", b"\x02" + zstd)
     write("framing", "envelopes", b"\x03" + envelope(plain) + envelope(b'{"error":{}}', 2))
@@ -220,6 +220,16 @@ def main():
     write("template", "actions", '{"id":"{{.RequestNumber}}","w":{{.WorkerID}},"c":{{.ConnectionID}},"u":"{{.UUID}}"}')
     write("template", "times", "{{.Timestamp}} {{.TimestampUnix}} {{.TimestampUnixMilli}} {{.TimestampUnixNano}}")
     write("template", "random", "{{randomString 8}}-{{randomInt 1 10}}")
+
+    error = json.dumps({"code": "unavailable", "message": "down", "details": [
+        {"type": "google.rpc.ErrorInfo", "value": "CgZyZWFzb24SBmRvbWFpbg"}]})
+    write("connect_answers", "error", b"\x00\x01\x2c" + error.encode())
+    write("connect_answers", "error-not-json", b"\x00\x01\x9f<html>bad gateway</html>")
+    end = json.dumps({"error": json.loads(error), "metadata": {"x-a": ["1", "2"], "x-b-bin": ["AAE"]}})
+    write("connect_answers", "end-stream", b"\x01" + end.encode())
+    write("connect_answers", "stream", b"\x02\x07" + envelope(plain) + envelope(b"{}", 2))
+    write("connect_answers", "stream-error", b"\x02\x03" + envelope(plain) + envelope(end.encode(), 2))
+    write("connect_answers", "stream-cut", b"\x02\x40" + envelope(plain)[:-1])
 
     write("connection", "http1-get", b"GET / HTTP/1.1\r\nhost: fuzz\r\n\r\n")
     write("connection", "ping", b"\x00" + b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"12345678")

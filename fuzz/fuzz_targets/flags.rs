@@ -11,13 +11,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // One argument per line; no flag may read a file or bind a port here.
+    // One argument per line; the flags that name files to read are left out
+    // (addresses are bound by the binary, not the server).
     let args = text.lines();
-    if args.clone().any(|arg| {
-        ["file", "cert", "key", "ca", "listen", "addr", "port"]
-            .iter()
-            .any(|word| arg.contains(word))
-    }) {
+    if args
+        .clone()
+        .any(|arg| arg.contains("--tls") || arg.contains("--auth-token-file"))
+    {
         return;
     }
     let Ok(config) = Config::try_parse_from(std::iter::once("echo-server").chain(args)) else {

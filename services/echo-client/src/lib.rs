@@ -36,6 +36,7 @@
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
+//! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 //! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,8 @@ mod classify;
 pub mod client;
 pub mod endpoints;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod lean;
 pub mod policy;
 pub mod protocol;

@@ -319,7 +319,7 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
 
 /// A Connect stream's answer as gRPC: its messages, then its end-of-stream
 /// message as trailers.
-async fn stream_answer(response: Response<Body>) -> Result<Response<Body>, BoxError> {
+pub(crate) async fn stream_answer(response: Response<Body>) -> Result<Response<Body>, BoxError> {
     let (mut answer, body) = response.into_parts();
     if !answer.status.is_success() {
         let collected = body.collect().await?.to_bytes();
@@ -343,7 +343,7 @@ async fn stream_answer(response: Response<Body>) -> Result<Response<Body>, BoxEr
 }
 
 /// The status a Connect error body (or, without one, its HTTP status) stands for.
-fn connect_error(http_status: u16, body: &[u8]) -> Status {
+pub(crate) fn connect_error(http_status: u16, body: &[u8]) -> Status {
     let Ok(error) = serde_json::from_slice::<serde_json::Value>(body) else {
         let code = connect::code_of_http_status(http_status);
         return Status::new(Code::from(code), format!("HTTP {http_status}"));
@@ -352,10 +352,12 @@ fn connect_error(http_status: u16, body: &[u8]) -> Status {
 }
 
 /// The status of a Connect error object (`code`, `message`, `details`).
+/// An error is never OK: a missing, unknown or `ok` code is UNKNOWN.
 fn status_of(error: &serde_json::Value) -> Status {
     let code = error["code"]
         .as_str()
         .and_then(connect::code_of)
+        .filter(|&code| code != Code::Ok as i32)
         .unwrap_or(Code::Unknown as i32);
     let message = error["message"].as_str().unwrap_or_default().to_owned();
     let details: Vec<prost_types::Any> = error["details"]
@@ -383,7 +385,7 @@ fn status_of(error: &serde_json::Value) -> Status {
 }
 
 /// The trailers of a Connect end-of-stream message.
-fn end_stream_trailers(json: &[u8]) -> HeaderMap {
+pub(crate) fn end_stream_trailers(json: &[u8]) -> HeaderMap {
     let end: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
     let mut trailers = match end.get("error") {
         Some(error) => {
@@ -483,5 +485,17 @@ mod tests {
             "type.googleapis.com/google.rpc.ErrorInfo"
         );
         assert_eq!(connect_error(503, b"<html>").code(), Code::Unavailable);
+    }
+
+    /// An error whose code said `ok` made a failed call a success (found
+    /// writing the `connect_answers` fuzz target, which checks it too).
+    #[test]
+    fn an_error_that_says_ok_is_unknown() {
+        assert_eq!(
+            connect_error(500, br#"{"code":"ok"}"#).code(),
+            Code::Unknown
+        );
+        let trailers = end_stream_trailers(br#"{"error":{"code":"ok","message":"m"}}"#);
+        assert_eq!(trailers[grpc_header::STATUS], "2");
     }
 }
