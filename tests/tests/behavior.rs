@@ -256,3 +256,66 @@ async fn faults_by_attempt_and_by_instance() {
     }
     server.stop().await;
 }
+
+/// `connection=` in the header, on the wire: GOAWAY after a whole answer,
+/// RST_STREAM with the code asked for in place of the trailers, and a close
+/// that leaves the call unanswered; on an interop method, which has no
+/// connection control of its own.
+#[tokio::test]
+async fn connection_actions_by_header_on_the_wire() {
+    use echo_tests::h2raw::{self, DATA, END_STREAM, GOAWAY, HEADERS, RST_STREAM};
+    const UNARY: &str = "/grpc.testing.TestService/UnaryCall";
+    let server = TestServer::start().await;
+    let frames_for = |behavior: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut socket = h2raw::connect(addr).await;
+            h2raw::send_call(&mut socket, 1, UNARY, &[("x-echo-behavior", behavior)], &[]).await;
+            h2raw::frames_until_close(&mut socket, Duration::from_secs(5)).await
+        }
+    };
+
+    let frames = frames_for("connection=goaway").await;
+    let on_stream_1: Vec<(u8, u8)> = frames
+        .iter()
+        .filter(|frame| frame.stream == 1)
+        .map(|frame| (frame.kind, frame.flags & END_STREAM))
+        .collect();
+    assert_eq!(
+        on_stream_1,
+        [(HEADERS, 0), (DATA, 0), (HEADERS, END_STREAM)]
+    );
+    assert!(
+        frames.iter().any(|frame| frame.kind == GOAWAY),
+        "{frames:?}"
+    );
+
+    let mut socket = h2raw::connect(server.addr).await;
+    let reset = [("x-echo-behavior", "connection=reset-7")];
+    h2raw::send_call(&mut socket, 1, UNARY, &reset, &[]).await;
+    let reset = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let frame = h2raw::read_frame(&mut socket).await.expect("RST_STREAM");
+            if frame.stream == 1 && frame.kind != HEADERS && frame.kind != DATA {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("no RST_STREAM");
+    assert_eq!(reset.kind, RST_STREAM, "{reset:?}");
+    assert_eq!(
+        u32::from_be_bytes(reset.payload[..4].try_into().unwrap()),
+        7
+    );
+
+    // Closed here, or the server's drain would wait out its grace for it.
+    drop(socket);
+
+    let frames = frames_for("connection=close").await;
+    assert!(
+        frames.iter().all(|frame| frame.stream != 1),
+        "a closed call got an answer: {frames:?}"
+    );
+    server.stop().await;
+}

@@ -13,8 +13,13 @@
 //! number), `message=TEXT` (the error's message), `fail-attempts=N` (the
 //! first N attempts of a call fail, with `error`'s code or UNAVAILABLE;
 //! attempts counted by `grpc-previous-rpc-attempts`, or for clients that retry
-//! without it by their `x-request-id`), `on=NAME,...` / `not-on=NAME,...`
-//! (the header applies on those instances only / on all but those). E.g.
+//! without it by their `x-request-id`), `connection=ACTION` (`goaway`: GOAWAY
+//! once the call is answered; `reset` or `reset-CODE`: the answer ends with
+//! RST_STREAM, CANCEL by default, instead of its trailers; `close`: the
+//! connection closes at once, unanswered), `seed=N` (draws come from a
+//! generator of that seed, in the order its calls arrive: one client's run
+//! repeats), `on=NAME,...` / `not-on=NAME,...` (the header applies on those
+//! instances only / on all but those). E.g.
 //! `delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,DEADLINE_EXCEEDED:1%`.
 //!
 //! `rpc-behavior`: values separated by `,`: `sleep-SECONDS`, `keep-open`
@@ -43,6 +48,9 @@ use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::conn::{ConnectionControl, ResetStream};
+use crate::controls::ConnectionAction;
+
 /// This server's behaviour header (a `HeaderName`: looked up on every call,
 /// without parsing a name each time).
 const ECHO_BEHAVIOR: HeaderName = HeaderName::from_static("x-echo-behavior");
@@ -55,6 +63,10 @@ const ATTEMPT: &str = "x-echo-attempt";
 /// Calls whose attempts are counted by request id, at most; then counting
 /// starts over (a bound on memory, whatever clients send).
 const MAX_COUNTED_CALLS: usize = 10_000;
+/// Generators kept for header seeds, at most; then they start over.
+const MAX_SEEDS: usize = 1_000;
+/// The RST_STREAM code of `connection=reset` without one: CANCEL.
+const DEFAULT_RESET_CODE: u32 = 0x8;
 
 /// One behaviour's alternatives with their chances (0 to 1); the remaining
 /// chance is "nothing".
@@ -89,6 +101,8 @@ pub(crate) struct Behaviors {
     error: Option<Weighted<Code>>,
     message: Option<String>,
     fail_attempts: Option<u32>,
+    connection: Option<Weighted<ConnectionAction>>,
+    seed: Option<u64>,
     on: Option<Vec<String>>,
     not_on: Option<Vec<String>>,
 }
@@ -113,12 +127,21 @@ impl Behaviors {
                             .map_err(|_| format!("`{value}` is not a number of attempts"))?,
                     );
                 }
+                "connection" => behaviors.connection = Some(weighted(value, parse_action)?),
+                "seed" => {
+                    behaviors.seed = Some(
+                        value
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("`{value}` is not a seed (a number)"))?,
+                    );
+                }
                 "on" => behaviors.on = Some(names(value)),
                 "not-on" => behaviors.not_on = Some(names(value)),
                 other => {
                     return Err(format!(
                         "unknown behaviour `{other}` (known: delay, error, message, \
-                         fail-attempts, on, not-on)"
+                         fail-attempts, connection, seed, on, not-on)"
                     ));
                 }
             }
@@ -129,6 +152,7 @@ impl Behaviors {
     fn is_random(&self) -> bool {
         self.delay.as_ref().is_some_and(Weighted::is_random)
             || self.error.as_ref().is_some_and(Weighted::is_random)
+            || self.connection.as_ref().is_some_and(Weighted::is_random)
     }
 
     /// Whether they apply on the instance named `instance`.
@@ -177,6 +201,22 @@ fn weighted<T>(
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+}
+
+/// A connection action: `goaway`, `close`, `reset` or `reset-CODE`.
+fn parse_action(text: &str) -> Result<ConnectionAction, String> {
+    match text {
+        "goaway" => Ok(ConnectionAction::GoAway),
+        "close" => Ok(ConnectionAction::Close),
+        "reset" => Ok(ConnectionAction::ResetStream(DEFAULT_RESET_CODE)),
+        _ => text
+            .strip_prefix("reset-")
+            .and_then(|code| code.parse().ok())
+            .map(ConnectionAction::ResetStream)
+            .ok_or_else(|| {
+                format!("`{text}` is not a connection action (goaway, close, reset, reset-CODE)")
+            }),
+    }
 }
 
 /// A status code by name (`UNAVAILABLE`, `unavailable`) or number.
@@ -250,6 +290,7 @@ struct Fault {
     delay: Duration,
     keep_open: bool,
     error: Option<Status>,
+    connection: Option<ConnectionAction>,
     /// Attempts of this call before this one.
     attempt: u32,
 }
@@ -267,6 +308,8 @@ struct Settings {
     defaults: Option<Behaviors>,
     /// Draws for weighted alternatives, in request order.
     rng: Mutex<fastrand::Rng>,
+    /// Draws for the calls whose header names a seed, by seed.
+    seeded: Mutex<HashMap<u64, fastrand::Rng>>,
     /// Attempts seen per request id, for clients that retry without
     /// `grpc-previous-rpc-attempts`.
     attempts: Mutex<HashMap<String, u32>>,
@@ -283,6 +326,7 @@ impl BehaviorLayer {
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 defaults,
                 rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
+                seeded: Mutex::new(HashMap::new()),
                 attempts: Mutex::new(HashMap::new()),
             }),
         }
@@ -336,15 +380,15 @@ impl Settings {
             None => self.defaults.as_ref(),
         };
         if let Some(behaviors) = behaviors.filter(|b| b.apply_on(&self.instance)) {
-            let (delay_roll, error_roll) = if behaviors.is_random() {
-                let mut rng = self
-                    .rng
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                (rng.f64(), rng.f64())
+            let (delay_roll, error_roll, connection_roll) = if behaviors.is_random() {
+                self.draw(behaviors.seed)
             } else {
-                (0.0, 0.0)
+                (0.0, 0.0, 0.0)
             };
+            fault.connection = behaviors
+                .connection
+                .as_ref()
+                .and_then(|c| c.pick(connection_roll));
             if let Some(delay) = behaviors.delay.as_ref().and_then(|d| d.pick(delay_roll)) {
                 fault.delay = fault.delay.saturating_add(delay);
             }
@@ -379,6 +423,26 @@ impl Settings {
             }
         }
         Ok(Some(fault))
+    }
+
+    /// Three draws, for the delay, the error and the connection action: from
+    /// the generator of `seed` if the header names one, else the server's.
+    fn draw(&self, seed: Option<u64>) -> (f64, f64, f64) {
+        let three = |rng: &mut fastrand::Rng| (rng.f64(), rng.f64(), rng.f64());
+        match seed {
+            Some(seed) => {
+                let mut seeded = self.seeded.lock().unwrap_or_else(|p| p.into_inner());
+                if seeded.len() >= MAX_SEEDS && !seeded.contains_key(&seed) {
+                    seeded.clear();
+                }
+                three(
+                    seeded
+                        .entry(seed)
+                        .or_insert_with(|| fastrand::Rng::with_seed(seed)),
+                )
+            }
+            None => three(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner())),
+        }
     }
 
     /// Attempts of this call before this one, as counted by its request id
@@ -464,10 +528,24 @@ where
                 // Ended by the deadline layer outside, or by the caller leaving.
                 std::future::pending::<()>().await;
             }
+            let control = fault
+                .connection
+                .and_then(|_| request.extensions().get::<ConnectionControl>().cloned());
+            if let (Some(ConnectionAction::Close), Some(control)) = (fault.connection, &control) {
+                // Unanswered, as the message control closes.
+                control.close();
+                std::future::pending::<()>().await;
+            }
             let mut response = match fault.error {
                 Some(status) => status.into_http(),
                 None => inner.call(request).await?,
             };
+            if let (Some(ConnectionAction::GoAway), Some(control)) = (fault.connection, &control) {
+                control.go_away();
+            }
+            if let Some(ConnectionAction::ResetStream(code)) = fault.connection {
+                response.extensions_mut().insert(ResetStream(code));
+            }
             let headers = response.headers_mut();
             headers.insert(HOSTNAME, hostname);
             headers.insert(ATTEMPT, HeaderValue::from(fault.attempt));
@@ -555,6 +633,57 @@ mod tests {
         headers.insert(RPC_BEHAVIOR, HeaderValue::from_static("sleep-1e300"));
         let status = layer.inner.fault(&headers).unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn connection_actions_and_seeds_parse() {
+        let behaviors =
+            Behaviors::parse("connection=goaway:10%,reset-7:5%,close:1%; seed=42").unwrap();
+        let connection = behaviors.connection.as_ref().unwrap();
+        assert_eq!(connection.pick(0.05), Some(ConnectionAction::GoAway));
+        assert_eq!(
+            connection.pick(0.12),
+            Some(ConnectionAction::ResetStream(7))
+        );
+        assert_eq!(connection.pick(0.155), Some(ConnectionAction::Close));
+        assert_eq!(connection.pick(0.2), None);
+        assert_eq!(behaviors.seed, Some(42));
+        assert_eq!(
+            Behaviors::parse("connection=reset").unwrap().connection,
+            Some(Weighted {
+                alternatives: vec![(ConnectionAction::ResetStream(DEFAULT_RESET_CODE), 1.0)]
+            })
+        );
+        assert!(Behaviors::parse("connection=explode").is_err());
+        assert!(Behaviors::parse("seed=-1").is_err());
+    }
+
+    /// A header's seed draws from its own generator: the same outcomes in
+    /// the same order, whatever other calls the server draws for between them.
+    #[test]
+    fn a_header_seed_repeats_its_draws_whatever_else_is_drawn() {
+        let header = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(ECHO_BEHAVIOR, HeaderValue::from_static(value));
+            headers
+        };
+        let seeded = header("error=UNAVAILABLE:50%; seed=9");
+        let unseeded = header("error=UNAVAILABLE:50%");
+        let outcomes = |layer: &BehaviorLayer, interleave: bool| {
+            (0..100)
+                .map(|_| {
+                    if interleave {
+                        layer.inner.fault(&unseeded).unwrap();
+                    }
+                    layer.inner.fault(&seeded).unwrap().unwrap().error.is_some()
+                })
+                .collect::<Vec<bool>>()
+        };
+        let alone = outcomes(&BehaviorLayer::new("a", None, None), false);
+        let busy = outcomes(&BehaviorLayer::new("b", None, Some(5)), true);
+        assert_eq!(alone, busy);
+        let failed = alone.iter().filter(|&&failed| failed).count();
+        assert!((20..=80).contains(&failed), "{failed} of 100 failed at 50%");
     }
 
     #[test]
