@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// A throwaway CA.
@@ -54,10 +54,36 @@ impl Ca {
         self.leaf(name, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate of a workload: `CN=<name>` and the SPIFFE ID
+    /// `spiffe_id` as its URI SAN, as SPIFFE issuers make them.
+    pub fn workload(&self, name: &str, spiffe_id: &str) -> Leaf {
+        self.leaf_with(
+            name,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            Some(spiffe_id),
+        )
+    }
+
     fn leaf(&self, name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        self.leaf_with(name, names, usage, None)
+    }
+
+    fn leaf_with(
+        &self,
+        name: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        uri: Option<&str>,
+    ) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        if let Some(uri) = uri {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().unwrap()));
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use echo_client::proto::{ClientStreamResponse, EchoResponse, StatusCode};
+use echo_client::proto::{ClientStreamResponse, EchoResponse, StatusCode, Wire};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::{Value, json};
@@ -43,6 +43,7 @@ impl Output {
                     "peer": response.peer,
                     "peer_identity": response.peer_identity,
                     "sequence": response.sequence,
+                    "wire": response.wire.as_ref().map(wire_json),
                 })
             );
         } else {
@@ -54,6 +55,9 @@ impl Output {
                 response.instance,
                 response.peer
             );
+            if let Some(wire) = &response.wire {
+                print_wire(wire);
+            }
         }
     }
 
@@ -248,6 +252,63 @@ pub(crate) fn code_name(code: Code) -> String {
         .map(|c| c.as_str_name().to_owned())
         .unwrap_or_else(|_| format!("STATUS_CODE_{}", code as i32));
     name.trim_start_matches("STATUS_CODE_").to_owned()
+}
+
+/// What the server received (`--reflect-wire`), as JSON.
+fn wire_json(wire: &Wire) -> serde_json::Value {
+    json!({
+        "protocol": wire.protocol,
+        "content_type": wire.content_type,
+        "http_version": wire.http_version,
+        "authority": wire.authority,
+        "user_agent": wire.user_agent,
+        "timeout": wire.timeout,
+        "compression": wire.compression,
+        "accept_compression": wire.accept_compression,
+        "tls": wire.tls.as_ref().map(|tls| json!({
+            "version": tls.version,
+            "cipher": tls.cipher,
+            "alpn": tls.alpn,
+            "sni": tls.sni,
+            "client_subject": tls.client_subject,
+            "spiffe_id": tls.spiffe_id,
+        })),
+        "traceparent": wire.traceparent,
+        "tracestate": wire.tracestate,
+        "baggage": wire.baggage,
+        "headers": wire.headers.iter().map(|h| [&h.name, &h.value]).collect::<Vec<_>>(),
+    })
+}
+
+/// What the server received (`--reflect-wire`), a line each.
+fn print_wire(wire: &Wire) {
+    out!(
+        "received: {} {} · authority {} · content-type {} · timeout {} · compression {}",
+        wire.protocol,
+        wire.http_version,
+        wire.authority,
+        wire.content_type,
+        or_none(&wire.timeout),
+        or_none(&wire.compression)
+    );
+    if let Some(tls) = &wire.tls {
+        out!(
+            "received over TLS: {} {} · ALPN {} · SNI {} · client {} {}",
+            tls.version,
+            tls.cipher,
+            or_none(&tls.alpn),
+            or_none(&tls.sni),
+            or_none(&tls.client_subject),
+            tls.spiffe_id
+        );
+    }
+    for header in &wire.headers {
+        out!("received header {}: {}", header.name, header.value);
+    }
+}
+
+fn or_none(text: &str) -> &str {
+    if text.is_empty() { "none" } else { text }
 }
 
 #[cfg(test)]

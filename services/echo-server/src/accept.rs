@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 
 use echo_wire::h2_frames::PREFACE;
+use grpc_echo::echo::v1::TlsSession;
 
 use crate::config::{Http2Config, LimitsConfig};
 use crate::stats::{OpenConnection, Stats};
@@ -42,6 +43,8 @@ pub struct PeerInfo {
     pub addr_text: Arc<str>,
     /// The subject of its verified client certificate (mTLS only).
     pub identity: Option<Arc<str>>,
+    /// The TLS session, when the connection has one.
+    pub tls: Option<Arc<TlsSession>>,
 }
 
 /// Limits on each accepted connection.
@@ -140,6 +143,7 @@ pub(crate) fn accept(
                 addr,
                 addr_text: addr.to_string().into(),
                 identity: None,
+                tls: None,
             };
             let Some(tls) = tls.clone() else {
                 let connection = Connection::new(Box::new(stream), peer, slot, limits);
@@ -152,9 +156,11 @@ pub(crate) fn accept(
             let ready = ready.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await {
-                    Ok(Ok((stream, identity))) => {
+                    Ok(Ok((stream, session))) => {
                         let peer = PeerInfo {
-                            identity: identity.map(Arc::from),
+                            identity: (!session.client_subject.is_empty())
+                                .then(|| Arc::from(session.client_subject.as_str())),
+                            tls: Some(Arc::new(session)),
                             ..peer
                         };
                         let _ = ready
@@ -268,6 +274,7 @@ impl Connection {
             addr,
             addr_text: addr.to_string().into(),
             identity: None,
+            tls: None,
         };
         let slot = Slot {
             _permit: None,

@@ -124,6 +124,14 @@ impl ConnectionControl {
     }
 }
 
+/// Request extension: the HTTP version and `:authority` of a request as it
+/// arrived (tonic's requests keep neither), for reflecting the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTarget {
+    pub(crate) version: http::Version,
+    pub(crate) authority: Option<http::uri::Authority>,
+}
+
 /// Response extension: end the stream with RST_STREAM carrying this HTTP/2
 /// error code where the trailers (and the call's status) would be.
 #[derive(Debug, Clone, Copy)]
@@ -243,8 +251,13 @@ where
         } else {
             request.map(Body::new)
         };
+        let target = RequestTarget {
+            version: request.version(),
+            authority: request.uri().authority().cloned(),
+        };
         request.extensions_mut().insert(self.peer.clone());
         request.extensions_mut().insert(self.control.clone());
+        request.extensions_mut().insert(target);
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: Arc::clone(&self.control.flushes),

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use futures_util::Stream;
 use grpc_echo::echo::v1::echo_service_server::EchoService as EchoServiceApi;
-use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
+use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse, Wire};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,7 @@ impl EchoService {
             peer: call.peer.clone(),
             peer_identity: call.peer_identity.clone(),
             sequence: 0,
+            wire: None,
         }
     }
 
@@ -103,6 +104,7 @@ impl EchoServiceApi for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let call = Call::unary(&request);
         let plan = self.shared.limits.plan(request.get_ref(), Rpc::Echo)?;
+        let wire = reflected_wire(&request);
         let (echo, action) = (plan.echo, plan.connection);
         let connection = connection_control(&request, action);
         let result = async {
@@ -110,7 +112,10 @@ impl EchoServiceApi for EchoService {
             end_call(action, connection.as_ref()).await;
             match plan.error {
                 Some(error) => Err(error),
-                None => Ok(self.response(request.get_ref(), &plan, &call)),
+                None => Ok(EchoResponse {
+                    wire,
+                    ..self.response(request.get_ref(), &plan, &call)
+                }),
             }
         }
         .await;
@@ -134,6 +139,8 @@ impl EchoServiceApi for EchoService {
         let (echo, action) = (plan.echo, plan.connection);
         let connection = connection_control(&request, action);
         let template = self.response(request.get_ref(), &plan, &call);
+        // On the first response only.
+        let mut wire = reflected_wire(&request);
         let open = self.shared.stats.open_stream();
         let stream = async_stream::stream! {
             if let Err(error) = call.sleep(plan.delay).await {
@@ -148,7 +155,7 @@ impl EchoServiceApi for EchoService {
                     return;
                 }
                 open.message_sent();
-                yield Ok(EchoResponse { sequence, ..template.clone() });
+                yield Ok(EchoResponse { sequence, wire: wire.take(), ..template.clone() });
             }
             end_call(action, connection.as_ref()).await;
             if let Some(error) = plan.error {
@@ -309,4 +316,12 @@ impl Summary {
             peer_identity: call.peer_identity.clone(),
         }
     }
+}
+
+/// What arrived for `request`, when its `reflect_wire` asks.
+fn reflected_wire(request: &Request<EchoRequest>) -> Option<Wire> {
+    request.get_ref().reflect_wire.then(|| {
+        let headers = request.metadata().clone().into_headers();
+        crate::layers::wire(&headers, request.extensions())
+    })
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use grpc_echo::echo::v1::TlsSession;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -119,21 +120,39 @@ impl Tls {
         })
     }
 
-    /// Completes the handshake; the identity is the verified client
-    /// certificate's subject, when there is one.
+    /// Completes the handshake; the session says what was agreed, and who
+    /// the client is when it showed a verified certificate.
     pub(crate) async fn accept(
         &self,
         stream: TcpStream,
-    ) -> std::io::Result<(TlsStream<TcpStream>, Option<String>)> {
+    ) -> std::io::Result<(TlsStream<TcpStream>, TlsSession)> {
         let stream = self.acceptor.accept(stream).await?;
-        let identity = stream
-            .get_ref()
-            .1
+        let connection = stream.get_ref().1;
+        let text =
+            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
+        let mut session = TlsSession {
+            version: connection
+                .protocol_version()
+                .map(|version| format!("{version:?}"))
+                .unwrap_or_default(),
+            cipher: connection
+                .negotiated_cipher_suite()
+                .map(|suite| format!("{:?}", suite.suite()))
+                .unwrap_or_default(),
+            alpn: text(connection.alpn_protocol()),
+            sni: connection.server_name().unwrap_or_default().to_owned(),
+            ..TlsSession::default()
+        };
+        let leaf = connection
             .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
-            .map(|(_, certificate)| certificate.subject().to_string());
-        Ok((stream, identity))
+            .and_then(|chain| chain.first());
+        if let Some((_, certificate)) =
+            leaf.and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+        {
+            session.client_subject = certificate.subject().to_string();
+            session.spiffe_id = spiffe_id(&certificate).unwrap_or_default();
+        }
+        Ok((stream, session))
     }
 
     /// Reloads on `reload` and whenever the files change, until dropped.
@@ -224,4 +243,19 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
         return Err(error("no certificate in it".to_owned()));
     }
     Ok(certificates)
+}
+
+/// The certificate's SPIFFE ID: its first `spiffe://` URI SAN.
+fn spiffe_id(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    let names = certificate.subject_alternative_name().ok()??;
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                Some((*uri).to_owned())
+            }
+            _ => None,
+        })
 }

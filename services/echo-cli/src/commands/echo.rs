@@ -73,6 +73,10 @@ pub(crate) struct Controls {
     /// Ask the server to close the TCP connection in place of ending the call.
     #[arg(long, group = "connection_action")]
     close_connection: bool,
+    /// Ask the server what it received (protocol, HTTP version, authority,
+    /// deadline, compression, TLS, headers), to see what a proxy changed.
+    #[arg(long)]
+    reflect_wire: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,6 +106,7 @@ impl Controls {
                 Some(EchoMetadata::Both) => MetadataEcho::Both,
             } as i32,
             stream,
+            reflect_wire: self.reflect_wire,
             connection: self.connection_control(),
         }
     }

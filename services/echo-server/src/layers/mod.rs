@@ -9,6 +9,7 @@ mod message_compression;
 mod size_status;
 mod trace;
 mod trailers;
+mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub(crate) use auth::{AuthLayer, Tokens};
 pub(crate) use behavior::{BehaviorLayer, Behaviors};
 pub(crate) use deadline::Deadline;
 pub(crate) use trailers::ExtraTrailers;
+pub(crate) use wire::wire;
 
 use crate::metrics::Metrics;
 
@@ -75,6 +77,8 @@ where
         .layer(trace::TraceLayer::new(settings.metrics))
         // Inside tracing, so the metrics and log line see the remapped code.
         .layer(size_status::MessageSizeStatusLayer)
+        // Outside the limits and auth, so a refused call still says what arrived.
+        .layer(wire::WireLayer)
         // Sheds at once when the concurrency limit below has no room, rather
         // than queueing calls without bound.
         .layer(LoadShedLayer::new())

@@ -104,6 +104,26 @@ enum Kind {
     Unsupported,
 }
 
+impl Kind {
+    /// The protocol's name, as reflecting the wire reports it.
+    fn protocol(self) -> &'static str {
+        match self {
+            Self::Grpc | Self::GrpcJson => "grpc",
+            Self::GrpcWeb | Self::GrpcWebJson => "grpc-web",
+            Self::ConnectUnary(_) | Self::ConnectGet | Self::ConnectStream(_) => "connect",
+            Self::Unsupported => "unknown",
+        }
+    }
+}
+
+/// Request extension of a translated request: its protocol and headers as
+/// they arrived, before translation made them gRPC's.
+#[derive(Debug, Clone)]
+pub(crate) struct Original {
+    pub(crate) protocol: &'static str,
+    pub(crate) headers: HeaderMap,
+}
+
 fn classify<B>(request: &Request<B>) -> Kind {
     let content_type = request
         .headers()
@@ -176,6 +196,13 @@ where
                 inner: self.inner.call(request),
             };
         }
+        // Before translation changes them: what reflecting the wire reports.
+        let mut request = request;
+        let original = Original {
+            protocol: kind.protocol(),
+            headers: request.headers().clone(),
+        };
+        request.extensions_mut().insert(original);
         // The service made ready is the one to call; its clone waits for the next request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone)
