@@ -43,7 +43,7 @@ impl Output {
                     "peer": response.peer,
                     "peer_identity": response.peer_identity,
                     "sequence": response.sequence,
-                    "wire": response.wire.as_ref().map(wire_json),
+                    "wire": response.wire.as_deref().map(wire_json),
                 })
             );
         } else {

@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::accept::PeerInfo;
-use crate::conn::{ConnectionControl, ResetStream};
+use crate::conn::{Arrival, ConnectionControl, ResetStream};
 use crate::controls::ConnectionAction;
 use crate::error::EchoError;
 use crate::layers::{Deadline, ExtraTrailers};
@@ -29,7 +28,10 @@ pub(crate) struct Call {
 
 impl Call {
     pub(crate) fn unary<T>(request: &Request<T>) -> Self {
-        let peer = request.extensions().get::<PeerInfo>();
+        let peer = request
+            .extensions()
+            .get::<Arrival>()
+            .map(|arrival| &arrival.peer);
         Self {
             peer: peer
                 .map(|peer| peer.addr_text.to_string())
@@ -117,7 +119,12 @@ pub(crate) fn connection_control<T>(
     request: &Request<T>,
     action: Option<ConnectionAction>,
 ) -> Option<ConnectionControl> {
-    action.and_then(|_| request.extensions().get::<ConnectionControl>().cloned())
+    action.and_then(|_| {
+        request
+            .extensions()
+            .get::<Arrival>()
+            .map(|arrival| arrival.control.clone())
+    })
 }
 
 /// Request metadata to copy into the response's headers and trailers.

@@ -124,10 +124,14 @@ impl ConnectionControl {
     }
 }
 
-/// Request extension: the HTTP version and `:authority` of a request as it
-/// arrived (tonic's requests keep neither), for reflecting the wire.
+/// Request extension: how a request arrived: its connection's peer, what a
+/// call may do to that connection, and the request's HTTP version and
+/// `:authority` (tonic's requests keep neither). One extension, so that each
+/// request costs one insertion (measured: 700 instructions for a third).
 #[derive(Debug, Clone)]
-pub(crate) struct RequestTarget {
+pub(crate) struct Arrival {
+    pub(crate) peer: PeerInfo,
+    pub(crate) control: ConnectionControl,
     pub(crate) version: http::Version,
     pub(crate) authority: Option<http::uri::Authority>,
 }
@@ -217,8 +221,8 @@ async fn sleep_or_never(duration: Option<Duration>) {
     }
 }
 
-/// `inner` for the requests of one connection: gives them its [`PeerInfo`],
-/// [`ConnectionControl`] and budgets, and applies [`ResetStream`] to their
+/// `inner` for the requests of one connection: gives them its [`Arrival`]
+/// and budgets, and applies [`ResetStream`] to their
 /// responses.
 #[derive(Clone)]
 struct PerConnection<S> {
@@ -251,13 +255,13 @@ where
         } else {
             request.map(Body::new)
         };
-        let target = RequestTarget {
+        let arrival = Arrival {
+            peer: self.peer.clone(),
+            control: self.control.clone(),
             version: request.version(),
             authority: request.uri().authority().cloned(),
         };
-        request.extensions_mut().insert(self.peer.clone());
-        request.extensions_mut().insert(self.control.clone());
-        request.extensions_mut().insert(target);
+        request.extensions_mut().insert(arrival);
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: Arc::clone(&self.control.flushes),

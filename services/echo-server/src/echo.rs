@@ -319,9 +319,9 @@ impl Summary {
 }
 
 /// What arrived for `request`, when its `reflect_wire` asks.
-fn reflected_wire(request: &Request<EchoRequest>) -> Option<Wire> {
+fn reflected_wire(request: &Request<EchoRequest>) -> Option<Box<Wire>> {
     request.get_ref().reflect_wire.then(|| {
         let headers = request.metadata().clone().into_headers();
-        crate::layers::wire(&headers, request.extensions())
+        Box::new(crate::layers::wire(&headers, request.extensions()))
     })
 }

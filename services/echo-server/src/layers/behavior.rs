@@ -48,7 +48,7 @@ use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::conn::{ConnectionControl, ResetStream};
+use crate::conn::{Arrival, ResetStream};
 use crate::controls::ConnectionAction;
 
 /// This server's behaviour header (a `HeaderName`: looked up on every call,
@@ -530,7 +530,8 @@ where
             }
             let control = fault
                 .connection
-                .and_then(|_| request.extensions().get::<ConnectionControl>().cloned());
+                .and_then(|_| request.extensions().get::<Arrival>())
+                .map(|arrival| arrival.control.clone());
             if let (Some(ConnectionAction::Close), Some(control)) = (fault.connection, &control) {
                 // Unanswered, as the message control closes.
                 control.close();

@@ -16,7 +16,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
-use crate::accept::PeerInfo;
+use crate::conn::Arrival;
 use crate::metrics::{MethodId, Metrics};
 
 /// Traces every RPC and records it in the metrics; see the module docs.
@@ -64,7 +64,10 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let request_id = request_id(request.headers());
-        let peer = request.extensions().get::<PeerInfo>();
+        let peer = request
+            .extensions()
+            .get::<Arrival>()
+            .map(|arrival| &arrival.peer);
         // At DEBUG: at INFO, formatting these fields for every call would cost
         // a fifth of a unary call (measured with bench/suite.py).
         let span = tracing::debug_span!(

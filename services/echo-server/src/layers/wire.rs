@@ -20,8 +20,7 @@ use prost_reflect::{DescriptorPool, MessageDescriptor};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::accept::PeerInfo;
-use crate::conn::RequestTarget;
+use crate::conn::Arrival;
 use crate::protocol::Original;
 use crate::protocol::json::proto_to_json;
 
@@ -37,7 +36,7 @@ const NEVER_REFLECTED: [HeaderName; 3] = [AUTHORIZATION, PROXY_AUTHORIZATION, CO
 pub(crate) fn wire(headers: &HeaderMap, extensions: &http::Extensions) -> Wire {
     let original = extensions.get::<Original>();
     let headers = original.map_or(headers, |original| &original.headers);
-    let target = extensions.get::<RequestTarget>();
+    let arrival = extensions.get::<Arrival>();
     let text = |name: &str| {
         headers
             .get(name)
@@ -56,11 +55,11 @@ pub(crate) fn wire(headers: &HeaderMap, extensions: &http::Extensions) -> Wire {
             .map_or("grpc", |original| original.protocol)
             .to_owned(),
         content_type: text(CONTENT_TYPE.as_str()),
-        http_version: target
-            .map(|target| format!("{:?}", target.version))
+        http_version: arrival
+            .map(|arrival| format!("{:?}", arrival.version))
             .unwrap_or_default(),
-        authority: target
-            .and_then(|target| target.authority.as_ref())
+        authority: arrival
+            .and_then(|arrival| arrival.authority.as_ref())
             .map_or_else(|| text(HOST.as_str()), ToString::to_string),
         user_agent: text(USER_AGENT.as_str()),
         timeout: first(&["grpc-timeout", "connect-timeout-ms"]),
@@ -74,9 +73,7 @@ pub(crate) fn wire(headers: &HeaderMap, extensions: &http::Extensions) -> Wire {
             "connect-accept-encoding",
             "accept-encoding",
         ]),
-        tls: extensions
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.tls.as_deref().cloned()),
+        tls: arrival.and_then(|arrival| arrival.peer.tls.as_deref().cloned()),
         traceparent: text("traceparent"),
         tracestate: text("tracestate"),
         baggage: text("baggage"),
