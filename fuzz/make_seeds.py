@@ -118,6 +118,13 @@ def main():
                     "rpc-behavior: sleep-1,succeed-on-retry-attempt-1",
                     "grpc-previous-rpc-attempts: 1", "x-request-id: seed"],
             envelope(plain))
+    request("grpc-reflect-wire", "h2 POST /echo.v1.EchoService/Echo",
+            grpc + ["x-echo-reflect: wire", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    "grpc-timeout: 3S", "user-agent: fuzz/1"],
+            envelope(plain + b"\x48\x01"))
+    request("connect-reflect-wire", "h1 POST /echo.v1.EchoService/Echo",
+            ["content-type: application/json", "x-echo-reflect: wire", "connect-timeout-ms: 900"],
+            json.dumps({"message": "w", "reflectWire": True}).encode())
     request("interop-empty", "h2 POST /grpc.testing.TestService/EmptyCall", grpc, envelope(b""))
     request("interop-unary", "h2 POST /grpc.testing.TestService/UnaryCall",
             grpc + ["x-user-ip: 1.2.3.4"], envelope(simple.SerializeToString()))

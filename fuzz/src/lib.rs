@@ -91,6 +91,7 @@ pub const HEADER_NAMES: &[&str] = &[
     "grpc-previous-rpc-attempts",
     "x-echo-behavior",
     "rpc-behavior",
+    "x-echo-reflect",
     "x-request-id",
     "authorization",
     "content-length",
