@@ -5,8 +5,9 @@ small inputs of each parser. Run with the test tools' Python (it compiles the
 contract with grpcio-tools): target/test-tools/venv/bin/python fuzz/make_seeds.py
 
 The `connection` seeds are the bytes hyper's client sends for the `requests`
-seeds, recorded by `scripts/fuzz.sh --record`; the `h2_frames` seeds are a
-minimized short run (`cargo fuzz cmin`), since its inputs are `arbitrary`'s.
+seeds, recorded by `scripts/fuzz.sh --record`; the `h2_frames` seeds, since
+its inputs are `arbitrary`'s, are the 40 largest inputs of a 60-second run
+minimized with libFuzzer's `-merge=1`.
 """
 import base64
 import gzip

@@ -41,10 +41,27 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// `addr` as text, formatted once per connection rather than per call.
     pub addr_text: Arc<str>,
-    /// The subject of its verified client certificate (mTLS only).
-    pub identity: Option<Arc<str>>,
     /// The TLS session, when the connection has one.
     pub tls: Option<Arc<TlsSession>>,
+}
+
+impl PeerInfo {
+    /// A peer at `addr`, not (yet) over TLS.
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            addr_text: addr.to_string().into(),
+            tls: None,
+        }
+    }
+
+    /// The subject of its verified client certificate (mTLS only).
+    pub fn identity(&self) -> Option<&str> {
+        self.tls
+            .as_deref()
+            .map(|tls| tls.client_subject.as_str())
+            .filter(|subject| !subject.is_empty())
+    }
 }
 
 /// Limits on each accepted connection.
@@ -139,12 +156,7 @@ pub(crate) fn accept(
                 _ip: ip_slot,
                 _counted: stats.open_connection(),
             };
-            let peer = PeerInfo {
-                addr,
-                addr_text: addr.to_string().into(),
-                identity: None,
-                tls: None,
-            };
+            let peer = PeerInfo::new(addr);
             let Some(tls) = tls.clone() else {
                 let connection = Connection::new(Box::new(stream), peer, slot, limits);
                 if ready.send(connection).await.is_err() {
@@ -158,8 +170,6 @@ pub(crate) fn accept(
                 match tokio::time::timeout(limits.handshake_timeout, tls.accept(stream)).await {
                     Ok(Ok((stream, session))) => {
                         let peer = PeerInfo {
-                            identity: (!session.client_subject.is_empty())
-                                .then(|| Arc::from(session.client_subject.as_str())),
                             tls: Some(Arc::new(session)),
                             ..peer
                         };
@@ -269,13 +279,7 @@ impl Connection {
         stats: &Stats,
         limits: ConnectionLimits,
     ) -> Self {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let peer = PeerInfo {
-            addr,
-            addr_text: addr.to_string().into(),
-            identity: None,
-            tls: None,
-        };
+        let peer = PeerInfo::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         let slot = Slot {
             _permit: None,
             _ip: None,

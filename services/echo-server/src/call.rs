@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::accept::PeerInfo;
 use crate::conn::{Arrival, ConnectionControl, ResetStream};
 use crate::controls::ConnectionAction;
 use crate::error::EchoError;
@@ -37,7 +38,7 @@ impl Call {
                 .map(|peer| peer.addr_text.to_string())
                 .unwrap_or_default(),
             peer_identity: peer
-                .and_then(|peer| peer.identity.as_deref())
+                .and_then(PeerInfo::identity)
                 .unwrap_or_default()
                 .to_owned(),
             deadline: request.extensions().get::<Deadline>().map(|d| d.0),

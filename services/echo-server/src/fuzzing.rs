@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use grpc_echo::echo::v1::EchoRequest;
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, MessageDescriptor};
+use prost_reflect::MessageDescriptor;
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -17,7 +17,7 @@ use crate::config::{Config, ControlLimits};
 use crate::controls::{Limits, Rpc};
 use crate::layers::{BehaviorLayer, Tokens};
 use crate::protocol::envelope::{self, Compression};
-use crate::protocol::json::{json_to_proto, proto_to_json};
+use crate::protocol::json::{json_to_proto, pool, proto_to_json};
 use crate::server::{Incoming, ServeError, Server};
 use crate::services::DESCRIPTOR_SETS;
 use crate::stats::Stats;
@@ -85,11 +85,7 @@ pub fn split_envelopes(body: Bytes) -> Result<Vec<(u8, Bytes)>, Status> {
 pub fn message_types() -> &'static [MessageDescriptor] {
     static TYPES: OnceLock<Vec<MessageDescriptor>> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let mut pool = DescriptorPool::new();
-        for set in DESCRIPTOR_SETS {
-            pool.decode_file_descriptor_set(set)
-                .expect("the compiled-in descriptor sets decode");
-        }
+        let pool = pool(&DESCRIPTOR_SETS).expect("the compiled-in descriptor sets decode");
         let mut types: Vec<_> = pool.all_messages().collect();
         types.sort_by(|a, b| a.full_name().cmp(b.full_name()));
         types

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use echo_wire::h2_frames::CANCEL;
 use futures_util::future::Either;
 use http::{HeaderName, HeaderValue};
 use tonic::{Code, Status};
@@ -65,8 +66,6 @@ const ATTEMPT: &str = "x-echo-attempt";
 const MAX_COUNTED_CALLS: usize = 10_000;
 /// Generators kept for header seeds, at most; then they start over.
 const MAX_SEEDS: usize = 1_000;
-/// The RST_STREAM code of `connection=reset` without one: CANCEL.
-const DEFAULT_RESET_CODE: u32 = 0x8;
 
 /// One behaviour's alternatives with their chances (0 to 1); the remaining
 /// chance is "nothing".
@@ -208,7 +207,8 @@ fn parse_action(text: &str) -> Result<ConnectionAction, String> {
     match text {
         "goaway" => Ok(ConnectionAction::GoAway),
         "close" => Ok(ConnectionAction::Close),
-        "reset" => Ok(ConnectionAction::ResetStream(DEFAULT_RESET_CODE)),
+        // Without a code: CANCEL.
+        "reset" => Ok(ConnectionAction::ResetStream(CANCEL)),
         _ => text
             .strip_prefix("reset-")
             .and_then(|code| code.parse().ok())
@@ -652,7 +652,7 @@ mod tests {
         assert_eq!(
             Behaviors::parse("connection=reset").unwrap().connection,
             Some(Weighted {
-                alternatives: vec![(ConnectionAction::ResetStream(DEFAULT_RESET_CODE), 1.0)]
+                alternatives: vec![(ConnectionAction::ResetStream(CANCEL), 1.0)]
             })
         );
         assert!(Behaviors::parse("connection=explode").is_err());

@@ -16,6 +16,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
+use crate::accept::PeerInfo;
 use crate::conn::Arrival;
 use crate::metrics::{MethodId, Metrics};
 
@@ -75,7 +76,7 @@ where
             request_id = request_id.to_str().unwrap_or_default(),
             method = request.uri().path(),
             peer = peer.map(|peer| tracing::field::display(peer.addr)),
-            client = peer.and_then(|peer| peer.identity.as_deref()),
+            client = peer.and_then(PeerInfo::identity),
         );
         self.metrics.started();
         let end = RpcEnd {

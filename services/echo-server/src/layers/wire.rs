@@ -16,13 +16,13 @@ use grpc_echo::echo::v1::{Header, Wire};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, MessageDescriptor};
+use prost_reflect::MessageDescriptor;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::conn::Arrival;
 use crate::protocol::Original;
-use crate::protocol::json::proto_to_json;
+use crate::protocol::json::{pool, proto_to_json};
 
 /// The request header that asks for the wire, by the word `wire` in its value.
 const REFLECT: HeaderName = HeaderName::from_static("x-echo-reflect");
@@ -102,7 +102,7 @@ fn asked(headers: &HeaderMap) -> bool {
 fn header_value(wire: &Wire) -> HeaderValue {
     static DESCRIPTOR: OnceLock<Option<MessageDescriptor>> = OnceLock::new();
     let descriptor = DESCRIPTOR.get_or_init(|| {
-        DescriptorPool::decode(grpc_echo::FILE_DESCRIPTOR_SET)
+        pool(&[grpc_echo::FILE_DESCRIPTOR_SET])
             .ok()?
             .get_message_by_name("echo.v1.Wire")
     });

@@ -52,12 +52,17 @@ impl Schemas {
     }
 }
 
-fn read(sets: &[&[u8]]) -> Result<HashMap<String, MethodSchema>, prost_reflect::DescriptorError> {
+/// The descriptors of `sets` (encoded `FileDescriptorSet`s) in one pool.
+pub(crate) fn pool(sets: &[&[u8]]) -> Result<DescriptorPool, prost_reflect::DescriptorError> {
     let mut pool = DescriptorPool::new();
     for set in sets {
         pool.decode_file_descriptor_set(*set)?;
     }
-    let methods = pool
+    Ok(pool)
+}
+
+fn read(sets: &[&[u8]]) -> Result<HashMap<String, MethodSchema>, prost_reflect::DescriptorError> {
+    let methods = pool(sets)?
         .services()
         .flat_map(|service| service.methods().collect::<Vec<_>>())
         .map(|method| {
