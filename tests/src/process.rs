@@ -248,7 +248,8 @@ pub struct ServerProcess {
     pub metrics_addr: Option<SocketAddr>,
     /// Its resident memory once listening, in KiB.
     pub rss_at_start: u64,
-    log: mpsc::Receiver<Value>,
+    /// Each log event, with when it was read.
+    log: mpsc::Receiver<(Instant, Value)>,
 }
 
 impl ServerProcess {
@@ -303,7 +304,7 @@ impl ServerProcess {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let event = serde_json::from_str(&line)
                     .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-                if tx.send(event).is_err() {
+                if tx.send((Instant::now(), event)).is_err() {
                     break;
                 }
             }
@@ -371,7 +372,7 @@ impl ServerProcess {
         let deadline = Instant::now() + EVENT_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let event = self
+            let (_, event) = self
                 .log
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no {message:?} log line within {EVENT_TIMEOUT:?}"));
@@ -381,10 +382,16 @@ impl ServerProcess {
         }
     }
 
+    /// Every log event written so far and not read yet, each with when it
+    /// was read (within a millisecond of its writing: the log is a pipe).
+    pub fn log_so_far(&self) -> Vec<(Instant, Value)> {
+        self.log.try_iter().collect()
+    }
+
     /// Every log event not read yet, up to the end of the process's output.
     pub fn remaining_log(&self) -> Vec<Value> {
         let mut events = Vec::new();
-        while let Ok(event) = self.log.recv_timeout(EVENT_TIMEOUT) {
+        while let Ok((_, event)) = self.log.recv_timeout(EVENT_TIMEOUT) {
             events.push(event);
         }
         events

@@ -319,3 +319,154 @@ async fn connection_actions_by_header_on_the_wire() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_behaviour_size_sets_every_answer_payload_where_the_method_has_one() {
+    use grpc_echo::grpc::testing::{ResponseParameters, StreamingOutputCallRequest};
+    let server = TestServer::start().await;
+    let client = server.client().await;
+
+    // It replaces the message's own response_size, on Echo and on each
+    // message of a stream.
+    let request = EchoRequest {
+        payload: vec![1; 10].into(),
+        response_size: Some(5),
+        ..Default::default()
+    };
+    let response = client
+        .echo(with_headers(
+            request.clone(),
+            &[("x-echo-behavior", "size=4KiB")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.get_ref().payload.len(), 4096);
+    let response = client.echo(request).await.unwrap();
+    assert_eq!(response.get_ref().payload.len(), 5, "without the header");
+    let mut stream = client
+        .server_stream(with_headers(
+            EchoRequest {
+                stream: Some(echo_client::proto::StreamControl {
+                    count: Some(3),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &[("x-echo-behavior", "size=100")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sizes = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        sizes.push(message.payload.len());
+    }
+    assert_eq!(sizes, [100, 100, 100]);
+
+    // TestService: UnaryCall's payload and each output stream response.
+    let mut test_service = TestServiceClient::new(server.channel().await);
+    let response = test_service
+        .unary_call(with_headers(
+            SimpleRequest {
+                response_size: 1,
+                ..Default::default()
+            },
+            &[("x-echo-behavior", "size=2048")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.get_ref().payload.as_ref().unwrap().body.len(),
+        2048
+    );
+    let mut stream = test_service
+        .streaming_output_call(with_headers(
+            StreamingOutputCallRequest {
+                response_parameters: vec![ResponseParameters::default(); 2],
+                ..Default::default()
+            },
+            &[("x-echo-behavior", "size=64")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sizes = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        sizes.push(message.payload.unwrap().body.len());
+    }
+    assert_eq!(sizes, [64, 64]);
+
+    // Weighted like any behaviour; over the server's maximum, refused.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let response = client
+            .echo(with_headers(
+                EchoRequest::default(),
+                &[("x-echo-behavior", "size=10:50%,20:50%")],
+            ))
+            .await
+            .unwrap();
+        seen.insert(response.get_ref().payload.len());
+    }
+    assert_eq!(seen, [10, 20].into(), "60 draws of two even chances");
+    let status = echo(&client, &[("x-echo-behavior", "size=2MiB")])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("exceeds the server maximum"),
+        "{status:?}"
+    );
+    let status = echo(&client, &[("x-echo-behavior", "size=big")])
+        .await
+        .unwrap_err();
+    assert!(status.message().contains("not a size"), "{status:?}");
+}
+
+/// `echo-client bench` under a retry policy reports how many attempts each
+/// call made: against a 30%-UNAVAILABLE instance, every call succeeds and
+/// the attempts follow the geometric law (1 / 0.7 ≈ 1.43 per call).
+#[test]
+fn bench_reports_the_attempts_each_call_made() {
+    let server = echo_tests::process::ServerProcess::start(&[
+        "--fault",
+        "error=UNAVAILABLE:30%",
+        "--fault-seed",
+        "11",
+    ]);
+    let output = server.client(&[
+        "--retries",
+        "9",
+        "--json",
+        "bench",
+        "--total",
+        "600",
+        "--warmup",
+        "0s",
+        "--concurrency",
+        "4",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&echo_tests::process::stdout(&output))
+        .unwrap_or_else(|err| panic!("{err}: {}", echo_tests::process::stderr(&output)));
+    println!(
+        "600 calls at 30% UNAVAILABLE: attempts {}, {} per call, {} retries, errors {}",
+        report["attempts"], report["attempts_per_call"], report["retries"], report["errors"]
+    );
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let attempts = report["attempts"].as_object().unwrap();
+    let calls: u64 = attempts.values().map(|calls| calls.as_u64().unwrap()).sum();
+    assert_eq!(calls, 600, "{report}");
+    let made: u64 = attempts
+        .iter()
+        .map(|(n, calls)| n.parse::<u64>().unwrap() * calls.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        made - calls,
+        report["retries"].as_u64().unwrap(),
+        "{report}"
+    );
+    // Seeded draws; ±0.15 is over four standard deviations of the mean of 600.
+    let per_call = report["attempts_per_call"].as_f64().unwrap();
+    assert!((1.28..=1.58).contains(&per_call), "{report}");
+    assert!(attempts["1"].as_u64().unwrap() > attempts["2"].as_u64().unwrap());
+}

@@ -132,16 +132,19 @@ impl Retrying {
             let status = match call(request).await {
                 Ok(response) => {
                     self.succeeded();
+                    self.stats.ended_after(attempt);
                     return Ok(response);
                 }
                 Err(status) => status,
             };
             let retryable = status.code() == Code::Unavailable;
-            if !retryable || !self.failed() || attempt >= self.policy.max_attempts {
-                return Err(status);
-            }
             let pause = backoff.mul_f64(0.8 + 0.4 * fastrand::f64());
-            if deadline.is_some_and(|deadline| Instant::now() + pause >= deadline) {
+            if !retryable
+                || !self.failed()
+                || attempt >= self.policy.max_attempts
+                || deadline.is_some_and(|deadline| Instant::now() + pause >= deadline)
+            {
+                self.stats.ended_after(attempt);
                 return Err(status);
             }
             tokio::time::sleep(pause).await;

@@ -14,7 +14,7 @@ use crate::accept::PeerInfo;
 use crate::conn::{Arrival, ConnectionControl, ResetStream};
 use crate::controls::ConnectionAction;
 use crate::error::EchoError;
-use crate::layers::{Deadline, ExtraTrailers};
+use crate::layers::{Deadline, ExtraTrailers, ResponseSize};
 
 /// The peer, the deadline and (for streams) the end of the shutdown grace period.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub(crate) struct Call {
     /// The verified client certificate's subject (mTLS), or empty.
     pub(crate) peer_identity: String,
     deadline: Option<Instant>,
+    /// The payload size a behaviour header asks of every answer.
+    pub(crate) response_size: Option<u32>,
     /// Set for streams, which end when the shutdown grace period does.
     streams_end: Option<CancellationToken>,
 }
@@ -42,6 +44,10 @@ impl Call {
                 .unwrap_or_default()
                 .to_owned(),
             deadline: request.extensions().get::<Deadline>().map(|d| d.0),
+            response_size: request
+                .extensions()
+                .get::<ResponseSize>()
+                .map(|size| size.0),
             streams_end: None,
         }
     }

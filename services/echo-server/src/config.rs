@@ -123,6 +123,27 @@ pub struct FaultsConfig {
     /// order of requests give the same outcomes [default: random].
     #[arg(long, env = "ECHO_FAULT_SEED")]
     pub fault_seed: Option<u64>,
+
+    /// A chaos schedule, repeatable (in `ECHO_CHAOS`, separated by `;`): an
+    /// event and its settings, e.g. `errors code=UNAVAILABLE for=5s every=1m`;
+    /// events: `goaway`, `close fraction=F`, `slow delay=D`, `errors
+    /// code=CODE`, `unhealthy`; every one takes `every=P`, `after=T` and
+    /// `jitter=J`, and windows `for=W` [default: none].
+    #[arg(long = "chaos", env = "ECHO_CHAOS", value_delimiter = ';', value_parser = parse_chaos)]
+    pub chaos: Vec<String>,
+
+    /// A file of chaos schedules, one per line as `--chaos` takes them (`#` comments).
+    #[arg(long, env = "ECHO_CHAOS_FILE")]
+    pub chaos_file: Option<PathBuf>,
+
+    /// Seed of the schedules' jitter and of which connections `close` picks [default: random].
+    #[arg(long, env = "ECHO_CHAOS_SEED")]
+    pub chaos_seed: Option<u64>,
+}
+
+fn parse_chaos(text: &str) -> Result<String, String> {
+    crate::chaos::Schedule::parse(text)?;
+    Ok(text.to_owned())
 }
 
 fn parse_fault(text: &str) -> Result<String, String> {

@@ -1,8 +1,9 @@
 //! Serving one connection: HTTP/2 or HTTP/1.1 (told apart by the first bytes,
 //! hyper-util's auto builder) over an accepted [`Connection`], ended
 //! gracefully (GOAWAY, then the open calls finish) on shutdown, at its maximum
-//! age, or when a call asks for it, and cut at age + grace, or when its peer
-//! reads none of its answers while a memory budget is used up.
+//! age, or when a call or a chaos schedule asks for it, and cut at age +
+//! grace, when a chaos schedule picks it, or when its peer reads none of its
+//! answers while a memory budget is used up.
 //!
 //! tonic's own serving loop offers no handle on a single connection, and a
 //! request that asks for GOAWAY, a closed connection or a stream reset needs
@@ -28,6 +29,7 @@ use tower_service::Service;
 
 use crate::accept::{Connection, Flushes, PeerInfo};
 use crate::budget::{BudgetedAnswer, BudgetedRequest, Budgets, ConnectionBudgets};
+use crate::chaos::{self, ConnectionChaos, ConnectionSubscription};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 
 /// The largest receive window of a stream (hyper's default).
@@ -149,6 +151,7 @@ pub(crate) async fn serve_connection<S, B>(
     builder: auto::Builder<TokioExecutor>,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
+    mut chaos: Option<ConnectionSubscription>,
     stop: CancellationToken,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -196,6 +199,13 @@ pub(crate) async fn serve_connection<S, B>(
                 return;
             }
             () = budgets.close.cancelled() => return,
+            event = chaos::next_event(chaos.as_mut()) => match event {
+                ConnectionChaos::Close => {
+                    tracing::debug!("closing the connection: a chaos schedule picked it");
+                    return;
+                }
+                ConnectionChaos::GoAway => "chaos schedule",
+            },
             () = stop.cancelled(), if !draining => "shutdown",
             () = control.go_away.cancelled(), if !draining => "asked by a call",
             // Armed whatever began the drain, so a call's GOAWAY cannot

@@ -66,8 +66,10 @@ impl EchoService {
     fn response(&self, request: &EchoRequest, plan: &Plan, call: &Call) -> EchoResponse {
         EchoResponse {
             message: request.message.clone(),
-            payload: plan
+            // A behaviour header's size replaces the message's.
+            payload: call
                 .response_size
+                .or(plan.response_size)
                 .map_or_else(|| request.payload.clone(), |size| self.shared.payload(size)),
             instance: self.shared.instance.clone(),
             peer: call.peer.clone(),

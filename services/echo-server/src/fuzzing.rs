@@ -60,7 +60,7 @@ pub fn parse_tokens(text: &str) -> usize {
 pub fn behavior_fault(headers: &http::HeaderMap) -> Result<bool, Status> {
     static LAYER: OnceLock<BehaviorLayer> = OnceLock::new();
     LAYER
-        .get_or_init(|| BehaviorLayer::new("fuzz", None, Some(0)))
+        .get_or_init(|| BehaviorLayer::new("fuzz", u32::MAX, None, Some(0), None))
         .fault_of(headers)
 }
 

@@ -22,6 +22,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::call::{Call, EchoedMetadata};
 use crate::config::Config;
 use crate::error::EchoError;
+use crate::layers::ResponseSize;
 use crate::stats::Stats;
 
 /// Response stream of the streaming TestService calls.
@@ -54,9 +55,19 @@ impl TestService {
         }
     }
 
-    fn payload(&self, field: &'static str, size: i32) -> Result<Payload, EchoError> {
-        let size =
-            u32::try_from(size).map_err(|_| EchoError::invalid(field, "must not be negative"))?;
+    /// A payload of `header_size` (a behaviour header's, checked by its
+    /// layer) or else the message's `size`.
+    fn payload(
+        &self,
+        field: &'static str,
+        header_size: Option<u32>,
+        size: i32,
+    ) -> Result<Payload, EchoError> {
+        let size = match header_size {
+            Some(size) => size,
+            None => u32::try_from(size)
+                .map_err(|_| EchoError::invalid(field, "must not be negative"))?,
+        };
         if size > self.shared.max_payload_size {
             return Err(EchoError::invalid(
                 field,
@@ -76,6 +87,7 @@ impl TestService {
         &self,
         request: &SimpleRequest,
         observed: Option<&ObservedCompression>,
+        header_size: Option<u32>,
     ) -> Result<SimpleResponse, Status> {
         check_payload_type("response_type", request.response_type)?;
         check_compressed(request.expect_compressed.as_ref(), observed)?;
@@ -83,7 +95,7 @@ impl TestService {
             return Err(status);
         }
         Ok(SimpleResponse {
-            payload: Some(self.payload("response_size", request.response_size)?),
+            payload: Some(self.payload("response_size", header_size, request.response_size)?),
             server_id: if request.fill_server_id {
                 self.shared.instance.clone()
             } else {
@@ -100,7 +112,11 @@ impl TestService {
         request: Request<SimpleRequest>,
     ) -> Result<Response<SimpleResponse>, Status> {
         let observed = request.extensions().get::<ObservedCompression>();
-        let result = self.simple_response(request.get_ref(), observed);
+        let size = request
+            .extensions()
+            .get::<ResponseSize>()
+            .map(|size| size.0);
+        let result = self.simple_response(request.get_ref(), observed, size);
         let compress = is_true(request.get_ref().response_compressed.as_ref());
         let mut response = echoed(request.metadata()).respond(result)?;
         if compress {
@@ -176,7 +192,11 @@ impl TestService {
         })?;
         call.sleep(Duration::from_micros(interval)).await?;
         Ok(StreamingOutputCallResponse {
-            payload: Some(self.payload("response_parameters.size", parameters.size)?),
+            payload: Some(self.payload(
+                "response_parameters.size",
+                call.response_size,
+                parameters.size,
+            )?),
         })
     }
 }

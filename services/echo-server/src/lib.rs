@@ -34,8 +34,9 @@
 //! - `budget`: the memory budgets (unfinished requests, unsent answers),
 //!   process-wide and per connection.
 //! - `layers`: the tower layers every call passes, in order: recover,
-//!   trace (request id, span, metrics), size statuses, load shedding,
-//!   concurrency limit, trailers, auth, deadline, per-message compression.
+//!   trace (request id, span, metrics), size statuses, wire reflection,
+//!   load shedding, concurrency limit, trailers, auth, deadline, faults by
+//!   header and chaos windows, per-message compression.
 //! - `router`: calls to services by the first segment of their path.
 //! - `services`: builds every service into the router, and their health.
 //! - `echo`: `echo.v1.EchoService`, thin handlers over `controls` (a request's
@@ -45,6 +46,8 @@
 //! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
 //! - `error`: [`EchoError`] and its single mapping to `tonic::Status`.
 //! - [`stats`] and `metrics`: live counters, and Prometheus metrics over HTTP.
+//! - `chaos`: chaos schedules (GOAWAY bursts, closed connections, slow and
+//!   error windows, health flips), read by `conn` and the behaviour layer.
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
@@ -53,6 +56,7 @@ mod accept;
 mod admin;
 mod budget;
 mod call;
+mod chaos;
 pub mod config;
 mod conn;
 mod controls;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tonic::Code;
 
 use crate::budget::Budgets;
+use crate::chaos::ChaosMetrics;
 use crate::stats::Stats;
 
 /// Labels of a method's series.
@@ -76,6 +77,7 @@ impl Metrics {
     pub(crate) fn new(
         stats: &Stats,
         budgets: &Budgets,
+        chaos: Option<&ChaosMetrics>,
         served: &[&str],
         descriptor_sets: &[&[u8]],
     ) -> Self {
@@ -114,6 +116,9 @@ impl Metrics {
             stats.open_connections.clone(),
         );
         register_budgets(&mut registry, budgets);
+        if let Some(chaos) = chaos {
+            chaos.register(&mut registry);
+        }
         let series = |service: &str, method: &str| {
             let labels = MethodLabels {
                 grpc_service: service.to_owned(),

@@ -23,6 +23,7 @@ use tower_service::Service;
 
 use crate::accept::{self, Connection, ConnectionLimits};
 use crate::budget::Budgets;
+use crate::chaos::{Chaos, Schedule};
 use crate::config::Config;
 use crate::conn::{self, HttpSettings};
 use crate::layers::{self, AuthLayer, BehaviorLayer, Behaviors, StackSettings, Tokens};
@@ -65,6 +66,14 @@ pub enum ServeError {
     /// `--fault` does not parse.
     #[error("--fault: {0}")]
     Fault(String),
+    /// The `--chaos-file` cannot be read or does not parse.
+    #[error("chaos file {path}: {reason}")]
+    ChaosFile {
+        /// The file named by `--chaos-file`.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
@@ -154,9 +163,11 @@ impl Server {
         // 1. The services, routed by name, and what every call is counted in.
         let services = Services::build(config, &self.stats, &streams_end).await?;
         let budgets = Arc::new(Budgets::new(&config.limits)?);
+        let chaos = Chaos::new(chaos_schedules(config)?, config.faults.chaos_seed).map(Arc::new);
         let metrics = Arc::new(Metrics::new(
             &self.stats,
             &budgets,
+            chaos.as_ref().map(|chaos| &chaos.metrics),
             &services.served,
             &DESCRIPTOR_SETS,
         ));
@@ -178,6 +189,7 @@ impl Server {
                 auth,
                 behavior: BehaviorLayer::new(
                     &config.listen.instance(),
+                    config.controls.max_payload_size,
                     config
                         .faults
                         .fault
@@ -186,6 +198,7 @@ impl Server {
                         .transpose()
                         .map_err(ServeError::Fault)?,
                     config.faults.fault_seed,
+                    chaos.as_ref().map(|chaos| Arc::clone(&chaos.windows)),
                 ),
             },
         );
@@ -211,6 +224,10 @@ impl Server {
             tls.clone(),
             &self.tls_reload,
         );
+        // Until shutdown begins: dropping them closes their windows.
+        let chaos_schedules = chaos
+            .as_ref()
+            .map(|chaos| chaos.start(services.health.clone(), services.served.clone()));
 
         // 4. Serving, until shutdown.
         let incoming = match incoming {
@@ -235,9 +252,10 @@ impl Server {
                 cors.layer(service),
                 settings,
                 budgets,
+                chaos,
                 stop,
             )),
-            None => Box::pin(serve(incoming, service, settings, budgets, stop)),
+            None => Box::pin(serve(incoming, service, settings, budgets, chaos, stop)),
         };
         tokio::pin!(serving);
         tokio::select! {
@@ -248,6 +266,7 @@ impl Server {
         // 5. The drain.
         let grace = *config.listen.shutdown_grace;
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
+        drop(chaos_schedules);
         services.set_health(ServingStatus::NotServing).await;
         stop_accepting.cancel();
         tokio::select! {
@@ -298,6 +317,7 @@ async fn serve<S, B>(
     service: S,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
+    chaos: Option<Arc<Chaos>>,
     stop: CancellationToken,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -322,6 +342,7 @@ async fn serve<S, B>(
                             builder.clone(),
                             settings,
                             Arc::clone(&budgets),
+                            chaos.as_deref().map(Chaos::subscribe),
                             stop.clone(),
                         ));
                     }
@@ -397,6 +418,27 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers(ExposeHeaders::any())
             .max_age(CORS_MAX_AGE),
     )
+}
+
+/// The schedules of `--chaos` and `--chaos-file`.
+fn chaos_schedules(config: &Config) -> Result<Vec<Schedule>, ServeError> {
+    let mut schedules = config
+        .faults
+        .chaos
+        .iter()
+        .map(|text| Schedule::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        // Checked when the flags were parsed.
+        .map_err(ServeError::Fault)?;
+    if let Some(path) = &config.faults.chaos_file {
+        let error = |reason: String| ServeError::ChaosFile {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
+        schedules.extend(Schedule::parse_file(&text).map_err(error)?);
+    }
+    Ok(schedules)
 }
 
 fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {

@@ -119,7 +119,11 @@ impl Services {
     }
 }
 
-async fn set_health(health: &HealthReporter, served: &[&'static str], status: ServingStatus) {
+pub(crate) async fn set_health(
+    health: &HealthReporter,
+    served: &[&'static str],
+    status: ServingStatus,
+) {
     for service in std::iter::once("").chain(served.iter().copied()) {
         health.set_service_status(service, status).await;
     }

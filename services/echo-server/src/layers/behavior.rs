@@ -10,7 +10,11 @@
 //! alternatives separated by `,`, each `VALUE` or `VALUE:P%` (the chance of
 //! that value; the rest of the time the behaviour does nothing):
 //! `delay=DURATION`, `error=CODE` (a name such as `UNAVAILABLE`, or a
-//! number), `message=TEXT` (the error's message), `fail-attempts=N` (the
+//! number), `message=TEXT` (the error's message), `size=BYTES` (`4096`,
+//! `64KiB`, `1MiB`: the size of each answer's payload, in place of the
+//! message's own `response_size`, where the method answers with a payload:
+//! echo.v1's Echo, ServerStream and BidiStream, TestService's UnaryCall and
+//! output streams; at most `--max-payload-size`), `fail-attempts=N` (the
 //! first N attempts of a call fail, with `error`'s code or UNAVAILABLE;
 //! attempts counted by `grpc-previous-rpc-attempts`, or for clients that retry
 //! without it by their `x-request-id`), `connection=ACTION` (`goaway`: GOAWAY
@@ -49,6 +53,7 @@ use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::chaos::Windows;
 use crate::conn::{Arrival, ResetStream};
 use crate::controls::ConnectionAction;
 
@@ -99,6 +104,7 @@ pub(crate) struct Behaviors {
     delay: Option<Weighted<Duration>>,
     error: Option<Weighted<Code>>,
     message: Option<String>,
+    size: Option<Weighted<u32>>,
     fail_attempts: Option<u32>,
     connection: Option<Weighted<ConnectionAction>>,
     seed: Option<u64>,
@@ -118,6 +124,7 @@ impl Behaviors {
                 "delay" => behaviors.delay = Some(weighted(value, parse_duration)?),
                 "error" => behaviors.error = Some(weighted(value, parse_code)?),
                 "message" => behaviors.message = Some(value.trim().to_owned()),
+                "size" => behaviors.size = Some(weighted(value, parse_size)?),
                 "fail-attempts" => {
                     behaviors.fail_attempts = Some(
                         value
@@ -139,7 +146,7 @@ impl Behaviors {
                 "not-on" => behaviors.not_on = Some(names(value)),
                 other => {
                     return Err(format!(
-                        "unknown behaviour `{other}` (known: delay, error, message, \
+                        "unknown behaviour `{other}` (known: delay, error, message, size, \
                          fail-attempts, connection, seed, on, not-on)"
                     ));
                 }
@@ -152,6 +159,7 @@ impl Behaviors {
         self.delay.as_ref().is_some_and(Weighted::is_random)
             || self.error.as_ref().is_some_and(Weighted::is_random)
             || self.connection.as_ref().is_some_and(Weighted::is_random)
+            || self.size.as_ref().is_some_and(Weighted::is_random)
     }
 
     /// Whether they apply on the instance named `instance`.
@@ -198,8 +206,27 @@ fn weighted<T>(
     Ok(Weighted { alternatives })
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
+}
+
+/// A payload size: bytes, or `KiB` / `MiB`.
+fn parse_size(text: &str) -> Result<u32, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let unit: u32 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return Err(format!("`{text}` is not a size (bytes, KiB or MiB)")),
+    };
+    number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a size (bytes, KiB or MiB)"))
 }
 
 /// A connection action: `goaway`, `close`, `reset` or `reset-CODE`.
@@ -220,7 +247,7 @@ fn parse_action(text: &str) -> Result<ConnectionAction, String> {
 }
 
 /// A status code by name (`UNAVAILABLE`, `unavailable`) or number.
-fn parse_code(text: &str) -> Result<Code, String> {
+pub(crate) fn parse_code(text: &str) -> Result<Code, String> {
     if let Ok(number) = text.parse::<i32>() {
         return match number {
             1..=16 => Ok(Code::from(number)),
@@ -291,9 +318,15 @@ struct Fault {
     keep_open: bool,
     error: Option<Status>,
     connection: Option<ConnectionAction>,
+    size: Option<u32>,
     /// Attempts of this call before this one.
     attempt: u32,
 }
+
+/// Request extension: the payload size each answer of the call should have
+/// (`size=` of a behaviour header), in place of the message's own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseSize(pub(crate) u32);
 
 /// The server's fault settings, shared by every connection.
 #[derive(Debug, Clone)]
@@ -304,6 +337,8 @@ pub(crate) struct BehaviorLayer {
 #[derive(Debug)]
 struct Settings {
     instance: String,
+    /// The largest `size=` a call may ask for.
+    max_payload_size: u32,
     hostname: HeaderValue,
     defaults: Option<Behaviors>,
     /// Draws for weighted alternatives, in request order.
@@ -313,21 +348,32 @@ struct Settings {
     /// Attempts seen per request id, for clients that retry without
     /// `grpc-previous-rpc-attempts`.
     attempts: Mutex<HashMap<String, u32>>,
+    /// The chaos schedules' windows, when there are schedules.
+    windows: Option<Arc<Windows>>,
 }
 
 impl BehaviorLayer {
     /// For the instance named `instance`, with `defaults` for calls without an
-    /// `x-echo-behavior` header, drawing from a generator seeded by `seed`.
-    pub(crate) fn new(instance: &str, defaults: Option<Behaviors>, seed: Option<u64>) -> Self {
+    /// `x-echo-behavior` header, drawing from a generator seeded by `seed`,
+    /// and the chaos schedules' `windows` for every call.
+    pub(crate) fn new(
+        instance: &str,
+        max_payload_size: u32,
+        defaults: Option<Behaviors>,
+        seed: Option<u64>,
+        windows: Option<Arc<Windows>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Settings {
                 instance: instance.to_owned(),
+                max_payload_size,
                 hostname: HeaderValue::from_str(instance)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 defaults,
                 rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
                 seeded: Mutex::new(HashMap::new()),
                 attempts: Mutex::new(HashMap::new()),
+                windows,
             }),
         }
     }
@@ -346,7 +392,8 @@ impl Settings {
     fn fault(&self, headers: &http::HeaderMap) -> Result<Option<Fault>, Status> {
         let echo = headers.get(&ECHO_BEHAVIOR);
         let rpc = headers.get(&RPC_BEHAVIOR);
-        if echo.is_none() && rpc.is_none() && self.defaults.is_none() {
+        let window = self.windows.as_deref().and_then(Windows::open);
+        if echo.is_none() && rpc.is_none() && self.defaults.is_none() && window.is_none() {
             return Ok(None);
         }
         fn text<'a>(value: &'a HeaderValue, name: &HeaderName) -> Result<&'a str, Status> {
@@ -380,11 +427,18 @@ impl Settings {
             None => self.defaults.as_ref(),
         };
         if let Some(behaviors) = behaviors.filter(|b| b.apply_on(&self.instance)) {
-            let (delay_roll, error_roll, connection_roll) = if behaviors.is_random() {
+            let [delay_roll, error_roll, connection_roll, size_roll] = if behaviors.is_random() {
                 self.draw(behaviors.seed)
             } else {
-                (0.0, 0.0, 0.0)
+                [0.0; 4]
             };
+            fault.size = behaviors.size.as_ref().and_then(|s| s.pick(size_roll));
+            if let Some(size) = fault.size.filter(|&size| size > self.max_payload_size) {
+                return Err(Status::invalid_argument(format!(
+                    "{ECHO_BEHAVIOR}: size={size} exceeds the server maximum of {}",
+                    self.max_payload_size
+                )));
+            }
             fault.connection = behaviors
                 .connection
                 .as_ref()
@@ -422,26 +476,36 @@ impl Settings {
                 }
             }
         }
+        // A chaos window adds its delay, and fails calls the headers let through.
+        if let Some((delay, error)) = window {
+            fault.delay = fault.delay.saturating_add(delay);
+            if fault.error.is_none() {
+                fault.error = error.map(|code| {
+                    Status::new(code, format!("chaos: an error window on {}", self.instance))
+                });
+            }
+        }
         Ok(Some(fault))
     }
 
-    /// Three draws, for the delay, the error and the connection action: from
-    /// the generator of `seed` if the header names one, else the server's.
-    fn draw(&self, seed: Option<u64>) -> (f64, f64, f64) {
-        let three = |rng: &mut fastrand::Rng| (rng.f64(), rng.f64(), rng.f64());
+    /// Four draws, for the delay, the error, the connection action and the
+    /// size: from the generator of `seed` if the header names one, else the
+    /// server's.
+    fn draw(&self, seed: Option<u64>) -> [f64; 4] {
+        let four = |rng: &mut fastrand::Rng| [rng.f64(), rng.f64(), rng.f64(), rng.f64()];
         match seed {
             Some(seed) => {
                 let mut seeded = self.seeded.lock().unwrap_or_else(|p| p.into_inner());
                 if seeded.len() >= MAX_SEEDS && !seeded.contains_key(&seed) {
                     seeded.clear();
                 }
-                three(
+                four(
                     seeded
                         .entry(seed)
                         .or_insert_with(|| fastrand::Rng::with_seed(seed)),
                 )
             }
-            None => three(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner())),
+            None => four(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner())),
         }
     }
 
@@ -510,7 +574,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let fault = match self.settings.fault(request.headers()) {
             Ok(None) => return Either::Left(self.inner.call(request)),
             Ok(Some(fault)) => fault,
@@ -536,6 +600,9 @@ where
                 // Unanswered, as the message control closes.
                 control.close();
                 std::future::pending::<()>().await;
+            }
+            if let Some(size) = fault.size {
+                request.extensions_mut().insert(ResponseSize(size));
             }
             let mut response = match fault.error {
                 Some(status) => status.into_http(),
@@ -619,7 +686,7 @@ mod tests {
     fn sleeps_too_long_for_a_duration_are_refused_and_sums_are_capped() {
         let err = RpcBehavior::parse("sleep-1e300", "pod").unwrap_err();
         assert!(err.contains("longer than any deadline"), "{err}");
-        let layer = BehaviorLayer::new("pod", None, Some(1));
+        let layer = BehaviorLayer::new("pod", u32::MAX, None, Some(1), None);
         let mut headers = http::HeaderMap::new();
         headers.insert(
             RPC_BEHAVIOR,
@@ -680,8 +747,11 @@ mod tests {
                 })
                 .collect::<Vec<bool>>()
         };
-        let alone = outcomes(&BehaviorLayer::new("a", None, None), false);
-        let busy = outcomes(&BehaviorLayer::new("b", None, Some(5)), true);
+        let alone = outcomes(&BehaviorLayer::new("a", u32::MAX, None, None, None), false);
+        let busy = outcomes(
+            &BehaviorLayer::new("b", u32::MAX, None, Some(5), None),
+            true,
+        );
         assert_eq!(alone, busy);
         let failed = alone.iter().filter(|&&failed| failed).count();
         assert!((20..=80).contains(&failed), "{failed} of 100 failed at 50%");
@@ -698,7 +768,7 @@ mod tests {
             headers
         };
         let outcomes = |seed| {
-            let layer = BehaviorLayer::new("pod", None, Some(seed));
+            let layer = BehaviorLayer::new("pod", u32::MAX, None, Some(seed), None);
             (0..200)
                 .map(|_| {
                     layer

@@ -25,7 +25,7 @@ use tower::load_shed::LoadShedLayer;
 use tower_service::Service;
 
 pub(crate) use auth::{AuthLayer, Tokens};
-pub(crate) use behavior::{BehaviorLayer, Behaviors};
+pub(crate) use behavior::{BehaviorLayer, Behaviors, ResponseSize, parse_code, parse_duration};
 pub(crate) use deadline::Deadline;
 pub(crate) use trailers::ExtraTrailers;
 pub(crate) use wire::wire;

@@ -335,6 +335,17 @@ pub(super) fn calls_csv(calls: &[CallDetail]) -> String {
     out
 }
 
+/// The mean attempts per call under a retry policy (none without one).
+fn mean_attempts(stats: &CallStats) -> Option<f64> {
+    let attempts = stats.attempts();
+    let calls: u64 = attempts.iter().map(|&(_, calls)| calls).sum();
+    let made: u64 = attempts
+        .iter()
+        .map(|&(attempts, calls)| u64::from(attempts) * calls)
+        .sum();
+    (calls > 0).then(|| made as f64 / calls as f64)
+}
+
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
 /// counted), as text or one JSON object.
 pub(super) fn print(
@@ -365,6 +376,12 @@ pub(super) fn print(
                 "errors": tally.errors,
                 "transparent_retries": stats.transparent_retries(),
                 "retries": stats.retries(),
+                "attempts": stats
+                    .attempts()
+                    .iter()
+                    .map(|(attempts, calls)| (attempts.to_string(), json!(calls)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "attempts_per_call": mean_attempts(stats),
                 "instances": tally.instances,
                 "latency_ms": latency,
                 "steps": step_rows(args, tally, elapsed)
@@ -396,6 +413,17 @@ pub(super) fn print(
             "  sent again: {} transparently (never processed by the server), {} by the retry policy",
             stats.transparent_retries(),
             stats.retries()
+        );
+    }
+    if let Some(mean) = mean_attempts(stats) {
+        let counts: Vec<String> = stats
+            .attempts()
+            .iter()
+            .map(|(attempts, calls)| format!("{attempts}: {calls}"))
+            .collect();
+        out!(
+            "  attempts per call: {mean:.3} on average; calls by attempts made: {}",
+            counts.join(", ")
         );
     }
     if tally.instances.len() > 1 {
