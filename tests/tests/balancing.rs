@@ -186,7 +186,7 @@ fn bench_spreads_load_over_three_instances_and_loses_nothing_when_one_dies() {
     ]);
     let bench = echo_tests::process::spawn_piped(bench);
     // Killed once it has answered some of the load, mid-run.
-    let echo = [("grpc_method", "Echo"), ("grpc_code", "Ok")];
+    let echo = [("grpc_method", "Echo"), ("grpc_code", "OK")];
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while servers[1]
         .metric("grpc_server_handled_total", &echo)

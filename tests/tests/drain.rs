@@ -49,7 +49,7 @@ fn wait_for_calls(server: &ServerProcess, calls: f64) {
     while server
         .metric(
             "grpc_server_handled_total",
-            &[("grpc_method", "Echo"), ("grpc_code", "Ok")],
+            &[("grpc_method", "Echo"), ("grpc_code", "OK")],
         )
         .unwrap_or(0.0)
         < calls

@@ -63,6 +63,11 @@ async fn metrics_count_calls_codes_latency_streams_and_connections() {
     };
     let mut stream = client.server_stream(streaming).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
+    let three = futures_util::stream::iter(vec![EchoRequest::default(); 3]);
+    client.client_stream(three).await.unwrap();
+    let four = futures_util::stream::iter(vec![EchoRequest::default(); 4]);
+    let mut answers = client.bidi_stream(four).await.unwrap().into_inner();
+    while answers.message().await.unwrap().is_some() {}
     let output = server.client(&["health"]);
     assert!(output.status.success());
 
@@ -82,8 +87,31 @@ async fn metrics_count_calls_codes_latency_streams_and_connections() {
         labels.push(("grpc_code", code));
         sample(&scraped, "grpc_server_handled_total", &labels)
     };
-    assert_eq!(handled("Ok"), 3.0);
+    assert_eq!(handled("OK"), 3.0);
     assert_eq!(handled("NotFound"), 1.0);
+    // The grpc-ecosystem series: started, handled and messages both ways, by
+    // the method's type, each message of a stream counted.
+    for (method, grpc_type, started, received, sent) in [
+        ("Echo", "unary", 4.0, 4.0, 3.0),
+        ("ServerStream", "server_stream", 1.0, 1.0, 5.0),
+        ("ClientStream", "client_stream", 1.0, 3.0, 1.0),
+        ("BidiStream", "bidi_stream", 1.0, 4.0, 4.0),
+    ] {
+        let labels = [
+            ("grpc_type", grpc_type),
+            ("grpc_service", "echo.v1.EchoService"),
+            ("grpc_method", method),
+        ];
+        let counted = [
+            sample(&scraped, "grpc_server_started_total", &labels),
+            sample(&scraped, "grpc_server_msg_received_total", &labels),
+            sample(&scraped, "grpc_server_msg_sent_total", &labels),
+        ];
+        assert_eq!(counted, [started, received, sent], "{method}");
+    }
+    let mut labels = echo.to_vec();
+    labels.extend([("grpc_type", "unary"), ("grpc_code", "OK")]);
+    assert_eq!(sample(&scraped, "grpc_server_handled_total", &labels), 3.0);
     assert_eq!(
         sample(&scraped, "grpc_server_handling_seconds_count", &echo),
         4.0
@@ -92,12 +120,12 @@ async fn metrics_count_calls_codes_latency_streams_and_connections() {
     let health = [
         ("grpc_service", "grpc.health.v1.Health"),
         ("grpc_method", "Check"),
-        ("grpc_code", "Ok"),
+        ("grpc_code", "OK"),
     ];
     assert_eq!(sample(&scraped, "grpc_server_handled_total", &health), 1.0);
     assert_eq!(
         sample(&scraped, "grpc_server_stream_messages_sent_total", &[]),
-        5.0
+        9.0
     );
     assert_eq!(sample(&scraped, "grpc_server_open_streams", &[]), 0.0);
     assert_eq!(sample(&scraped, "grpc_server_in_flight_calls", &[]), 0.0);

@@ -542,17 +542,26 @@ impl Drop for Waiting {
     }
 }
 
-/// Where a request body is in its gRPC framing.
+/// Where a body is in its gRPC framing.
 #[derive(Debug, Default)]
-struct Framing {
+pub(crate) struct Framing {
     /// Header bytes of the next message seen so far.
     header: [u8; 5],
     header_seen: usize,
     /// Bytes of the current message's body still to come.
     remaining: usize,
+    /// Messages whose header has been seen.
+    messages: u64,
 }
 
 impl Framing {
+    /// Walks `chunk`; returns how many messages begin in it.
+    pub(crate) fn messages_in(&mut self, chunk: &[u8]) -> u64 {
+        let before = self.messages;
+        self.advance(chunk);
+        self.messages - before
+    }
+
     /// Walks `chunk`; returns the length of a message it leaves unfinished,
     /// if its header is complete and it began in this chunk.
     fn advance(&mut self, mut chunk: &[u8]) -> Advance {
@@ -584,6 +593,7 @@ impl Framing {
             chunk = &chunk[wanted..];
             if self.header_seen == 5 {
                 self.header_seen = 0;
+                self.messages += 1;
                 let length = u32::from_be_bytes(self.header[1..5].try_into().expect("4 bytes"));
                 self.remaining = length as usize;
                 started = Some(self.remaining);

@@ -1,6 +1,10 @@
-//! Prometheus metrics: per-RPC counts by status code, latency histograms,
-//! in-flight calls, stream messages and open connections, served as text on
-//! their own HTTP port (`--metrics-addr`).
+//! Prometheus metrics in the grpc-ecosystem dialect that dashboards and alert
+//! rules expect (go-grpc-prometheus and its successor): calls started and
+//! handled, messages received and sent, and latency histograms, labelled
+//! `grpc_type`, `grpc_service`, `grpc_method` and `grpc_code` (gRPC's
+//! canonical code names: "OK", "Canceled", ...); and beside them in-flight
+//! calls, open streams and connections and the memory budgets. Served as text
+//! on their own HTTP port (`--metrics-addr`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -24,6 +28,7 @@ use crate::stats::Stats;
 /// Labels of a method's series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
+    grpc_type: &'static str,
     grpc_service: String,
     grpc_method: String,
 }
@@ -31,9 +36,74 @@ struct MethodLabels {
 /// Labels of a method's outcomes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
+    grpc_type: &'static str,
     grpc_service: String,
     grpc_method: String,
-    grpc_code: String,
+    grpc_code: &'static str,
+}
+
+/// Which way a method's messages stream, as its descriptor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RpcType {
+    Unary,
+    ClientStream,
+    ServerStream,
+    BidiStream,
+}
+
+impl RpcType {
+    fn new(client_streaming: bool, server_streaming: bool) -> Self {
+        match (client_streaming, server_streaming) {
+            (false, false) => Self::Unary,
+            (true, false) => Self::ClientStream,
+            (false, true) => Self::ServerStream,
+            (true, true) => Self::BidiStream,
+        }
+    }
+
+    /// The `grpc_type` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Unary => "unary",
+            Self::ClientStream => "client_stream",
+            Self::ServerStream => "server_stream",
+            Self::BidiStream => "bidi_stream",
+        }
+    }
+
+    /// Whether the caller sends a stream of messages (else one).
+    pub(crate) fn client_streams(self) -> bool {
+        matches!(self, Self::ClientStream | Self::BidiStream)
+    }
+
+    /// Whether the answer is a stream of messages (else one).
+    pub(crate) fn server_streams(self) -> bool {
+        matches!(self, Self::ServerStream | Self::BidiStream)
+    }
+}
+
+/// gRPC's canonical name of `code`, as grpc-go spells it and the
+/// grpc-ecosystem dashboards query it ("OK", "Canceled", "InvalidArgument").
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 type LatencyFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
@@ -48,6 +118,10 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 struct MethodSeries {
     labels: MethodLabels,
+    rpc_type: RpcType,
+    started: Counter,
+    received: Counter,
+    sent: Counter,
     latency: Histogram,
     /// By status code; each made on its code's first use, so that only codes
     /// seen are exported.
@@ -82,13 +156,31 @@ impl Metrics {
         descriptor_sets: &[&[u8]],
     ) -> Self {
         let mut registry = Registry::default();
+        let started = Family::<MethodLabels, Counter>::default();
         let handled = Family::<CodeLabels, Counter>::default();
+        let received = Family::<MethodLabels, Counter>::default();
+        let sent = Family::<MethodLabels, Counter>::default();
         let latency = LatencyFamily::new_with_constructor(latency_histogram);
         let in_flight = stats.in_flight_calls.clone();
         registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            started.clone(),
+        );
+        registry.register(
             "grpc_server_handled",
-            "RPCs completed, by status code",
+            "RPCs completed on the server, by status code",
             handled.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Messages received from callers",
+            received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Messages sent to callers",
+            sent.clone(),
         );
         registry.register(
             "grpc_server_handling_seconds",
@@ -119,12 +211,17 @@ impl Metrics {
         if let Some(chaos) = chaos {
             chaos.register(&mut registry);
         }
-        let series = |service: &str, method: &str| {
+        let series = |service: &str, method: &str, rpc_type: RpcType| {
             let labels = MethodLabels {
+                grpc_type: rpc_type.label(),
                 grpc_service: service.to_owned(),
                 grpc_method: method.to_owned(),
             };
             MethodSeries {
+                rpc_type,
+                started: started.get_or_create(&labels).clone(),
+                received: received.get_or_create(&labels).clone(),
+                sent: sent.get_or_create(&labels).clone(),
                 latency: latency.get_or_create(&labels).clone(),
                 labels,
                 handled: Default::default(),
@@ -132,16 +229,17 @@ impl Metrics {
         };
         let mut methods = Vec::new();
         let mut by_path = HashMap::new();
-        for (service, method) in served_methods(served, descriptor_sets) {
+        for (service, method, rpc_type) in served_methods(served, descriptor_sets) {
             let id = MethodId(methods.len());
             if by_path
                 .insert(format!("/{service}/{method}").into_boxed_str(), id)
                 .is_none()
             {
-                methods.push(series(&service, &method));
+                methods.push(series(&service, &method, rpc_type));
             }
         }
-        methods.push(series("unknown", "unknown"));
+        // Unknown paths are answered UNIMPLEMENTED before any message is read.
+        methods.push(series("unknown", "unknown", RpcType::Unary));
         Self {
             registry,
             handled,
@@ -159,25 +257,52 @@ impl Metrics {
             .unwrap_or(MethodId(self.methods.len() - 1))
     }
 
-    /// A call started.
-    pub(crate) fn started(&self) {
+    /// The way `method`'s messages stream.
+    pub(crate) fn rpc_type(&self, method: MethodId) -> RpcType {
+        self.methods[method.0].rpc_type
+    }
+
+    /// A call to `method` started. A caller that sends one message has sent
+    /// it (counted here, as grpc-go's interceptors count it before the
+    /// handler); streamed messages are counted as they arrive.
+    pub(crate) fn started(&self, method: MethodId) {
         self.in_flight.inc();
+        let series = &self.methods[method.0];
+        series.started.inc();
+        if !series.rpc_type.client_streams() {
+            series.received.inc();
+        }
+    }
+
+    /// `count` more streamed messages of a call to `method` arrived.
+    pub(crate) fn received(&self, method: MethodId, count: u64) {
+        self.methods[method.0].received.inc_by(count);
+    }
+
+    /// `count` more streamed answers of a call to `method` were sent.
+    pub(crate) fn sent(&self, method: MethodId, count: u64) {
+        self.methods[method.0].sent.inc_by(count);
     }
 
     /// A call to `method` ended, with `code` (none: its caller went away
-    /// first, counted as `Cancelled`).
+    /// first, counted as `Canceled`). A one-message answer counts as sent
+    /// with OK, as grpc-go's interceptors count it.
     pub(crate) fn finished(&self, method: MethodId, code: Option<Code>, elapsed: Duration) {
         self.in_flight.dec();
         let series = &self.methods[method.0];
         series.latency.observe(elapsed.as_secs_f64());
         let code = code.unwrap_or(Code::Cancelled);
+        if code == Code::Ok && !series.rpc_type.server_streams() {
+            series.sent.inc();
+        }
         series.handled[code as usize]
             .get_or_init(|| {
                 self.handled
                     .get_or_create(&CodeLabels {
+                        grpc_type: series.labels.grpc_type,
                         grpc_service: series.labels.grpc_service.clone(),
                         grpc_method: series.labels.grpc_method.clone(),
-                        grpc_code: format!("{code:?}"),
+                        grpc_code: code_name(code),
                     })
                     .clone()
             })
@@ -218,8 +343,8 @@ fn register_budgets(registry: &mut Registry, budgets: &Budgets) {
     );
 }
 
-/// `(full service name, method name)` of every method of `served` in `descriptor_sets`.
-fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, String)> {
+/// `(full service name, method name, type)` of every method of `served` in `descriptor_sets`.
+fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, String, RpcType)> {
     let mut methods = Vec::new();
     for set in descriptor_sets {
         // The sets are compiled in; one that does not decode names no methods.
@@ -233,12 +358,13 @@ fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, St
                     package => format!("{package}.{}", service.name()),
                 };
                 if served.contains(&name.as_str()) {
-                    methods.extend(
-                        service
-                            .method
-                            .iter()
-                            .map(|m| (name.clone(), m.name().to_owned())),
-                    );
+                    methods.extend(service.method.iter().map(|m| {
+                        (
+                            name.clone(),
+                            m.name().to_owned(),
+                            RpcType::new(m.client_streaming(), m.server_streaming()),
+                        )
+                    }));
                 }
             }
         }

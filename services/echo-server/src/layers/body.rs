@@ -1,17 +1,20 @@
-//! A response body that hands its trailers, or its early end, to a hook.
+//! A response body that shows its data to a hook and hands it its trailers,
+//! or its early end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 /// Called once per body: with the trailers before they are sent, or when the
-/// body ends or is dropped without any.
+/// body ends or is dropped without any; before that, with each data chunk.
 pub(crate) trait TrailersHook {
     fn on_trailers(self, trailers: &mut HeaderMap);
     fn on_no_trailers(self);
+    fn on_data(&mut self, _data: &[u8]) {}
 }
 
 pin_project! {
@@ -37,7 +40,8 @@ impl<B, H: TrailersHook> HookedBody<B, H> {
     }
 }
 
-impl<B: Body, H: TrailersHook> Body for HookedBody<B, H> {
+// Data is seen a chunk at a time (`Buf::chunk`): every body here is `Bytes`.
+impl<B: Body<Data: Buf>, H: TrailersHook> Body for HookedBody<B, H> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -49,6 +53,9 @@ impl<B: Body, H: TrailersHook> Body for HookedBody<B, H> {
         let mut frame = ready!(this.inner.poll_frame(cx));
         match &mut frame {
             Some(Ok(frame)) => {
+                if let (Some(data), Some(hook)) = (frame.data_ref(), this.hook.as_mut()) {
+                    hook.on_data(data.chunk());
+                }
                 if let Some(trailers) = frame.trailers_mut()
                     && let Some(hook) = this.hook.take()
                 {

@@ -1,22 +1,28 @@
 //! One span per RPC (request id, method, peer, and the client certificate's
 //! subject under mTLS) and one closing event with its status code
 //! and duration, whether the code came in the headers, the trailers, or never
-//! (the caller went away first).
+//! (the caller went away first); and the RPC's metrics, with the messages of
+//! streams counted as they pass.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
+use tonic::Status;
+use tonic::body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
 use crate::accept::PeerInfo;
+use crate::budget::Framing;
 use crate::conn::Arrival;
 use crate::metrics::{MethodId, Metrics};
 
@@ -51,9 +57,9 @@ pub(crate) struct TraceService<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for TraceService<S>
+impl<S, ResBody> Service<http::Request<Body>> for TraceService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>>,
 {
     type Response = http::Response<HookedBody<ResBody, RpcEnd>>;
     type Error = S::Error;
@@ -63,7 +69,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let request_id = request_id(request.headers());
         let peer = request
             .extensions()
@@ -78,12 +84,30 @@ where
             peer = peer.map(|peer| tracing::field::display(peer.addr)),
             client = peer.and_then(PeerInfo::identity),
         );
-        self.metrics.started();
+        let method = self.metrics.method(request.uri().path());
+        self.metrics.started(method);
+        let rpc_type = self.metrics.rpc_type(method);
+        // Streamed messages are counted as they pass; a single one needs no
+        // look at the body (`Metrics::started`, `Metrics::finished`).
+        let request = if rpc_type.client_streams() {
+            let metrics = Arc::clone(&self.metrics);
+            request.map(|body| {
+                Body::new(CountedRequest {
+                    inner: body,
+                    framing: Framing::default(),
+                    metrics,
+                    method,
+                })
+            })
+        } else {
+            request
+        };
         let end = RpcEnd {
             span,
             start: Instant::now(),
-            method: self.metrics.method(request.uri().path()),
+            method,
             metrics: Arc::clone(&self.metrics),
+            sent: rpc_type.server_streams().then(Framing::default),
             finished: false,
         };
         let inner = end.span.in_scope(|| self.inner.call(request));
@@ -183,6 +207,8 @@ pub(crate) struct RpcEnd {
     start: Instant,
     method: MethodId,
     metrics: Arc<Metrics>,
+    /// The framing of a streamed answer, whose messages are counted.
+    sent: Option<Framing>,
     finished: bool,
 }
 
@@ -218,5 +244,55 @@ impl TrailersHook for RpcEnd {
 
     fn on_no_trailers(mut self) {
         self.finish(None);
+    }
+
+    fn on_data(&mut self, data: &[u8]) {
+        if let Some(framing) = &mut self.sent {
+            let messages = framing.messages_in(data);
+            if messages > 0 {
+                self.metrics.sent(self.method, messages);
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A streamed request body whose messages are counted as they arrive.
+    struct CountedRequest {
+        #[pin]
+        inner: Body,
+        framing: Framing,
+        metrics: Arc<Metrics>,
+        method: MethodId,
+    }
+}
+
+impl http_body::Body for CountedRequest {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            let messages = this.framing.messages_in(data);
+            if messages > 0 {
+                this.metrics.received(*this.method, messages);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
