@@ -151,7 +151,7 @@ pub(crate) async fn serve_connection<S, B>(
     builder: auto::Builder<TokioExecutor>,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
-    mut chaos: Option<ConnectionSubscription>,
+    chaos: Option<ConnectionSubscription>,
     stop: CancellationToken,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -180,6 +180,7 @@ pub(crate) async fn serve_connection<S, B>(
     let mut aged = std::pin::pin!(aged);
     let mut cut = std::pin::pin!(sleep_or_never(None));
     let mut draining = false;
+    let mut chaos = std::pin::pin!(chaos::next_event(chaos));
     loop {
         let drain = tokio::select! {
             result = conn.as_mut() => {
@@ -199,12 +200,15 @@ pub(crate) async fn serve_connection<S, B>(
                 return;
             }
             () = budgets.close.cancelled() => return,
-            event = chaos::next_event(chaos.as_mut()) => match event {
+            (event, subscription) = &mut chaos => match event {
                 ConnectionChaos::Close => {
                     tracing::debug!("closing the connection: a chaos schedule picked it");
                     return;
                 }
-                ConnectionChaos::GoAway => "chaos schedule",
+                ConnectionChaos::GoAway => {
+                    chaos.set(chaos::next_event(Some(subscription)));
+                    "chaos schedule"
+                }
             },
             () = stop.cancelled(), if !draining => "shutdown",
             () = control.go_away.cancelled(), if !draining => "asked by a call",
