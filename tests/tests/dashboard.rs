@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use echo_client::EchoClient;
-use echo_client::proto::EchoRequest;
+use echo_client::proto::{EchoRequest, ForwardRequest};
 use echo_tests::process::{ServerProcess, http_get, workspace_root};
 use serde_json::Value;
 
@@ -152,16 +152,25 @@ async fn every_series_the_dashboard_queries_is_one_the_server_exposes() {
             "127.0.0.1:0",
             "--chaos",
             "goaway every=1h",
+            "--forward-allow",
+            "127.0.0.1",
         ],
         "info",
     ))
     .with_metrics();
-    // A call, so that its outcome's series exist.
+    // A call, and a Forward to itself, so that their outcomes' series exist.
     let client = EchoClient::builder(server.addr.to_string())
         .connect()
         .await
         .unwrap();
     client.echo(EchoRequest::default()).await.unwrap();
+    client
+        .forward(ForwardRequest {
+            target: server.addr.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let exposed = exposed(&http_get(server.metrics_addr.unwrap(), "/metrics"));
 
     let mut checked = BTreeSet::new();
@@ -189,6 +198,7 @@ async fn every_series_the_dashboard_queries_is_one_the_server_exposes() {
         "grpc_server_handling_seconds_bucket",
         "grpc_server_msg_received_total",
         "grpc_server_msg_sent_total",
+        "grpc_client_handled_total",
     ] {
         assert!(checked.contains(name), "no panel shows {name}");
     }

@@ -11,7 +11,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataKey;
 
 use crate::commands::{
-    any, bench, bidi, client_stream, echo, health, interop, raw_echo, server_stream,
+    any, bench, bidi, client_stream, echo, forward, health, interop, raw_echo, server_stream,
 };
 use crate::output::{self, Output};
 
@@ -119,6 +119,9 @@ enum Command {
     ClientStream(client_stream::ClientStreamArgs),
     /// BidiStream: sends stdin lines as they are typed, prints echoes as they arrive.
     Bidi,
+    /// Forward: the server calls TARGET (and that one the next, for a chain);
+    /// prints each call's result; exits 1 unless all are OK.
+    Forward(forward::ForwardArgs),
     /// Health of SERVICE (the whole server by default); exits 1 unless SERVING.
     #[command(args_conflicts_with_subcommands = true)]
     Health(health::HealthArgs),
@@ -176,6 +179,7 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Echo(args) => echo::run(&builder(&globals)?, args, out).await,
         Command::ServerStream(args) => server_stream::run(&builder(&globals)?, args, out).await,
+        Command::Forward(args) => forward::run(&builder(&globals)?, args, out).await,
         Command::ClientStream(args) => client_stream::run(&builder(&globals)?, args, out).await,
         Command::Bidi => bidi::run(&builder(&globals)?, out).await,
         Command::Health(args) => health::run(&builder(&globals)?, args, out).await,

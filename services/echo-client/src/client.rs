@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use grpc_echo::echo::v1::admin_service_client::AdminServiceClient;
 use grpc_echo::echo::v1::echo_service_client::EchoServiceClient;
-use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse};
+use grpc_echo::echo::v1::{
+    ClientStreamResponse, EchoRequest, EchoResponse, ForwardRequest, ForwardResponse,
+};
 use grpc_echo::echo::v1::{HealthStatus, SetHealthRequest};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
@@ -510,6 +512,15 @@ impl EchoClient {
             }
             None => self.echo.clone().echo(request).await,
         }
+    }
+
+    /// `Forward`: the server calls a downstream as the request says and
+    /// answers with each call's result. Never retried: it has side effects.
+    pub async fn forward(
+        &self,
+        request: impl IntoRequest<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        self.echo.clone().forward(request).await
     }
 
     /// `ServerStream`: one request, a stream of responses.

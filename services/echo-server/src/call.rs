@@ -59,6 +59,11 @@ impl Call {
         }
     }
 
+    /// When the caller's deadline passes, if it set one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
     /// Runs `work` unless the caller's deadline or the server's grace period ends first.
     pub(crate) async fn race<F: Future>(&self, work: F) -> Result<F::Output, EchoError> {
         let deadline = async {

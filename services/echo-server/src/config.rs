@@ -107,6 +107,49 @@ pub struct Config {
     /// Faults every call gets, as if asked for by header.
     #[command(flatten)]
     pub faults: FaultsConfig,
+    /// Calls to other servers on request (`Forward`).
+    #[command(flatten)]
+    pub forward: ForwardConfig,
+}
+
+/// Default `--forward-max-hops`.
+pub const DEFAULT_FORWARD_MAX_HOPS: u32 = 8;
+/// Default `--forward-max-count`.
+pub const DEFAULT_FORWARD_MAX_COUNT: u32 = 100;
+
+/// Calls to other servers on request (`echo.v1.EchoService/Forward`).
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Forwarding")]
+pub struct ForwardConfig {
+    /// Targets `Forward` may call, comma-separated: `host` (any port),
+    /// `host:port`, or a network (`10.0.0.0/8`, matching targets given as
+    /// addresses) [default: none: forwarding is off].
+    #[arg(long, env = "ECHO_FORWARD_ALLOW", value_delimiter = ',', value_parser = parse_forward_allow)]
+    pub forward_allow: Vec<String>,
+
+    /// Servers a request may pass through (the `x-echo-hops` chain); a
+    /// Forward past it is FAILED_PRECONDITION, which stops loops.
+    #[arg(long, env = "ECHO_FORWARD_MAX_HOPS", default_value_t = DEFAULT_FORWARD_MAX_HOPS)]
+    pub forward_max_hops: u32,
+
+    /// Largest `count` of one Forward (its calls run one after another).
+    #[arg(long, env = "ECHO_FORWARD_MAX_COUNT", default_value_t = DEFAULT_FORWARD_MAX_COUNT)]
+    pub forward_max_count: u32,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            forward_allow: Vec::new(),
+            forward_max_hops: DEFAULT_FORWARD_MAX_HOPS,
+            forward_max_count: DEFAULT_FORWARD_MAX_COUNT,
+        }
+    }
+}
+
+fn parse_forward_allow(text: &str) -> Result<String, String> {
+    crate::forward::Allowlist::parse(&[text.to_owned()])?;
+    Ok(text.to_owned())
 }
 
 /// Faults every call gets, as if asked for by header.

@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use futures_util::Stream;
 use grpc_echo::echo::v1::echo_service_server::EchoService as EchoServiceApi;
-use grpc_echo::echo::v1::{ClientStreamResponse, EchoRequest, EchoResponse, Wire};
+use grpc_echo::echo::v1::{
+    ClientStreamResponse, EchoRequest, EchoResponse, ForwardRequest, ForwardResponse, Wire,
+};
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,7 @@ use crate::call::{Call, EchoedMetadata, connection_control, end_call, reset_stre
 use crate::config::Config;
 use crate::controls::{EchoTargets, Limits, Plan, Rpc};
 use crate::error::EchoError;
+use crate::forward::Forwarder;
 use crate::stats::Stats;
 
 /// Response stream of ServerStream and BidiStream.
@@ -32,6 +35,7 @@ pub(crate) struct EchoService {
 #[derive(Debug)]
 struct Shared {
     instance: String,
+    forwarder: Forwarder,
     limits: Limits,
     stats: Arc<Stats>,
     /// Cancelled when the shutdown grace period ends: open streams then stop.
@@ -51,9 +55,15 @@ impl Shared {
 }
 
 impl EchoService {
-    pub(crate) fn new(config: &Config, stats: Arc<Stats>, streams_end: CancellationToken) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        stats: Arc<Stats>,
+        streams_end: CancellationToken,
+        forwarder: Forwarder,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                forwarder,
                 instance: config.listen.instance(),
                 limits: Limits::from(&config.controls),
                 stats,
@@ -193,6 +203,18 @@ impl EchoServiceApi for EchoService {
         }
         .await;
         echoed(&metadata, echo).respond(result.map_err(Status::from))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let response = self
+            .shared
+            .forwarder
+            .forward(&self.shared.instance, request)
+            .await?;
+        Ok(Response::new(response))
     }
 
     type BidiStreamStream = EchoStream;

@@ -42,6 +42,39 @@ pub enum EchoError {
     Inbound(#[from] Status),
 }
 
+/// A Forward the server refuses before calling anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// No `--forward-allow` was given.
+    #[error("forwarding is off: the server allows no targets (--forward-allow)")]
+    Off,
+    /// The target is not on the allowlist.
+    #[error("target {0} is not allowed (--forward-allow)")]
+    NotAllowed(String),
+    /// The request has passed through as many servers as allowed.
+    #[error("hop limit of {limit} reached: {chain}")]
+    HopLimit {
+        /// `--forward-max-hops`.
+        limit: u32,
+        /// The instances the request passed.
+        chain: String,
+    },
+    /// A field of the request has a value the server refuses.
+    #[error("invalid forward: {0}")]
+    Invalid(String),
+}
+
+impl From<ForwardError> for Status {
+    fn from(error: ForwardError) -> Self {
+        let message = error.to_string();
+        match error {
+            ForwardError::Off | ForwardError::NotAllowed(_) => Status::permission_denied(message),
+            ForwardError::HopLimit { .. } => Status::failed_precondition(message),
+            ForwardError::Invalid(_) => Status::invalid_argument(message),
+        }
+    }
+}
+
 impl EchoError {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidControl {

@@ -41,6 +41,8 @@
 //! - `services`: builds every service into the router, and their health.
 //! - `echo`: `echo.v1.EchoService`, thin handlers over `controls` (a request's
 //!   controls checked into a plan) and `call` (a handler's view of its call).
+//! - `forward`: `Forward`, calls to a downstream on request, behind an
+//!   allowlist and a hop limit.
 //! - `interop`: `grpc.testing.TestService`, per the interop test descriptions.
 //! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
 //! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
@@ -63,6 +65,7 @@ mod controls;
 mod echo;
 mod error;
 mod examples;
+mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod interop;
@@ -80,7 +83,7 @@ mod web;
 pub use accept::PeerInfo;
 pub use budget::BudgetTooSmall;
 pub use config::{Config, LogFormat};
-pub use error::{ERROR_DOMAIN, EchoError, REQUESTED_ERROR_REASON};
+pub use error::{ERROR_DOMAIN, EchoError, ForwardError, REQUESTED_ERROR_REASON};
 pub use server::{STREAM_END_FLUSH, ServeError, Server, run};
 pub use stats::Stats;
 pub use tls::{TlsError, TlsReload};

@@ -23,6 +23,7 @@ use tonic::Code;
 
 use crate::budget::Budgets;
 use crate::chaos::ChaosMetrics;
+use crate::forward::ClientMetrics;
 use crate::stats::Stats;
 
 /// Labels of a method's series.
@@ -108,7 +109,8 @@ pub(crate) fn code_name(code: Code) -> &'static str {
 
 type LatencyFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
-fn latency_histogram() -> Histogram {
+/// The buckets of every latency histogram.
+pub(crate) fn latency_histogram() -> Histogram {
     // 50 µs to about 52 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
 }
@@ -152,6 +154,7 @@ impl Metrics {
         stats: &Stats,
         budgets: &Budgets,
         chaos: Option<&ChaosMetrics>,
+        forward: &ClientMetrics,
         served: &[&str],
         descriptor_sets: &[&[u8]],
     ) -> Self {
@@ -211,6 +214,7 @@ impl Metrics {
         if let Some(chaos) = chaos {
             chaos.register(&mut registry);
         }
+        forward.register(&mut registry);
         let series = |service: &str, method: &str, rpc_type: RpcType| {
             let labels = MethodLabels {
                 grpc_type: rpc_type.label(),

@@ -26,6 +26,7 @@ use crate::budget::Budgets;
 use crate::chaos::{Chaos, Schedule};
 use crate::config::Config;
 use crate::conn::{self, HttpSettings};
+use crate::forward::{Allowlist, ClientMetrics, Forwarder};
 use crate::layers::{self, AuthLayer, BehaviorLayer, Behaviors, StackSettings, Tokens};
 use crate::metrics::Metrics;
 use crate::protocol::{ProtocolLayer, Schemas};
@@ -66,6 +67,9 @@ pub enum ServeError {
     /// `--fault` does not parse.
     #[error("--fault: {0}")]
     Fault(String),
+    /// A `--forward-allow` entry does not parse.
+    #[error("--forward-allow: {0}")]
+    ForwardAllow(String),
     /// The `--chaos-file` cannot be read or does not parse.
     #[error("chaos file {path}: {reason}")]
     ChaosFile {
@@ -161,13 +165,22 @@ impl Server {
         let stop_accepting = CancellationToken::new();
 
         // 1. The services, routed by name, and what every call is counted in.
-        let services = Services::build(config, &self.stats, &streams_end).await?;
+        let forwarder = Forwarder {
+            allow: Allowlist::parse(&config.forward.forward_allow)
+                .map_err(ServeError::ForwardAllow)?,
+            max_hops: config.forward.forward_max_hops,
+            max_count: config.forward.forward_max_count,
+            metrics: ClientMetrics::default(),
+        };
+        let client_metrics = forwarder.metrics.clone();
+        let services = Services::build(config, &self.stats, &streams_end, forwarder).await?;
         let budgets = Arc::new(Budgets::new(&config.limits)?);
         let chaos = Chaos::new(chaos_schedules(config)?, config.faults.chaos_seed).map(Arc::new);
         let metrics = Arc::new(Metrics::new(
             &self.stats,
             &budgets,
             chaos.as_ref().map(|chaos| &chaos.metrics),
+            &client_metrics,
             &services.served,
             &DESCRIPTOR_SETS,
         ));

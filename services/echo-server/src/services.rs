@@ -17,6 +17,7 @@ use crate::admin::AdminService;
 use crate::config::Config;
 use crate::echo::EchoService;
 use crate::examples::ExampleEchoService;
+use crate::forward::Forwarder;
 use crate::interop::TestService;
 use crate::router::Router;
 use crate::stats::Stats;
@@ -63,6 +64,7 @@ impl Services {
         config: &Config,
         stats: &Arc<Stats>,
         streams_end: &CancellationToken,
+        forwarder: Forwarder,
     ) -> Result<Self, tonic_reflection::server::Error> {
         let max_message_size = config.limits.max_message_size;
         let served = served_services(config);
@@ -73,6 +75,7 @@ impl Services {
             config,
             Arc::clone(stats),
             streams_end.clone(),
+            forwarder,
         ));
         let example_echo = ExampleEchoServer::new(ExampleEchoService::new(streams_end.clone()));
         let mut router = Router::default()

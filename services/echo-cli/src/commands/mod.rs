@@ -5,6 +5,7 @@ pub(crate) mod bench;
 pub(crate) mod bidi;
 pub(crate) mod client_stream;
 pub(crate) mod echo;
+pub(crate) mod forward;
 pub(crate) mod health;
 pub(crate) mod interop;
 pub(crate) mod raw_echo;

@@ -1,0 +1,313 @@
+//! Forward on real server processes: a chain of three (A -> B -> C) with the
+//! request id, trace context, hop chain and deadline carried along; a
+//! downstream that is down, one that never answers (the call ends at the
+//! deadline, not later), a loop stopped by the hop limit, targets refused,
+//! and a cancelled Forward cancelling its downstream call at once.
+
+use std::time::{Duration, Instant};
+
+use echo_client::EchoClient;
+use echo_client::proto::{EchoRequest, ForwardRequest, ForwardResponse, StatusCode};
+use echo_tests::eventually;
+use echo_tests::process::ServerProcess;
+use tonic::Code;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn server(listen: &str, instance: &str) -> ServerProcess {
+    ServerProcess::spawn(ServerProcess::command(
+        listen,
+        instance,
+        &[
+            "--forward-allow",
+            "127.0.0.0/8",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        "info",
+    ))
+    .with_metrics()
+}
+
+async fn client(server: &ServerProcess) -> EchoClient {
+    EchoClient::builder(server.addr.to_string())
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn to(target: &ServerProcess) -> ForwardRequest {
+    ForwardRequest {
+        target: target.addr.to_string(),
+        ..Default::default()
+    }
+}
+
+fn with_metadata(request: ForwardRequest, timeout: Duration) -> tonic::Request<ForwardRequest> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(timeout);
+    let metadata = request.metadata_mut();
+    metadata.insert("x-request-id", "req-42".parse().unwrap());
+    metadata.insert("traceparent", TRACEPARENT.parse().unwrap());
+    metadata.insert("baggage", "team=a".parse().unwrap());
+    request
+}
+
+fn code(code: i32) -> StatusCode {
+    StatusCode::try_from(code).unwrap()
+}
+
+#[tokio::test]
+async fn a_chain_of_three_carries_ids_trace_context_hops_and_the_deadline() {
+    let [a, b, c] = [
+        ("127.0.0.1:0", "a"),
+        ("127.0.0.2:0", "b"),
+        ("127.0.0.3:0", "c"),
+    ]
+    .map(|(listen, instance)| server(listen, instance));
+    let request = ForwardRequest {
+        count: Some(3),
+        rate: Some(20.0),
+        forward: Some(Box::new(ForwardRequest {
+            request: Some(EchoRequest {
+                message: "from a".into(),
+                reflect_wire: true,
+                ..Default::default()
+            }),
+            ..to(&c)
+        })),
+        ..to(&b)
+    };
+    let started = Instant::now();
+    let response: ForwardResponse = client(&a)
+        .await
+        .forward(with_metadata(request, Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    println!("a -> b -> c, three calls at 20/s: {response:#?} in {took:?}");
+    assert_eq!(response.instance, "a");
+    assert_eq!(response.results.len(), 3);
+    // Three calls at 20 per second: the last starts 100 ms after the first.
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    for result in &response.results {
+        assert_eq!(code(result.code), StatusCode::Ok, "{result:?}");
+        assert_eq!(result.instance, "b");
+        assert_eq!(result.hops, ["a", "b"]);
+        let nested = result.forwarded.as_ref().unwrap();
+        assert_eq!(nested.instance, "b");
+        let last = &nested.results[0];
+        assert_eq!(
+            (code(last.code), last.hops.clone()),
+            (StatusCode::Ok, vec!["a".into(), "b".into(), "c".into()])
+        );
+        let echo = last.echo.as_ref().unwrap();
+        assert_eq!(
+            (echo.message.as_str(), echo.instance.as_str()),
+            ("from a", "c")
+        );
+        // What reached c: the caller's ids and trace context, the hop chain,
+        // and a deadline shorter than the 5 s a was given.
+        let wire = echo.wire.as_ref().unwrap();
+        let header = |name: &str| {
+            wire.headers
+                .iter()
+                .find(|header| header.name == name)
+                .map(|header| header.value.clone())
+                .unwrap_or_else(|| panic!("c got no {name}: {wire:?}"))
+        };
+        assert_eq!(header("x-request-id"), "req-42");
+        assert_eq!(header("traceparent"), TRACEPARENT);
+        assert_eq!(header("baggage"), "team=a");
+        assert_eq!(header("x-echo-hops"), "a,b");
+        let timeout = echo_wire::grpc_timeout::parse(
+            &http::HeaderValue::from_str(&header("grpc-timeout")).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            timeout < Duration::from_secs(5) && timeout > Duration::from_secs(3),
+            "c's deadline: {timeout:?}"
+        );
+    }
+    // The client side of each hop, in the grpc-ecosystem dialect.
+    for (server, method) in [(&a, "Forward"), (&b, "Echo")] {
+        let labels = [
+            ("grpc_type", "unary"),
+            ("grpc_method", method),
+            ("grpc_code", "OK"),
+        ];
+        assert_eq!(
+            server.metric("grpc_client_handled_total", &labels),
+            Some(3.0)
+        );
+        let labels = &labels[..2];
+        assert_eq!(
+            server.metric("grpc_client_started_total", labels),
+            Some(3.0)
+        );
+        assert_eq!(
+            server.metric("grpc_client_msg_received_total", labels),
+            Some(3.0)
+        );
+        assert_eq!(
+            server.metric("grpc_client_handling_seconds_count", labels),
+            Some(3.0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn downstreams_down_black_holed_or_looping_end_as_they_should() {
+    let a = server("127.0.0.1:0", "a");
+    let client = client(&a).await;
+
+    // Down: a closed port fails each call at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let response = client
+        .forward(ForwardRequest {
+            target: down,
+            count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for result in &response.results {
+        assert_eq!(code(result.code), StatusCode::Unavailable, "{result:?}");
+    }
+
+    // Black-holed: it accepts connections and never answers. Each call ends
+    // at its own timeout...
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    let response = client
+        .forward(ForwardRequest {
+            target: hole_addr.clone(),
+            count: Some(2),
+            timeout: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 300_000_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    println!("two calls into a black hole, 300 ms each: {took:?}");
+    for result in &response.results {
+        assert_eq!(
+            code(result.code),
+            StatusCode::DeadlineExceeded,
+            "{result:?}"
+        );
+    }
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let timed_out = [("grpc_method", "Echo"), ("grpc_code", "DeadlineExceeded")];
+    assert_eq!(a.metric("grpc_client_handled_total", &timed_out), Some(2.0));
+    // ...and without one, the Forward ends at the caller's deadline, not later.
+    let started = Instant::now();
+    let mut request = tonic::Request::new(ForwardRequest {
+        target: hole_addr,
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(800));
+    let status = client.forward(request).await.unwrap_err();
+    let took = started.elapsed();
+    println!("a Forward into a black hole under an 800 ms deadline: {status:?} after {took:?}");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+
+    // A loop: a forwarding to itself, nested deeper than the hop limit (8).
+    let mut nested = ForwardRequest {
+        request: Some(EchoRequest::default()),
+        ..to(&a)
+    };
+    for _ in 0..9 {
+        nested = ForwardRequest {
+            forward: Some(Box::new(nested)),
+            ..to(&a)
+        };
+    }
+    let mut level = client.forward(nested).await.unwrap().into_inner();
+    let mut depth = 1;
+    loop {
+        let result = &level.results[0];
+        if code(result.code) != StatusCode::Ok {
+            assert_eq!(
+                code(result.code),
+                StatusCode::FailedPrecondition,
+                "{result:?}"
+            );
+            assert!(result.message.contains("hop limit of 8"), "{result:?}");
+            break;
+        }
+        level = result.forwarded.clone().unwrap();
+        depth += 1;
+    }
+    println!("a loop of a -> a -> ... stopped at depth {depth}");
+    assert_eq!(depth, 8);
+
+    // Refused: a target not allowed, and forwarding off altogether.
+    let status = client
+        .forward(ForwardRequest {
+            target: "169.254.169.254:80".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let off = ServerProcess::start(&[]);
+    let status = self::client(&off).await.forward(to(&a)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("forwarding is off"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_cancelled_forward_cancels_its_downstream_call_at_once() {
+    let [a, b] = [("127.0.0.1:0", "a"), ("127.0.0.2:0", "b")].map(|(l, i)| server(l, i));
+    let slow = ForwardRequest {
+        request: Some(EchoRequest {
+            delay: Some(echo_tests::ms(10_000)),
+            ..Default::default()
+        }),
+        ..to(&b)
+    };
+    let mut request = tonic::Request::new(slow);
+    request.set_timeout(Duration::from_millis(500));
+    let status = client(&a).await.forward(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    // b's call ends with a's, not 10 s later.
+    let ended = Instant::now();
+    eventually("b's downstream call to end", || async {
+        b.metric("grpc_server_in_flight_calls", &[]) == Some(0.0)
+    })
+    .await;
+    println!("b's call ended {:?} after a's", ended.elapsed());
+    assert!(ended.elapsed() < Duration::from_secs(2));
+    let canceled = b
+        .metric(
+            "grpc_server_handled_total",
+            &[("grpc_method", "Echo"), ("grpc_code", "Canceled")],
+        )
+        .unwrap_or(0.0)
+        + b.metric(
+            "grpc_server_handled_total",
+            &[("grpc_method", "Echo"), ("grpc_code", "DeadlineExceeded")],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(canceled, 1.0);
+}
