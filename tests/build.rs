@@ -6,7 +6,7 @@ fn main() {
         println!(
             "cargo:warning=tests that need grpcurl, Python grpcio, kubernetes-validate, Node, \
              curl or Chromium (browser, deploy, grpcurl, interop_python, metrics, \
-             protocols_clients, universal_client) are not built: scripts/test.sh runs them"
+             protocols_clients, tracing, universal_client) are not built: scripts/test.sh runs them"
         );
     }
 }

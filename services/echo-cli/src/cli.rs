@@ -1,8 +1,12 @@
 //! The command line: global flags, the client builder they make, and the
 //! dispatch to each command.
 
+use echo_client::telemetry::Telemetry;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -152,8 +156,40 @@ enum Compression {
 /// grpcurl does (e.g. 69 for NOT_FOUND); other failures exit with 1.
 pub(crate) const STATUS_EXIT_OFFSET: u8 = 64;
 
-/// Runs the command; failures are printed here, once.
+/// Runs the command in a client span, exported when an OTLP endpoint is set
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`): every call carries its trace context.
 pub(crate) async fn run(cli: Cli) -> ExitCode {
+    let telemetry = match Telemetry::start(None, "echo-client") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            output::report_error(&anyhow::Error::new(err), cli.globals.json);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(telemetry) = &telemetry {
+        tracing_subscriber::registry()
+            .with(telemetry.layer())
+            .init();
+    }
+    let span = tracing::info_span!(
+        "echo-client",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty
+    );
+    let code = run_command(cli).instrument(span.clone()).await;
+    if code != ExitCode::SUCCESS {
+        span.record("otel.status_code", "ERROR");
+    }
+    // Closed, so that it is among the spans sent at shutdown.
+    drop(span);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    code
+}
+
+/// Runs the command; failures are printed here, once.
+async fn run_command(cli: Cli) -> ExitCode {
     let json = cli.globals.json;
     let exit_by_status = matches!(cli.command, Command::Call(_));
     match dispatch(cli).await {

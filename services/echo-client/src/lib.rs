@@ -36,6 +36,8 @@
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
+//! - `telemetry` (feature `otlp`): OpenTelemetry spans over OTLP/gRPC, and
+//!   the W3C trace context read from requests and written into calls.
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 //! - [`proto`] / [`health_proto`]: the generated message types, re-exported.
 #![forbid(unsafe_code)]
@@ -51,6 +53,8 @@ pub mod lean;
 pub mod policy;
 pub mod protocol;
 pub mod retry;
+#[cfg(feature = "otlp")]
+pub mod telemetry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use endpoints::CallStats;

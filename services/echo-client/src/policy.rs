@@ -76,6 +76,8 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let headers = request.headers_mut();
+        #[cfg(feature = "otlp")]
+        crate::telemetry::inject_current(headers);
         for key in self.policy.metadata.keys() {
             if !headers.contains_key(key) {
                 for value in self.policy.metadata.get_all(key) {

@@ -492,6 +492,12 @@ pub struct ObservabilityConfig {
     /// Serve Prometheus metrics at `http://ADDR/metrics` [default: off].
     #[arg(long, env = "ECHO_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Export traces over OTLP/gRPC to this endpoint (e.g.
+    /// `http://collector:4317`); `OTEL_EXPORTER_OTLP_ENDPOINT` does too
+    /// [default: off].
+    #[arg(long, env = "ECHO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for ObservabilityConfig {
@@ -499,6 +505,7 @@ impl Default for ObservabilityConfig {
         Self {
             log_format: LogFormat::Human,
             metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }

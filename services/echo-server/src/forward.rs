@@ -21,6 +21,7 @@ use http::HeaderMap;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::{Code, Request, Status};
+use tracing::Instrument;
 
 use crate::call::Call;
 use crate::error::ForwardError;
@@ -334,7 +335,27 @@ impl Forwarder {
                 "Echo"
             };
             self.metrics.started(method);
-            let result = downstream(&client, &forward, carried.clone(), timeout, &hops).await;
+            // The client span of the call, whose context the client library
+            // sends downstream (exported when tracing is on).
+            let span = tracing::debug_span!(
+                "forward call",
+                otel.name = %format_args!("echo.v1.EchoService/{method}"),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = "echo.v1.EchoService",
+                rpc.method = method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                server.address = host,
+                server.port = port,
+            );
+            let result = downstream(&client, &forward, carried.clone(), timeout, &hops)
+                .instrument(span.clone())
+                .await;
+            span.record("rpc.grpc.status_code", result.code);
+            if result.code != StatusCode::Ok as i32 {
+                span.record("otel.status_code", "ERROR");
+            }
             let elapsed = result
                 .latency
                 .and_then(|latency| Duration::try_from(latency).ok())

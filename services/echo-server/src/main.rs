@@ -1,12 +1,17 @@
-//! `echo-server`: parses the config, sets up logging, binds, runs until SIGINT/SIGTERM.
+//! `echo-server`: parses the config, sets up logging (and tracing over OTLP
+//! when an endpoint is given), binds, runs until SIGINT/SIGTERM.
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
-use echo_server::{Config, LogFormat};
+use echo_client::telemetry::Telemetry;
+use echo_server::Config;
+use echo_server::config::{LogFormat, ObservabilityConfig};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 // mimalloc: fewer instructions per call than the system allocator (BENCHMARKS.md).
 #[global_allocator]
@@ -14,10 +19,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    init_tracing(config.observability.log_format);
     echo_wire::runtime::build(config.listen.worker_threads.map(usize::from))
         .context("cannot start the runtime")?
-        .block_on(serve(config))
+        .block_on(async {
+            // In the runtime: the OTLP exporter's channel needs one.
+            let telemetry = init_tracing(&config.observability)?;
+            let served = serve(config).await;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown().await;
+            }
+            served
+        })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -54,16 +66,37 @@ async fn bind_tcp(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpL
         .with_context(|| format!("cannot listen for {what} on {addr}"))
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr at `RUST_LOG`'s level; with an OTLP endpoint, also every
+/// RPC's span, whatever the level.
+fn init_tracing(config: &ObservabilityConfig) -> anyhow::Result<Option<Telemetry>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let telemetry = Telemetry::start(config.otlp_endpoint.as_deref(), "echo-server")?;
+    let Some(telemetry) = telemetry else {
+        // Without spans to export, one global filter: a disabled span costs
+        // a call nothing (checked with bench/instructions.py).
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
+        match config.log_format {
+            LogFormat::Human => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
+        return Ok(None);
+    };
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let logs = match config.log_format {
+        LogFormat::Human => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(telemetry.layer())
+        .init();
+    tracing::info!("exporting traces over OTLP");
+    Ok(Some(telemetry))
 }
 
 /// Reloads the TLS certificate on every SIGHUP.

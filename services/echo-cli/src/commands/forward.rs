@@ -35,7 +35,7 @@ pub(crate) struct ForwardArgs {
     downstream_protocol: DownstreamProtocol,
     /// `KEY=VALUE` metadata each downstream call carries (repeatable).
     #[arg(long = "downstream-header", value_parser = parse_header)]
-    headers: Vec<(String, String)>,
+    downstream_headers: Vec<(String, String)>,
     /// Text the last hop's Echo carries.
     #[arg(short, long, default_value = "")]
     message: String,
@@ -66,7 +66,7 @@ impl ForwardArgs {
         let hop = |target: &String| ForwardRequest {
             target: target.clone(),
             timeout: self.each_timeout.map(proto_duration),
-            headers: self.headers.iter().cloned().collect(),
+            headers: self.downstream_headers.iter().cloned().collect(),
             protocol: protocol as i32,
             ..Default::default()
         };
