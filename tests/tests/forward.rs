@@ -311,3 +311,88 @@ async fn a_cancelled_forward_cancels_its_downstream_call_at_once() {
         .unwrap_or(0.0);
     assert_eq!(canceled, 1.0);
 }
+
+#[tokio::test]
+async fn a_forward_calls_over_mutual_tls_and_to_an_interop_server() {
+    use echo_client::proto::ForwardMethod;
+    use echo_tests::pki::{self, Ca};
+
+    let ca = Ca::new("forward-ca");
+    let dir = pki::temp_dir("forward-tls");
+    let server_leaf = ca.server();
+    let a_leaf = ca.client("forwarder-a");
+    let ca_file = pki::write(&dir, "ca.pem", ca.pem());
+    let server_cert = pki::write(&dir, "b.pem", &server_leaf.cert);
+    let server_key = pki::write(&dir, "b.key", &server_leaf.key);
+    let a_cert = pki::write(&dir, "a.pem", &a_leaf.cert);
+    let a_key = pki::write(&dir, "a.key", &a_leaf.key);
+    let path = |p: &std::path::PathBuf| p.display().to_string();
+    // B asks every client for a certificate from the CA.
+    let b = ServerProcess::spawn(ServerProcess::command(
+        "127.0.0.1:0",
+        "b",
+        &[
+            "--tls-cert",
+            &path(&server_cert),
+            "--tls-key",
+            &path(&server_key),
+            "--tls-client-ca",
+            &path(&ca_file),
+        ],
+        "info",
+    ));
+    let a = ServerProcess::spawn(ServerProcess::command(
+        "127.0.0.1:0",
+        "a",
+        &[
+            "--forward-allow",
+            "127.0.0.0/8",
+            "--forward-ca-file",
+            &path(&ca_file),
+            "--forward-cert-file",
+            &path(&a_cert),
+            "--forward-key-file",
+            &path(&a_key),
+        ],
+        "info",
+    ));
+    let client = client(&a).await;
+    for (server_name, method) in [
+        ("", ForwardMethod::Echo),
+        ("localhost", ForwardMethod::InteropUnaryCall),
+    ] {
+        let response = client
+            .forward(ForwardRequest {
+                tls: true,
+                server_name: server_name.into(),
+                method: method as i32,
+                ..to(&b)
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let result = &response.results[0];
+        println!("over mutual TLS, {method:?}: {result:?}");
+        assert_eq!(code(result.code), StatusCode::Ok, "{result:?}");
+        assert_eq!(result.instance, "b");
+        if method == ForwardMethod::Echo {
+            // B verified A's client certificate.
+            let echo = result.echo.as_ref().unwrap();
+            assert!(echo.peer_identity.contains("forwarder-a"), "{echo:?}");
+        }
+    }
+    // Plaintext to a TLS server fails the call, not the server.
+    let response = client.forward(to(&b)).await.unwrap().into_inner();
+    assert_ne!(code(response.results[0].code), StatusCode::Ok);
+    // A server with no CA for downstreams refuses TLS.
+    let plain = server("127.0.0.2:0", "plain");
+    let status = self::client(&plain)
+        .await
+        .forward(ForwardRequest {
+            tls: true,
+            ..to(&b)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+}

@@ -453,7 +453,7 @@ impl ClientBuilder {
         };
         let mut echo = EchoServiceClient::new(transport.clone());
         let admin = AdminServiceClient::new(transport.clone());
-        let mut health = HealthClient::new(transport);
+        let mut health = HealthClient::new(transport.clone());
         if self.accept_compression {
             echo = echo.accept_compressed(preferred).accept_compressed(other);
             health = health.accept_compressed(preferred).accept_compressed(other);
@@ -466,6 +466,7 @@ impl ClientBuilder {
             echo,
             health,
             admin,
+            transport,
             retrying,
             stats: self.stats,
         }
@@ -481,6 +482,7 @@ pub struct EchoClient {
     echo: EchoServiceClient<Transport>,
     health: HealthClient<Transport>,
     admin: AdminServiceClient<Transport>,
+    transport: Transport,
     retrying: Option<Arc<Retrying>>,
     stats: Arc<CallStats>,
 }
@@ -489,6 +491,12 @@ impl EchoClient {
     /// Shorthand for [`ClientBuilder::new`].
     pub fn builder(endpoint: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(endpoint)
+    }
+
+    /// The transport its calls go over, for a client of any other service
+    /// (e.g. `TestServiceClient::new(client.transport())`).
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
     }
 
     /// How often this client's calls were sent again.

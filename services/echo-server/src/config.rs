@@ -135,6 +135,19 @@ pub struct ForwardConfig {
     /// Largest `count` of one Forward (its calls run one after another).
     #[arg(long, env = "ECHO_FORWARD_MAX_COUNT", default_value_t = DEFAULT_FORWARD_MAX_COUNT)]
     pub forward_max_count: u32,
+
+    /// PEM CA certificates trusted for downstreams a Forward calls over TLS
+    /// [default: TLS downstreams refused].
+    #[arg(long, env = "ECHO_FORWARD_CA_FILE")]
+    pub forward_ca_file: Option<PathBuf>,
+
+    /// PEM certificate chain this server presents to TLS downstreams (mutual TLS).
+    #[arg(long, env = "ECHO_FORWARD_CERT_FILE", requires = "forward_key_file")]
+    pub forward_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--forward-cert-file`.
+    #[arg(long, env = "ECHO_FORWARD_KEY_FILE", requires = "forward_cert_file")]
+    pub forward_key_file: Option<PathBuf>,
 }
 
 impl Default for ForwardConfig {
@@ -143,6 +156,9 @@ impl Default for ForwardConfig {
             forward_allow: Vec::new(),
             forward_max_hops: DEFAULT_FORWARD_MAX_HOPS,
             forward_max_count: DEFAULT_FORWARD_MAX_COUNT,
+            forward_ca_file: None,
+            forward_cert_file: None,
+            forward_key_file: None,
         }
     }
 }

@@ -62,6 +62,9 @@ pub enum ForwardError {
     /// A field of the request has a value the server refuses.
     #[error("invalid forward: {0}")]
     Invalid(String),
+    /// TLS was asked for, and the server trusts no CA for downstreams.
+    #[error("the server has no CA for TLS downstreams (--forward-ca-file)")]
+    NoTls,
 }
 
 impl From<ForwardError> for Status {
@@ -69,7 +72,9 @@ impl From<ForwardError> for Status {
         let message = error.to_string();
         match error {
             ForwardError::Off | ForwardError::NotAllowed(_) => Status::permission_denied(message),
-            ForwardError::HopLimit { .. } => Status::failed_precondition(message),
+            ForwardError::HopLimit { .. } | ForwardError::NoTls => {
+                Status::failed_precondition(message)
+            }
             ForwardError::Invalid(_) => Status::invalid_argument(message),
         }
     }

@@ -13,10 +13,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use echo_client::{EchoClient, Protocol};
+use echo_client::{EchoClient, Protocol, TlsOptions};
 use grpc_echo::echo::v1::{
-    ForwardProtocol, ForwardRequest, ForwardResponse, ForwardResult, StatusCode,
+    ForwardMethod, ForwardProtocol, ForwardRequest, ForwardResponse, ForwardResult, StatusCode,
 };
+use grpc_echo::grpc::testing::SimpleRequest;
+use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
 use http::HeaderMap;
 use tokio::time::Instant;
 use tonic::metadata::{MetadataKey, MetadataValue};
@@ -138,6 +140,8 @@ pub(crate) struct Forwarder {
     pub(crate) allow: Allowlist,
     pub(crate) max_hops: u32,
     pub(crate) max_count: u32,
+    /// Trust and identity for TLS downstreams (`--forward-ca-file`).
+    pub(crate) tls: Option<TlsOptions>,
     pub(crate) metrics: ClientMetrics,
 }
 
@@ -211,15 +215,15 @@ impl ClientMetrics {
     }
 
     /// A downstream call to `method` (unary) is starting: its request is sent.
-    fn started(&self, method: &'static str) {
-        let labels = client_labels(method);
+    fn started(&self, service: &'static str, method: &'static str) {
+        let labels = client_labels(service, method);
         self.started.get_or_create(&labels).inc();
         self.sent.get_or_create(&labels).inc();
     }
 
     /// A downstream call to `method` ended with `code` after `elapsed`.
-    fn handled(&self, method: &'static str, code: Code, elapsed: Duration) {
-        let labels = client_labels(method);
+    fn handled(&self, service: &'static str, method: &'static str, code: Code, elapsed: Duration) {
+        let labels = client_labels(service, method);
         if code == Code::Ok {
             self.received.get_or_create(&labels).inc();
         }
@@ -237,10 +241,10 @@ impl ClientMetrics {
     }
 }
 
-fn client_labels(method: &'static str) -> ClientLabels {
+fn client_labels(service: &'static str, method: &'static str) -> ClientLabels {
     ClientLabels {
         grpc_type: "unary",
-        grpc_service: "echo.v1.EchoService",
+        grpc_service: service,
         grpc_method: method,
     }
 }
@@ -310,11 +314,30 @@ impl Forwarder {
                 )));
             }
         };
-        let client = EchoClient::builder(format!("http://{}", forward.target))
+        let scheme = if forward.tls { "https" } else { "http" };
+        let mut builder = EchoClient::builder(format!("{scheme}://{}", forward.target))
             .protocol(protocol)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if forward.tls {
+            let mut tls = self.tls.clone().ok_or(ForwardError::NoTls)?;
+            if !forward.server_name.is_empty() {
+                tls.server_name = Some(forward.server_name.clone());
+            }
+            builder = builder.tls(tls);
+        }
+        let client = builder
             .connect_lazy()
             .map_err(|err| ForwardError::Invalid(err.to_string()))?;
+        let interop = match ForwardMethod::try_from(forward.method) {
+            Ok(ForwardMethod::Echo) => false,
+            Ok(ForwardMethod::InteropUnaryCall) => true,
+            Err(_) => {
+                return Err(ForwardError::Invalid(format!(
+                    "unknown method {}",
+                    forward.method
+                )));
+            }
+        };
         let carried = carried_metadata(&headers, &forward, &hops)?;
 
         let started = Instant::now();
@@ -329,27 +352,29 @@ impl Forwarder {
                 (Some(timeout), Some(remaining)) => Some(timeout.min(remaining)),
                 (timeout, remaining) => timeout.or(remaining),
             };
-            let method = if forward.forward.is_some() {
-                "Forward"
+            let (service, method) = if forward.forward.is_some() {
+                ("echo.v1.EchoService", "Forward")
+            } else if interop {
+                ("grpc.testing.TestService", "UnaryCall")
             } else {
-                "Echo"
+                ("echo.v1.EchoService", "Echo")
             };
-            self.metrics.started(method);
+            self.metrics.started(service, method);
             // The client span of the call, whose context the client library
             // sends downstream (exported when tracing is on).
             let span = tracing::debug_span!(
                 "forward call",
-                otel.name = %format_args!("echo.v1.EchoService/{method}"),
+                otel.name = %format_args!("{service}/{method}"),
                 otel.kind = "client",
                 otel.status_code = tracing::field::Empty,
                 rpc.system = "grpc",
-                rpc.service = "echo.v1.EchoService",
+                rpc.service = service,
                 rpc.method = method,
                 rpc.grpc.status_code = tracing::field::Empty,
                 server.address = host,
                 server.port = port,
             );
-            let result = downstream(&client, &forward, carried.clone(), timeout, &hops)
+            let result = downstream(&client, interop, &forward, carried.clone(), timeout, &hops)
                 .instrument(span.clone())
                 .await;
             span.record("rpc.grpc.status_code", result.code);
@@ -361,7 +386,7 @@ impl Forwarder {
                 .and_then(|latency| Duration::try_from(latency).ok())
                 .unwrap_or_default();
             self.metrics
-                .handled(method, Code::from(result.code), elapsed);
+                .handled(service, method, Code::from(result.code), elapsed);
             results.push(result);
         }
         Ok(ForwardResponse {
@@ -402,6 +427,7 @@ fn carried_metadata(
 /// One downstream call, as its result.
 async fn downstream(
     client: &EchoClient,
+    interop: bool,
     forward: &ForwardRequest,
     metadata: tonic::metadata::MetadataMap,
     timeout: Option<Duration>,
@@ -431,6 +457,33 @@ async fn downstream(
                         Some(forwarded),
                     )
                 })
+            }
+            None if interop => {
+                let message = SimpleRequest {
+                    response_size: forward
+                        .request
+                        .as_ref()
+                        .and_then(|request| request.response_size)
+                        .map_or(0, |size| i32::try_from(size).unwrap_or(i32::MAX)),
+                    fill_server_id: true,
+                    ..Default::default()
+                };
+                let mut request = Request::from_parts(metadata, Default::default(), message);
+                if let Some(timeout) = timeout {
+                    request.set_timeout(timeout);
+                }
+                TestServiceClient::new(client.transport())
+                    .unary_call(request)
+                    .await
+                    .map(|response| {
+                        let answer = response.into_inner();
+                        let instance = if answer.server_id.is_empty() {
+                            answer.hostname
+                        } else {
+                            answer.server_id
+                        };
+                        (instance, String::new(), None, None)
+                    })
             }
             None => {
                 let message = forward.request.clone().unwrap_or_default();

@@ -24,7 +24,7 @@ use tower_service::Service;
 use crate::accept::{self, Connection, ConnectionLimits};
 use crate::budget::Budgets;
 use crate::chaos::{Chaos, Schedule};
-use crate::config::Config;
+use crate::config::{Config, ForwardConfig};
 use crate::conn::{self, HttpSettings};
 use crate::forward::{Allowlist, ClientMetrics, Forwarder};
 use crate::layers::{self, AuthLayer, BehaviorLayer, Behaviors, StackSettings, Tokens};
@@ -35,6 +35,7 @@ use crate::services::{DESCRIPTOR_SETS, Services};
 use crate::stats::Stats;
 use crate::tls::{Tls, TlsReload};
 use crate::web::Page;
+use echo_client::TlsOptions;
 
 /// After the grace period ends open streams, how long their final statuses get
 /// to reach the callers before every remaining connection is dropped. This also
@@ -67,6 +68,14 @@ pub enum ServeError {
     /// `--fault` does not parse.
     #[error("--fault: {0}")]
     Fault(String),
+    /// A `--forward-ca-file`, `--forward-cert-file` or `--forward-key-file` cannot be read.
+    #[error("forward TLS file {path}: {reason}")]
+    ForwardTls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// A `--forward-allow` entry does not parse.
     #[error("--forward-allow: {0}")]
     ForwardAllow(String),
@@ -170,6 +179,7 @@ impl Server {
                 .map_err(ServeError::ForwardAllow)?,
             max_hops: config.forward.forward_max_hops,
             max_count: config.forward.forward_max_count,
+            tls: forward_tls(&config.forward)?,
             metrics: ClientMetrics::default(),
         };
         let client_metrics = forwarder.metrics.clone();
@@ -431,6 +441,28 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers(ExposeHeaders::any())
             .max_age(CORS_MAX_AGE),
     )
+}
+
+/// The TLS material of `--forward-ca-file` and `--forward-cert-file`.
+fn forward_tls(config: &ForwardConfig) -> Result<Option<TlsOptions>, ServeError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|err| ServeError::ForwardTls {
+            path: path.clone(),
+            reason: err.to_string(),
+        })
+    };
+    let Some(ca) = &config.forward_ca_file else {
+        return Ok(None);
+    };
+    let identity = match (&config.forward_cert_file, &config.forward_key_file) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(Some(TlsOptions {
+        ca_pem: read(ca)?,
+        server_name: None,
+        identity,
+    }))
 }
 
 /// The schedules of `--chaos` and `--chaos-file`.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use echo_client::ClientBuilder;
 use echo_client::proto::{
-    EchoRequest, ForwardProtocol, ForwardRequest, ForwardResponse, ForwardResult, StatusCode,
+    EchoRequest, ForwardMethod, ForwardProtocol, ForwardRequest, ForwardResponse, ForwardResult,
+    StatusCode,
 };
 use serde_json::{Value, json};
 
@@ -36,9 +37,26 @@ pub(crate) struct ForwardArgs {
     /// `KEY=VALUE` metadata each downstream call carries (repeatable).
     #[arg(long = "downstream-header", value_parser = parse_header)]
     downstream_headers: Vec<(String, String)>,
+    /// Call each downstream over TLS (the server's `--forward-ca-file`, and
+    /// its `--forward-cert-file` for mutual TLS).
+    #[arg(long)]
+    downstream_tls: bool,
+    /// The name to expect in the downstream's certificate [default: its host].
+    #[arg(long, requires = "downstream_tls")]
+    downstream_server_name: Option<String>,
+    /// What the last hop calls: echo.v1 Echo, or the interop
+    /// `grpc.testing.TestService/UnaryCall` of any interop server.
+    #[arg(long, value_enum, default_value = "echo")]
+    downstream_method: DownstreamMethod,
     /// Text the last hop's Echo carries.
     #[arg(short, long, default_value = "")]
     message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DownstreamMethod {
+    Echo,
+    InteropUnaryCall,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +86,8 @@ impl ForwardArgs {
             timeout: self.each_timeout.map(proto_duration),
             headers: self.downstream_headers.iter().cloned().collect(),
             protocol: protocol as i32,
+            tls: self.downstream_tls,
+            server_name: self.downstream_server_name.clone().unwrap_or_default(),
             ..Default::default()
         };
         let mut request = None;
@@ -77,6 +97,12 @@ impl ForwardArgs {
                     message: self.message.clone(),
                     ..Default::default()
                 }),
+                method: match (&request, self.downstream_method) {
+                    (None, DownstreamMethod::InteropUnaryCall) => {
+                        ForwardMethod::InteropUnaryCall as i32
+                    }
+                    _ => ForwardMethod::Echo as i32,
+                },
                 forward: request.map(Box::new),
                 ..hop(target)
             });
