@@ -198,8 +198,8 @@ async fn a_balanced_client_rides_out_health_flips_goaway_bursts_and_closed_conne
         server(
             "127.0.0.1:0",
             "unhealthy",
-            // Out of rotation for 1.5 s of every 3 s.
-            &["unhealthy for=1500ms every=3s after=500ms"],
+            // Out of rotation for 2 s of every 4 s.
+            &["unhealthy for=2s every=4s after=500ms"],
         ),
         server("127.0.0.2:0", "goaway", &["goaway every=500ms"]),
         server(
@@ -231,7 +231,8 @@ async fn a_balanced_client_rides_out_health_flips_goaway_bursts_and_closed_conne
     // inside never reach it. It comes back after a round or two too.
     let unhealthy = windows(&servers[0], "unhealthy");
     assert!(unhealthy.len() >= 2, "{unhealthy:?}");
-    let settle = Duration::from_millis(600);
+    // Rounds of health checks, with room for a loaded machine.
+    let settle = Duration::from_millis(1000);
     let settled: Vec<_> = unhealthy
         .iter()
         .map(|&(open, close)| (open + settle, close))
