@@ -713,8 +713,11 @@ fn open_loop_latency_shows_a_server_stall_that_a_closed_loop_hides() {
     let steady: Value = serde_json::from_slice(&steady.stdout).unwrap();
     let rate = steady["calls_per_second"].as_f64().unwrap();
     assert!((rate - 200.0).abs() <= 2.0, "{steady}");
+    // 20 ms, plus the timer's millisecond and two debug builds: about 24 ms
+    // on a quiet machine (before and after this stage's work alike), more
+    // with the suite's other tests beside it.
     let p50 = steady["latency_ms"]["p50"].as_f64().unwrap();
-    assert!((20.0..25.0).contains(&p50), "{steady}");
+    assert!((20.0..30.0).contains(&p50), "{steady}");
 
     // The server stalls for one second in the middle of each run: the open
     // loop counts every call from its intended start, so the stall reaches
