@@ -442,13 +442,10 @@ async fn downstream(
     }
     let attempt = async {
         match &forward.forward {
-            Some(nested) => {
-                let mut request =
-                    Request::from_parts(metadata, Default::default(), (**nested).clone());
-                if let Some(timeout) = timeout {
-                    request.set_timeout(timeout);
-                }
-                client.forward(request).await.map(|response| {
+            Some(nested) => client
+                .forward(timed(metadata, (**nested).clone(), timeout))
+                .await
+                .map(|response| {
                     let forwarded = response.into_inner();
                     (
                         forwarded.instance.clone(),
@@ -456,8 +453,7 @@ async fn downstream(
                         None,
                         Some(forwarded),
                     )
-                })
-            }
+                }),
             None if interop => {
                 let message = SimpleRequest {
                     response_size: forward
@@ -468,12 +464,8 @@ async fn downstream(
                     fill_server_id: true,
                     ..Default::default()
                 };
-                let mut request = Request::from_parts(metadata, Default::default(), message);
-                if let Some(timeout) = timeout {
-                    request.set_timeout(timeout);
-                }
                 TestServiceClient::new(client.transport())
-                    .unary_call(request)
+                    .unary_call(timed(metadata, message, timeout))
                     .await
                     .map(|response| {
                         let answer = response.into_inner();
@@ -487,14 +479,13 @@ async fn downstream(
             }
             None => {
                 let message = forward.request.clone().unwrap_or_default();
-                let mut request = Request::from_parts(metadata, Default::default(), message);
-                if let Some(timeout) = timeout {
-                    request.set_timeout(timeout);
-                }
-                client.echo(request).await.map(|response| {
-                    let echo = response.into_inner();
-                    (echo.instance.clone(), echo.peer.clone(), Some(echo), None)
-                })
+                client
+                    .echo(timed(metadata, message, timeout))
+                    .await
+                    .map(|response| {
+                        let echo = response.into_inner();
+                        (echo.instance.clone(), echo.peer.clone(), Some(echo), None)
+                    })
             }
         }
     };
@@ -523,6 +514,19 @@ async fn downstream(
         }
         Err(status) => failed(status, start),
     }
+}
+
+/// A downstream request of `message`, carrying `metadata` and `timeout`.
+fn timed<M>(
+    metadata: tonic::metadata::MetadataMap,
+    message: M,
+    timeout: Option<Duration>,
+) -> Request<M> {
+    let mut request = Request::from_parts(metadata, Default::default(), message);
+    if let Some(timeout) = timeout {
+        request.set_timeout(timeout);
+    }
+    request
 }
 
 fn failed(status: Status, start: Instant) -> ForwardResult {

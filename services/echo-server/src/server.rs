@@ -79,6 +79,9 @@ pub enum ServeError {
     /// A `--forward-allow` entry does not parse.
     #[error("--forward-allow: {0}")]
     ForwardAllow(String),
+    /// A `--chaos` schedule does not parse.
+    #[error("--chaos: {0}")]
+    Chaos(String),
     /// The `--chaos-file` cannot be read or does not parse.
     #[error("chaos file {path}: {reason}")]
     ChaosFile {
@@ -473,8 +476,7 @@ fn chaos_schedules(config: &Config) -> Result<Vec<Schedule>, ServeError> {
         .iter()
         .map(|text| Schedule::parse(text))
         .collect::<Result<Vec<_>, _>>()
-        // Checked when the flags were parsed.
-        .map_err(ServeError::Fault)?;
+        .map_err(ServeError::Chaos)?;
     if let Some(path) = &config.faults.chaos_file {
         let error = |reason: String| ServeError::ChaosFile {
             path: path.clone(),
