@@ -19,7 +19,7 @@ from pathlib import Path
 
 SERVERS = ["ours", "baseline", "h2 floor", "tcp floor"]
 # Units where a smaller figure is the better one.
-LOWER_IS_BETTER = re.compile(r"\((ms|MiB)\)|CPU ms|^p99 ms")
+LOWER_IS_BETTER = re.compile(r"\((ms|MiB)\)|CPU ms|^p(50|99) ms|instructions")
 WIDTH = 900
 ROW = 30
 LEFT = 390

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import PROTOCOL_BODIES, ROOT, free_port  # noqa: E402
+from suite import BASELINE_BODY, PROTOCOL_BODIES, ROOT, free_port  # noqa: E402
 
 
 def wait_for_port(port, process, limit=60):
@@ -70,13 +70,14 @@ def main():
         path = "/echo.v1.EchoService/Echo"
     work = Path(tempfile.mkdtemp(prefix="grpc-echo-callgrind-"))
     body = work / "request.bin"
-    body.write_bytes(PROTOCOL_BODIES[options.content_type])
+    body.write_bytes(BASELINE_BODY if options.server == "stock" else PROTOCOL_BODIES[options.content_type])
     headers = ["-H", f"content-type: {options.content_type}", "-H", "te: trailers"]
     # HTTP/1.1 takes one call at a time per connection.
     transport = ["--h1", "-c", "10", "-m", "1"] if options.http1 else ["-c", "10", "-m", "10"]
     out = work / "callgrind.out"
     server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        # On one CPU, as the suite runs every server.
+        ["taskset", "-c", "0", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

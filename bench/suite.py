@@ -63,24 +63,84 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\0" + len(message).to_bytes(4, "big") + message
 
 
-def field_one(size: int) -> bytes:
-    """Protobuf field 1 (length-delimited) of `size` bytes of '*': a `string
-    message` for echo.v1, a `bytes payload` for the baseline's bench.Msg."""
-    length, varint = size, b""
-    while length >= 0x80:
-        varint += bytes([(length & 0x7F) | 0x80])
-        length >>= 7
-    return b"\x0a" + varint + bytes([length]) + b"*" * size
+def varint(value: int) -> bytes:
+    out = b""
+    while value >= 0x80:
+        out += bytes([(value & 0x7F) | 0x80])
+        value >>= 7
+    return out + bytes([value])
 
 
-# The 64-byte unary request in each content type a call can be made in
-# (echo.v1.EchoRequest's `message`; ours only, but for gRPC).
+# The field the payload travels in: a `bytes payload` in both servers'
+# messages, echoed back as it came (a `string` would add a UTF-8 check the
+# baseline does not make).
+OURS_FIELD = 2  # echo.v1.EchoRequest.payload
+BASELINE_FIELD = 1  # bench.Msg.payload
+
+
+def payload_field(field: int, size: int) -> bytes:
+    """Protobuf field `field` (length-delimited) of `size` bytes of '*'."""
+    return varint(field << 3 | 2) + varint(size) + b"*" * size
+
+
+BASELINE_BODY = grpc_frame(payload_field(BASELINE_FIELD, PAYLOAD))
+
+# The 64-byte unary request to our server in each content type a call can be
+# made in (echo.v1.EchoRequest's `payload`).
 PROTOCOL_BODIES = {
-    "application/grpc": grpc_frame(field_one(PAYLOAD)),
-    "application/grpc-web+proto": grpc_frame(field_one(PAYLOAD)),
-    "application/proto": field_one(PAYLOAD),
-    "application/json": json.dumps({"message": "*" * PAYLOAD}).encode(),
+    "application/grpc": grpc_frame(payload_field(OURS_FIELD, PAYLOAD)),
+    "application/grpc-web+proto": grpc_frame(payload_field(OURS_FIELD, PAYLOAD)),
+    "application/proto": payload_field(OURS_FIELD, PAYLOAD),
+    "application/json": json.dumps({"payload": base64.b64encode(b"*" * PAYLOAD).decode()}).encode(),
 }
+
+
+def unary_call(port, path, body, timeout=2.0):
+    """Makes one gRPC unary call over a new HTTP/2 connection (headers as
+    HPACK literals); True once the answer came: a message, then trailers. The
+    same probe for every server, so start-up is measured alike."""
+    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
+               (b":authority", f"127.0.0.1:{port}".encode()),
+               (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+    block = b"".join(b"\0" + bytes([len(name)]) + name + bytes([len(value)]) + value
+                     for name, value in headers)
+
+    def frame(kind, flags, stream, payload=b""):
+        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
+                      + frame(1, 0x4, 1, block) + frame(0, 0x1, 1, body))
+            received, answered = b"", False
+            while True:
+                while len(received) < 9 or len(received) < 9 + int.from_bytes(received[:3], "big"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return False
+                    received += chunk
+                length = int.from_bytes(received[:3], "big")
+                kind, flags = received[3], received[4]
+                stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+                received = received[9 + length:]
+                if kind == 4 and not flags & 0x1:
+                    s.sendall(frame(4, 0x1, 0))  # SETTINGS ACK
+                elif stream == 1 and kind == 0 and length > 0:
+                    answered = True
+                elif stream == 1 and kind == 1 and flags & 0x1:
+                    return answered  # trailers-only: an error status
+                elif kind == 3 or kind == 7:  # RST_STREAM, GOAWAY
+                    return False
+    except OSError:
+        return False
+
+
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def load(args, timeout=600):
@@ -96,7 +156,7 @@ def load(args, timeout=600):
 class Server:
     """A server process pinned to the server CPU."""
 
-    def __init__(self, name, argv, port, ready_probe=None):
+    def __init__(self, name, argv, port, ready_probe):
         self.name, self.port = name, port
         started = time.monotonic()
         self.process = subprocess.Popen(
@@ -109,17 +169,10 @@ class Server:
             if self.process.poll() is not None:
                 fail(f"{name} exited at start ({self.process.returncode})")
             if time.monotonic() > deadline:
-                fail(f"{name} did not start listening")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                fail(f"{name} did not start serving")
+            if ready_probe():
                 break
-            except OSError:
-                time.sleep(0.002)
-        if ready_probe:
-            while not ready_probe():
-                if time.monotonic() > deadline:
-                    fail(f"{name} never became ready")
-                time.sleep(0.002)
+            time.sleep(0.001)
         self.startup_seconds = time.monotonic() - started
 
     def cpu_seconds(self):
@@ -150,8 +203,8 @@ class Suite:
         self.seconds = options.duration
         self.results = {}  # (shape, server) -> [value per run]
         self.work = Path(tempfile.mkdtemp(prefix="grpc-echo-bench-"))
-        self.body_file = self.work / "request.bin"
-        self.body_file.write_bytes(grpc_frame(field_one(PAYLOAD)))
+        self.baseline_body_file = self.work / "request.baseline"
+        self.baseline_body_file.write_bytes(BASELINE_BODY)
         # The same 64-byte message in the other protocols (PROTOCOL_ROWS).
         self.protocol_body_files = {}
         for index, (content_type, body) in enumerate(PROTOCOL_BODIES.items()):
@@ -160,7 +213,7 @@ class Suite:
         self.static_dir = self.work / "static"
         self.static_dir.mkdir()
         # nghttpd's answer: the same bytes a gRPC echo would send back.
-        (self.static_dir / "echo").write_bytes(grpc_frame(field_one(PAYLOAD)))
+        (self.static_dir / "echo").write_bytes(PROTOCOL_BODIES["application/grpc"])
 
     def record(self, shape, server, value):
         if value is None or value != value or value <= 0:
@@ -169,10 +222,10 @@ class Suite:
 
     # -- load generators -------------------------------------------------
 
-    def h2load(self, port, path, connections, streams, body_file=None,
+    def h2load(self, port, path, connections, streams, body_file,
                headers=("content-type: application/grpc", "te: trailers"), http1=False):
         argv = ["h2load", "-D", str(max(1, round(self.seconds))), "-c", str(connections),
-                "-m", str(streams), "-d", str(body_file or self.body_file)]
+                "-m", str(streams), "-d", str(body_file)]
         for header in headers:
             argv += ["-H", header]
         if http1:
@@ -187,7 +240,7 @@ class Suite:
         return float(rate.group(1)), int(done.group(3))
 
     def echo_bench(self, port, method, rpc, connections, concurrency, payload=PAYLOAD,
-                   messages=None, rps=None, call=None):
+                   messages=None, rps=None, call=None, field=None):
         """`call`: (method, JSON data) for `bench --call`, in place of `rpc`."""
         argv = [
             str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "--json", "bench",
@@ -199,7 +252,7 @@ class Suite:
         else:
             argv += ["--rpc", rpc, "--payload-size", str(payload)]
         if method:
-            argv += ["--method", method]
+            argv += ["--method", method, "--field", str(field)]
         if messages:
             argv += ["--messages", str(messages)]
         if rps:
@@ -240,20 +293,26 @@ class Suite:
     def start(self, name):
         port = free_port()
         if name == "ours":
-            health = [str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "health"]
+            unary, body = "/echo.v1.EchoService/Echo", PROTOCOL_BODIES["application/grpc"]
             tcp_port = free_port()
             server = Server(name, [str(self.bin / "echo-server"), "--listen", f"127.0.0.1:{port}",
                                    "--tcp-echo-addr", f"127.0.0.1:{tcp_port}"], port,
-                            ready_probe=lambda: subprocess.run(health, capture_output=True).returncode == 0)
+                            lambda: unary_call(port, unary, body))
             server.tcp_port = tcp_port
-            server.unary, server.bidi = "/echo.v1.EchoService/Echo", "/echo.v1.EchoService/BidiStream"
+            server.unary, server.bidi = unary, "/echo.v1.EchoService/BidiStream"
+            server.field, server.body_file = OURS_FIELD, self.protocol_body_files["application/grpc"]
         elif name == "baseline":
-            server = Server(name, [str(self.stock_bin / "stock-server"), f"127.0.0.1:{port}"], port)
-            server.unary, server.bidi = "/bench.Echo/Unary", "/bench.Echo/Bidi"
+            unary = "/bench.Echo/Unary"
+            server = Server(name, [str(self.stock_bin / "stock-server"), f"127.0.0.1:{port}"], port,
+                            lambda: unary_call(port, unary, BASELINE_BODY))
+            server.unary, server.bidi = unary, "/bench.Echo/Bidi"
+            server.field, server.body_file = BASELINE_FIELD, self.baseline_body_file
         elif name == "tcp floor":
-            server = Server(name, [str(self.stock_bin / "tcp-echo"), f"127.0.0.1:{port}"], port)
+            server = Server(name, [str(self.stock_bin / "tcp-echo"), f"127.0.0.1:{port}"], port,
+                            lambda: listening(port))
         elif name == "h2 floor":
-            server = Server(name, ["nghttpd", "--no-tls", "-d", str(self.static_dir), str(port)], port)
+            server = Server(name, ["nghttpd", "--no-tls", "-d", str(self.static_dir), str(port)], port,
+                            lambda: listening(port))
         return server
 
     # -- one run ---------------------------------------------------------
@@ -274,24 +333,28 @@ class Suite:
                     continue
                 if name == "h2 floor":
                     for c, m in [(1, 1), (connections, 20)]:
-                        rate, _ = self.h2load(server.port, "/echo", c, m)
+                        rate, _ = self.h2load(server.port, "/echo", c, m, self.protocol_body_files["application/grpc"])
                         self.record(f"unary 64 B {c}x{m}, h2load (req/s)", name, rate)
                     continue
                 for c, m in [(1, 1), (connections, 20)]:
                     before = server.cpu_seconds()
-                    rate, requests = self.h2load(server.port, server.unary, c, m)
+                    rate, requests = self.h2load(server.port, server.unary, c, m, server.body_file)
                     self.record(f"unary 64 B {c}x{m}, h2load (req/s)", name, rate)
                     if m > 1:
                         cpu = server.cpu_seconds() - before
                         self.record("server CPU ms per 1,000 unary calls", name, cpu / requests * 1e6)
                 for c, m in [(1, 1), (connections, 20)]:
-                    report = self.echo_bench(server.port, server.unary, "unary", c, m)
+                    report = self.echo_bench(server.port, server.unary, "unary", c, m, field=server.field)
                     self.record(f"unary 64 B {c}x{m}, echo-client bench (req/s)", name,
                                 report["calls_per_second"])
-                report = self.echo_bench(server.port, server.bidi, "bidi", 10, 5)
+                    if c == 1:
+                        for quantile in ("p50", "p99"):
+                            self.record(f"{quantile} ms, unary 1x1", name, report["latency_ms"][quantile])
+                report = self.echo_bench(server.port, server.bidi, "bidi", 10, 5, field=server.field)
                 self.record("bidi ping-pong 64 B, 10x5 streams (msg/s)", name,
                             report["messages_per_second"])
-                report = self.echo_bench(server.port, server.bidi, "bidi", 1, 1, payload=BIG_PAYLOAD)
+                report = self.echo_bench(server.port, server.bidi, "bidi", 1, 1, payload=BIG_PAYLOAD,
+                                         field=server.field)
                 self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
                             report["messages_per_second"] * BIG_PAYLOAD / 1e6)
                 if name == "ours":
@@ -305,7 +368,7 @@ class Suite:
                         c, m = (connections, 1) if http1 else (connections, 20)
                         rate, _ = self.h2load(
                             server.port, server.unary, c, m,
-                            body_file=self.protocol_body_files[content_type],
+                            self.protocol_body_files[content_type],
                             headers=(f"content-type: {content_type}",), http1=http1)
                         self.record(shape.format(c=c, m=m), name, rate)
                     report = self.echo_bench(server.port, None, "server-stream", 1, 1, messages=1000)
@@ -320,14 +383,25 @@ class Suite:
                 if baseline_peak:
                     for share in (50, 80):
                         report = self.echo_bench(server.port, server.unary, "unary", connections, 20,
-                                                 rps=baseline_peak * share / 100)
-                        self.record(f"p99 ms, open loop at {share}% of baseline peak", name,
-                                    report["latency_ms"]["p99"])
+                                                 rps=baseline_peak * share / 100, field=server.field)
+                        quantiles = ("p50", "p99") if share == 50 else ("p99",)
+                        for quantile in quantiles:
+                            self.record(f"{quantile} ms, open loop at {share}% of baseline peak", name,
+                                        report["latency_ms"][quantile])
                 count = 200 if self.options.smoke else IDLE_CONNECTIONS
                 self.record(f"RSS with {count} idle connections (MiB)", name,
                             self.idle_connections_rss(server, count) / 1024)
             finally:
                 server.stop()
+        if self.options.instructions:
+            for name, server in (("ours", str(self.bin / "echo-server")), ("baseline", "stock")):
+                out = subprocess.run([sys.executable, str(ROOT / "bench" / "instructions.py"),
+                                      "--server", server, "--calls", "5000"],
+                                     capture_output=True, text=True, check=True).stdout
+                match = re.search(r"([\d,]+) instructions per unary call", out)
+                if not match:
+                    fail(f"cannot parse bench/instructions.py output: {out}")
+                self.record(INSTRUCTIONS_SHAPE, name, int(match.group(1).replace(",", "")))
 
     def baseline_peak(self):
         """The baseline's closed-loop unary peak with echo-client bench, which
@@ -335,12 +409,17 @@ class Suite:
         server = self.start("baseline")
         try:
             connections = 20 if self.options.smoke else 50
-            return self.echo_bench(server.port, server.unary, "unary", connections, 20)[
+            return self.echo_bench(server.port, server.unary, "unary", connections, 20,
+                                   field=server.field)[
                 "calls_per_second"]
         finally:
             server.stop()
 
     # -- report ----------------------------------------------------------
+
+    def medians(self, server):
+        return {shape: statistics.median(values)
+                for (shape, name), values in self.results.items() if name == server}
 
     def table(self):
         servers = ["ours", "baseline", "h2 floor", "tcp floor"]
@@ -364,19 +443,45 @@ class Suite:
             if "ours" in medians and "baseline" in medians:
                 ratio = f"{medians['ours'] / medians['baseline']:.2f}x"
             lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} |")
-        grpc = [v for (shape, server), v in self.results.items()
-                if server == "ours" and shape.startswith("unary 64 B") and "h2load" in shape
-                and not shape.startswith("unary 64 B 1x1")]
-        protocol_rows = [(shape, values) for (shape, server), values in self.results.items()
-                         if server == "ours" and shape.startswith("protocol:")]
-        if grpc and protocol_rows:
-            reference = statistics.median(grpc[0])
+        ours = self.medians("ours")
+        reference = next((value for shape, value in ours.items()
+                          if shape.startswith("unary 64 B") and "h2load" in shape
+                          and not shape.startswith("unary 64 B 1x1")), None)
+        protocol_rows = [(shape, value) for shape, value in ours.items() if shape.startswith("protocol:")]
+        if reference and protocol_rows:
             lines += ["", "| protocol (ours, h2load) | req/s | / our gRPC 50x20 |", "| --- | --- | --- |"]
-            for shape, values in protocol_rows:
-                median = statistics.median(values)
+            for shape, median in protocol_rows:
                 lines.append(f"| {shape} | {fmt(median)} | {median / reference:.2f}x |")
+        lines += ["", "| target (issue #14) | measured | met |", "| --- | --- | --- |"]
+        for target, ratio, met in self.targets(reference):
+            lines.append(f"| {target} | {ratio:.2f}x | {'yes' if met else 'no'} |")
         return "\n".join(lines)
 
+    def targets(self, grpc_reference):
+        """(target, measured ratio, met) for each of issue #14's targets
+        that one suite run measures."""
+        ours, baseline = self.medians("ours"), self.medians("baseline")
+        both = [shape for shape in ours if shape in baseline]
+        rows = []
+        for shape in both:
+            ratio = ours[shape] / baseline[shape]
+            if shape == INSTRUCTIONS_SHAPE:
+                rows.append((f"{shape}: ours / baseline <= 0.75x", ratio, ratio <= 0.75))
+            elif chart.LOWER_IS_BETTER.search(shape):
+                rows.append((f"{shape}: ours / baseline <= 1.0x", ratio, ratio <= 1.0))
+            else:
+                rows.append((f"{shape}: ours / baseline >= 1.0x", ratio, ratio >= 1.0))
+                if "50x20" in shape and shape.startswith("unary"):
+                    rows.append((f"{shape}: ours / baseline >= 1.5x", ratio, ratio >= 1.5))
+        if grpc_reference:
+            for shape, value in ours.items():
+                if shape.startswith("protocol:"):
+                    ratio = value / grpc_reference
+                    rows.append((f"{shape}: / our gRPC 50x20 >= 0.7x", ratio, ratio >= 0.7))
+        return rows
+
+
+INSTRUCTIONS_SHAPE = "callgrind instructions per unary call"
 
 # Unary calls in the other protocols, against our server only: (shape, body,
 # content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
@@ -410,6 +515,9 @@ def main():
     parser.add_argument("--chart", type=Path,
                         help="also draw the table as an SVG chart (bench/chart.py) to this file")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per unary call of both servers with callgrind "
+                             "(bench/instructions.py; needs valgrind)")
     options = parser.parse_args()
     if options.smoke:
         options.runs, options.duration, options.warmup = 1, 1.0, 0.2

@@ -130,6 +130,8 @@ async fn metrics_count_calls_codes_latency_streams_and_connections() {
     assert_eq!(sample(&scraped, "grpc_server_open_streams", &[]), 0.0);
     assert_eq!(sample(&scraped, "grpc_server_in_flight_calls", &[]), 0.0);
     assert!(sample(&scraped, "grpc_server_open_connections", &[]) >= 1.0);
+    // The connection's task at least, read at the scrape.
+    assert!(sample(&scraped, "tokio_alive_tasks", &[]) >= 1.0);
 
     // While a unary call and a stream are open, the gauges count them.
     let slow = tokio::spawn({

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 /// Name of the header carrying a call's timeout.
-pub const HEADER: &str = "grpc-timeout";
+pub const HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
 
 const MAX_DIGITS_VALUE: u128 = 99_999_999;
 

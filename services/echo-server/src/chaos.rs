@@ -457,19 +457,6 @@ impl ConnectionSubscription {
     }
 }
 
-/// [`ConnectionSubscription::next`], or never without chaos. It owns the
-/// subscription, so a connection keeps one future across its loop's turns
-/// (measured with callgrind: a new one each turn cost 240 instructions a
-/// unary call over chaos off, one kept costs 150).
-pub(crate) async fn next_event(
-    subscription: Option<ConnectionSubscription>,
-) -> (ConnectionChaos, ConnectionSubscription) {
-    match subscription {
-        Some(subscription) => subscription.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

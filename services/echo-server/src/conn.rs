@@ -8,16 +8,21 @@
 //! tonic's own serving loop offers no handle on a single connection, and a
 //! request that asks for GOAWAY, a closed connection or a stream reset needs
 //! one; so the connections are served here, with the same hyper settings.
+//! On a single-threaded runtime each HTTP/2 stream runs inside its
+//! connection's task ([`StreamExecutor`]), not in a task of its own.
 
+use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
@@ -29,7 +34,7 @@ use tower_service::Service;
 
 use crate::accept::{Connection, Flushes, PeerInfo};
 use crate::budget::{BudgetedAnswer, BudgetedRequest, Budgets, ConnectionBudgets};
-use crate::chaos::{self, ConnectionChaos, ConnectionSubscription};
+use crate::chaos::{ConnectionChaos, ConnectionSubscription};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 
 /// The largest receive window of a stream (hyper's default).
@@ -83,9 +88,10 @@ impl From<(&Http2Config, &LimitsConfig)> for HttpSettings {
 }
 
 impl HttpSettings {
-    /// hyper's HTTP/1.1 and HTTP/2 server with these settings.
-    pub(crate) fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+    /// hyper's HTTP/1.1 and HTTP/2 server with these settings, running
+    /// HTTP/2 streams with `streams`.
+    fn builder(&self, streams: StreamExecutor) -> auto::Builder<StreamExecutor> {
+        let mut builder = auto::Builder::new(streams);
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -143,17 +149,95 @@ pub(crate) struct Arrival {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResetStream(pub(crate) u32);
 
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+type ChaosEvent = dyn Future<Output = (ConnectionChaos, ConnectionSubscription)> + Send;
+
+/// Where hyper runs each HTTP/2 stream (a call: the layers, the handler and
+/// the answer's body): a task of its own, or, on a single-threaded runtime,
+/// inside its connection's task, where a task per stream would buy no
+/// parallelism but cost a spawn, a schedule and a wake-up per call
+/// (BENCHMARKS.md).
+#[derive(Clone)]
+pub(crate) struct StreamExecutor {
+    /// Streams handed over and not yet polled; `None`: spawn each.
+    in_connection: Option<Arc<Mutex<Vec<StreamFuture>>>>,
+}
+
+impl StreamExecutor {
+    /// For a connection served by the current runtime.
+    fn for_runtime() -> Self {
+        let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        Self {
+            in_connection: single_threaded.then(Arc::default),
+        }
+    }
+
+    /// Runs the streams handed to the connection's task, as long as it polls
+    /// this; never ends. Handed-over streams are collected apart from the
+    /// set being polled, so that a stream that starts another (an upgrade)
+    /// while it is polled cannot deadlock.
+    async fn run_streams(&self) -> Infallible {
+        let Some(handed_over) = &self.in_connection else {
+            return std::future::pending().await;
+        };
+        let mut streams = FuturesUnordered::new();
+        std::future::poll_fn(|cx| {
+            loop {
+                streams.extend(
+                    handed_over
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .drain(..),
+                );
+                // Pending once every stream waits, including when there are none.
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                if handed_over
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+                {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        match &self.in_connection {
+            Some(handed_over) => handed_over
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Box::pin(future)),
+            None => {
+                tokio::spawn(future);
+            }
+        }
+    }
+}
+
 /// Serves `connection` with `service` until it ends, is cut, or (after
 /// `stop`) has drained.
-pub(crate) async fn serve_connection<S, B>(
+///
+/// Every byte of the returned future is memory each idle connection holds:
+/// the set-up runs before it, so that the arguments take no room in it, and
+/// what it keeps is only what the serving loop uses.
+pub(crate) fn serve_connection<S, B>(
     connection: Connection,
     service: S,
-    builder: auto::Builder<TokioExecutor>,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
     chaos: Option<ConnectionSubscription>,
     stop: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<StdError>,
@@ -173,59 +257,86 @@ pub(crate) async fn serve_connection<S, B>(
         control: control.clone(),
         budgets: Arc::clone(&budgets),
     };
-    let conn =
-        builder.serve_connection(TokioIo::new(connection), TowerToHyperService::new(service));
-    let mut conn = std::pin::pin!(conn);
-    let aged = sleep_or_never(settings.max_age);
-    let mut aged = std::pin::pin!(aged);
-    let mut cut = std::pin::pin!(sleep_or_never(None));
-    let mut draining = false;
-    let mut chaos = std::pin::pin!(chaos::next_event(chaos));
-    loop {
-        let drain = tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(cause = %err, "connection ended with an error");
-                }
-                return;
-            }
-            // Polling the connection again flushes it (see `Flushes`).
-            () = flushes.poke.notified() => continue,
-            () = control.close.cancelled() => {
-                tracing::debug!("closing the connection as a call asked");
-                return;
-            }
-            () = &mut cut => {
-                tracing::debug!("connection past its maximum age and grace: closing it");
-                return;
-            }
-            () = budgets.close.cancelled() => return,
-            (event, subscription) = &mut chaos => match event {
-                ConnectionChaos::Close => {
-                    tracing::debug!("closing the connection: a chaos schedule picked it");
+    let streams = StreamExecutor::for_runtime();
+    // Owned, so that the builder lives only until the protocol is known;
+    // boxed, so that it can be pinned without a copy in the future.
+    let mut conn = Box::pin(
+        settings
+            .builder(streams.clone())
+            .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service))
+            .into_owned(),
+    );
+    // Boxed: only connections of a server with a chaos schedule pay for it.
+    let mut chaos: Option<Pin<Box<ChaosEvent>>> =
+        chaos.map(|subscription| Box::pin(subscription.next()) as _);
+    let (max_age, max_age_grace) = (settings.max_age, settings.max_age_grace);
+    async move {
+        let run_streams = streams.run_streams();
+        let mut run_streams = std::pin::pin!(run_streams);
+        // The maximum age, then (once past it) the end of its grace: one timer.
+        let mut past_age = false;
+        let mut age_timer = std::pin::pin!(sleep_or_never(max_age));
+        let mut draining = false;
+        loop {
+            let drain = tokio::select! {
+                // The connection first, so that the streams it hands over are
+                // polled in the same turn (`StreamExecutor`).
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(cause = %err, "connection ended with an error");
+                    }
                     return;
                 }
-                ConnectionChaos::GoAway => {
-                    chaos.set(chaos::next_event(Some(subscription)));
-                    "chaos schedule"
+                // Polling the connection again flushes it (see `Flushes`).
+                () = flushes.poke.notified() => continue,
+                () = control.close.cancelled() => {
+                    tracing::debug!("closing the connection as a call asked");
+                    return;
                 }
-            },
-            () = stop.cancelled(), if !draining => "shutdown",
-            () = control.go_away.cancelled(), if !draining => "asked by a call",
-            // Armed whatever began the drain, so a call's GOAWAY cannot
-            // outlast age + grace.
-            () = &mut aged => {
-                aged.set(sleep_or_never(None));
-                cut.set(sleep_or_never(settings.max_age_grace));
-                "maximum age"
+                () = budgets.close.cancelled() => return,
+                (event, subscription) = next_chaos(&mut chaos) => match event {
+                    ConnectionChaos::Close => {
+                        tracing::debug!("closing the connection: a chaos schedule picked it");
+                        return;
+                    }
+                    ConnectionChaos::GoAway => {
+                        chaos = Some(Box::pin(subscription.next()));
+                        "chaos schedule"
+                    }
+                },
+                () = stop.cancelled(), if !draining => "shutdown",
+                () = control.go_away.cancelled(), if !draining => "asked by a call",
+                // Armed whatever began the drain, so a call's GOAWAY cannot
+                // outlast age + grace.
+                () = &mut age_timer => {
+                    if past_age {
+                        tracing::debug!("connection past its maximum age and grace: closing it");
+                        return;
+                    }
+                    past_age = true;
+                    age_timer.set(sleep_or_never(max_age_grace));
+                    "maximum age"
+                }
+                never = run_streams.as_mut() => match never {},
+            };
+            if !draining {
+                tracing::debug!(reason = drain, "GOAWAY: draining the connection");
+                conn.as_mut().graceful_shutdown();
+                draining = true;
             }
-        };
-        if !draining {
-            tracing::debug!(reason = drain, "GOAWAY: draining the connection");
-            conn.as_mut().graceful_shutdown();
-            draining = true;
         }
     }
+}
+
+/// The next event of a connection's chaos schedules; never without any.
+fn next_chaos(
+    chaos: &mut Option<Pin<Box<ChaosEvent>>>,
+) -> impl Future<Output = (ConnectionChaos, ConnectionSubscription)> + '_ {
+    std::future::poll_fn(move |cx| match chaos {
+        Some(event) => event.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 async fn sleep_or_never(duration: Option<Duration>) {

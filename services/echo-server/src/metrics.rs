@@ -17,7 +17,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use prost::Message;
-use prost_types::FileDescriptorSet;
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -140,6 +139,9 @@ pub(crate) struct Metrics {
     registry: Registry,
     handled: Family<CodeLabels, Counter>,
     in_flight: Gauge,
+    /// Tasks alive in the runtime, read when the metrics are: a leak of
+    /// tasks shows as a climb (`bench/soak.py` samples it).
+    alive_tasks: Gauge,
     /// Every method of the served services, and last the `unknown` series
     /// that any other path counts in, so that made-up paths cannot grow the
     /// label sets.
@@ -210,6 +212,12 @@ impl Metrics {
             "Connections open",
             stats.open_connections.clone(),
         );
+        let alive_tasks = Gauge::default();
+        registry.register(
+            "tokio_alive_tasks",
+            "Tasks alive in the server's runtime",
+            alive_tasks.clone(),
+        );
         register_budgets(&mut registry, budgets);
         if let Some(chaos) = chaos {
             chaos.register(&mut registry);
@@ -248,6 +256,7 @@ impl Metrics {
             registry,
             handled,
             in_flight,
+            alive_tasks,
             methods,
             by_path,
         }
@@ -315,6 +324,11 @@ impl Metrics {
 
     /// The exposition text of every metric.
     pub(crate) fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let alive = runtime.metrics().num_alive_tasks();
+            self.alive_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -352,21 +366,21 @@ fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, St
     let mut methods = Vec::new();
     for set in descriptor_sets {
         // The sets are compiled in; one that does not decode names no methods.
-        let Ok(set) = FileDescriptorSet::decode(*set) else {
+        let Ok(set) = outline::FileSet::decode(*set) else {
             continue;
         };
         for file in set.file {
             for service in &file.service {
-                let name = match file.package() {
-                    "" => service.name().to_owned(),
-                    package => format!("{package}.{}", service.name()),
+                let name = match file.package.as_str() {
+                    "" => service.name.clone(),
+                    package => format!("{package}.{}", service.name),
                 };
                 if served.contains(&name.as_str()) {
                     methods.extend(service.method.iter().map(|m| {
                         (
                             name.clone(),
-                            m.name().to_owned(),
-                            RpcType::new(m.client_streaming(), m.server_streaming()),
+                            m.name.clone(),
+                            RpcType::new(m.client_streaming, m.server_streaming),
                         )
                     }));
                 }
@@ -374,6 +388,44 @@ fn served_methods(served: &[&str], descriptor_sets: &[&[u8]]) -> Vec<(String, St
         }
     }
     methods
+}
+
+/// The services and methods of a `FileDescriptorSet`, and nothing else:
+/// decoding skips the messages, options and source info the metrics do not
+/// need, which was most of the server's start-up work (BENCHMARKS.md). The
+/// field numbers are `descriptor.proto`'s.
+mod outline {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct FileSet {
+        #[prost(message, repeated, tag = "1")]
+        pub(super) file: Vec<File>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct File {
+        #[prost(string, tag = "2")]
+        pub(super) package: String,
+        #[prost(message, repeated, tag = "6")]
+        pub(super) service: Vec<Service>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Service {
+        #[prost(string, tag = "1")]
+        pub(super) name: String,
+        #[prost(message, repeated, tag = "2")]
+        pub(super) method: Vec<Method>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Method {
+        #[prost(string, tag = "1")]
+        pub(super) name: String,
+        #[prost(bool, tag = "5")]
+        pub(super) client_streaming: bool,
+        #[prost(bool, tag = "6")]
+        pub(super) server_streaming: bool,
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until dropped.
@@ -394,4 +446,56 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> std::
         }),
     );
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::outline;
+
+    #[test]
+    fn the_outline_reads_every_method_the_full_descriptors_hold() {
+        for set in crate::services::DESCRIPTOR_SETS {
+            let full = prost_types::FileDescriptorSet::decode(set).unwrap();
+            let full: Vec<_> = full
+                .file
+                .iter()
+                .flat_map(|file| file.service.iter().map(move |service| (file, service)))
+                .flat_map(|(file, service)| {
+                    service.method.iter().map(move |method| {
+                        let (client, server) =
+                            (method.client_streaming(), method.server_streaming());
+                        (
+                            file.package(),
+                            service.name(),
+                            method.name(),
+                            client,
+                            server,
+                        )
+                    })
+                })
+                .collect();
+            let outline = outline::FileSet::decode(set).unwrap();
+            let read: Vec<_> = outline
+                .file
+                .iter()
+                .flat_map(|file| file.service.iter().map(move |service| (file, service)))
+                .flat_map(|(file, service)| {
+                    service.method.iter().map(move |method| {
+                        let (client, server) = (method.client_streaming, method.server_streaming);
+                        (
+                            file.package.as_str(),
+                            service.name.as_str(),
+                            method.name.as_str(),
+                            client,
+                            server,
+                        )
+                    })
+                })
+                .collect();
+            assert!(!read.is_empty());
+            assert_eq!(read, full);
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! callgrind, see BENCHMARKS.md).
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tonic::Status;
@@ -22,8 +22,20 @@ trait Route: Send + Sync {
     fn route(&self, request: http::Request<Body>) -> RouteFuture;
 }
 
-impl<S> Route for S
-where
+/// A generated tonic server, as the router takes it.
+pub(crate) trait Generated:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = RouteFuture,
+    > + Clone
+    + Send
+    + Sync
+{
+}
+
+impl<S> Generated for S where
     S: Service<
             http::Request<Body>,
             Response = http::Response<Body>,
@@ -31,11 +43,44 @@ where
             Future = RouteFuture,
         > + Clone
         + Send
-        + Sync,
+        + Sync
 {
+}
+
+impl<S: Generated> Route for S {
     fn route(&self, request: http::Request<Body>) -> RouteFuture {
         // Generated servers are always ready, and cheap to clone (an `Arc`).
         Service::call(&mut self.clone(), request)
+    }
+}
+
+/// A service built on its first call (`build`), for services that cost
+/// start-up time and memory and that few clients call; a build that fails
+/// answers each call INTERNAL.
+struct Lazy<S, F> {
+    service: OnceLock<Result<S, String>>,
+    build: F,
+}
+
+impl<S, F, E> Route for Lazy<S, F>
+where
+    S: Route,
+    F: Fn() -> Result<S, E> + Send + Sync,
+    E: std::fmt::Display,
+{
+    fn route(&self, request: http::Request<Body>) -> RouteFuture {
+        let built = self.service.get_or_init(|| {
+            (self.build)().map_err(|err| {
+                tracing::error!(cause = %err, "cannot build a service");
+                err.to_string()
+            })
+        });
+        match built {
+            Ok(service) => service.route(request),
+            Err(err) => Box::pin(std::future::ready(Ok(
+                Status::internal(err.clone()).into_http::<Body>()
+            ))),
+        }
     }
 }
 
@@ -47,22 +92,28 @@ pub(crate) struct Router {
 
 impl Router {
     /// Also routes calls of `S::NAME` to `service`.
-    pub(crate) fn add<S>(mut self, service: S) -> Self
-    where
-        S: Service<
-                http::Request<Body>,
-                Response = http::Response<Body>,
-                Error = Infallible,
-                Future = RouteFuture,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub(crate) fn add<S: Generated + NamedService + 'static>(mut self, service: S) -> Self {
         Arc::get_mut(&mut self.routes)
             .expect("routes are added before the router is shared")
             .push((S::NAME, Box::new(service)));
+        self
+    }
+
+    /// Also routes calls of `S::NAME` to the service `build` makes on the
+    /// first of them.
+    pub(crate) fn add_lazy<S, F, E>(mut self, build: F) -> Self
+    where
+        S: Generated + NamedService + 'static,
+        F: Fn() -> Result<S, E> + Send + Sync + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let lazy = Lazy {
+            service: OnceLock::new(),
+            build,
+        };
+        Arc::get_mut(&mut self.routes)
+            .expect("routes are added before the router is shared")
+            .push((S::NAME, Box::new(lazy)));
         self
     }
 
@@ -96,5 +147,69 @@ impl Service<http::Request<Body>> for Router {
                 Box::pin(std::future::ready(Ok(response)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn health_check() -> http::Request<Body> {
+        // An empty Health.Check request: one gRPC frame of no bytes.
+        http::Request::builder()
+            .uri("/grpc.health.v1.Health/Check")
+            .header("content-type", "application/grpc")
+            .body(Body::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(&[0, 0, 0, 0, 0]),
+            )))
+            .unwrap()
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|status| status.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn lazy_services_are_built_once_on_their_first_call() {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let builds = Arc::new(AtomicUsize::new(0));
+        let mut router = Router::default().add_lazy({
+            let builds = Arc::clone(&builds);
+            move || {
+                builds.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, String>(health.clone())
+            }
+        });
+        assert_eq!(builds.load(Ordering::Relaxed), 0);
+        for _ in 0..2 {
+            let response = router.call(health_check()).await.unwrap();
+            assert_eq!(response.status(), http::StatusCode::OK);
+        }
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lazy_service_that_cannot_be_built_answers_internal() {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let builds = Arc::new(AtomicUsize::new(0));
+        let mut router = Router::default().add_lazy({
+            let builds = Arc::clone(&builds);
+            move || match builds.fetch_add(1, Ordering::Relaxed) {
+                0 => Err("descriptors do not decode".to_owned()),
+                _ => Ok(health.clone()),
+            }
+        });
+        // The failed build is kept: built from the same compiled-in
+        // descriptors, it would fail again.
+        for _ in 0..2 {
+            let response = router.call(health_check()).await.unwrap();
+            assert_eq!(grpc_status(&response), Some("13"));
+        }
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
     }
 }

@@ -48,9 +48,6 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The descriptor sets given to reflection do not decode.
-    #[error("reflection descriptors")]
-    Reflection(#[from] tonic_reflection::server::Error),
     /// The token file cannot be read or holds no token.
     #[error("auth token file {path}: {reason}")]
     TokenFile {
@@ -186,7 +183,7 @@ impl Server {
             metrics: ClientMetrics::default(),
         };
         let client_metrics = forwarder.metrics.clone();
-        let services = Services::build(config, &self.stats, &streams_end, forwarder).await?;
+        let services = Services::build(config, &self.stats, &streams_end, forwarder).await;
         let budgets = Arc::new(Budgets::new(&config.limits)?);
         let chaos = Chaos::new(chaos_schedules(config)?, config.faults.chaos_seed).map(Arc::new);
         let metrics = Arc::new(Metrics::new(
@@ -352,7 +349,6 @@ async fn serve<S, B>(
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError>,
 {
-    let builder = settings.builder();
     let mut connections = JoinSet::new();
     {
         // Dropped on leaving this block, which closes the listener.
@@ -365,7 +361,6 @@ async fn serve<S, B>(
                         connections.spawn(conn::serve_connection(
                             connection,
                             service.clone(),
-                            builder.clone(),
                             settings,
                             Arc::clone(&budgets),
                             chaos.as_deref().map(Chaos::subscribe),

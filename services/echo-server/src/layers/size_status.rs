@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use echo_wire::headers as grpc_header;
 use http::{HeaderMap, HeaderValue};
 use pin_project_lite::pin_project;
 use tonic::Code;
@@ -29,14 +30,14 @@ fn remap(headers: &mut HeaderMap) {
         (Code::OutOfRange as i32).to_string().as_bytes()
     );
     let out_of_range = headers
-        .get("grpc-status")
+        .get(grpc_header::STATUS)
         .is_some_and(|code| code.as_bytes() == OUT_OF_RANGE);
     if !out_of_range {
         return;
     }
     // grpc-message travels percent-encoded.
     let about_size = headers
-        .get("grpc-message")
+        .get(grpc_header::MESSAGE)
         .and_then(|message| message.to_str().ok())
         .map(|message| percent_encoding::percent_decode_str(message).decode_utf8_lossy())
         .is_some_and(|message| {
@@ -46,7 +47,7 @@ fn remap(headers: &mut HeaderMap) {
         });
     if about_size {
         headers.insert(
-            "grpc-status",
+            grpc_header::STATUS,
             HeaderValue::from(Code::ResourceExhausted as i32),
         );
     }
@@ -117,7 +118,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut response = ready!(self.project().inner.poll(cx))?;
-        let trailers_only = response.headers().contains_key("grpc-status");
+        let trailers_only = response.headers().contains_key(grpc_header::STATUS);
         if trailers_only {
             remap(response.headers_mut());
         }

@@ -10,7 +10,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use echo_wire::headers as grpc_header;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
@@ -186,7 +187,7 @@ where
 }
 
 /// The header that carries a call's request id, both ways.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The caller's request id if it sent a usable one, else a new random one;
 /// marked sensitive so that HPACK never indexes it: a value new on every
@@ -209,7 +210,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?;
+    let value = headers.get(grpc_header::STATUS)?.to_str().ok()?;
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 

@@ -347,7 +347,7 @@ fn grpc_request_headers(headers: &HeaderMap, timeout: Option<Duration>) -> Heade
     grpc.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Some(timeout) = timeout {
         grpc.insert(
-            HeaderName::from_static(echo_wire::grpc_timeout::HEADER),
+            echo_wire::grpc_timeout::HEADER,
             echo_wire::grpc_timeout::encode(timeout),
         );
     }

@@ -105,10 +105,15 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     messages: u32,
     /// Call this method (`/package.Service/Method`, unary or bidi per `--rpc`)
-    /// of any server instead of `echo.v1`: each message is field 1 holding
-    /// `--payload-size` bytes of `*`, and answers are counted, not decoded.
+    /// of any server instead of `echo.v1`: each message is field `--field`
+    /// holding `--payload-size` bytes of `*`, and answers are counted, not
+    /// decoded.
     #[arg(long, value_parser = parse_method, conflicts_with = "call")]
     method: Option<PathAndQuery>,
+    /// `--method`'s field number (a `string` or `bytes` field); 2 is
+    /// echo.v1's `payload`, bytes echoed without a UTF-8 check.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=536_870_911), requires = "method")]
+    field: u32,
     /// Call this method of any server (`package.Service/Method`, any shape)
     /// with the messages of `--data`, its descriptors from the server's
     /// reflection, `--proto` or `--protoset`. Client-streaming calls send
@@ -173,19 +178,23 @@ fn parse_method(path: &str) -> Result<PathAndQuery, String> {
     path.parse().map_err(|err| format!("{err}"))
 }
 
-/// The message `--method` sends: protobuf field 1 (length-delimited) holding
-/// `size` bytes of `*`, which reads as a `string` or `bytes` field alike.
-fn raw_message(size: usize) -> Bytes {
-    let mut message = BytesMut::with_capacity(size + 11);
-    message.put_u8(0x0a);
-    let mut length = size as u64;
-    while length >= 0x80 {
-        message.put_u8((length as u8 & 0x7f) | 0x80);
-        length >>= 7;
-    }
-    message.put_u8(length as u8);
+/// The message `--method` sends: protobuf field `field` (length-delimited)
+/// holding `size` bytes of `*`, which reads as a `string` or `bytes` field alike.
+fn raw_message(field: u32, size: usize) -> Bytes {
+    const LENGTH_DELIMITED: u64 = 2;
+    let mut message = BytesMut::with_capacity(size + 15);
+    put_varint(&mut message, u64::from(field) << 3 | LENGTH_DELIMITED);
+    put_varint(&mut message, size as u64);
     message.put_bytes(b'*', size);
     message.freeze()
+}
+
+fn put_varint(buf: &mut BytesMut, mut value: u64) {
+    while value >= 0x80 {
+        buf.put_u8((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    buf.put_u8(value as u8);
 }
 
 impl BenchArgs {
@@ -520,7 +529,7 @@ async fn raw_target(
     if let Some(path) = &args.method {
         return Ok(Some(RawTarget {
             path: path.clone(),
-            messages: vec![raw_message(args.payload_size)],
+            messages: vec![raw_message(args.field, args.payload_size)],
             templates: templates(None, headers),
             shape: if args.rpc == BenchRpc::Bidi {
                 Shape::Bidi
@@ -664,4 +673,22 @@ async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Me
         calls: schedule.measured(),
         elapsed: schedule.measured_time(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use grpc_echo::echo::v1::EchoRequest;
+    use prost::Message;
+
+    use super::raw_message;
+
+    #[test]
+    fn raw_messages_fill_the_field_asked() {
+        let as_message = EchoRequest::decode(raw_message(1, 200)).unwrap();
+        assert_eq!(as_message.message, "*".repeat(200));
+        assert!(as_message.payload.is_empty());
+        let as_payload = EchoRequest::decode(raw_message(2, 70_000)).unwrap();
+        assert_eq!(as_payload.payload, vec![b'*'; 70_000]);
+        assert!(as_payload.message.is_empty());
+    }
 }
