@@ -42,40 +42,14 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import (LOAD_CPU, OURS_FIELD, PROTOCOL_BODIES, ROOT, SERVER_CPU, fail,  # noqa: E402
-                   free_port, need, unary_call)
+from suite import (LOAD_CPU, OURS_FIELD, PREFACE, PROTOCOL_BODIES, ROOT, SERVER_CPU,  # noqa: E402
+                   fail, frame, free_port, grpc_headers, need, unary_call)
 
 SAMPLE_SECONDS = 10
 SETTLE_SECONDS = 60
 # Share of the well-behaved load (calls, or messages for bidi) per kind.
 MIX = {"grpc unary": 0.40, "grpc bidi": 0.15, "grpc server-stream": 0.10,
        "connect json http/1.1": 0.20, "grpc-web http/2": 0.15}
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-def frame(kind, flags, stream, payload=b""):
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-
-
-def literal_headers(port, path, extra=()):
-    headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path),
-               (b":authority", f"127.0.0.1:{port}".encode()),
-               (b"content-type", b"application/grpc"), (b"te", b"trailers"), *extra]
-    block = b""
-    for name, value in headers:
-        block += b"\0" + varint7(len(name)) + name + varint7(len(value)) + value
-    return block
-
-
-def varint7(length):
-    """An HPACK string length (7-bit prefix, no Huffman)."""
-    if length < 127:
-        return bytes([length])
-    out, length = bytes([127]), length - 127
-    while length >= 128:
-        out += bytes([(length & 0x7F) | 0x80])
-        length >>= 7
-    return out + bytes([length])
 
 
 class Attacks:
@@ -105,14 +79,14 @@ class Attacks:
         with self.connect() as s:
             burst = PREFACE + frame(4, 0, 0)
             for stream in range(1, 400, 2):
-                burst += frame(1, 0x4, stream, literal_headers(self.port, b"/echo.v1.EchoService/Echo"))
+                burst += frame(1, 0x4, stream, grpc_headers(self.port, "/echo.v1.EchoService/Echo"))
                 burst += frame(3, 0, stream, (8).to_bytes(4, "big"))  # RST_STREAM CANCEL
             s.sendall(burst)
             self.drain(s)
 
     def header_flood(self):
         with self.connect() as s:
-            big = literal_headers(self.port, b"/echo.v1.EchoService/Echo", [(b"x-flood", b"a" * 60_000)])
+            big = grpc_headers(self.port, "/echo.v1.EchoService/Echo", [(b"x-flood", b"a" * 60_000)])
             s.sendall(PREFACE + frame(4, 0, 0) + frame(1, 0x4, 1, big[:16_000])
                       + frame(9, 0, 1, big[16_000:32_000]) + frame(9, 0, 1, big[32_000:48_000])
                       + frame(9, 0x4, 1, big[48_000:]))
@@ -146,7 +120,7 @@ class Attacks:
     def huge_message(self):
         with self.connect() as s:
             s.sendall(PREFACE + frame(4, 0, 0)
-                      + frame(1, 0x4, 1, literal_headers(self.port, b"/echo.v1.EchoService/Echo"))
+                      + frame(1, 0x4, 1, grpc_headers(self.port, "/echo.v1.EchoService/Echo"))
                       + frame(0, 0, 1, b"\0" + (1 << 30).to_bytes(4, "big") + b"*" * 1000))
             self.drain(s)
 

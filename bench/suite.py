@@ -95,22 +95,42 @@ PROTOCOL_BODIES = {
 }
 
 
-def unary_call(port, path, body, timeout=2.0):
-    """Makes one gRPC unary call over a new HTTP/2 connection (headers as
-    HPACK literals); True once the answer came: a message, then trailers. The
-    same probe for every server, so start-up is measured alike."""
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind, flags, stream, payload=b""):
+    """One HTTP/2 frame."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_length(length):
+    """An HPACK string length (7-bit prefix, no Huffman)."""
+    if length < 127:
+        return bytes([length])
+    out, length = bytes([127]), length - 127
+    while length >= 128:
+        out += bytes([(length & 0x7F) | 0x80])
+        length >>= 7
+    return out + bytes([length])
+
+
+def grpc_headers(port, path, extra=()):
+    """A gRPC request's header block, every header an HPACK literal."""
     headers = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", path.encode()),
                (b":authority", f"127.0.0.1:{port}".encode()),
-               (b"content-type", b"application/grpc"), (b"te", b"trailers")]
-    block = b"".join(b"\0" + bytes([len(name)]) + name + bytes([len(value)]) + value
-                     for name, value in headers)
+               (b"content-type", b"application/grpc"), (b"te", b"trailers"), *extra]
+    return b"".join(b"\0" + hpack_length(len(name)) + name + hpack_length(len(value)) + value
+                    for name, value in headers)
 
-    def frame(kind, flags, stream, payload=b""):
-        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
+def unary_call(port, path, body, timeout=2.0):
+    """Makes one gRPC unary call over a new HTTP/2 connection; True once the
+    answer came: a message, then trailers. The same probe for every server,
+    so start-up is measured alike."""
+    block = grpc_headers(port, path)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0)
+            s.sendall(PREFACE + frame(4, 0, 0)
                       + frame(1, 0x4, 1, block) + frame(0, 0x1, 1, body))
             received, answered = b"", False
             while True:
@@ -274,7 +294,7 @@ class Suite:
         """Opens `count` HTTP/2 connections (preface and SETTINGS sent, then
         silent) and returns the server's RSS with all of them open."""
         sockets = []
-        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0\0\0\x04\0\0\0\0\0"
+        preface = PREFACE + frame(4, 0, 0)  # and an empty SETTINGS
         try:
             for _ in range(count):
                 s = socket.create_connection(("127.0.0.1", server.port))
