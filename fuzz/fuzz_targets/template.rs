@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../services/echo-cli/src/commands/bench/template.rs"]
+#[path = "../../services/echo-cli/src/bench/template.rs"]
 mod template;
 
 use template::{RequestContext, Template};

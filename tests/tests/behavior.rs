@@ -143,7 +143,7 @@ async fn retrying_client(server: &TestServer, attempts: u32) -> EchoClient {
 /// Outcomes of `calls` calls in a row: whether each failed as UNAVAILABLE.
 async fn flaky_outcomes(seed: u64, calls: usize) -> Vec<bool> {
     let server = TestServer::with_config(config(|config| {
-        config.faults.fault = Some("error=UNAVAILABLE:30%".to_owned());
+        config.faults.fault = Some("error=UNAVAILABLE:30%".parse().unwrap());
         config.faults.fault_seed = Some(seed);
     }))
     .await;
@@ -181,7 +181,7 @@ async fn a_flaky_instance_fails_by_chance_as_seeded() {
 #[tokio::test]
 async fn a_retry_policy_brings_a_flaky_instance_to_full_success() {
     let server = TestServer::with_config(config(|config| {
-        config.faults.fault = Some("error=UNAVAILABLE:30%".to_owned());
+        config.faults.fault = Some("error=UNAVAILABLE:30%".parse().unwrap());
         config.faults.fault_seed = Some(7);
     }))
     .await;

@@ -99,6 +99,80 @@ pub fn header(bytes: &[u8]) -> Option<(u8, usize)> {
     Some((flags, u32::from_be_bytes(length) as usize))
 }
 
+/// Where a stream of enveloped messages is, walked a chunk at a time
+/// without holding any of it: for counting messages as they pass and
+/// reserving memory for one before all of it has arrived (the server's
+/// memory budgets). [`MessageSplitter`] is for when the messages are wanted.
+#[derive(Debug, Default)]
+pub struct Framing {
+    /// Header bytes of the next message seen so far.
+    header: [u8; HEADER_LEN],
+    header_seen: usize,
+    /// Bytes of the current message's body still to come.
+    remaining: usize,
+    /// Messages whose header has been seen.
+    messages: u64,
+}
+
+/// Where a chunk left a [`Framing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advance {
+    /// At a message boundary.
+    Between,
+    /// Within a message header.
+    InHeader,
+    /// Within a message begun in an earlier chunk.
+    Continues,
+    /// Within a message of this length, begun in this chunk.
+    Started(usize),
+}
+
+impl Framing {
+    /// Walks `chunk`; returns how many messages begin in it.
+    pub fn messages_in(&mut self, chunk: &[u8]) -> u64 {
+        let before = self.messages;
+        self.advance(chunk);
+        self.messages - before
+    }
+
+    /// Walks `chunk`; says where it left the stream.
+    pub fn advance(&mut self, mut chunk: &[u8]) -> Advance {
+        let mut started = None;
+        loop {
+            if self.remaining > 0 {
+                let body = self.remaining.min(chunk.len());
+                self.remaining -= body;
+                chunk = &chunk[body..];
+                if self.remaining > 0 {
+                    return match started {
+                        Some(length) => Advance::Started(length),
+                        None => Advance::Continues,
+                    };
+                }
+                started = None;
+            }
+            if chunk.is_empty() {
+                return if self.header_seen > 0 {
+                    Advance::InHeader
+                } else {
+                    Advance::Between
+                };
+            }
+            let wanted = (HEADER_LEN - self.header_seen).min(chunk.len());
+            self.header[self.header_seen..self.header_seen + wanted]
+                .copy_from_slice(&chunk[..wanted]);
+            self.header_seen += wanted;
+            chunk = &chunk[wanted..];
+            if let Some((_, length)) = header(&self.header[..self.header_seen]) {
+                self.header_seen = 0;
+                self.messages += 1;
+                self.remaining = length;
+                started = Some(length);
+            }
+        }
+    }
+}
+
 /// Frames `message` with its header.
 pub fn encode(message: &Message) -> Bytes {
     envelope(u8::from(message.compressed), &message.bytes)
@@ -242,6 +316,35 @@ impl<B: Body<Data = Bytes>> Body for RecompressBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(length: usize) -> Vec<u8> {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(length as u32).to_be_bytes());
+        framed.resize(HEADER_LEN + length, 7);
+        framed
+    }
+
+    #[test]
+    fn framing_finds_messages_left_unfinished_wherever_chunks_are_cut() {
+        let mut stream = message(3);
+        stream.extend(message(10));
+        stream.extend(message(0));
+        for cut in 0..=stream.len() {
+            let mut framing = Framing::default();
+            let first = framing.advance(&stream[..cut]);
+            let second = framing.advance(&stream[cut..]);
+            assert_eq!(second, Advance::Between, "cut at {cut}");
+            let expected = match cut {
+                0 | 8 | 23 | 28 => Advance::Between,
+                1..=4 | 9..=12 | 24..=27 => Advance::InHeader,
+                5..=7 => Advance::Started(3),
+                13..=22 => Advance::Started(10),
+                _ => unreachable!("the stream is 28 bytes"),
+            };
+            assert_eq!(first, expected, "cut at {cut}");
+            assert_eq!(framing.messages, 3, "cut at {cut}");
+        }
+    }
 
     #[test]
     fn splits_messages_across_arbitrary_chunks() {

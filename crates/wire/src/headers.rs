@@ -15,3 +15,6 @@ pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub const STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 /// `grpc-previous-rpc-attempts`: how many times a retried call was sent before.
 pub const PREVIOUS_RPC_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-previous-rpc-attempts");
+/// `x-request-id`: a call's id, kept by the server when the caller sends one
+/// and answered back, and carried on to downstream calls.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

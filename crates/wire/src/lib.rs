@@ -4,9 +4,10 @@
 //! # Layout
 //!
 //! - [`framing`]: the 5-byte message header, a splitter that cuts a byte
-//!   stream into messages, and body wrappers that observe or change each
+//!   stream into messages, a walker that follows one without holding it, and body wrappers that observe or change each
 //!   message's compression (tonic decides compression per call; the interop
 //!   tests decide it per message).
+//! - [`codes`]: gRPC status codes by name: parsed from text, and spelled.
 //! - [`connect`]: the Connect protocol's headers, flags and code names.
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
 //! - [`headers`]: the names of the other gRPC headers and trailers.
@@ -14,6 +15,7 @@
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
 #![forbid(unsafe_code)]
 
+pub mod codes;
 pub mod connect;
 pub mod framing;
 pub mod grpc_timeout;

@@ -14,8 +14,9 @@ use echo_client::{ClientBuilder, Protocol};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataKey;
 
+use crate::bench;
 use crate::commands::{
-    any, bench, bidi, client_stream, echo, forward, health, interop, raw_echo, server_stream,
+    any, bidi, client_stream, echo, forward, health, interop, raw_echo, server_stream,
 };
 use crate::output::{self, Output};
 
@@ -24,9 +25,10 @@ pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
 /// How long a raw echo waits for its answer without `--timeout`.
 const DEFAULT_RAW_ECHO_WAIT: Duration = Duration::from_secs(5);
 
+/// The `echo-client` command line.
 #[derive(Debug, Parser)]
 #[command(name = "echo-client", version, about = "Call a grpc-echo server")]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(flatten)]
     globals: Globals,
 
@@ -158,7 +160,7 @@ pub(crate) const STATUS_EXIT_OFFSET: u8 = 64;
 
 /// Runs the command in a client span, exported when an OTLP endpoint is set
 /// (`OTEL_EXPORTER_OTLP_ENDPOINT`): every call carries its trace context.
-pub(crate) async fn run(cli: Cli) -> ExitCode {
+pub async fn run(cli: Cli) -> ExitCode {
     let telemetry = match Telemetry::start(None, "echo-client") {
         Ok(telemetry) => telemetry,
         Err(err) => {

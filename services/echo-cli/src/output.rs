@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
-use echo_client::proto::{ClientStreamResponse, EchoResponse, StatusCode, Wire};
+use echo_client::proto::{ClientStreamResponse, EchoResponse, Wire};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 /// Writes one line to stdout. A closed stdout (as by `| head`) ends the
 /// program with 141, as a program killed by SIGPIPE would, instead of a panic.
@@ -26,9 +26,11 @@ pub(crate) fn write_stdout(line: std::fmt::Arguments<'_>) {
 
 /// How results are printed: text, or JSON lines.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Output {
-    pub(crate) json: bool,
-    pub(crate) show_metadata: bool,
+pub struct Output {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Headers and trailers too.
+    pub show_metadata: bool,
 }
 
 impl Output {
@@ -180,7 +182,7 @@ pub(crate) fn causes(err: &anyhow::Error) -> String {
 /// Prints a failed call's status (and its rich details) to stderr.
 fn report_status(status: &Status, json: bool) {
     let details = details(status);
-    let name = code_name(status.code());
+    let name = echo_wire::codes::name(status.code() as i32);
     if json {
         let value: Value = json!({
             "error": {
@@ -246,14 +248,6 @@ fn detail(any: &prost_types::Any) -> Value {
     Value::Object(detail)
 }
 
-/// The canonical upper-case name of `code`, e.g. `NOT_FOUND`.
-pub(crate) fn code_name(code: Code) -> String {
-    let name = StatusCode::try_from(code as i32)
-        .map(|c| c.as_str_name().to_owned())
-        .unwrap_or_else(|_| format!("STATUS_CODE_{}", code as i32));
-    name.trim_start_matches("STATUS_CODE_").to_owned()
-}
-
 /// What the server received (`--reflect-wire`), as JSON.
 fn wire_json(wire: &Wire) -> serde_json::Value {
     json!({
@@ -313,6 +307,8 @@ fn or_none(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[test]

@@ -14,10 +14,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::endpoints::{CallStats, Endpoints, WeakEndpoints};
+use crate::endpoints::{Endpoints, WeakEndpoints};
 use crate::error::ClientError;
 use crate::protocol::Link;
 use crate::retry::Retrying;
+use crate::stats::CallStats;
 
 /// How often the watcher checks every address.
 pub(crate) const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);

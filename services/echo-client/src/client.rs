@@ -19,11 +19,12 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_layer::Layer;
 
 use crate::balance;
-use crate::endpoints::{CallStats, Endpoints};
+use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
 use crate::protocol::{Link, Protocol};
 use crate::retry::{RetryPolicy, Retrying};
+use crate::stats::CallStats;
 
 /// What every call goes through: the call policy over one server or several.
 pub type Transport = CallPolicy<Endpoints>;

@@ -12,77 +12,26 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use echo_wire::grpc_timeout;
 use http_body::Frame;
-use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tower_service::Service;
 
 use crate::classify::{self, BoxError};
+use crate::deadline::CallDeadline;
 use crate::protocol::Link;
 use crate::retry::Retrying;
+use crate::stats::CallStats;
 
 /// Request bytes recorded for a transparent retry; a call that sends more
 /// before it is refused is not retried (grpc-java buffers similarly).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// How often calls were sent again, for a load generator's report.
-#[derive(Debug, Default)]
-pub struct CallStats {
-    transparent_retries: AtomicU64,
-    retries: AtomicU64,
-    /// Calls under a retry policy by attempts made: index n counts calls
-    /// that took n + 1 attempts; the last, that many or more.
-    attempts: [AtomicU64; ATTEMPT_BUCKETS],
-}
-
-/// Attempt counts told apart in [`CallStats::attempts`]; more are counted
-/// with the last.
-const ATTEMPT_BUCKETS: usize = 16;
-
-impl CallStats {
-    /// Calls sent again because the server never processed them.
-    pub fn transparent_retries(&self) -> u64 {
-        self.transparent_retries.load(Ordering::Relaxed)
-    }
-
-    /// Calls sent again by a configured [`RetryPolicy`](crate::RetryPolicy).
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    /// Calls under a retry policy, by the attempts each made (`(attempts,
-    /// calls)`, fewest first, only counts seen; the last count also holds
-    /// calls that made more attempts). Empty without a retry policy.
-    pub fn attempts(&self) -> Vec<(u32, u64)> {
-        (1..)
-            .zip(&self.attempts)
-            .map(|(attempts, calls)| (attempts, calls.load(Ordering::Relaxed)))
-            .filter(|&(_, calls)| calls > 0)
-            .collect()
-    }
-
-    /// A call under a retry policy ended after `attempts` attempts.
-    pub(crate) fn ended_after(&self, attempts: u32) {
-        let bucket = (attempts.max(1) as usize - 1).min(ATTEMPT_BUCKETS - 1);
-        self.attempts[bucket].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn retried(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn transparently_retried(&self) {
-        self.transparent_retries.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// One server, or several balanced; cheap to clone.
 #[derive(Clone)]
@@ -252,11 +201,8 @@ impl Service<http::Request<Body>> for Endpoints {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let endpoints = self.clone();
         let (parts, body) = request.into_parts();
-        let deadline = parts
-            .headers
-            .get(grpc_timeout::HEADER)
-            .and_then(grpc_timeout::parse)
-            .and_then(|timeout| Instant::now().checked_add(timeout));
+        // The link writes what is left of it when each attempt is sent.
+        let deadline = parts.extensions.get::<CallDeadline>().copied();
         let retry_parts = copy_parts(&parts);
         let replay = Replay::new(body);
         let first = endpoints.pick(None);
@@ -267,7 +213,7 @@ impl Service<http::Request<Body>> for Endpoints {
                 Err(error) => error,
             };
             let failure = classify::before_response(&*error);
-            let expired = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+            let expired = deadline.is_some_and(CallDeadline::expired);
             if !failure.never_processed || !replay.replayable() || expired {
                 return Err(Box::new(failure.status) as BoxError);
             }
@@ -282,13 +228,7 @@ impl Service<http::Request<Body>> for Endpoints {
             if let Some(retrying) = &shared.retrying {
                 retrying.count_retry();
             }
-            let mut parts = retry_parts;
-            if let Some(deadline) = deadline {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                parts
-                    .headers
-                    .insert(grpc_timeout::HEADER, grpc_timeout::encode(remaining));
-            }
+            let parts = retry_parts;
             let second = endpoints.pick(first.addr);
             send(&second, http::Request::from_parts(parts, replay.attempt()))
                 .await

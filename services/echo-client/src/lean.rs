@@ -21,8 +21,8 @@ use tonic::{Code, Status};
 
 use crate::classify;
 use crate::client::{CONNECTION_WINDOW, ClientBuilder, STREAM_WINDOW};
-use crate::endpoints::CallStats;
 use crate::error::ClientError;
+use crate::stats::CallStats;
 
 /// Calls one unary method over one HTTP/2 connection; cheap to clone (clones
 /// share the connection until one has to make a new one).

@@ -24,6 +24,8 @@
 //! # Layout
 //!
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
+//! - [`deadline`]: [`CallDeadline`], a call's deadline from the policy to the wire.
+//! - [`stats`]: [`CallStats`], how often calls were sent again.
 //! - [`endpoints`]: where calls go (one server, or several round-robin), and
 //!   the transparent retry of a call the server never processed.
 //! - `balance`: the health watcher that keeps a balanced set's rotation.
@@ -45,6 +47,7 @@
 mod balance;
 mod classify;
 pub mod client;
+pub mod deadline;
 pub mod endpoints;
 pub mod error;
 #[cfg(feature = "fuzzing")]
@@ -53,15 +56,17 @@ pub mod lean;
 pub mod policy;
 pub mod protocol;
 pub mod retry;
+pub mod stats;
 #[cfg(feature = "otlp")]
 pub mod telemetry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
-pub use endpoints::CallStats;
+pub use deadline::CallDeadline;
 pub use error::ClientError;
 pub use lean::LeanUnary;
 pub use protocol::Protocol;
 pub use retry::RetryPolicy;
+pub use stats::CallStats;
 
 /// Compiles the README's Rust example as a doctest.
 #[cfg(doctest)]

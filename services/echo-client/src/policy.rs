@@ -4,22 +4,24 @@
 //! (before the response, [`Endpoints`](crate::endpoints::Endpoints) has
 //! already classified it, and retried it if it could).
 //!
-//! A call's own timeout (`tonic::Request::set_timeout`) wins over the default.
-//! tonic's channel enforces `grpc-timeout` too, but reports CANCELLED; this
-//! layer sits outside it and reports DEADLINE_EXCEEDED, as the gRPC spec says.
+//! A call's own timeout (`tonic::Request::set_timeout`, or a retry policy's
+//! [`CallDeadline`]) wins over the default. The deadline travels on as a
+//! [`CallDeadline`] extension, and the link writes it on the wire. tonic's
+//! channel enforces `grpc-timeout` too, but reports CANCELLED; this layer
+//! sits outside it and reports DEADLINE_EXCEEDED, as the gRPC spec says.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use echo_wire::grpc_timeout;
 use http::HeaderMap;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use crate::classify::{self, BoxError};
+use crate::deadline::CallDeadline;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -85,14 +87,17 @@ where
                 }
             }
         }
-        let own_timeout = headers
-            .get(grpc_timeout::HEADER)
-            .and_then(grpc_timeout::parse);
-        let timeout = own_timeout.or(self.policy.timeout);
-        if let (None, Some(timeout)) = (own_timeout, timeout) {
-            headers.insert(grpc_timeout::HEADER, grpc_timeout::encode(timeout));
+        let own_timeout = CallDeadline::take_timeout(headers);
+        let deadline = match request.extensions().get::<CallDeadline>() {
+            Some(&deadline) => Some(deadline),
+            None => own_timeout
+                .or(self.policy.timeout)
+                .and_then(CallDeadline::after),
+        };
+        if let Some(deadline) = deadline {
+            request.extensions_mut().insert(deadline);
         }
-        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+        let deadline = deadline.map(|deadline| deadline.0);
         CallPolicyFuture {
             inner: self.inner.call(request),
             deadline,

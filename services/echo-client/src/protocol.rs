@@ -35,6 +35,7 @@ use tower_layer::Layer as _;
 use tower_service::Service;
 
 use crate::classify::BoxError;
+use crate::deadline::CallDeadline;
 
 /// The protocol calls are made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -135,7 +136,29 @@ impl Service<Request<Body>> for Link {
         }
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The deadline on the wire: what is left of it as the call is sent.
+        let remaining = request
+            .extensions()
+            .get::<CallDeadline>()
+            .map(|deadline| deadline.remaining());
+        let wire_timeout = match (&self.kind, remaining) {
+            (
+                LinkKind::Translated {
+                    protocol: Protocol::Connect,
+                    ..
+                },
+                Some(remaining),
+            ) => Some((
+                connect::TIMEOUT_HEADER,
+                HeaderValue::from(remaining.as_millis() as u64),
+            )),
+            (_, Some(remaining)) => Some((grpc_timeout::HEADER, grpc_timeout::encode(remaining))),
+            (_, None) => None,
+        };
+        if let Some((name, value)) = wire_timeout {
+            request.headers_mut().insert(name, value);
+        }
         match &mut self.kind {
             LinkKind::Grpc(channel) => {
                 let call = channel.call(request);
@@ -215,10 +238,6 @@ static UNARY_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
 async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Body>, BoxError> {
     let unary = UNARY_METHODS.contains(request.uri().path());
     let (mut parts, body) = request.into_parts();
-    let timeout = parts
-        .headers
-        .remove(grpc_timeout::HEADER)
-        .and_then(|value| grpc_timeout::parse(&value));
     let encoding = parts.headers.remove(grpc_header::ENCODING);
     let accept = parts.headers.remove(grpc_header::ACCEPT_ENCODING);
     parts.headers.remove(header::TE);
@@ -226,12 +245,6 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
         connect::PROTOCOL_VERSION_HEADER,
         HeaderValue::from_static(connect::PROTOCOL_VERSION),
     );
-    if let Some(timeout) = timeout {
-        parts.headers.insert(
-            connect::TIMEOUT_HEADER,
-            HeaderValue::from(timeout.as_millis() as u64),
-        );
-    }
     if !unary {
         parts.headers.insert(
             header::CONTENT_TYPE,

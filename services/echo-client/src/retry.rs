@@ -8,11 +8,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use echo_wire::grpc_timeout;
-use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 
-use crate::endpoints::CallStats;
+use crate::deadline::CallDeadline;
+use crate::stats::CallStats;
 
 /// Tokens a success puts back in the budget.
 const BUDGET_TOKEN_RATIO: f64 = 0.1;
@@ -97,25 +96,23 @@ impl Retrying {
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let (metadata, _, message) = request.into_parts();
-        let timeout = metadata
-            .as_ref()
-            .get(grpc_timeout::HEADER)
-            .and_then(grpc_timeout::parse)
-            .or(self.default_timeout);
-        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let mut headers = metadata.into_headers();
+        let deadline = CallDeadline::take_timeout(&mut headers)
+            .or(self.default_timeout)
+            .and_then(CallDeadline::after);
+        let metadata = tonic::metadata::MetadataMap::from_headers(headers);
         let mut backoff = self.policy.initial_backoff;
         let mut attempt = 1;
         loop {
             let mut request =
                 Request::from_parts(metadata.clone(), Default::default(), message.clone());
             if let Some(deadline) = deadline {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
+                if deadline.expired() {
                     return Err(Status::deadline_exceeded(
                         "deadline exceeded while retrying",
                     ));
                 }
-                request.set_timeout(remaining);
+                request.extensions_mut().insert(deadline);
             }
             if attempt > 1 {
                 // As gRPC's retries say it, so a server can tell a retry.
@@ -142,7 +139,7 @@ impl Retrying {
             if !retryable
                 || !self.failed()
                 || attempt >= self.policy.max_attempts
-                || deadline.is_some_and(|deadline| Instant::now() + pause >= deadline)
+                || deadline.is_some_and(|deadline| deadline.remaining() <= pause)
             {
                 self.stats.ended_after(attempt);
                 return Err(status);
@@ -158,6 +155,8 @@ impl Retrying {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tokio::time::Instant;
 
     use super::*;
 

@@ -1,6 +1,9 @@
-//! Why an echo call fails, and the one place that turns it into a `tonic::Status`.
+//! Why the server cannot start ([`ServeError`]), why an echo call fails
+//! ([`EchoError`]) or a Forward is refused ([`ForwardError`]), and the one
+//! place that turns each call error into a `tonic::Status`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -9,6 +12,36 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub const REQUESTED_ERROR_REASON: &str = "ECHO_REQUESTED_ERROR";
 /// `google.rpc.ErrorInfo.domain` of errors that the request asked for.
 pub const ERROR_DOMAIN: &str = "grpc-echo";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The token file cannot be read.
+    #[error("auth token file {path}")]
+    TokenFile {
+        /// The file named by `--auth-token-file`.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The token file holds no token.
+    #[error("auth token file {0}: no token in it")]
+    NoToken(PathBuf),
+    /// The TLS material is unusable.
+    #[error("TLS")]
+    Tls(#[from] crate::transport::tls::TlsError),
+    /// The memory budgets cannot hold what the limits allow.
+    #[error("memory budgets")]
+    Budget(#[from] crate::transport::budget::BudgetTooSmall),
+    /// A `--forward-ca-file`, `--forward-cert-file` or `--forward-key-file` cannot be read.
+    #[error("forward TLS file {path}")]
+    ForwardTls {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+}
 
 /// A failed echo call.
 #[derive(Debug, thiserror::Error)]

@@ -12,15 +12,15 @@ use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use crate::accept::{Connection, ConnectionLimits};
-use crate::config::{Config, ControlLimits};
-use crate::controls::{Limits, Rpc};
+use crate::config::Config;
+use crate::error::ServeError;
 use crate::layers::{BehaviorLayer, Tokens};
+use crate::ops::stats::Stats;
 use crate::protocol::envelope::{self, Compression};
 use crate::protocol::json::{json_to_proto, pool, proto_to_json};
-use crate::server::{Incoming, ServeError, Server};
-use crate::services::DESCRIPTOR_SETS;
-use crate::stats::Stats;
+use crate::server::{Incoming, Server};
+use crate::services::{DESCRIPTOR_SETS, plan_controls as plan};
+use crate::transport::accept::{Connection, ConnectionLimits};
 
 /// Bytes in flight each way of an in-memory connection, as a socket buffer would hold.
 const DUPLEX_BUFFER: usize = 64 * 1024;
@@ -29,24 +29,10 @@ const DUPLEX_BUFFER: usize = 64 * 1024;
 /// status a caller would get (INVALID_ARGUMENT for a request that does not
 /// decode or asks for too much).
 pub fn plan_controls(request: &[u8]) -> Vec<Result<(), Status>> {
-    let request = match EchoRequest::decode(request) {
-        Ok(request) => request,
-        Err(err) => return vec![Err(Status::invalid_argument(err.to_string()))],
-    };
-    let limits = Limits::from(&ControlLimits::default());
-    [
-        Rpc::Echo,
-        Rpc::ServerStream,
-        Rpc::ClientStream,
-        Rpc::BidiStream,
-    ]
-    .into_iter()
-    .map(|rpc| match limits.plan(&request, rpc) {
-        // A requested error becomes the status the handler answers with.
-        Ok(plan) => plan.error.map_or(Ok(()), |error| Err(Status::from(error))),
-        Err(error) => Err(Status::from(error)),
-    })
-    .collect()
+    match EchoRequest::decode(request) {
+        Ok(request) => plan(&request),
+        Err(err) => vec![Err(Status::invalid_argument(err.to_string()))],
+    }
 }
 
 /// The number of tokens in an `--auth-token-file`'s text.

@@ -19,71 +19,46 @@
 //!
 //! # Layout
 //!
-//! One request's way through the server, in the order of the modules:
+//! The folders follow one request's way through the server, from the socket
+//! to the handler (docs/architecture.md walks it file by file):
 //!
-//! - [`config`]: [`Config`], grouped as `--help` groups it, and its `DEFAULT_*` values.
-//! - `server`: [`Server::run`], the named stages: services, layers, side
-//!   tasks, serving, drain.
-//! - `accept`: the accept loop (connection cap, TLS handshakes, the preface
-//!   deadline, a pause when out of file descriptors) and [`PeerInfo`].
-//! - `tls`: rustls with certificate reload and client certificates.
-//! - `conn`: HTTP/2 over one connection: GOAWAY on shutdown, at its age or
-//!   when a call asks; stream resets on request; every request and answer
-//!   body counted in the memory budgets; closed when its peer stops reading
-//!   while a budget is used up.
-//! - `budget`: the memory budgets (unfinished requests, unsent answers),
-//!   process-wide and per connection.
-//! - `layers`: the tower layers every call passes, in order: recover,
-//!   trace (request id, span, metrics), size statuses, wire reflection,
-//!   load shedding, concurrency limit, trailers, auth, deadline, faults by
-//!   header and chaos windows, per-message compression.
-//! - `router`: calls to services by the first segment of their path.
-//! - `services`: builds every service into the router, and their health.
-//! - `echo`: `echo.v1.EchoService`, thin handlers over `controls` (a request's
-//!   controls checked into a plan) and `call` (a handler's view of its call).
-//! - `forward`: `Forward`, calls to a downstream on request, behind an
-//!   allowlist and a hop limit.
-//! - `interop`: `grpc.testing.TestService`, per the interop test descriptions.
-//! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
-//! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
-//! - `error`: [`EchoError`] and its single mapping to `tonic::Status`.
-//! - [`stats`] and `metrics`: live counters, and Prometheus metrics over HTTP.
-//! - `chaos`: chaos schedules (GOAWAY bursts, closed connections, slow and
-//!   error windows, health flips), read by `conn` and the behaviour layer.
-//! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
+//! - [`config`]: [`Config`], grouped as `--help` groups it, each value parsed
+//!   once into its type (the grammars of `--fault`, `--chaos`,
+//!   `--forward-allow` in its submodules).
+//! - `server`: [`Server::run`], the server assembled in named stages:
+//!   services, metrics, layers, protocols, side tasks, serving, drain.
+//! - `transport`: accepting connections (caps, TLS, the preface deadline),
+//!   serving each one's HTTP/2 or HTTP/1.1, and the memory budgets.
+//! - `protocol`: gRPC-Web, Connect and JSON translated to gRPC in front of
+//!   the layers; the browser page.
+//! - `layers`: the tower layers every call passes, in order.
+//! - `services`: the router and every service's handlers.
+//! - `ops`: live counters, Prometheus metrics, chaos schedules.
+//! - `context`: what travels in request and response extensions between
+//!   them (a leaf every folder may import).
+//! - `health`: the health the server reports (a leaf).
+//! - `error`: [`ServeError`], [`EchoError`], [`ForwardError`], and the one
+//!   mapping of call errors to `tonic::Status`.
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
-mod accept;
-mod admin;
-mod budget;
-mod call;
-mod chaos;
 pub mod config;
-mod conn;
-mod controls;
-mod echo;
+mod context;
 mod error;
-mod examples;
-mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-mod interop;
+mod health;
 mod layers;
-mod metrics;
+mod ops;
 mod protocol;
-mod raw_echo;
-mod router;
 mod server;
 mod services;
-pub mod stats;
-mod tls;
-mod web;
+mod transport;
 
-pub use accept::PeerInfo;
-pub use budget::BudgetTooSmall;
 pub use config::{Config, LogFormat};
-pub use error::{ERROR_DOMAIN, EchoError, ForwardError, REQUESTED_ERROR_REASON};
-pub use server::{STREAM_END_FLUSH, ServeError, Server, run};
-pub use stats::Stats;
-pub use tls::{TlsError, TlsReload};
+pub use context::PeerInfo;
+pub use error::{ERROR_DOMAIN, EchoError, ForwardError, REQUESTED_ERROR_REASON, ServeError};
+pub use ops::stats::Stats;
+pub use server::{STREAM_END_FLUSH, Server, run};
+pub use transport::budget::BudgetTooSmall;
+pub use transport::tls::{TlsError, TlsReload};

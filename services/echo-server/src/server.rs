@@ -21,21 +21,21 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_layer::Layer as _;
 use tower_service::Service;
 
-use crate::accept::{self, Connection, ConnectionLimits};
-use crate::budget::Budgets;
-use crate::chaos::{Chaos, Schedule};
-use crate::config::{Config, ForwardConfig};
-use crate::conn::{self, HttpSettings};
-use crate::forward::{Allowlist, ClientMetrics, Forwarder};
-use crate::layers::{self, AuthLayer, BehaviorLayer, Behaviors, StackSettings, Tokens};
-use crate::metrics::Metrics;
-use crate::protocol::{ProtocolLayer, Schemas};
-use crate::raw_echo;
-use crate::services::{DESCRIPTOR_SETS, Services};
-use crate::stats::Stats;
-use crate::tls::{Tls, TlsReload};
-use crate::web::Page;
-use echo_client::TlsOptions;
+use crate::config::Config;
+use crate::error::ServeError;
+use crate::layers::{self, AuthLayer, BehaviorLayer, StackSettings, Tokens};
+use crate::ops::chaos::Chaos;
+use crate::ops::metrics::{self, Metrics};
+use crate::ops::stats::Stats;
+use crate::protocol::ProtocolLayer;
+use crate::protocol::json::Schemas;
+use crate::protocol::page::Page;
+use crate::services::forward::Forwarder;
+use crate::services::{DESCRIPTOR_SETS, Services, raw_echo};
+use crate::transport::accept::{self, Connection, ConnectionLimits};
+use crate::transport::budget::Budgets;
+use crate::transport::conn::{self, HttpSettings};
+use crate::transport::tls::{Tls, TlsFiles, TlsReload};
 
 /// After the grace period ends open streams, how long their final statuses get
 /// to reach the callers before every remaining connection is dropped. This also
@@ -44,50 +44,6 @@ pub const STREAM_END_FLUSH: Duration = Duration::from_secs(1);
 
 /// How long a browser may keep a CORS preflight's answer.
 const CORS_MAX_AGE: Duration = Duration::from_secs(2 * 60 * 60);
-
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The token file cannot be read or holds no token.
-    #[error("auth token file {path}: {reason}")]
-    TokenFile {
-        /// The file named by `--auth-token-file`.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The TLS material is unusable.
-    #[error("TLS")]
-    Tls(#[from] crate::tls::TlsError),
-    /// The memory budgets cannot hold what the limits allow.
-    #[error("memory budgets")]
-    Budget(#[from] crate::budget::BudgetTooSmall),
-    /// `--fault` does not parse.
-    #[error("--fault: {0}")]
-    Fault(String),
-    /// A `--forward-ca-file`, `--forward-cert-file` or `--forward-key-file` cannot be read.
-    #[error("forward TLS file {path}: {reason}")]
-    ForwardTls {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why it cannot be read.
-        reason: String,
-    },
-    /// A `--forward-allow` entry does not parse.
-    #[error("--forward-allow: {0}")]
-    ForwardAllow(String),
-    /// A `--chaos` schedule does not parse.
-    #[error("--chaos: {0}")]
-    Chaos(String),
-    /// The `--chaos-file` cannot be read or does not parse.
-    #[error("chaos file {path}: {reason}")]
-    ChaosFile {
-        /// The file named by `--chaos-file`.
-        path: std::path::PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
 
 /// The echo server: `echo.v1.EchoService`, `grpc.examples.echo.Echo`, the
 /// interop `grpc.testing.TestService` (unless switched off), health, and
@@ -173,72 +129,46 @@ impl Server {
         // Cancelled when shutdown begins: no new connections, GOAWAY on the rest.
         let stop_accepting = CancellationToken::new();
 
-        // 1. The services, routed by name, and what every call is counted in.
-        let forwarder = Forwarder {
-            allow: Allowlist::parse(&config.forward.forward_allow)
-                .map_err(ServeError::ForwardAllow)?,
-            max_hops: config.forward.forward_max_hops,
-            max_count: config.forward.forward_max_count,
-            tls: forward_tls(&config.forward)?,
-            metrics: ClientMetrics::default(),
-        };
-        let client_metrics = forwarder.metrics.clone();
-        let services = Services::build(config, &self.stats, &streams_end, forwarder).await;
+        // 1. The services, routed by name, and the budgets and chaos
+        //    schedules every connection shares.
+        let forwarder = Forwarder::new(&config.forward)?;
+        let services = Services::build(config, &self.stats, &streams_end, forwarder.clone()).await;
         let budgets = Arc::new(Budgets::new(&config.limits)?);
-        let chaos = Chaos::new(chaos_schedules(config)?, config.faults.chaos_seed).map(Arc::new);
-        let metrics = Arc::new(Metrics::new(
-            &self.stats,
-            &budgets,
-            chaos.as_ref().map(|chaos| &chaos.metrics),
-            &client_metrics,
-            &services.served,
-            &DESCRIPTOR_SETS,
-        ));
+        let chaos = Chaos::new(
+            config.faults.schedules().cloned().collect(),
+            config.faults.chaos_seed,
+        )
+        .map(Arc::new);
 
-        // 2. The layers around them.
-        let auth = match &config.auth.auth_token_file {
-            Some(path) => Some(AuthLayer::new(
-                read_tokens(path)?,
-                config.auth.auth_open_services.clone(),
-            )),
-            None => None,
-        };
-        let service = layers::stack(
-            services.router.clone(),
-            StackSettings {
-                metrics: Arc::clone(&metrics),
-                max_concurrent_calls: config.limits.max_concurrent_calls,
-                max_call_time: *config.limits.max_call_time,
-                auth,
-                behavior: BehaviorLayer::new(
-                    &config.listen.instance(),
-                    config.controls.max_payload_size,
-                    config
-                        .faults
-                        .fault
-                        .as_deref()
-                        .map(Behaviors::parse)
-                        .transpose()
-                        .map_err(ServeError::Fault)?,
-                    config.faults.fault_seed,
-                    chaos.as_ref().map(|chaos| Arc::clone(&chaos.windows)),
-                ),
-            },
-        );
-        // Outside every layer above: each call becomes gRPC first, so
-        // controls, limits, auth, metrics and logs meet one protocol.
+        // 2. The metrics: every call's series, and each component's own.
+        let mut metrics = Metrics::new(&self.stats, services.health.served(), &DESCRIPTOR_SETS);
+        budgets.register(metrics.registry());
+        forwarder.register(metrics.registry());
+        if let Some(chaos) = &chaos {
+            chaos.register(metrics.registry());
+        }
+        let metrics = Arc::new(metrics);
+
+        // 3. The layers around the services.
+        let settings = stack_settings(config, &metrics, chaos.as_deref())?;
+        let service = layers::stack(services.router.clone(), settings);
+
+        // 4. The protocols, outside every layer: each call becomes gRPC
+        //    first, so controls, limits, auth, metrics and logs meet one
+        //    protocol.
+        let page = (config.browsers.web).then(|| Page::new(Arc::clone(&self.stats)));
         let service = ProtocolLayer::new(
             Schemas::new(&DESCRIPTOR_SETS),
             config.limits.max_message_size,
-            config
-                .browsers
-                .web
-                .then(|| Page::new(Arc::clone(&self.stats))),
+            page,
         )
         .layer(service);
 
-        // 3. The side tasks, which end with this function.
-        let tls = config.tls.files().as_ref().map(Tls::new).transpose()?;
+        // 5. The side tasks, which end with this function.
+        let tls = TlsFiles::of(&config.tls)
+            .as_ref()
+            .map(Tls::new)
+            .transpose()?;
         let _side_tasks = start_side_tasks(
             self.side_listeners,
             config,
@@ -248,11 +178,9 @@ impl Server {
             &self.tls_reload,
         );
         // Until shutdown begins: dropping them closes their windows.
-        let chaos_schedules = chaos
-            .as_ref()
-            .map(|chaos| chaos.start(services.health.clone(), services.served.clone()));
+        let chaos_schedules = chaos.as_ref().map(|chaos| chaos.start(&services.health));
 
-        // 4. Serving, until shutdown.
+        // 6. Serving, until shutdown.
         let incoming = match incoming {
             Incoming::Tcp(listener) => accept::accept(
                 listener,
@@ -263,54 +191,131 @@ impl Server {
             #[cfg(feature = "fuzzing")]
             Incoming::InMemory(connections) => ReceiverStream::new(connections),
         };
-        let settings = HttpSettings::from((&config.http2, &config.limits));
-        let stop = stop_accepting.clone();
-        // CORS outermost, so a browser's preflight is answered before any
-        // protocol is looked for and every answer carries CORS headers; served
-        // as its own type rather than an `Either`, which would make every
-        // call's futures as large as CORS's (measured: 190 instructions a call).
-        let serving: BoxFuture<'static, ()> = match cors(&config.browsers.cors_allow_origin) {
-            Some(cors) => Box::pin(serve(
-                incoming,
-                cors.layer(service),
-                settings,
-                budgets,
-                chaos,
-                stop,
-            )),
-            None => Box::pin(serve(incoming, service, settings, budgets, chaos, stop)),
-        };
+        let serving = serving(
+            incoming,
+            service,
+            config,
+            budgets,
+            chaos,
+            stop_accepting.clone(),
+        );
         tokio::pin!(serving);
         tokio::select! {
             () = &mut serving => return Ok(()),
             () = shutdown => {}
         }
 
-        // 5. The drain.
-        let grace = *config.listen.shutdown_grace;
-        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
+        // 7. The drain.
         drop(chaos_schedules);
-        services.set_health(ServingStatus::NotServing).await;
-        stop_accepting.cancel();
-        tokio::select! {
-            () = &mut serving => {
-                tracing::info!("all connections closed");
-                return Ok(());
-            }
-            () = tokio::time::sleep(grace) => {}
-        }
-        tracing::warn!(
-            open_streams = self.stats.open_streams(),
-            "grace period over: ending open streams with UNAVAILABLE"
-        );
-        streams_end.cancel();
-        if tokio::time::timeout(STREAM_END_FLUSH, serving)
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after the grace period: dropping them");
-        }
+        drain(
+            serving,
+            &services,
+            stop_accepting,
+            streams_end,
+            *config.listen.shutdown_grace,
+            &self.stats,
+        )
+        .await;
         Ok(())
+    }
+}
+
+/// Every connection from `incoming` served with `service` (behind CORS when
+/// it is configured) until `stop`.
+fn serving<S, B>(
+    incoming: impl Stream<Item = Connection> + Send + 'static,
+    service: S,
+    config: &Config,
+    budgets: Arc<Budgets>,
+    chaos: Option<Arc<Chaos>>,
+    stop: CancellationToken,
+) -> BoxFuture<'static, ()>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<StdError>,
+    B: HttpBody<Data = Bytes> + Default + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    let settings = HttpSettings::from((&config.http2, &config.limits));
+    // CORS outermost, so a browser's preflight is answered before any
+    // protocol is looked for and every answer carries CORS headers; served
+    // as its own type rather than an `Either`, which would make every
+    // call's futures as large as CORS's (measured: 190 instructions a call).
+    match cors(&config.browsers.cors_allow_origin) {
+        Some(cors) => Box::pin(serve(
+            incoming,
+            cors.layer(service),
+            settings,
+            budgets,
+            chaos,
+            stop,
+        )),
+        None => Box::pin(serve(incoming, service, settings, budgets, chaos, stop)),
+    }
+}
+
+/// What the layers need beyond the router: the metrics, the limits, the
+/// tokens (read from their file now) and the fault settings.
+fn stack_settings(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    chaos: Option<&Chaos>,
+) -> Result<StackSettings, ServeError> {
+    let auth = match &config.auth.auth_token_file {
+        Some(path) => Some(AuthLayer::new(
+            read_tokens(path)?,
+            config.auth.auth_open_services.clone(),
+        )),
+        None => None,
+    };
+    Ok(StackSettings {
+        metrics: Arc::clone(metrics),
+        max_concurrent_calls: config.limits.max_concurrent_calls,
+        max_call_time: *config.limits.max_call_time,
+        auth,
+        behavior: BehaviorLayer::new(
+            &config.listen.instance(),
+            config.controls.max_payload_size,
+            config.faults.fault.clone(),
+            config.faults.fault_seed,
+            chaos.map(|chaos| Arc::clone(&chaos.windows)),
+        ),
+    })
+}
+
+/// Shutdown after `serving` stopped accepting: health turns NOT_SERVING,
+/// connections get GOAWAY, and streams still open after `grace` end with
+/// UNAVAILABLE; returns once every connection is closed, or
+/// [`STREAM_END_FLUSH`] after the grace period.
+async fn drain(
+    mut serving: std::pin::Pin<&mut BoxFuture<'static, ()>>,
+    services: &Services,
+    stop_accepting: CancellationToken,
+    streams_end: CancellationToken,
+    grace: Duration,
+    stats: &Stats,
+) {
+    tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining calls");
+    services.health.set_all(ServingStatus::NotServing).await;
+    stop_accepting.cancel();
+    tokio::select! {
+        () = &mut serving => {
+            tracing::info!("all connections closed");
+            return;
+        }
+        () = tokio::time::sleep(grace) => {}
+    }
+    tracing::warn!(
+        open_streams = stats.open_streams(),
+        "grace period over: ending open streams with UNAVAILABLE"
+    );
+    streams_end.cancel();
+    if tokio::time::timeout(STREAM_END_FLUSH, serving)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period: dropping them");
     }
 }
 
@@ -402,7 +407,7 @@ fn start_side_tasks(
     if let Some(listener) = listeners.metrics {
         let metrics = Arc::clone(metrics);
         tasks.spawn(async move {
-            if let Err(err) = crate::metrics::serve(listener, metrics).await {
+            if let Err(err) = metrics::serve(listener, metrics).await {
                 tracing::error!(cause = %err, "metrics endpoint failed");
             }
         });
@@ -441,57 +446,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The TLS material of `--forward-ca-file` and `--forward-cert-file`.
-fn forward_tls(config: &ForwardConfig) -> Result<Option<TlsOptions>, ServeError> {
-    let read = |path: &std::path::PathBuf| {
-        std::fs::read(path).map_err(|err| ServeError::ForwardTls {
-            path: path.clone(),
-            reason: err.to_string(),
-        })
-    };
-    let Some(ca) = &config.forward_ca_file else {
-        return Ok(None);
-    };
-    let identity = match (&config.forward_cert_file, &config.forward_key_file) {
-        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
-        _ => None,
-    };
-    Ok(Some(TlsOptions {
-        ca_pem: read(ca)?,
-        server_name: None,
-        identity,
-    }))
-}
-
-/// The schedules of `--chaos` and `--chaos-file`.
-fn chaos_schedules(config: &Config) -> Result<Vec<Schedule>, ServeError> {
-    let mut schedules = config
-        .faults
-        .chaos
-        .iter()
-        .map(|text| Schedule::parse(text))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ServeError::Chaos)?;
-    if let Some(path) = &config.faults.chaos_file {
-        let error = |reason: String| ServeError::ChaosFile {
-            path: path.clone(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
-        schedules.extend(Schedule::parse_file(&text).map_err(error)?);
-    }
-    Ok(schedules)
-}
-
+/// The tokens of `--auth-token-file`: at least one.
 fn read_tokens(path: &std::path::Path) -> Result<Tokens, ServeError> {
-    let error = |reason: String| ServeError::TokenFile {
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::TokenFile {
         path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
+        source,
+    })?;
     let tokens = Tokens::parse(&text);
     if tokens.is_empty() {
-        return Err(error("no token in it".to_owned()));
+        return Err(ServeError::NoToken(path.to_owned()));
     }
     tracing::info!(tokens = tokens.len(), "bearer-token authentication on");
     Ok(tokens)

@@ -7,8 +7,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use echo_client::ClientBuilder;
 use echo_client::proto::{
-    ConnectionAction, ConnectionControl, EchoRequest, ErrorControl, MetadataEcho, StatusCode,
-    StreamControl,
+    ConnectionAction, ConnectionControl, EchoRequest, ErrorControl, MetadataEcho, StreamControl,
 };
 use tonic::Code;
 
@@ -128,19 +127,8 @@ impl Controls {
     }
 }
 
-fn parse_code(text: &str) -> Result<Code, String> {
-    if let Ok(number) = text.parse::<i32>() {
-        return match StatusCode::try_from(number) {
-            Ok(_) => Ok(Code::from_i32(number)),
-            Err(_) => Err(format!("{number} is not a gRPC status code (0..=16)")),
-        };
-    }
-    let wanted = text.trim().to_ascii_uppercase().replace('-', "_");
-    StatusCode::from_str_name(&format!("STATUS_CODE_{wanted}"))
-        .map(|c| Code::from_i32(c as i32))
-        .ok_or_else(|| {
-            format!("unknown status code {text:?} (try NOT_FOUND, UNAVAILABLE, 14, ...)")
-        })
+fn parse_code(text: &str) -> Result<Code, echo_wire::codes::UnknownCode> {
+    echo_wire::codes::parse(text).map(Code::from)
 }
 
 fn parse_detail(text: &str) -> Result<(String, String), String> {

@@ -1,7 +1,6 @@
 //! One module per command.
 
 pub(crate) mod any;
-pub(crate) mod bench;
 pub(crate) mod bidi;
 pub(crate) mod client_stream;
 pub(crate) mod echo;

@@ -6,31 +6,7 @@
 //! `--fault-seed` for reproducible runs. A call with neither header nor
 //! default costs two header lookups.
 //!
-//! `x-echo-behavior`: behaviours separated by `;`, each `NAME=ALTERNATIVES`,
-//! alternatives separated by `,`, each `VALUE` or `VALUE:P%` (the chance of
-//! that value; the rest of the time the behaviour does nothing):
-//! `delay=DURATION`, `error=CODE` (a name such as `UNAVAILABLE`, or a
-//! number), `message=TEXT` (the error's message), `size=BYTES` (`4096`,
-//! `64KiB`, `1MiB`: the size of each answer's payload, in place of the
-//! message's own `response_size`, where the method answers with a payload:
-//! echo.v1's Echo, ServerStream and BidiStream, TestService's UnaryCall and
-//! output streams; at most `--max-payload-size`), `fail-attempts=N` (the
-//! first N attempts of a call fail, with `error`'s code or UNAVAILABLE;
-//! attempts counted by `grpc-previous-rpc-attempts`, or for clients that retry
-//! without it by their `x-request-id`), `connection=ACTION` (`goaway`: GOAWAY
-//! once the call is answered; `reset` or `reset-CODE`: the answer ends with
-//! RST_STREAM, CANCEL by default, instead of its trailers; `close`: the
-//! connection closes at once, unanswered), `seed=N` (draws come from a
-//! generator of that seed, in the order its calls arrive: one client's run
-//! repeats), `on=NAME,...` / `not-on=NAME,...` (the header applies on those
-//! instances only / on all but those). E.g.
-//! `delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,DEADLINE_EXCEEDED:1%`.
-//!
-//! `rpc-behavior`: values separated by `,`: `sleep-SECONDS`, `keep-open`
-//! (no answer until the caller goes away or the deadline passes),
-//! `error-code-CODE`, `succeed-on-retry-attempt-N` (no behaviour at all when
-//! `grpc-previous-rpc-attempts` is N), each optionally prefixed by
-//! `hostname=NAME ` to apply on the instance of that name only.
+//! The grammar of both headers (and of `--fault`) is `config/behaviors.rs`'s.
 //!
 //! Both act before the handler, so before any message control: a header's
 //! error ends the call before the request is read, a header's delay comes
@@ -46,16 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use echo_wire::h2_frames::CANCEL;
 use futures_util::future::Either;
 use http::{HeaderName, HeaderValue};
 use tonic::{Code, Status};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::chaos::Windows;
-use crate::conn::{Arrival, ResetStream};
-use crate::controls::ConnectionAction;
+use crate::config::behaviors::{Behaviors, RpcBehavior};
+use crate::context::{Arrival, ConnectionAction, ResetStream, ResponseSize};
+use crate::ops::chaos::Windows;
 
 /// This server's behaviour header (a `HeaderName`: looked up on every call,
 /// without parsing a name each time).
@@ -72,245 +47,6 @@ const MAX_COUNTED_CALLS: usize = 10_000;
 /// Generators kept for header seeds, at most; then they start over.
 const MAX_SEEDS: usize = 1_000;
 
-/// One behaviour's alternatives with their chances (0 to 1); the remaining
-/// chance is "nothing".
-#[derive(Debug, Clone, PartialEq)]
-struct Weighted<T> {
-    alternatives: Vec<(T, f64)>,
-}
-
-impl<T: Clone> Weighted<T> {
-    /// The alternative drawn with `roll` (uniform in 0..1).
-    fn pick(&self, roll: f64) -> Option<T> {
-        let mut below = 0.0;
-        for (value, chance) in &self.alternatives {
-            below += chance;
-            if roll < below {
-                return Some(value.clone());
-            }
-        }
-        None
-    }
-
-    /// Whether a draw is needed (some alternative is not certain).
-    fn is_random(&self) -> bool {
-        self.alternatives.iter().any(|&(_, chance)| chance < 1.0)
-    }
-}
-
-/// The behaviours of one `x-echo-behavior` (or `--fault`) value.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Behaviors {
-    delay: Option<Weighted<Duration>>,
-    error: Option<Weighted<Code>>,
-    message: Option<String>,
-    size: Option<Weighted<u32>>,
-    fail_attempts: Option<u32>,
-    connection: Option<Weighted<ConnectionAction>>,
-    seed: Option<u64>,
-    on: Option<Vec<String>>,
-    not_on: Option<Vec<String>>,
-}
-
-impl Behaviors {
-    /// Parses `x-echo-behavior`'s syntax (see the module docs).
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let mut behaviors = Self::default();
-        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("`{part}` is not NAME=VALUE"))?;
-            match name.trim() {
-                "delay" => behaviors.delay = Some(weighted(value, parse_duration)?),
-                "error" => behaviors.error = Some(weighted(value, parse_code)?),
-                "message" => behaviors.message = Some(value.trim().to_owned()),
-                "size" => behaviors.size = Some(weighted(value, parse_size)?),
-                "fail-attempts" => {
-                    behaviors.fail_attempts = Some(
-                        value
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("`{value}` is not a number of attempts"))?,
-                    );
-                }
-                "connection" => behaviors.connection = Some(weighted(value, parse_action)?),
-                "seed" => {
-                    behaviors.seed = Some(
-                        value
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("`{value}` is not a seed (a number)"))?,
-                    );
-                }
-                "on" => behaviors.on = Some(names(value)),
-                "not-on" => behaviors.not_on = Some(names(value)),
-                other => {
-                    return Err(format!(
-                        "unknown behaviour `{other}` (known: delay, error, message, size, \
-                         fail-attempts, connection, seed, on, not-on)"
-                    ));
-                }
-            }
-        }
-        Ok(behaviors)
-    }
-
-    fn is_random(&self) -> bool {
-        self.delay.as_ref().is_some_and(Weighted::is_random)
-            || self.error.as_ref().is_some_and(Weighted::is_random)
-            || self.connection.as_ref().is_some_and(Weighted::is_random)
-            || self.size.as_ref().is_some_and(Weighted::is_random)
-    }
-
-    /// Whether they apply on the instance named `instance`.
-    fn apply_on(&self, instance: &str) -> bool {
-        let named = |names: &Option<Vec<String>>| {
-            names
-                .as_ref()
-                .map(|names| names.iter().any(|name| name == instance))
-        };
-        named(&self.on).unwrap_or(true) && !named(&self.not_on).unwrap_or(false)
-    }
-}
-
-fn names(text: &str) -> Vec<String> {
-    text.split(',').map(|name| name.trim().to_owned()).collect()
-}
-
-fn weighted<T>(
-    text: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Result<Weighted<T>, String> {
-    let mut alternatives = Vec::new();
-    for alternative in text.split(',').map(str::trim) {
-        let (value, chance) = match alternative.rsplit_once(':') {
-            Some((value, percent)) if percent.trim_end().ends_with('%') => {
-                let percent: f64 = percent
-                    .trim()
-                    .trim_end_matches('%')
-                    .parse()
-                    .map_err(|_| format!("`{percent}` is not a percentage"))?;
-                if !(0.0..=100.0).contains(&percent) {
-                    return Err(format!("`{percent}%` is not between 0% and 100%"));
-                }
-                (value, percent / 100.0)
-            }
-            _ => (alternative, 1.0),
-        };
-        alternatives.push((parse(value.trim())?, chance));
-    }
-    let total: f64 = alternatives.iter().map(|&(_, chance)| chance).sum();
-    if total > 1.0 + 1e-9 {
-        return Err(format!("the chances of `{text}` add up to more than 100%"));
-    }
-    Ok(Weighted { alternatives })
-}
-
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))
-}
-
-/// A payload size: bytes, or `KiB` / `MiB`.
-fn parse_size(text: &str) -> Result<u32, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
-    let unit: u32 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1024,
-        "MiB" => 1024 * 1024,
-        _ => return Err(format!("`{text}` is not a size (bytes, KiB or MiB)")),
-    };
-    number
-        .parse::<u32>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("`{text}` is not a size (bytes, KiB or MiB)"))
-}
-
-/// A connection action: `goaway`, `close`, `reset` or `reset-CODE`.
-fn parse_action(text: &str) -> Result<ConnectionAction, String> {
-    match text {
-        "goaway" => Ok(ConnectionAction::GoAway),
-        "close" => Ok(ConnectionAction::Close),
-        // Without a code: CANCEL.
-        "reset" => Ok(ConnectionAction::ResetStream(CANCEL)),
-        _ => text
-            .strip_prefix("reset-")
-            .and_then(|code| code.parse().ok())
-            .map(ConnectionAction::ResetStream)
-            .ok_or_else(|| {
-                format!("`{text}` is not a connection action (goaway, close, reset, reset-CODE)")
-            }),
-    }
-}
-
-/// A status code by name (`UNAVAILABLE`, `unavailable`) or number.
-pub(crate) fn parse_code(text: &str) -> Result<Code, String> {
-    if let Ok(number) = text.parse::<i32>() {
-        return match number {
-            1..=16 => Ok(Code::from(number)),
-            _ => Err(format!("`{text}` is not an error status code (1 to 16)")),
-        };
-    }
-    // The contract's StatusCode names each code: STATUS_CODE_UNAVAILABLE.
-    grpc_echo::echo::v1::StatusCode::from_str_name(&format!(
-        "STATUS_CODE_{}",
-        text.to_ascii_uppercase()
-    ))
-    .map(|code| Code::from(code as i32))
-    .filter(|code| *code != Code::Ok)
-    .ok_or_else(|| format!("`{text}` is not a status code name"))
-}
-
-/// What `rpc-behavior` asks of this instance.
-#[derive(Debug, Clone, PartialEq, Default)]
-struct RpcBehavior {
-    sleep: Duration,
-    keep_open: bool,
-    error: Option<Code>,
-    succeed_on_attempt: Option<u32>,
-}
-
-impl RpcBehavior {
-    /// Parses `rpc-behavior` as the instance named `instance`.
-    fn parse(text: &str, instance: &str) -> Result<Self, String> {
-        let mut behavior = Self::default();
-        for value in text.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-            let value = match value.strip_prefix("hostname=") {
-                Some(rest) => match rest.split_once(' ') {
-                    Some((host, value)) if host == instance => value.trim(),
-                    Some(_) => continue,
-                    None => return Err(format!("`{value}`: hostname=NAME is followed by a value")),
-                },
-                None => value,
-            };
-            let number = |rest: &str| {
-                rest.parse::<f64>()
-                    .ok()
-                    .filter(|n| n.is_finite() && *n >= 0.0)
-                    .ok_or_else(|| format!("`{value}` does not end in a number"))
-            };
-            if let Some(seconds) = value.strip_prefix("sleep-") {
-                let sleep = Duration::try_from_secs_f64(number(seconds)?)
-                    .map_err(|_| format!("`{value}` is longer than any deadline"))?;
-                // Bounded by the deadline and --max-call-time anyway.
-                behavior.sleep = behavior.sleep.saturating_add(sleep);
-            } else if value == "keep-open" {
-                behavior.keep_open = true;
-            } else if let Some(code) = value.strip_prefix("error-code-") {
-                behavior.error = Some(parse_code(code)?);
-            } else if let Some(attempt) = value.strip_prefix("succeed-on-retry-attempt-") {
-                behavior.succeed_on_attempt = Some(number(attempt)? as u32);
-            } else {
-                return Err(format!("unknown rpc-behavior value `{value}`"));
-            }
-        }
-        Ok(behavior)
-    }
-}
-
 /// What the layer does to one call.
 #[derive(Debug, Default)]
 struct Fault {
@@ -322,11 +58,6 @@ struct Fault {
     /// Attempts of this call before this one.
     attempt: u32,
 }
-
-/// Request extension: the payload size each answer of the call should have
-/// (`size=` of a behaviour header), in place of the message's own.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ResponseSize(pub(crate) u32);
 
 /// The server's fault settings, shared by every connection.
 #[derive(Debug, Clone)]
@@ -420,7 +151,8 @@ impl Settings {
         let parsed;
         let behaviors = match echo {
             Some(echo) => {
-                parsed = Behaviors::parse(text(echo, &ECHO_BEHAVIOR)?)
+                parsed = text(echo, &ECHO_BEHAVIOR)?
+                    .parse::<Behaviors>()
                     .map_err(|err| Status::invalid_argument(format!("{ECHO_BEHAVIOR}: {err}")))?;
                 Some(&parsed)
             }
@@ -513,7 +245,7 @@ impl Settings {
     /// (none: a first attempt).
     fn attempts_by_request_id(&self, headers: &http::HeaderMap) -> u32 {
         let Some(id) = headers
-            .get(super::trace::REQUEST_ID)
+            .get(echo_wire::headers::REQUEST_ID)
             .and_then(|value| value.to_str().ok())
         else {
             return 0;
@@ -626,66 +358,10 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn echo_behaviors_parse_with_their_chances() {
-        let behaviors = Behaviors::parse(
-            "delay=200ms:5%,2s:0.5%; error=UNAVAILABLE:10%,deadline_exceeded:1%; message=try later",
-        )
-        .unwrap();
-        let delay = behaviors.delay.as_ref().unwrap();
-        assert_eq!(delay.pick(0.01), Some(Duration::from_millis(200)));
-        assert_eq!(delay.pick(0.052), Some(Duration::from_secs(2)));
-        assert_eq!(delay.pick(0.2), None);
-        let error = behaviors.error.as_ref().unwrap();
-        assert_eq!(error.pick(0.05), Some(Code::Unavailable));
-        assert_eq!(error.pick(0.105), Some(Code::DeadlineExceeded));
-        assert_eq!(error.pick(0.5), None);
-        assert_eq!(behaviors.message.as_deref(), Some("try later"));
-        assert!(behaviors.is_random());
-        assert!(!Behaviors::parse("delay=1s; error=14").unwrap().is_random());
-
-        for (bad, why) in [
-            ("delay", "is not NAME=VALUE"),
-            ("colour=red", "unknown behaviour"),
-            ("error=NOPE", "not a status code name"),
-            ("error=0", "not an error status code"),
-            ("delay=1s:60%,2s:50%", "more than 100%"),
-            ("delay=1s:x%", "not a percentage"),
-            ("delay=forever", "`forever`"),
-        ] {
-            let err = Behaviors::parse(bad).unwrap_err();
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn rpc_behaviors_parse_as_the_xds_test_servers_read_them() {
-        let parsed = RpcBehavior::parse(
-            "sleep-1, error-code-14, hostname=pod-b keep-open, succeed-on-retry-attempt-2",
-            "pod-a",
-        )
-        .unwrap();
-        assert_eq!(
-            parsed,
-            RpcBehavior {
-                sleep: Duration::from_secs(1),
-                keep_open: false,
-                error: Some(Code::Unavailable),
-                succeed_on_attempt: Some(2),
-            }
-        );
-        let on_b = RpcBehavior::parse("hostname=pod-b keep-open", "pod-b").unwrap();
-        assert!(on_b.keep_open);
-        assert!(RpcBehavior::parse("explode", "pod-a").is_err());
-        assert!(RpcBehavior::parse("sleep-x", "pod-a").is_err());
-    }
-
     /// Found by the `behavior` fuzz target: a sleep too long for a
     /// `Duration` panicked the call's task instead of answering.
     #[test]
     fn sleeps_too_long_for_a_duration_are_refused_and_sums_are_capped() {
-        let err = RpcBehavior::parse("sleep-1e300", "pod").unwrap_err();
-        assert!(err.contains("longer than any deadline"), "{err}");
         let layer = BehaviorLayer::new("pod", u32::MAX, None, Some(1), None);
         let mut headers = http::HeaderMap::new();
         headers.insert(
@@ -701,29 +377,6 @@ mod tests {
         headers.insert(RPC_BEHAVIOR, HeaderValue::from_static("sleep-1e300"));
         let status = layer.inner.fault(&headers).unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-    }
-
-    #[test]
-    fn connection_actions_and_seeds_parse() {
-        let behaviors =
-            Behaviors::parse("connection=goaway:10%,reset-7:5%,close:1%; seed=42").unwrap();
-        let connection = behaviors.connection.as_ref().unwrap();
-        assert_eq!(connection.pick(0.05), Some(ConnectionAction::GoAway));
-        assert_eq!(
-            connection.pick(0.12),
-            Some(ConnectionAction::ResetStream(7))
-        );
-        assert_eq!(connection.pick(0.155), Some(ConnectionAction::Close));
-        assert_eq!(connection.pick(0.2), None);
-        assert_eq!(behaviors.seed, Some(42));
-        assert_eq!(
-            Behaviors::parse("connection=reset").unwrap().connection,
-            Some(Weighted {
-                alternatives: vec![(ConnectionAction::ResetStream(CANCEL), 1.0)]
-            })
-        );
-        assert!(Behaviors::parse("connection=explode").is_err());
-        assert!(Behaviors::parse("seed=-1").is_err());
     }
 
     /// A header's seed draws from its own generator: the same outcomes in

@@ -17,11 +17,8 @@ use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::context::Deadline;
 use crate::error::EchoError;
-
-/// Request extension: when the caller stops waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Deadline(pub(crate) Instant);
 
 /// Applies the caller's deadline; see the module docs.
 #[derive(Debug, Clone, Copy)]

@@ -25,12 +25,9 @@ use tower::load_shed::LoadShedLayer;
 use tower_service::Service;
 
 pub(crate) use auth::{AuthLayer, Tokens};
-pub(crate) use behavior::{BehaviorLayer, Behaviors, ResponseSize, parse_code, parse_duration};
-pub(crate) use deadline::Deadline;
-pub(crate) use trailers::ExtraTrailers;
-pub(crate) use wire::wire;
+pub(crate) use behavior::BehaviorLayer;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// What the layers need to know beyond the router.
 pub(crate) struct StackSettings {

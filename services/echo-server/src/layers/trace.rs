@@ -10,8 +10,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
-use echo_wire::headers as grpc_header;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use echo_wire::framing::Framing;
+use echo_wire::headers::{self as grpc_header, REQUEST_ID};
+use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
@@ -22,10 +23,8 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
-use crate::accept::PeerInfo;
-use crate::budget::Framing;
-use crate::conn::Arrival;
-use crate::metrics::{MethodId, Metrics};
+use crate::context::{Arrival, PeerInfo};
+use crate::ops::metrics::{MethodId, Metrics};
 
 /// Traces every RPC and records it in the metrics; see the module docs.
 #[derive(Debug, Clone)]
@@ -185,9 +184,6 @@ where
         Poll::Ready(Ok(response.map(|body| HookedBody::new(body, end))))
     }
 }
-
-/// The header that carries a call's request id, both ways.
-pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The caller's request id if it sent a usable one, else a new random one;
 /// marked sensitive so that HPACK never indexes it: a value new on every

@@ -13,10 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{HookedBody, TrailersHook};
-
-/// Response extension: headers to add to the call's trailers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ExtraTrailers(pub(crate) HeaderMap);
+use crate::context::ExtraTrailers;
 
 impl TrailersHook for ExtraTrailers {
     fn on_trailers(self, trailers: &mut HeaderMap) {

@@ -12,82 +12,20 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use grpc_echo::echo::v1::{Header, Wire};
-use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, PROXY_AUTHORIZATION, USER_AGENT};
+use grpc_echo::echo::v1::Wire;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message as _;
 use prost_reflect::MessageDescriptor;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::conn::Arrival;
-use crate::protocol::Original;
+use crate::context::reflect_wire;
 use crate::protocol::json::{pool, proto_to_json};
 
 /// The request header that asks for the wire, by the word `wire` in its value.
 const REFLECT: HeaderName = HeaderName::from_static("x-echo-reflect");
 /// The response header that carries it.
 const WIRE: HeaderName = HeaderName::from_static("x-echo-wire");
-/// Headers never reflected: they carry credentials.
-const NEVER_REFLECTED: [HeaderName; 3] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
-
-/// What a call's `headers` and `extensions` (at any layer, or in a handler)
-/// say arrived: the headers before any protocol translation.
-pub(crate) fn wire(headers: &HeaderMap, extensions: &http::Extensions) -> Wire {
-    let original = extensions.get::<Original>();
-    let headers = original.map_or(headers, |original| &original.headers);
-    let arrival = extensions.get::<Arrival>();
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-            .unwrap_or_default()
-    };
-    let first = |names: &[&str]| {
-        names
-            .iter()
-            .map(|name| text(name))
-            .find(|value| !value.is_empty())
-            .unwrap_or_default()
-    };
-    Wire {
-        protocol: original
-            .map_or("grpc", |original| original.protocol)
-            .to_owned(),
-        content_type: text(CONTENT_TYPE.as_str()),
-        http_version: arrival
-            .map(|arrival| format!("{:?}", arrival.version))
-            .unwrap_or_default(),
-        authority: arrival
-            .and_then(|arrival| arrival.authority.as_ref())
-            .map_or_else(|| text(HOST.as_str()), ToString::to_string),
-        user_agent: text(USER_AGENT.as_str()),
-        timeout: first(&["grpc-timeout", "connect-timeout-ms"]),
-        compression: first(&[
-            "grpc-encoding",
-            "connect-content-encoding",
-            "content-encoding",
-        ]),
-        accept_compression: first(&[
-            "grpc-accept-encoding",
-            "connect-accept-encoding",
-            "accept-encoding",
-        ]),
-        tls: arrival.and_then(|arrival| arrival.peer.tls.as_deref().cloned()),
-        traceparent: text("traceparent"),
-        tracestate: text("tracestate"),
-        baggage: text("baggage"),
-        headers: headers
-            .iter()
-            .filter(|(name, _)| !NEVER_REFLECTED.contains(name))
-            .map(|(name, value)| Header {
-                name: name.as_str().to_owned(),
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            })
-            .collect(),
-    }
-}
-
 /// Whether `headers` ask for the wire in the answer's headers.
 fn asked(headers: &HeaderMap) -> bool {
     headers.get(&REFLECT).is_some_and(|value| {
@@ -162,7 +100,7 @@ where
         if !asked(request.headers()) {
             return Either::Left(self.inner.call(request));
         }
-        let value = header_value(&wire(request.headers(), request.extensions()));
+        let value = header_value(&reflect_wire(request.headers(), request.extensions()));
         let answer = self.inner.call(request);
         Either::Right(Box::pin(async move {
             let mut response = answer.await?;
@@ -179,19 +117,15 @@ mod tests {
     #[test]
     fn credentials_are_never_reflected_and_the_header_is_ascii() {
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
-        headers.insert(COOKIE, HeaderValue::from_static("session=secret"));
-        headers.insert("grpc-timeout", HeaderValue::from_static("5S"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret"),
+        );
         headers.insert(
             "x-name",
             HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
         );
-        let wire = wire(&headers, &http::Extensions::new());
-        assert_eq!(wire.timeout, "5S");
-        assert_eq!(wire.protocol, "grpc");
-        let names: Vec<&str> = wire.headers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["grpc-timeout", "x-name"]);
-        let value = header_value(&wire);
+        let value = header_value(&reflect_wire(&headers, &http::Extensions::new()));
         let json = value.to_str().unwrap();
         assert!(!json.contains("secret"), "{json}");
         assert!(json.contains(r#""value":"caf\u00e9""#), "{json}");

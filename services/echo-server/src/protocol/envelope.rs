@@ -15,9 +15,10 @@ use http_body::{Body as HttpBody, Frame};
 use pin_project_lite::pin_project;
 use prost_reflect::MessageDescriptor;
 use tonic::Status;
-use tonic::body::Body;
 
+use super::connect::status::end_stream;
 use super::json::{json_to_proto, proto_to_json};
+use super::shared::too_large;
 
 /// Envelope flag: the message is compressed.
 pub(crate) const FLAG_COMPRESSED: u8 = 0x01;
@@ -63,11 +64,6 @@ impl Compression {
     }
 }
 
-/// The error for a message over the size limit.
-pub(crate) fn too_large(max: usize) -> Status {
-    Status::resource_exhausted(format!("message larger than the limit of {max} bytes"))
-}
-
 /// The messages of a whole enveloped body, with their flags.
 pub(crate) fn split_all(mut bytes: Bytes) -> Result<Vec<(u8, Bytes)>, Status> {
     let mut messages = Vec::new();
@@ -100,7 +96,7 @@ pub(crate) enum Rewrite {
 pub(crate) enum Ending {
     /// They pass as they are.
     Keep,
-    /// They become a Connect end-of-stream message ([`super::connect::end_stream`]).
+    /// They become a Connect end-of-stream message ([`end_stream`]).
     ConnectEndStream,
 }
 
@@ -226,8 +222,7 @@ where
                                 return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                             }
                             Ending::ConnectEndStream => {
-                                this.ready
-                                    .push_back(super::connect::end_stream(&trailers, None));
+                                this.ready.push_back(end_stream(&trailers, None));
                             }
                         }
                     }
@@ -238,10 +233,8 @@ where
                     match this.ending {
                         Ending::Keep => return Poll::Ready(Some(Err(status))),
                         Ending::ConnectEndStream => {
-                            this.ready.push_back(super::connect::end_stream(
-                                &HeaderMap::new(),
-                                Some(status),
-                            ));
+                            this.ready
+                                .push_back(end_stream(&HeaderMap::new(), Some(status)));
                         }
                     }
                 }
@@ -256,7 +249,7 @@ where
                         // No trailers: the stream ended without a status.
                         let status = Status::internal("the stream ended without a status");
                         this.ready
-                            .push_back(super::connect::end_stream(&HeaderMap::new(), Some(status)));
+                            .push_back(end_stream(&HeaderMap::new(), Some(status)));
                     }
                 }
             }
@@ -267,10 +260,3 @@ where
         self.ended && self.ready.is_empty()
     }
 }
-
-/// A body of `bytes`, then nothing.
-pub(crate) fn full(bytes: Bytes) -> Body {
-    Body::new(http_body_util::Full::new(bytes).map_err(|never| match never {}))
-}
-
-use http_body_util::BodyExt as _;

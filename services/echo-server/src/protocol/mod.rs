@@ -7,17 +7,18 @@
 mod connect;
 pub(crate) mod envelope;
 pub(crate) mod json;
+pub(crate) mod page;
+mod shared;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::Bytes;
 use echo_wire::headers as grpc_header;
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use pin_project_lite::pin_project;
 use tonic::Status;
@@ -27,25 +28,23 @@ use tower::ServiceExt as _;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub(crate) use envelope::full;
-pub(crate) use json::Schemas;
-
 use connect::Codec;
 use envelope::{Compression, Ending, Rewrite, Rewritten};
+use json::Schemas;
+use page::Page;
+use shared::{GRPC_CONTENT_TYPE, plain};
 
-use crate::web::Page;
+use crate::context::Original;
 
-/// The content type of gRPC requests as the services take them.
-pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 const GRPC_JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc+json");
 const GRPC_WEB_PROTO_CONTENT_TYPE: HeaderValue =
     HeaderValue::from_static("application/grpc-web+proto");
 const GRPC_WEB_JSON_CONTENT_TYPE: HeaderValue =
     HeaderValue::from_static("application/grpc-web+json");
 
-/// What every translation needs.
+/// What every translation needs, shared by every call.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct Settings {
     schemas: Schemas,
     /// The largest message, as for gRPC (`--max-message-size`).
     max_message_size: usize,
@@ -56,13 +55,13 @@ pub(crate) struct Shared {
 /// Serves every protocol in front of gRPC services.
 #[derive(Debug, Clone)]
 pub(crate) struct ProtocolLayer {
-    shared: Arc<Shared>,
+    shared: Arc<Settings>,
 }
 
 impl ProtocolLayer {
     pub(crate) fn new(schemas: Schemas, max_message_size: usize, page: Option<Page>) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Settings {
                 schemas,
                 max_message_size,
                 page,
@@ -86,7 +85,7 @@ impl<S> Layer<S> for ProtocolLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct Protocols<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Settings>,
 }
 
 /// The protocol of a request, told by its content type (and, for Connect
@@ -114,14 +113,6 @@ impl Kind {
             Self::Unsupported => "unknown",
         }
     }
-}
-
-/// Request extension of a translated request: its protocol and headers as
-/// they arrived, before translation made them gRPC's.
-#[derive(Debug, Clone)]
-pub(crate) struct Original {
-    pub(crate) protocol: &'static str,
-    pub(crate) headers: HeaderMap,
 }
 
 fn classify<B>(request: &Request<B>) -> Kind {
@@ -219,7 +210,7 @@ async fn translate<S>(
     kind: Kind,
     request: Request<Body>,
     mut inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Settings>,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
@@ -261,18 +252,26 @@ where
             ))
         }
         Kind::ConnectUnary(codec) => {
-            connect::unary(request, Some(codec), &shared, |request| inner.call(request)).await
+            connect::unary(request, Some(codec), &shared.schemas, max, |request| {
+                inner.call(request)
+            })
+            .await
         }
         Kind::ConnectGet => {
-            connect::unary(request, None, &shared, |request| inner.call(request)).await
+            connect::unary(request, None, &shared.schemas, max, |request| {
+                inner.call(request)
+            })
+            .await
         }
-        Kind::ConnectStream(codec) => match connect::stream_request(request, codec, &shared) {
-            Ok((request, output)) => {
-                let response = inner.call(request).await?;
-                Ok(connect::stream_response(response, codec, output, max))
+        Kind::ConnectStream(codec) => {
+            match connect::stream_request(request, codec, &shared.schemas, max) {
+                Ok((request, output)) => {
+                    let response = inner.call(request).await?;
+                    Ok(connect::stream_response(response, codec, output, max))
+                }
+                Err(status) => Ok(connect::stream_error(codec, &status)),
             }
-            Err(status) => Ok(connect::stream_error(codec, &status)),
-        },
+        }
         Kind::Unsupported => Ok(shared
             .page
             .as_ref()
@@ -329,31 +328,6 @@ fn unknown_method(path: &str) -> Response<Body> {
     Status::unimplemented(format!("unknown method {path}")).into_http()
 }
 
-/// The headers of a gRPC request made from another protocol's `headers`,
-/// with the deadline `timeout`.
-fn grpc_request_headers(headers: &HeaderMap, timeout: Option<Duration>) -> HeaderMap {
-    let mut grpc = headers.clone();
-    // HTTP/1.1's own headers, which HTTP/2 forbids.
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-    ] {
-        grpc.remove(name);
-    }
-    grpc.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-    grpc.insert(header::TE, HeaderValue::from_static("trailers"));
-    if let Some(timeout) = timeout {
-        grpc.insert(
-            echo_wire::grpc_timeout::HEADER,
-            echo_wire::grpc_timeout::encode(timeout),
-        );
-    }
-    grpc
-}
-
 /// The answer to a request in no protocol the server speaks.
 fn unsupported<B>(request: &Request<B>) -> Response<Body> {
     let content_type = request
@@ -375,17 +349,6 @@ fn unsupported<B>(request: &Request<B>) -> Response<Body> {
             ),
         ),
     }
-}
-
-/// A plain-text answer with `status`.
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::copy_from_slice(text.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 pin_project! {

@@ -136,7 +136,7 @@ impl Reflection {
                 ..
             }) => bail!(
                 "{}: {}",
-                crate::output::code_name(Code::from(error.error_code)),
+                echo_wire::codes::name(error.error_code),
                 error.error_message
             ),
             Some(ServerReflectionResponse {

@@ -5,10 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use echo_client::ClientBuilder;
 use echo_wire::framing::{CompressionPlan, ObservedCompression};
-use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
-use grpc_echo::grpc::testing::unimplemented_service_client::UnimplementedServiceClient;
 use grpc_echo::grpc::testing::{
     BoolValue, ECHO_INITIAL_METADATA, ECHO_TRAILING_METADATA, EchoStatus, Empty, Payload,
     PayloadType, ResponseParameters, SimpleRequest, StreamingInputCallRequest,
@@ -16,35 +13,10 @@ use grpc_echo::grpc::testing::{
 };
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Status, Streaming};
-use tower_layer::Layer;
 
-use super::CaseContext;
-use super::compression::{Interop, PerMessageCompressionLayer};
-
-/// The clients of one connection.
-#[derive(Clone)]
-pub(super) struct Clients {
-    test: TestServiceClient<Interop>,
-    unimplemented: UnimplementedServiceClient<Interop>,
-}
-
-impl Clients {
-    pub(super) async fn connect(builder: &ClientBuilder) -> anyhow::Result<Self> {
-        let transport = PerMessageCompressionLayer.layer(builder.connect_transport().await?);
-        Ok(Self {
-            test: TestServiceClient::new(transport.clone())
-                .accept_compressed(CompressionEncoding::Gzip),
-            unimplemented: UnimplementedServiceClient::new(transport),
-        })
-    }
-
-    fn test(&self) -> TestServiceClient<Interop> {
-        self.test.clone()
-    }
-}
+use super::context::{CaseContext, Clients};
 
 /// What a unary call answered, as a failure shows it.
 fn answered<M: prost::Message>(

@@ -4,6 +4,7 @@
 
 mod cases;
 mod compression;
+mod context;
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use clap::Args;
 use echo_client::ClientBuilder;
 use futures_util::future::BoxFuture;
 
-use cases::Clients;
+use context::{CaseContext, Clients, SoakArgs};
 
 /// Arguments of `echo-client interop`.
 #[derive(Debug, Args)]
@@ -25,28 +26,6 @@ pub(crate) struct InteropArgs {
     /// Time limit of each case.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     case_timeout: Duration,
-}
-
-/// How the soak cases run.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct SoakArgs {
-    /// Iterations of rpc_soak and channel_soak.
-    #[arg(long = "soak-iterations", default_value_t = 10)]
-    iterations: u32,
-    /// Failed iterations a soak case tolerates.
-    #[arg(long = "soak-max-failures", default_value_t = 0)]
-    max_failures: u32,
-    /// Latency above which a soak iteration counts as failed.
-    #[arg(long = "soak-per-iteration-max-latency", value_parser = humantime::parse_duration, default_value = "1s")]
-    per_iteration_max_latency: Duration,
-}
-
-/// What every case gets: clients on one shared connection, and what it takes
-/// to make new ones (channel_soak).
-pub(crate) struct CaseContext {
-    clients: Clients,
-    builder: ClientBuilder,
-    soak: SoakArgs,
 }
 
 /// One interop case.

@@ -1,0 +1,189 @@
+//! The services the server serves, built into one [`Router`], and the health
+//! every one of them reports. Handlers stay thin: what they share is in
+//! `call` (a handler's view of its call) and `controls` (a request's
+//! controls checked into a plan).
+//!
+//! - `router`: calls to services by the first segment of their path.
+//! - `echo`: `echo.v1.EchoService`.
+//! - `forward`: `Forward`, calls to a downstream on request.
+//! - `interop`: `grpc.testing.TestService`, per the interop test descriptions.
+//! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
+//! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
+//! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
+
+mod admin;
+mod call;
+mod controls;
+mod echo;
+mod examples;
+pub(crate) mod forward;
+mod interop;
+pub(crate) mod raw_echo;
+pub(crate) mod router;
+
+use std::sync::Arc;
+
+use grpc_echo::echo::v1::admin_service_server::AdminServiceServer;
+use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
+use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
+use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::ops::stats::Stats;
+use admin::AdminService;
+use echo::EchoService;
+use examples::ExampleEchoService;
+use forward::Forwarder;
+use interop::TestService;
+use router::Router;
+
+/// Descriptors of every service the server can serve: for reflection, and
+/// for the method names metrics know.
+pub(crate) const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    grpc_echo::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Limits messages to `max_message_size` both ways, accepts gzip and zstd
+/// requests, and answers compressed in whichever of the two the client accepts
+/// (tonic's generated servers share no trait for this).
+macro_rules! compressed {
+    ($service:expr, $max_message_size:expr) => {
+        $service
+            .max_decoding_message_size($max_message_size)
+            .max_encoding_message_size($max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
+}
+
+/// Every service, routed; and what the rest of the server needs to know of them.
+pub(crate) struct Services {
+    /// Calls to each service by its name.
+    pub(crate) router: Router,
+    /// Sets what the health service reports, for each service served.
+    pub(crate) health: Health,
+}
+
+impl Services {
+    /// Builds every service `config` asks for, all reporting SERVING.
+    /// Streams end when `streams_end` is cancelled (the end of the shutdown
+    /// grace period).
+    pub(crate) async fn build(
+        config: &Config,
+        stats: &Arc<Stats>,
+        streams_end: &CancellationToken,
+        forwarder: Forwarder,
+    ) -> Self {
+        let max_message_size = config.limits.max_message_size;
+        let served = served_services(config);
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health::new(reporter, &served);
+        health.set_all(ServingStatus::Serving).await;
+
+        let echo = EchoServiceServer::new(EchoService::new(
+            config,
+            Arc::clone(stats),
+            streams_end.clone(),
+            forwarder,
+        ));
+        let example_echo = ExampleEchoServer::new(ExampleEchoService::new(streams_end.clone()));
+        // Reflection decodes every descriptor into its index: built on its
+        // first call, that is start-up time and memory a server that nobody
+        // asks spares (BENCHMARKS.md).
+        let (v1_served, v1alpha_served) = (served.clone(), served.clone());
+        let mut router = Router::default()
+            .add(compressed!(health_service, max_message_size))
+            .add_lazy(move || {
+                reflection(&v1_served)
+                    .build_v1()
+                    .map(|service| compressed!(service, max_message_size))
+            })
+            .add_lazy(move || {
+                reflection(&v1alpha_served)
+                    .build_v1alpha()
+                    .map(|service| compressed!(service, max_message_size))
+            })
+            .add(compressed!(echo, max_message_size))
+            .add(compressed!(example_echo, max_message_size));
+        if config.services.interop {
+            // TestService compresses per message itself (MessageCompressionLayer).
+            let interop = TestServiceServer::new(TestService::new(
+                config,
+                Arc::clone(stats),
+                streams_end.clone(),
+            ))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(max_message_size)
+            .max_encoding_message_size(max_message_size);
+            router = router.add(interop);
+        }
+        if config.services.admin {
+            router = router.add(AdminServiceServer::new(AdminService::new(health.clone())));
+        }
+        Self { router, health }
+    }
+}
+
+/// What each RPC makes of `request`'s controls: a plan, or the status its
+/// caller would get (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn plan_controls(
+    request: &grpc_echo::echo::v1::EchoRequest,
+) -> Vec<Result<(), tonic::Status>> {
+    use controls::{Limits, Rpc};
+    let limits = Limits::from(&crate::config::ControlLimits::default());
+    [
+        Rpc::Echo,
+        Rpc::ServerStream,
+        Rpc::ClientStream,
+        Rpc::BidiStream,
+    ]
+    .into_iter()
+    .map(|rpc| match limits.plan(request, rpc) {
+        // A requested error becomes the status the handler answers with.
+        Ok(plan) => plan.error.map_or(Ok(()), |error| Err(error.into())),
+        Err(error) => Err(error.into()),
+    })
+    .collect()
+}
+
+/// The full names of the services served.
+fn served_services(config: &Config) -> Vec<&'static str> {
+    let mut served = vec![
+        <EchoServiceServer<EchoService> as NamedService>::NAME,
+        <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
+        tonic_health::pb::health_server::SERVICE_NAME,
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    if config.services.interop {
+        served.push(<TestServiceServer<TestService> as NamedService>::NAME);
+    }
+    if config.services.admin {
+        served.push(<AdminServiceServer<AdminService> as NamedService>::NAME);
+    }
+    served
+}
+
+/// Both reflection versions list exactly the services served (each other
+/// included), and describe them from every descriptor set compiled in.
+fn reflection(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = DESCRIPTOR_SETS.iter().fold(
+        tonic_reflection::server::Builder::configure().include_reflection_service(false),
+        |builder, set| builder.register_encoded_file_descriptor_set(set),
+    );
+    served
+        .iter()
+        .fold(builder, |builder, name| builder.with_service_name(*name))
+}

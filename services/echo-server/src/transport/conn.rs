@@ -1,0 +1,448 @@
+//! Serving one connection: HTTP/2 or HTTP/1.1 (told apart by the first bytes,
+//! hyper-util's auto builder) over an accepted [`Connection`], ended
+//! gracefully (GOAWAY, then the open calls finish) on shutdown, at its maximum
+//! age, or when a call or a chaos schedule asks for it, and cut at age +
+//! grace, when a chaos schedule picks it, or when its peer reads none of its
+//! answers while a memory budget is used up.
+//!
+//! tonic's own serving loop offers no handle on a single connection, and a
+//! request that asks for GOAWAY, a closed connection or a stream reset needs
+//! one; so the connections are served here, with the same hyper settings.
+//! On a single-threaded runtime each HTTP/2 stream runs inside its
+//! connection's task ([`StreamExecutor`]), not in a task of its own.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::StdError;
+use tower_service::Service;
+
+use super::accept::{Connection, Flushes};
+use super::budget::bodies::{BudgetedAnswer, BudgetedRequest};
+use super::budget::{Budgets, ConnectionBudgets};
+use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
+use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
+use crate::ops::chaos::{ConnectionChaos, ConnectionSubscription};
+
+/// The largest receive window of a stream (hyper's default).
+const MAX_STREAM_WINDOW: u32 = 1024 * 1024;
+/// The largest window HTTP/2 allows.
+const MAX_WINDOW: usize = (1 << 31) - 1;
+
+/// The smallest read buffer hyper's HTTP/1.1 server takes.
+const MIN_HTTP1_BUFFER: usize = 8192;
+
+/// HTTP settings of every connection, and when connections end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpSettings {
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    max_header_list_size: u32,
+    /// HTTP/1.1: how long a request's headers may take to arrive (an idle
+    /// connection waiting for its next request included).
+    header_read_timeout: Duration,
+    /// GOAWAY once a connection is this old.
+    max_age: Option<Duration>,
+    /// After the age's GOAWAY, how long the open calls get before the cut.
+    max_age_grace: Option<Duration>,
+    /// Receive window of the connection: its request budget, so a peer
+    /// cannot push more unasked.
+    connection_window: u32,
+    /// Receive window of each stream: small enough that streams waiting for
+    /// room in the budget (which are not read) can never fill the
+    /// connection's window between them, which would stall the streams that
+    /// have room (`budget.rs`).
+    stream_window: u32,
+}
+
+impl From<(&Http2Config, &LimitsConfig)> for HttpSettings {
+    fn from((config, limits): (&Http2Config, &LimitsConfig)) -> Self {
+        let connection_window = limits.connection_request_buffer_budget.min(MAX_WINDOW) as u32;
+        let streams = config.max_concurrent_streams.max(1);
+        Self {
+            connection_window,
+            stream_window: (connection_window / streams).clamp(1, MAX_STREAM_WINDOW),
+            max_concurrent_streams: config.max_concurrent_streams,
+            keepalive_interval: *config.keepalive_interval,
+            keepalive_timeout: *config.keepalive_timeout,
+            max_header_list_size: config.max_header_list_size,
+            header_read_timeout: *config.handshake_timeout,
+            max_age: config.max_connection_age.map(Into::into),
+            max_age_grace: config.max_connection_age_grace.map(Into::into),
+        }
+    }
+}
+
+impl HttpSettings {
+    /// hyper's HTTP/1.1 and HTTP/2 server with these settings, running
+    /// HTTP/2 streams with `streams`.
+    fn builder(&self, streams: StreamExecutor) -> auto::Builder<StreamExecutor> {
+        let mut builder = auto::Builder::new(streams);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            // The same bound on a request's headers as HTTP/2's header list.
+            .max_buf_size((self.max_header_list_size as usize).max(MIN_HTTP1_BUFFER));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+            .keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .max_header_list_size(self.max_header_list_size)
+            .initial_stream_window_size(self.stream_window)
+            .initial_connection_window_size(self.connection_window);
+        builder
+    }
+}
+
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+type ChaosEvent = dyn Future<Output = (ConnectionChaos, ConnectionSubscription)> + Send;
+
+/// Where hyper runs each HTTP/2 stream (a call: the layers, the handler and
+/// the answer's body): a task of its own, or, on a single-threaded runtime,
+/// inside its connection's task, where a task per stream would buy no
+/// parallelism but cost a spawn, a schedule and a wake-up per call
+/// (BENCHMARKS.md).
+#[derive(Clone)]
+pub(crate) struct StreamExecutor {
+    /// Streams handed over and not yet polled; `None`: spawn each.
+    in_connection: Option<Arc<Mutex<Vec<StreamFuture>>>>,
+}
+
+impl StreamExecutor {
+    /// For a connection served by the current runtime.
+    fn for_runtime() -> Self {
+        let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        Self {
+            in_connection: single_threaded.then(Arc::default),
+        }
+    }
+
+    /// Runs the streams handed to the connection's task, as long as it polls
+    /// this; never ends. Handed-over streams are collected apart from the
+    /// set being polled, so that a stream that starts another (an upgrade)
+    /// while it is polled cannot deadlock.
+    async fn run_streams(&self) -> Infallible {
+        let Some(handed_over) = &self.in_connection else {
+            return std::future::pending().await;
+        };
+        let mut streams = FuturesUnordered::new();
+        std::future::poll_fn(|cx| {
+            loop {
+                streams.extend(
+                    handed_over
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .drain(..),
+                );
+                // Pending once every stream waits, including when there are none.
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                if handed_over
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+                {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        match &self.in_connection {
+            Some(handed_over) => handed_over
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Box::pin(future)),
+            None => {
+                tokio::spawn(future);
+            }
+        }
+    }
+}
+
+/// Serves `connection` with `service` until it ends, is cut, or (after
+/// `stop`) has drained.
+///
+/// Every byte of the returned future is memory each idle connection holds:
+/// the set-up runs before it, so that the arguments take no room in it, and
+/// what it keeps is only what the serving loop uses.
+pub(crate) fn serve_connection<S, B>(
+    connection: Connection,
+    service: S,
+    settings: HttpSettings,
+    budgets: Arc<Budgets>,
+    chaos: Option<ConnectionSubscription>,
+    stop: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<StdError>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    let flushes = connection.flushes();
+    let control = ConnectionControl::default();
+    let budgets = budgets.connection();
+    let service = PerConnection {
+        inner: service,
+        peer: connection.peer().clone(),
+        control: control.clone(),
+        flushes: Arc::clone(&flushes),
+        budgets: Arc::clone(&budgets),
+    };
+    let streams = StreamExecutor::for_runtime();
+    // Owned, so that the builder lives only until the protocol is known;
+    // boxed, so that it can be pinned without a copy in the future.
+    let mut conn = Box::pin(
+        settings
+            .builder(streams.clone())
+            .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service))
+            .into_owned(),
+    );
+    // Boxed: only connections of a server with a chaos schedule pay for it.
+    let mut chaos: Option<Pin<Box<ChaosEvent>>> =
+        chaos.map(|subscription| Box::pin(subscription.next()) as _);
+    let (max_age, max_age_grace) = (settings.max_age, settings.max_age_grace);
+    async move {
+        let run_streams = streams.run_streams();
+        let mut run_streams = std::pin::pin!(run_streams);
+        // The maximum age, then (once past it) the end of its grace: one timer.
+        let mut past_age = false;
+        let mut age_timer = std::pin::pin!(sleep_or_never(max_age));
+        let mut draining = false;
+        loop {
+            let drain = tokio::select! {
+                // The connection first, so that the streams it hands over are
+                // polled in the same turn (`StreamExecutor`).
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(cause = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                // Polling the connection again flushes it (see `Flushes`).
+                () = flushes.poke.notified() => continue,
+                () = control.close.cancelled() => {
+                    tracing::debug!("closing the connection as a call asked");
+                    return;
+                }
+                () = budgets.close.cancelled() => return,
+                (event, subscription) = next_chaos(&mut chaos) => match event {
+                    ConnectionChaos::Close => {
+                        tracing::debug!("closing the connection: a chaos schedule picked it");
+                        return;
+                    }
+                    ConnectionChaos::GoAway => {
+                        chaos = Some(Box::pin(subscription.next()));
+                        "chaos schedule"
+                    }
+                },
+                () = stop.cancelled(), if !draining => "shutdown",
+                () = control.go_away.cancelled(), if !draining => "asked by a call",
+                // Armed whatever began the drain, so a call's GOAWAY cannot
+                // outlast age + grace.
+                () = &mut age_timer => {
+                    if past_age {
+                        tracing::debug!("connection past its maximum age and grace: closing it");
+                        return;
+                    }
+                    past_age = true;
+                    age_timer.set(sleep_or_never(max_age_grace));
+                    "maximum age"
+                }
+                never = run_streams.as_mut() => match never {},
+            };
+            if !draining {
+                tracing::debug!(reason = drain, "GOAWAY: draining the connection");
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// The next event of a connection's chaos schedules; never without any.
+fn next_chaos(
+    chaos: &mut Option<Pin<Box<ChaosEvent>>>,
+) -> impl Future<Output = (ConnectionChaos, ConnectionSubscription)> + '_ {
+    std::future::poll_fn(move |cx| match chaos {
+        Some(event) => event.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+}
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `inner` for the requests of one connection: gives them its [`Arrival`]
+/// and budgets, and applies [`ResetStream`] to their
+/// responses.
+#[derive(Clone)]
+struct PerConnection<S> {
+    inner: S,
+    peer: PeerInfo,
+    control: ConnectionControl,
+    flushes: Arc<Flushes>,
+    budgets: Arc<ConnectionBudgets>,
+}
+
+impl<S, B> Service<http::Request<Incoming>> for PerConnection<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = PerConnectionFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        // Counted where the body is boxed anyway, so the budgets cost no
+        // allocation; only enveloped bodies, whose length prefixes the budget reads.
+        let mut request = if is_enveloped(request.headers()) {
+            let budgets = Arc::clone(&self.budgets);
+            request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
+        } else {
+            request.map(Body::new)
+        };
+        let arrival = Arrival {
+            peer: self.peer.clone(),
+            control: self.control.clone(),
+            version: request.version(),
+            authority: request.uri().authority().cloned(),
+        };
+        request.extensions_mut().insert(arrival);
+        PerConnectionFuture {
+            inner: self.inner.call(request),
+            flushes: Arc::clone(&self.flushes),
+            budgets: Arc::clone(&self.budgets),
+        }
+    }
+}
+
+/// Whether a request's body is a stream of enveloped messages (gRPC,
+/// binary gRPC-Web, Connect streams) rather than one bare message (Connect
+/// unary) or base64 text (gRPC-Web text).
+fn is_enveloped(headers: &http::HeaderMap) -> bool {
+    let Some(content_type) = headers.get(http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let content_type = content_type.as_bytes();
+    (content_type.starts_with(b"application/grpc")
+        && !content_type.starts_with(b"application/grpc-web-text"))
+        || content_type.starts_with(b"application/connect+")
+}
+
+pin_project! {
+    struct PerConnectionFuture<F> {
+        #[pin]
+        inner: F,
+        flushes: Arc<Flushes>,
+        budgets: Arc<ConnectionBudgets>,
+    }
+}
+
+impl<F, B, E> Future for PerConnectionFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        let reset = response.extensions_mut().remove::<ResetStream>();
+        let budgets = Arc::clone(this.budgets);
+        Poll::Ready(Ok(response.map(|body| {
+            let body = BudgetedAnswer::new(body, budgets);
+            match reset {
+                Some(ResetStream(code)) => Body::new(ResetAtEnd {
+                    inner: Body::new(body),
+                    code,
+                    flushes: Arc::clone(this.flushes),
+                    written: None,
+                }),
+                None => Body::new(body),
+            }
+        })))
+    }
+}
+
+pin_project! {
+    /// `inner`'s data, then, once that is written, an error that makes hyper
+    /// reset the stream with `code` (hyper takes the RST_STREAM code from an
+    /// `h2::Error` among the body error's sources).
+    struct ResetAtEnd {
+        #[pin]
+        inner: Body,
+        code: u32,
+        flushes: Arc<Flushes>,
+        written: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    }
+}
+
+impl HttpBody for ResetAtEnd {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        if this.written.is_none() {
+            match ready!(this.inner.poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_data() => return Poll::Ready(Some(Ok(frame))),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                Some(Ok(_)) | None => {
+                    *this.written = Some(Box::pin(Arc::clone(this.flushes).all_queued()));
+                }
+            }
+        }
+        if let Some(written) = this.written {
+            ready!(written.as_mut().poll(cx));
+        }
+        let reset = h2::Error::from(h2::Reason::from(*this.code));
+        Poll::Ready(Some(Err(Status::from_error(Box::new(reset)))))
+    }
+}

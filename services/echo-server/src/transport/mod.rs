@@ -1,0 +1,17 @@
+//! From the socket to a request: connections accepted (and capped, and TLS
+//! handshaken), served as HTTP/2 or HTTP/1.1 with hyper, and every body
+//! counted in the memory budgets.
+//!
+//! - `accept`: the accept loop (connection caps, TLS handshakes side by
+//!   side, the preface deadline, a pause when out of file descriptors).
+//! - `tls`: rustls with certificate reload and client certificates.
+//! - `conn`: one connection's HTTP: GOAWAY on shutdown, at its age or when a
+//!   call or a chaos schedule asks; stream resets; the request's
+//!   [`Arrival`](crate::context::Arrival).
+//! - `budget`: the memory budgets, process-wide and per connection, and
+//!   (`budget/bodies`) the request and answer bodies they count.
+
+pub(crate) mod accept;
+pub(crate) mod budget;
+pub(crate) mod conn;
+pub(crate) mod tls;
