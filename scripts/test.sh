@@ -3,7 +3,7 @@
 # (npm), curl and Debian's chromium and chromium-driver: it installs the tools the tests call (grpcurl, Python grpcio
 # for the interop tests: scripts/requirements-test.txt; the Connect clients
 # for Node: tests/node/package-lock.json) into target/test-tools first.
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test rpc`).
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -- rpc::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,9 +42,11 @@ if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json"; then
 fi
 export ECHO_TEST_NODE_MODULES="$node_dir/node_modules"
 
-# The binaries, in a target directory of their own (tests/src/process.rs says why).
-cargo build --workspace --bins --target-dir "$target_dir/bins"
-export ECHO_BIN_DIR="$target_dir/bins/debug"
+# The tests' build first, then the binaries beside them: the binaries' build
+# reuses every library the tests' build made (tests/src/process.rs says why).
+cargo test --workspace --no-run --features echo-tests/external-tools "$@"
+cargo build --workspace --bins
+export ECHO_BIN_DIR="$target_dir/debug"
 log="$tools/last-test-run.log"
 status=0
 cargo test --workspace --no-fail-fast --features echo-tests/external-tools "$@" 2>&1 | tee "$log" || status=$?

@@ -2,14 +2,14 @@
 //! and every read from one is bounded in time, so a hang fails its test with a
 //! message instead of stalling the run.
 //!
-//! The binaries are built on first use into a target directory of their own
-//! (`target/bins`; a no-op when they are current), so plain `cargo test` needs
-//! nothing else. Their own directory, because a build of the binaries resolves
-//! dependency features differently from any `cargo test` selection, and in
-//! one directory the two would keep rebuilding each other's dependencies.
-//! `scripts/test.sh` builds them there first, and installs grpcurl and Python
-//! grpcio, pointing `GRPCURL` and `ECHO_TEST_PYTHON` at them; `ECHO_BIN_DIR`
-//! points elsewhere. A missing tool fails the test that needs it.
+//! The binaries are the ones beside the test binary (`target/<profile>/`),
+//! built on first use (`cargo build --workspace --bins`; a link and no more
+//! when the tests are built, as this package's dependencies resolve every
+//! shared crate's features as the binaries' build does), so plain `cargo
+//! test` needs nothing else. `scripts/test.sh` builds them first, and installs
+//! grpcurl and Python grpcio, pointing `GRPCURL` and `ECHO_TEST_PYTHON` at
+//! them; `ECHO_BIN_DIR` points elsewhere. A missing tool fails the test that
+//! needs it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -34,8 +34,8 @@ pub fn workspace_root() -> &'static Path {
         .expect("the tests package is in the workspace root")
 }
 
-/// Where the binaries are: `ECHO_BIN_DIR`, or `bins/<profile>` in the target
-/// directory these tests were built in, after building them there.
+/// Where the binaries are: `ECHO_BIN_DIR`, or the profile directory of the
+/// target directory these tests were built in, after building them there.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -49,11 +49,11 @@ pub fn bin_dir() -> &'static Path {
             .and_then(Path::parent)
             .expect("tests run from target/<profile>/deps");
         let release = profile_dir.ends_with("release");
-        let target_dir = profile_dir.parent().expect("target/<profile>").join("bins");
+        let target_dir = profile_dir.parent().expect("target/<profile>");
         let mut build = Command::new(env!("CARGO"));
         build
             .args(["build", "--workspace", "--bins", "--quiet", "--target-dir"])
-            .arg(&target_dir)
+            .arg(target_dir)
             .current_dir(workspace_root());
         if release {
             build.arg("--release");
@@ -64,7 +64,7 @@ pub fn bin_dir() -> &'static Path {
             "building the binaries failed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        target_dir.join(if release { "release" } else { "debug" })
+        profile_dir.to_owned()
     })
 }
 

@@ -151,7 +151,8 @@ impl Service<Request<Body>> for Link {
                 Some(remaining),
             ) => Some((
                 connect::TIMEOUT_HEADER,
-                HeaderValue::from(remaining.as_millis() as u64),
+                // Rounded up, as grpc-timeout is: never a shorter deadline than asked.
+                HeaderValue::from(remaining.as_nanos().div_ceil(1_000_000) as u64),
             )),
             (_, Some(remaining)) => Some((grpc_timeout::HEADER, grpc_timeout::encode(remaining))),
             (_, None) => None,

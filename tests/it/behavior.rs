@@ -434,9 +434,14 @@ fn bench_reports_the_attempts_each_call_made() {
         "--fault-seed",
         "11",
     ]);
+    // A deadline longer than nine backoffs (100 ms doubling to 2 s: 9.1 s),
+    // so that only the retries' end can end a call that keeps failing (one
+    // in 170,000 calls fails ten times running).
     let output = server.client(&[
         "--retries",
         "9",
+        "--timeout",
+        "30s",
         "--json",
         "bench",
         "--total",
