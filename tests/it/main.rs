@@ -10,6 +10,7 @@
 
 mod abuse;
 mod admin;
+mod architecture;
 mod auth;
 mod bad_input;
 mod balancing;
@@ -27,6 +28,8 @@ mod dashboard;
 #[cfg(feature = "external-tools")]
 mod deploy;
 mod descriptors;
+#[cfg(feature = "external-tools")]
+mod docs;
 mod drain;
 mod endings;
 mod faults;

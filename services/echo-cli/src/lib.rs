@@ -1,7 +1,7 @@
 //! The `echo-client` command, as a library its binary calls: every RPC of a
 //! grpc-echo server from the command line; any method of any gRPC server
 //! listed, described and called (through its reflection, or `.proto` files);
-//! the gRPC interop cases against any server; and [`bench`], a load
+//! the gRPC interop cases against any server; and [`mod@bench`], a load
 //! generator for any of them.
 //!
 //! # Layout

@@ -68,10 +68,10 @@ pub use protocol::Protocol;
 pub use retry::RetryPolicy;
 pub use stats::CallStats;
 
-/// Compiles the README's Rust example as a doctest.
+/// Compiles the library example of docs/cli.md as a doctest.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeExample;
+#[doc = include_str!("../../../docs/cli.md")]
+pub struct GuideExample;
 
 /// Generated `echo.v1` types and stubs (from the `grpc-echo` contract crate).
 pub use grpc_echo::echo::v1 as proto;

@@ -4,7 +4,7 @@
 //!
 //! - `args`: [`BenchArgs`], the load's shape, checked before any load.
 //! - `raw`: a method of any server as the target, and its messages.
-//! - `targets`: the [`targets::Caller`]s (one call each) and the loop that
+//! - `targets`: the callers (one call each) and the loop that
 //!   drives them on the schedule.
 //! - `schedule`: closed or open loop, constant, stepped or ramped, warm-up.
 //! - `tally`: what a run measured (HDR histograms, errors, instances).
