@@ -177,7 +177,7 @@ def main():
     for tool in ["taskset", "h2load"]:
         need(tool)
     if not options.no_build:
-        subprocess.run(["cargo", "build", "--release", "--workspace", "--bins", "--target-dir", "target/bins"],
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo-server", "-p", "echo-cli", "--bins", "--target-dir", "target/bins"],
                        cwd=ROOT, check=True)
     bins = ROOT / "target" / "bins" / "release"
     port, metrics_port = free_port(), free_port()

@@ -46,11 +46,12 @@ def fail(message):
     sys.exit(1)
 
 
-def need(tool):
-    path = shutil.which(tool)
-    if path is None:
-        fail(f"{tool} not found (Debian: apt-get install nghttp2-client nghttp2-server util-linux)")
-    return path
+def install_tools(needs):
+    """Installs what the suite needs with scripts/install-tools.sh (apt-get
+    as root or with sudo), or stops with the command to run."""
+    result = subprocess.run([str(ROOT / "scripts" / "install-tools.sh"), "--for", "bench/suite.py", *needs])
+    if result.returncode != 0:
+        sys.exit(1)
 
 
 def free_port():
@@ -541,8 +542,10 @@ def main():
     options = parser.parse_args()
     if options.smoke:
         options.runs, options.duration, options.warmup = 1, 1.0, 0.2
-    for tool in ["taskset", "h2load", "nghttpd"]:
-        need(tool)
+    needs = ["taskset=util-linux", "h2load=nghttp2-client", "nghttpd=nghttp2-server"]
+    if options.instructions:
+        needs.append("valgrind=valgrind")
+    install_tools(needs)
     if len(os.sched_getaffinity(0)) < 2:
         fail("needs two CPUs: the server runs on CPU 0, the load on CPU 1")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -553,9 +556,10 @@ def main():
 
     if not options.no_build:
         release = [] if options.smoke else ["--release"]
-        # Where scripts/test.sh builds them too (tests/src/process.rs says why).
-        subprocess.run(["cargo", "build", *release, "--workspace", "--bins",
-                        "--target-dir", "target/bins"], cwd=ROOT, check=True)
+        # The binaries as they ship (the packages alone, as the Dockerfile
+        # builds them), in a directory of their own.
+        subprocess.run(["cargo", "build", *release, "--locked", "-p", "echo-server", "-p", "echo-cli",
+                        "--bins", "--target-dir", "target/bins"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
                         "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
 

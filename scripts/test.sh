@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Needs only the Rust toolchain, python3, Node.js
-# (npm), curl and Debian's chromium and chromium-driver: it installs the tools the tests call (grpcurl, Python grpcio
-# for the interop tests: scripts/requirements-test.txt; the Connect clients
-# for Node: tests/node/package-lock.json) into target/test-tools first.
+# Runs the whole test suite. Needs the Rust toolchain, Python 3 with venv and
+# Node.js 20 (npm); installs the rest first: Debian's chromium,
+# chromium-driver and curl (as root or with password-less sudo; otherwise it
+# says what to run, before building anything), then into target/test-tools
+# grpcurl and Python grpcio (scripts/requirements-test.txt) and the Connect
+# clients for Node (tests/node/package-lock.json). Checks at the end that as
+# many tests ran as the suite holds.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -- rpc::`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +15,9 @@ tools="$target_dir/test-tools"
 venv="$tools/venv"
 requirements=scripts/requirements-test.txt
 
-command -v python3 >/dev/null || { echo "test.sh: python3 is required to install the test tools" >&2; exit 1; }
+scripts/install-tools.sh --for test.sh \
+    python3=manual:"Python 3 with venv" node=manual:"Node.js 20" npm=manual:"npm, with Node.js 20" \
+    curl=curl chromium=chromium chromedriver=chromium-driver
 if [ ! -x "$venv/bin/python" ]; then
     echo "test.sh: creating $venv" >&2
     python3 -m venv "$venv"
@@ -30,9 +35,6 @@ chmod +x "$GRPCURL"
 "$GRPCURL" -version >/dev/null
 export GRPCURL
 
-for tool in node npm curl chromium chromedriver; do
-    command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (the protocol and browser tests call it; Debian: chromium chromium-driver)" >&2; exit 1; }
-done
 node_dir="$tools/node"
 if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json"; then
     echo "test.sh: installing the Node clients (tests/node/package-lock.json)" >&2
@@ -50,6 +52,19 @@ export ECHO_BIN_DIR="$target_dir/debug"
 log="$tools/last-test-run.log"
 status=0
 cargo test --workspace --no-fail-fast --features echo-tests/external-tools "$@" 2>&1 | tee "$log" || status=$?
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+# One closing line for the whole run (cargo prints one per test binary), and
+# the tests that ran (doctests aside) against those the source holds: a
+# feature or a filter that silently drops tests fails the run. A run given
+# arguments (a filter) is not checked.
+held=$(grep -rhoE '^\s*#\[(tokio::)?test\b' --include=*.rs services crates tests src | wc -l)
+read -r passed failed ran < <(awk '
+    /^ *Running / { doc = 0 }
+    /^ *Doc-tests / { doc = 1 }
+    /^test result:/ { passed += $4; failed += $6; if (!doc) ran += $4 + $6 + $8 }
+    END { print passed + 0, failed + 0, ran + 0 }' "$log")
+echo "tests: $passed passed, $failed failed"
+if [ $# -eq 0 ] && [ "$ran" -lt "$held" ]; then
+    echo "test.sh: $ran tests ran, but the source holds $held: a feature or a filter left some out" >&2
+    status=1
+fi
 exit "$status"

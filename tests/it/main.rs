@@ -50,6 +50,7 @@ mod protocols_clients;
 mod reflection;
 mod rpc;
 mod tls;
+mod tools;
 #[cfg(feature = "external-tools")]
 mod tracing;
 #[cfg(feature = "external-tools")]
