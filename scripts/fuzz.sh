@@ -20,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libFuzzer is C++, built by libfuzzer-sys; cargo-fuzz comes from crates.io.
+scripts/install-tools.sh --for fuzz.sh cargo=manual:"the Rust toolchain, from rustup" c++=g++
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 work=target/fuzz
