@@ -8,11 +8,19 @@ use std::time::{Duration, Instant};
 use echo_client::proto::EchoRequest;
 use echo_client::{EchoClient, Protocol, RetryPolicy};
 use echo_tests::{INSTANCE, TestServer, config};
+use grpc_echo::echo::v1::admin_service_client::AdminServiceClient;
+use grpc_echo::echo::v1::{HealthStatus, SetHealthRequest};
 use grpc_echo::grpc::examples::echo::EchoRequest as ExampleRequest;
 use grpc_echo::grpc::examples::echo::echo_client::EchoClient as ExampleClient;
-use grpc_echo::grpc::testing::SimpleRequest;
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
+use grpc_echo::grpc::testing::{EchoStatus, Empty, SimpleRequest};
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 
 fn with_headers<M>(message: M, headers: &[(&'static str, &str)]) -> tonic::Request<M> {
     let mut request = tonic::Request::new(message);
@@ -122,6 +130,95 @@ async fn rpc_behavior_is_read_as_the_xds_test_servers_read_it() {
         code(echo(&client, &[("rpc-behavior", "explode")]).await),
         Some(Code::InvalidArgument)
     );
+    server.stop().await;
+}
+
+/// Faults act on the services under test, never on health, reflection or
+/// the admin service: a deliberately flaky instance still looks healthy to
+/// its probes and load balancers, and tools can still read its descriptors.
+#[tokio::test]
+async fn faults_leave_health_reflection_and_admin_alone() {
+    let server = TestServer::with_config(config(|config| {
+        config.faults.fault = Some("error=UNAVAILABLE".parse().unwrap());
+        config.services.admin = true;
+    }))
+    .await;
+    let channel = server.channel().await;
+    let status = echo(&server.client().await, &[]).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "--fault applies to echo.v1"
+    );
+    let healthy = |service: &str| {
+        let mut health = HealthClient::new(channel.clone());
+        let request = with_headers(
+            HealthCheckRequest {
+                service: service.to_owned(),
+            },
+            &[
+                ("x-echo-behavior", "error=UNAVAILABLE"),
+                ("rpc-behavior", "error-code-14"),
+            ],
+        );
+        async move { health.check(request).await }
+    };
+    for service in ["", "echo.v1.EchoService"] {
+        let answer = healthy(service)
+            .await
+            .expect("health answers as health says");
+        assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
+    }
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let list = ServerReflectionRequest {
+        message_request: Some(MessageRequest::ListServices(String::new())),
+        ..Default::default()
+    };
+    let mut answers = reflection
+        .server_reflection_info(with_headers(
+            tokio_stream::iter([list]),
+            &[("x-echo-behavior", "error=UNAVAILABLE")],
+        ))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    assert!(answers.message().await.unwrap().is_some());
+    let mut admin = AdminServiceClient::new(channel);
+    admin
+        .set_health(with_headers(
+            SetHealthRequest {
+                service: String::new(),
+                status: HealthStatus::Serving as i32,
+            },
+            &[("x-echo-behavior", "error=UNAVAILABLE")],
+        ))
+        .await
+        .expect("the admin service answers");
+    server.stop().await;
+}
+
+/// Clients written for gRPC's xDS interop tests count which backend
+/// answered by the `hostname` header, which that test server sends on every
+/// UnaryCall and EmptyCall, behaviour header or not.
+#[tokio::test]
+async fn every_interop_unary_answer_names_its_instance() {
+    let server = TestServer::start().await;
+    let mut client = TestServiceClient::new(server.channel().await);
+    let unary = client.unary_call(SimpleRequest::default()).await.unwrap();
+    assert_eq!(unary.metadata().get("hostname").unwrap(), INSTANCE);
+    let empty = client.empty_call(Empty {}).await.unwrap();
+    assert_eq!(empty.metadata().get("hostname").unwrap(), INSTANCE);
+    let failed = client
+        .unary_call(SimpleRequest {
+            response_status: Some(EchoStatus {
+                code: 9,
+                message: "no".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(failed.metadata().get("hostname").unwrap(), INSTANCE);
     server.stop().await;
 }
 
@@ -312,10 +409,22 @@ async fn connection_actions_by_header_on_the_wire() {
     // Closed here, or the server's drain would wait out its grace for it.
     drop(socket);
 
+    // The connection was up (the server's SETTINGS came) and the call closed
+    // it unanswered, at once (frames_until_close fails on a connection left open).
+    let started = Instant::now();
     let frames = frames_for("connection=close").await;
+    assert!(
+        frames.iter().any(|frame| frame.kind == h2raw::SETTINGS),
+        "no SETTINGS: the connection never came up: {frames:?}"
+    );
     assert!(
         frames.iter().all(|frame| frame.stream != 1),
         "a closed call got an answer: {frames:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
     server.stop().await;
 }

@@ -1,6 +1,6 @@
 //! The `--web` page in a real headless Chromium: a unary call, a server
 //! stream and failing calls made through the page's own controls, over
-//! Connect and gRPC-Web, read back from the DOM; the screenshot the README
+//! Connect and gRPC-Web, read back from the DOM; the screenshot the protocols guide
 //! shows is saved under `target/browser/`. Needs Debian's chromium and
 //! chromium-driver.
 

@@ -34,6 +34,30 @@ fn server(listen: &str, instance: &str, schedule: &[&str]) -> ServerProcess {
     ServerProcess::spawn(ServerProcess::command(listen, instance, &args, "info")).with_metrics()
 }
 
+/// GOAWAY frames `addr` sends for `run`, counted on the wire by a raw HTTP/2
+/// client that connects again each time the server closes its connection.
+async fn goaways_on_the_wire(addr: std::net::SocketAddr, run: Duration) -> usize {
+    use echo_tests::h2raw::{self, GOAWAY};
+    use tokio::io::AsyncWriteExt;
+    let end = tokio::time::Instant::now() + run;
+    let mut goaways = 0;
+    while tokio::time::Instant::now() < end {
+        let mut socket = h2raw::connect(addr).await;
+        let read = async {
+            while let Some(frame) = h2raw::read_frame(&mut socket).await {
+                if let Some(ack) = h2raw::acknowledgement(&frame) {
+                    let _ = socket.write_all(&ack).await;
+                }
+                if frame.kind == GOAWAY {
+                    goaways += 1;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(end, read).await;
+    }
+    goaways
+}
+
 /// `callers` tasks calling Echo through `client` for `run`.
 async fn call_for(client: &EchoClient, callers: usize, run: Duration) -> Vec<Outcome> {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -220,8 +244,22 @@ async fn a_balanced_client_rides_out_health_flips_goaway_bursts_and_closed_conne
         .connect()
         .await
         .unwrap();
+    // Three connections watched on the wire besides the client's: a burst
+    // reaches every open connection.
+    let watchers: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(goaways_on_the_wire(
+                servers[1].addr,
+                Duration::from_millis(6500),
+            ))
+        })
+        .collect();
     let outcomes = call_for(&client, 4, Duration::from_millis(6500)).await;
     let last_known = Instant::now();
+    let mut goaways_seen = Vec::new();
+    for watcher in watchers {
+        goaways_seen.push(watcher.await.unwrap());
+    }
 
     let lost: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
     assert!(lost.is_empty(), "{} calls lost: {lost:?}", lost.len());
@@ -274,10 +312,17 @@ async fn a_balanced_client_rides_out_health_flips_goaway_bursts_and_closed_conne
     println!("answers in the last 2 s: {late_answers:?}");
     assert!(late_answers.get("goaway").copied().unwrap_or(0) >= 20);
     assert!(late_answers.get("closing").copied().unwrap_or(0) >= 20);
+    // A burst every 500 ms for 6.5 s: twelve GOAWAY frames on the watching
+    // connection, or one or two fewer for the time it takes to reconnect.
     let goaways = servers[1]
         .metric("grpc_server_chaos_events_total", &[("event", "goaway")])
         .unwrap();
-    assert!(goaways >= 10.0, "{goaways} GOAWAY bursts");
+    println!(
+        "GOAWAY frames on three watched connections: {goaways_seen:?}; {goaways} bursts counted"
+    );
+    for seen in &goaways_seen {
+        assert!(*seen >= 10, "GOAWAY frames on the wire: {goaways_seen:?}");
+    }
     let closed = servers[2]
         .metric("grpc_server_chaos_connections_closed_total", &[])
         .unwrap();

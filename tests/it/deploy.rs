@@ -94,11 +94,11 @@ print(spec["terminationGracePeriodSeconds"], grace, spec["containers"][0]["readi
     assert_eq!(probe_port, 50051);
 }
 
-/// What the README says of the manifests, read from them: gRPC probes on the
+/// What the deployment guide says of the manifests, read from them: gRPC probes on the
 /// server's port, non-root with a read-only root and no capabilities,
 /// requests and limits, and a headless Service for balancing clients.
 #[test]
-fn the_manifests_say_what_the_readme_says() {
+fn the_manifests_say_what_the_deployment_guide_says() {
     let script = r#"
 import sys, yaml
 docs = [d for path in sys.argv[1:] for d in yaml.safe_load_all(open(path)) if d]

@@ -98,6 +98,9 @@ fn a_single_server_drain_is_never_internal() {
         errors.keys().all(|code| code == "Unavailable"),
         "errors other than UNAVAILABLE: {errors:?}"
     );
+    // GOAWAY refuses the calls that reach the server after it: they were
+    // sent again, not lost as errors.
+    assert!(transparent >= 1, "no call was sent again in 20 drains");
 }
 
 /// Three servers behind the balanced client, each restarted in turn (SIGTERM,
@@ -147,6 +150,11 @@ fn a_rolling_restart_loses_no_call() {
             report["errors"],
             serde_json::json!({}),
             "--retries {retries}: {report}"
+        );
+        // Three drains under load: the calls each refused went elsewhere.
+        assert!(
+            report["transparent_retries"].as_u64().unwrap() >= 1,
+            "--retries {retries}: no call was sent again: {report}"
         );
     }
 }

@@ -63,10 +63,19 @@ impl RawServer {
 }
 
 async fn serve(mut socket: TcpStream, first: Ending, calls: Arc<AtomicUsize>) {
-    socket
-        .write_all(&h2raw::frame(SETTINGS, 0, 0, &[]))
-        .await
-        .unwrap();
+    // Windows of 1 MiB, so that a request larger than HTTP/2's default
+    // 64 KiB window is sent whole without WINDOW_UPDATEs as it goes.
+    const WINDOW: u32 = 1024 * 1024;
+    let mut settings = h2raw::SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes().to_vec();
+    settings.extend(WINDOW.to_be_bytes());
+    let mut opening = h2raw::frame(SETTINGS, 0, 0, &settings);
+    opening.extend(h2raw::frame(
+        h2raw::WINDOW_UPDATE,
+        0,
+        0,
+        &(WINDOW - 65_535).to_be_bytes(),
+    ));
+    socket.write_all(&opening).await.unwrap();
     let mut preface = [0u8; 24];
     tokio::io::AsyncReadExt::read_exact(&mut socket, &mut preface)
         .await
@@ -265,5 +274,46 @@ async fn the_lean_caller_reads_endings_the_same_way() {
             1 + retried,
             "{ending:?}: attempts"
         );
+    }
+}
+
+/// A refused call is sent again from a recording of its request, kept up to
+/// `REPLAY_LIMIT` (64 KiB): one that sent less is retried and answered, one
+/// that sent more fails as UNAVAILABLE and is not sent again.
+#[tokio::test]
+async fn only_calls_within_the_replay_limit_are_sent_again() {
+    use echo_client::endpoints::REPLAY_LIMIT;
+    for (payload, sent_again) in [(REPLAY_LIMIT - 1024, true), (REPLAY_LIMIT + 1024, false)] {
+        let server = RawServer::start(Ending::ResetBeforeHeaders(REFUSED_STREAM)).await;
+        let client = EchoClient::builder(server.addr.to_string())
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        let request = EchoRequest {
+            payload: vec![7; payload].into(),
+            ..Default::default()
+        };
+        let result = client.echo(request).await;
+        let retries = client.call_stats().transparent_retries();
+        println!(
+            "a {payload}-byte request refused: {} after {retries} transparent retries",
+            result
+                .as_ref()
+                .map_or_else(|status| format!("{:?}", status.code()), |_| "OK".into())
+        );
+        if sent_again {
+            assert!(result.is_ok(), "{payload} bytes: {result:?}");
+            assert_eq!(retries, 1);
+            assert_eq!(server.calls.load(Ordering::SeqCst), 2);
+        } else {
+            assert_eq!(
+                result.unwrap_err().code(),
+                Code::Unavailable,
+                "{payload} bytes"
+            );
+            assert_eq!(retries, 0);
+            assert_eq!(server.calls.load(Ordering::SeqCst), 1);
+        }
     }
 }

@@ -138,3 +138,34 @@ fn a_switched_off_interop_service_is_not_listed() {
     );
     assert!(services.contains("echo.v1.EchoService"), "{services}");
 }
+
+/// What people type: grpcurl's `-H` sends the fault header with its
+/// reflection requests too, and the fault acts on the call under test only
+/// (as gRPC's xDS test servers apply `rpc-behavior` in their handlers).
+#[test]
+fn fault_headers_sent_with_grpcurl_reach_the_call_and_not_reflection() {
+    let server = ServerProcess::start(&[]);
+    for header in [
+        "rpc-behavior: error-code-14",
+        "x-echo-behavior: error=UNAVAILABLE",
+    ] {
+        let output = server.grpcurl(&[
+            "-H",
+            header,
+            "-d",
+            "{}",
+            "ADDR",
+            "grpc.testing.TestService/UnaryCall",
+        ]);
+        let said = String::from_utf8_lossy(&output.stderr);
+        println!("grpcurl -H '{header}': {said}");
+        assert!(
+            !said.contains("Failed to query for service descriptor"),
+            "{said}"
+        );
+        assert!(said.contains("Code: Unavailable"), "{header}: {said}");
+        // Reflection itself, with the header: a list, not a fault.
+        let listed = stdout(&server.grpcurl(&["-H", header, "ADDR", "list"]));
+        assert!(listed.contains("grpc.testing.TestService"), "{listed}");
+    }
+}

@@ -401,27 +401,27 @@ async fn streams_past_the_limit_are_refused() {
 }
 
 /// Resets caused by a peer's protocol errors are tolerated up to the fixed
-/// limit: a hundred leave the connection serving.
+/// limit exactly: after 1,024 the connection still serves a valid call, and
+/// the 1,025th brings GOAWAY (ENHANCE_YOUR_CALM).
 #[tokio::test]
-async fn a_few_malformed_streams_are_tolerated() {
+async fn malformed_streams_are_tolerated_up_to_the_limit_and_no_further() {
+    use echo_server::config::MAX_LOCAL_ERROR_RESET_STREAMS;
+    let limit = MAX_LOCAL_ERROR_RESET_STREAMS as u32;
     let server = TestServer::start().await;
     let mut socket = h2raw::connect(server.addr).await;
     let malformed = h2raw::grpc_request(ECHO, &[("connection", "close")]);
-    for i in 0..100u32 {
-        socket
-            .write_all(&h2raw::frame(
-                HEADERS,
-                END_HEADERS | END_STREAM,
-                2 * i + 1,
-                &malformed,
-            ))
-            .await
-            .unwrap();
+    let malformed_on =
+        |stream: u32| h2raw::frame(HEADERS, END_HEADERS | END_STREAM, stream, &malformed);
+    let mut flood = Vec::new();
+    for i in 0..limit {
+        flood.extend(malformed_on(2 * i + 1));
     }
+    socket.write_all(&flood).await.unwrap();
     // Then a valid call on the same connection is answered.
-    h2raw::send_call(&mut socket, 201, ECHO, &[], b"").await;
-    let answered = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut resets = 0;
+    let valid = 2 * limit + 1;
+    h2raw::send_call(&mut socket, valid, ECHO, &[], b"").await;
+    let mut resets = 0;
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let frame = h2raw::read_frame(&mut socket)
                 .await
@@ -434,15 +434,88 @@ async fn a_few_malformed_streams_are_tolerated() {
                 "GOAWAY after {resets} resets: {frame:?}"
             );
             resets += usize::from(frame.kind == RST_STREAM);
-            if frame.stream == 201 && frame.flags & END_STREAM != 0 {
-                return (resets, frame);
+            if frame.stream == valid && frame.flags & END_STREAM != 0 {
+                return frame;
             }
         }
     })
     .await
     .expect("the valid call was not answered");
-    assert_eq!(answered.0, 100, "each malformed stream is reset");
-    assert_eq!(answered.1.kind, HEADERS, "trailers end the valid call");
+    assert_eq!(resets, limit as usize, "each malformed stream is reset");
+    assert_eq!(answered.kind, HEADERS, "trailers end the valid call");
+    // One more is one too many.
+    socket.write_all(&malformed_on(valid + 2)).await.unwrap();
+    let goaway = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = h2raw::read_frame(&mut socket).await {
+            if frame.kind == GOAWAY {
+                return Some(h2raw::goaway(&frame).1);
+            }
+        }
+        None
+    })
+    .await
+    .expect("neither GOAWAY nor a close after the limit");
+    println!("{limit} resets tolerated; the next brought GOAWAY {goaway:?}");
+    assert_eq!(goaway, Some(h2raw::ENHANCE_YOUR_CALM));
+    server.stop().await;
+}
+
+/// One IP address may open `--max-connections-per-ip` connections, no more;
+/// another address is not held back by it, and a closed one frees its place.
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_closed() {
+    let server = TestServer::with_config(echo_tests::config(|c| {
+        c.limits.max_connections_per_ip = Some(2);
+    }))
+    .await;
+    let from = |ip: [u8; 4]| {
+        let addr = server.addr;
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((ip, 0).into()).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            // A connection the server closes at once may refuse these writes.
+            let _ = stream.write_all(h2raw::PREFACE).await;
+            let _ = stream
+                .write_all(&h2raw::frame(h2raw::SETTINGS, 0, 0, &[]))
+                .await;
+            stream
+        }
+    };
+    // Open: the server's SETTINGS arrives. Closed at once: the end of the stream.
+    let served = async |stream: &mut tokio::net::TcpStream| {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), h2raw::read_frame(stream)).await,
+            Ok(Some(frame)) if frame.kind == h2raw::SETTINGS
+        )
+    };
+    let mut first = from([127, 0, 0, 1]).await;
+    let mut second = from([127, 0, 0, 1]).await;
+    let mut third = from([127, 0, 0, 1]).await;
+    let mut elsewhere = from([127, 0, 0, 2]).await;
+    assert!(served(&mut first).await && served(&mut second).await);
+    assert!(
+        !served(&mut third).await,
+        "a third connection from one address was served"
+    );
+    assert!(
+        served(&mut elsewhere).await,
+        "another address was held back"
+    );
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = from([127, 0, 0, 1]).await;
+        if served(&mut stream).await {
+            again = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        again.is_some(),
+        "a closed connection did not free its place"
+    );
     server.stop().await;
 }
 

@@ -25,6 +25,7 @@ mod compression;
 mod connection_age;
 mod connection_controls;
 mod dashboard;
+mod deadline;
 #[cfg(feature = "external-tools")]
 mod deploy;
 mod descriptors;

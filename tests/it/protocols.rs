@@ -395,6 +395,9 @@ async fn silent_and_trickling_http1_clients_are_cut() {
     let timeout = Duration::from_millis(500);
     let server =
         TestServer::with_config(config(|c| c.http2.handshake_timeout = timeout.into())).await;
+    // Cut one handshake timeout after the headers began (or after the last
+    // answer), give or take a busy machine's scheduling.
+    let in_time = timeout * 4 / 5..timeout * 4;
     let started = Instant::now();
     // Headers begun and never finished.
     let trickle = exchange(
@@ -403,15 +406,21 @@ async fn silent_and_trickling_http1_clients_are_cut() {
         EVENT_TIMEOUT,
     )
     .await;
+    let cut_after = started.elapsed();
+    println!("a trickling client was cut after {cut_after:?}");
     assert!(trickle.closed, "a trickling client was not cut");
-    assert!(started.elapsed() < EVENT_TIMEOUT, "{:?}", started.elapsed());
+    assert!(in_time.contains(&cut_after), "{cut_after:?}");
     // A kept-alive connection waiting for its next request is cut the same way.
     let idle = format!(
         "GET {ECHO}?connect=v1&encoding=json&message=%7B%7D HTTP/1.1\r\nhost: test\r\n\r\n"
     );
+    let started = Instant::now();
     let answer = exchange(server.addr, idle.as_bytes(), EVENT_TIMEOUT).await;
+    let cut_after = started.elapsed();
+    println!("an idle kept-alive connection was cut after {cut_after:?}");
     assert_eq!(answer.status(), 200, "{}", answer.text);
     assert!(answer.closed, "an idle HTTP/1.1 connection was not cut");
+    assert!(in_time.contains(&cut_after), "{cut_after:?}");
     assert_still_serving(server.addr).await;
     server.stop().await;
 }
@@ -466,6 +475,36 @@ async fn cors_answers_preflights_and_exposes_grpc_headers_for_listed_origins() {
         Some("http://page.test")
     );
     assert_eq!(call.header("access-control-expose-headers"), Some("*"));
+    server.stop().await;
+
+    // `*`: any origin, preflights and calls alike.
+    let server = TestServer::with_config(config(|c| {
+        c.browsers.cors_allow_origin = vec!["*".to_owned()];
+    }))
+    .await;
+    for origin in ["http://page.test", "http://anywhere.example"] {
+        let allowed = exchange(server.addr, preflight(origin).as_bytes(), QUIET).await;
+        assert_eq!(allowed.status(), 200, "{}", allowed.text);
+        assert_eq!(
+            allowed.header("access-control-allow-origin"),
+            Some("*"),
+            "{}",
+            allowed.text
+        );
+    }
+    let call = exchange(
+        server.addr,
+        &post(
+            ECHO,
+            "application/json",
+            "origin: http://anywhere.example\r\n",
+            br#"{"message":"from any page"}"#,
+        ),
+        QUIET,
+    )
+    .await;
+    assert_eq!(call.status(), 200, "{}", call.text);
+    assert_eq!(call.header("access-control-allow-origin"), Some("*"));
     server.stop().await;
 
     // Off unless origins are listed.

@@ -45,7 +45,11 @@ fn without_root_every_missing_tool_is_named_with_the_one_command_to_run() {
         ),
         "{said}"
     );
-    for manual in ["python3 (Python 3 with venv)", "node (Node.js 20)", "npm (npm, with Node.js 20)"] {
+    for manual in [
+        "python3 (Python 3 with venv)",
+        "node (Node.js 20)",
+        "npm (npm, with Node.js 20)",
+    ] {
         assert!(said.contains(manual), "{said}");
     }
 }
@@ -72,7 +76,10 @@ fn as_root_the_missing_packages_are_installed_with_apt_get_in_one_go() {
     // With sudo instead of root, every command goes through `sudo -n`.
     let output = dry_run(empty.to_str().unwrap(), "sudo", &TEST_SH_NEEDS[3..]);
     let said = String::from_utf8_lossy(&output.stderr);
-    assert!(said.contains("would run: sudo -n apt-get update -qq && sudo -n env"), "{said}");
+    assert!(
+        said.contains("would run: sudo -n apt-get update -qq && sudo -n env"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -81,5 +88,9 @@ fn nothing_is_said_or_done_when_every_tool_is_there() {
     let path = std::env::var("PATH").unwrap();
     let output = dry_run(&path, "user", &["sh=dash", "cargo=manual:rustup"]);
     assert_eq!(output.status.code(), Some(0));
-    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -1,7 +1,7 @@
 // Calls every echo.v1 RPC shape through each transport of the official
 // Connect clients for Node (Connect in protobuf and JSON, gRPC, gRPC-Web),
 // over HTTP/1.1 and HTTP/2, and prints one JSON object: for each transport,
-// each case's outcome ("ok", or what went wrong). tests/tests/protocols_node.rs
+// each case's outcome ("ok", or what went wrong). tests/it/protocols_clients.rs
 // runs it against a real server and says which outcomes each cell must have.
 //
 // Usage: node connect_clients.mjs BASE_URL
@@ -97,7 +97,7 @@ const cases = {
     }
     throw new Error("the call succeeded");
   },
-  // A deadline shorter than the requested delay.
+  // A deadline shorter than the requested delay, kept by the client's own timer.
   async deadline(client) {
     const started = Date.now();
     try {
@@ -110,6 +110,21 @@ const cases = {
     }
     throw new Error("the call succeeded");
   },
+  // The same deadline in the protocol's header alone, with no timer in the
+  // client: only the server can end the call early, as the header asks.
+  async serverDeadline(client, name) {
+    const header = name.startsWith("connect") ? ["connect-timeout-ms", "150"] : ["grpc-timeout", "150m"];
+    const started = Date.now();
+    try {
+      await client.echo({ message: "slow", delay: { nanos: 900_000_000 } }, { headers: [header] });
+    } catch (err) {
+      const error = ConnectError.from(err);
+      check(error.code === Code.DeadlineExceeded, `code ${Code[error.code]}: ${error.message}`);
+      check(Date.now() - started < 850, `took ${Date.now() - started} ms`);
+      return;
+    }
+    throw new Error(`the call succeeded after ${Date.now() - started} ms: the server ignored ${header[0]}`);
+  },
 };
 
 const results = {};
@@ -119,7 +134,7 @@ for (const [name, transport] of Object.entries(transports)) {
   for (const [caseName, run] of Object.entries(cases)) {
     try {
       await Promise.race([
-        run(client),
+        run(client, name),
         new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 10 s")), 10_000)),
       ]);
       results[name][caseName] = "ok";

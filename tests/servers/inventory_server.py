@@ -15,7 +15,7 @@ from concurrent import futures
 from importlib import resources
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -52,7 +52,15 @@ def listed_item(index):
     item.shelf_life.seconds = 86_400
     item.shelf_life.nanos = 500_000_000
     item.attributes.update({"colour": "red", "sizes": [1, 2], "fragile": True, "none": None})
-    item.extra.Pack(inventory_pb2.Note(text=f"note {index}"))
+    if index % 3 == 0:
+        item.extra.Pack(inventory_pb2.Note(text=f"note {index}"))
+    elif index % 3 == 1:
+        # A well-known type that no file of the service imports.
+        item.extra.Pack(wrappers_pb2.StringValue(value="packed"))
+    else:
+        # A type that neither the service's files nor the well-known types define.
+        item.extra.type_url = "type.googleapis.com/acme.hidden.v1.Secret"
+        item.extra.value = b"\x0a\x03abc"
     return item
 
 

@@ -18,3 +18,6 @@ pub const PREVIOUS_RPC_ATTEMPTS: HeaderName = HeaderName::from_static("grpc-prev
 /// `x-request-id`: a call's id, kept by the server when the caller sends one
 /// and answered back, and carried on to downstream calls.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `hostname`: the instance that answered, as gRPC's xDS interop test servers
+/// name it on every unary answer (clients count backends by it).
+pub const HOSTNAME: HeaderName = HeaderName::from_static("hostname");

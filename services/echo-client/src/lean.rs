@@ -125,9 +125,15 @@ impl LeanUnary {
     async fn attempt(&mut self) -> Result<Result<(), Status>, h2::Error> {
         let mut sender = self.sender.clone().ready().await?;
         let (response, mut stream) = sender.send_request(self.request.clone(), false)?;
-        stream.send_data(self.body.clone(), true)?;
-        let response = response.await?;
-        Ok(read_answer(response).await)
+        // The server may answer from the headers alone and close the stream
+        // before the body is queued (a trailers-only Unimplemented): then the
+        // body is refused as sent on an inactive stream, and the answer, not
+        // that refusal, is the call's outcome.
+        let sent = stream.send_data(self.body.clone(), true);
+        match (response.await, sent) {
+            (Ok(response), _) => Ok(read_answer(response).await),
+            (Err(error), Ok(())) | (Err(_), Err(error)) => Err(error),
+        }
     }
 }
 

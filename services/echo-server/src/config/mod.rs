@@ -66,9 +66,9 @@ pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `--auth-open-services`: what load balancers and tools must reach without a token.
 pub const DEFAULT_AUTH_OPEN_SERVICES: [&str; 3] = [
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
 ];
 /// Streams a connection may get reset for its own protocol errors before it is
 /// closed with GOAWAY (hyper's default, the RUSTSEC-2024-0003 defence, which

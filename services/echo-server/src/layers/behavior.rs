@@ -8,6 +8,14 @@
 //!
 //! The grammar of both headers (and of `--fault`) is `config/behaviors.rs`'s.
 //!
+//! They act on the services under test only (echo.v1, the interop and
+//! example services, any other), never on health, reflection or the admin
+//! service, as gRPC's xDS test servers apply `rpc-behavior` in their
+//! handlers: a flaky instance still looks healthy to its probes, and
+//! grpcurl, which sends its `-H` headers with its reflection requests too,
+//! can still read the descriptors. The same goes for `--fault` and the chaos
+//! schedules' slow and error windows.
+//!
 //! Both act before the handler, so before any message control: a header's
 //! error ends the call before the request is read, a header's delay comes
 //! before the message's. A call with a behaviour header is answered with a
@@ -31,14 +39,13 @@ use tower_service::Service;
 use crate::config::behaviors::{Behaviors, RpcBehavior};
 use crate::context::{Arrival, ConnectionAction, ResetStream, ResponseSize};
 use crate::ops::chaos::Windows;
+use crate::services::under_test;
 
 /// This server's behaviour header (a `HeaderName`: looked up on every call,
 /// without parsing a name each time).
 const ECHO_BEHAVIOR: HeaderName = HeaderName::from_static("x-echo-behavior");
 /// The xDS interop test servers' behaviour header.
 const RPC_BEHAVIOR: HeaderName = HeaderName::from_static("rpc-behavior");
-/// The response header naming the instance.
-const HOSTNAME: &str = "hostname";
 /// The response header saying how many attempts of the call came before.
 const ATTEMPT: &str = "x-echo-attempt";
 /// Calls whose attempts are counted by request id, at most; then counting
@@ -307,6 +314,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        if !under_test(request.uri().path()) {
+            return Either::Left(self.inner.call(request));
+        }
         let fault = match self.settings.fault(request.headers()) {
             Ok(None) => return Either::Left(self.inner.call(request)),
             Ok(Some(fault)) => fault,
@@ -347,7 +357,7 @@ where
                 response.extensions_mut().insert(ResetStream(code));
             }
             let headers = response.headers_mut();
-            headers.insert(HOSTNAME, hostname);
+            headers.insert(echo_wire::headers::HOSTNAME, hostname);
             headers.insert(ATTEMPT, HeaderValue::from(fault.attempt));
             Ok(response)
         })))

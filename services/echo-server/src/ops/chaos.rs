@@ -19,9 +19,10 @@
 //!
 //! Any schedule also takes `after=T` (the first event T after start; `P` by
 //! default) and `jitter=J` (each event up to J later, drawn from
-//! `--chaos-seed`'s generator). The grammar is `config/chaos.rs`'s. Windows
-//! apply to every RPC, health checks included, as an instance in trouble
-//! fails its checks too; they close when shutdown begins.
+//! `--chaos-seed`'s generator). The grammar is `config/chaos.rs`'s. Slow and
+//! error windows apply to the services under test, as faults do (not to
+//! health, reflection or the admin service: `unhealthy` is how a schedule
+//! flips health); they close when shutdown begins.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -14,7 +14,7 @@ use grpc_echo::grpc::testing::{
     PayloadType, ResponseParameters, SimpleRequest, SimpleResponse, StreamingInputCallRequest,
     StreamingInputCallResponse, StreamingOutputCallRequest, StreamingOutputCallResponse,
 };
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -38,6 +38,9 @@ pub(crate) struct TestService {
 #[derive(Debug)]
 struct Shared {
     instance: String,
+    /// `instance` as the `hostname` header every unary answer carries, as
+    /// gRPC's xDS interop test server sends it.
+    hostname: HeaderValue,
     max_payload_size: u32,
     stats: Arc<Stats>,
     streams_end: CancellationToken,
@@ -45,9 +48,12 @@ struct Shared {
 
 impl TestService {
     pub(crate) fn new(config: &Config, stats: Arc<Stats>, streams_end: CancellationToken) -> Self {
+        let instance = config.listen.instance();
         Self {
             shared: Arc::new(Shared {
-                instance: config.listen.instance(),
+                hostname: HeaderValue::from_str(&instance)
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                instance,
                 max_payload_size: config.controls.max_payload_size,
                 stats,
                 streams_end,
@@ -118,13 +124,23 @@ impl TestService {
             .map(|size| size.0);
         let result = self.simple_response(request.get_ref(), observed, size);
         let compress = is_true(request.get_ref().response_compressed.as_ref());
-        let mut response = echoed(request.metadata()).respond(result)?;
+        let mut response = self.echoed_unary(request.metadata()).respond(result)?;
         if compress {
             let plan = CompressionPlan::default();
             plan.0.push(true);
             response.extensions_mut().insert(plan);
         }
         Ok(response)
+    }
+
+    /// The metadata a unary answer carries: the echoed metadata, and the
+    /// `hostname` header.
+    fn echoed_unary(&self, metadata: &MetadataMap) -> EchoedMetadata {
+        let mut echoed = echoed(metadata);
+        echoed
+            .headers
+            .insert(echo_wire::headers::HOSTNAME, self.shared.hostname.clone());
+        echoed
     }
 
     /// Answers each request of `requests` with its response parameters, in order.
@@ -204,7 +220,7 @@ impl TestService {
 #[tonic::async_trait]
 impl TestServiceApi for TestService {
     async fn empty_call(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
-        echoed(request.metadata()).respond(Ok(Empty {}))
+        self.echoed_unary(request.metadata()).respond(Ok(Empty {}))
     }
 
     async fn unary_call(

@@ -158,14 +158,35 @@ pub(crate) fn plan_controls(
     .collect()
 }
 
+/// The services that are not under test: health, reflection and the admin
+/// service answer as themselves whatever faults, fault headers and chaos
+/// windows ask, so a flaky instance still looks healthy to its probes and
+/// tools can still read its descriptors.
+const INFRASTRUCTURE: [&str; 4] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    <AdminServiceServer<AdminService> as NamedService>::NAME,
+];
+
+/// Whether a call to `path` (`/package.Service/Method`) is to a service
+/// under test: echo.v1, the interop and example services, and any other.
+pub(crate) fn under_test(path: &str) -> bool {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|path| path.split_once('/'))
+        .map_or("", |(service, _)| service);
+    !INFRASTRUCTURE.contains(&service)
+}
+
 /// The full names of the services served.
 fn served_services(config: &Config) -> Vec<&'static str> {
     let mut served = vec![
         <EchoServiceServer<EchoService> as NamedService>::NAME,
         <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
         tonic_health::pb::health_server::SERVICE_NAME,
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
     ];
     if config.services.interop {
         served.push(<TestServiceServer<TestService> as NamedService>::NAME);

@@ -228,6 +228,8 @@ fn read_stdin(
 }
 
 fn print(message: &DynamicMessage, options: &SerializeOptions, out: Output) -> anyhow::Result<()> {
+    let stand_ins = super::any_types::printable(message)?;
+    let message = stand_ins.as_ref().unwrap_or(message);
     let mut text = Vec::new();
     if out.json {
         let mut serializer = serde_json::Serializer::new(&mut text);

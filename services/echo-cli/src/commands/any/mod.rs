@@ -2,6 +2,7 @@
 //! server's reflection or from files (`source`), printed as proto source
 //! (`proto_text`), called with JSON (`call`).
 
+mod any_types;
 pub(crate) mod call;
 pub(crate) mod proto_text;
 pub(crate) mod source;

@@ -21,6 +21,8 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
+use super::any_types::with_well_known_types;
+
 /// Where `list`, `describe` and `call` read descriptors [default: the server's reflection].
 #[derive(Debug, Args)]
 pub(crate) struct SourceArgs {
@@ -61,7 +63,7 @@ impl SourceArgs {
             compiler
                 .open_files(&self.protos)
                 .map_err(|err| anyhow::anyhow!("cannot compile the --proto files: {err}"))?;
-            return Ok(Some(compiler.descriptor_pool()));
+            return Ok(Some(with_well_known_types(compiler.descriptor_pool())));
         }
         if self.protosets.is_empty() {
             return Ok(None);
@@ -73,7 +75,7 @@ impl SourceArgs {
             pool.decode_file_descriptor_set(bytes.as_slice())
                 .with_context(|| format!("{} is not a valid protoset", path.display()))?;
         }
-        Ok(Some(pool))
+        Ok(Some(with_well_known_types(pool)))
     }
 }
 
@@ -190,7 +192,7 @@ impl Reflection {
         let mut pool = DescriptorPool::new();
         pool.add_file_descriptor_protos(files)
             .context("the server's descriptors do not fit together")?;
-        Ok(pool)
+        Ok(with_well_known_types(pool))
     }
 }
 
