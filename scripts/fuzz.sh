@@ -4,9 +4,11 @@
 # its checked-in seeds (fuzz/seeds/TARGET), growing a working corpus in
 # target/fuzz/corpus/TARGET. Prints one line per target: executions, coverage
 # (edges), corpus size, crashes; exits 1 if any target crashed, hung (10 s on
-# one input) or ran out of memory (2 GiB, or 512 MiB in one allocation). Leaks
-# are left to that memory bound: the server targets keep one server running
-# for the whole run, and what it holds when the process exits is not a leak.
+# one input) or ran out of memory (2 GiB, or 512 MiB in one allocation), or
+# LeakSanitizer found memory lost at exit. libFuzzer's per-input leak checks
+# are off (-detect_leaks=0: the server targets keep one server running for the
+# whole run); instead every input's connections end with it, and the harness
+# fails an input whose server side outlives its client.
 # Crashing inputs land in target/fuzz/artifacts/TARGET; logs in target/fuzz/logs.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   AddressSanitizer build, one target at a time

@@ -129,6 +129,23 @@ pub fn server() -> &'static (Runtime, InMemoryServer) {
     })
 }
 
+/// Waits until the server has no connection open; panics if one is still
+/// open [`HANG`] later on its clock. Each ends once its client has gone.
+pub async fn connections_closed() {
+    let stats = server().1.stats();
+    let closed = async {
+        while stats.open_connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(HANG, closed).await.is_err() {
+        panic!(
+            "{} connections still open {HANG:?} after their clients went away",
+            stats.open_connections()
+        );
+    }
+}
+
 /// Runs `future` on the shared runtime, beside the server.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     server().0.block_on(future)

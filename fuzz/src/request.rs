@@ -97,8 +97,9 @@ pub struct Answer {
 }
 
 /// Sends `file`'s request on a new connection with hyper's client, reads
-/// the whole answer and closes the connection. Panics if the answer is not
-/// over within [`HANG`] of the server's clock.
+/// the whole answer and goes away, as a client closes its socket; then waits
+/// for the server to end its side. Panics if the answer is not over, or the
+/// server's connection still open, [`HANG`] later on the server's clock.
 ///
 /// With `ECHO_FUZZ_RECORD=DIR` in the environment, the bytes the client sent
 /// are also written to a file in DIR: the `connection` target's seeds.
@@ -111,6 +112,7 @@ pub fn send(file: RequestFile) -> Answer {
             sent: record.is_some().then(|| Arc::clone(&sent)),
         });
         let request = file.request.map(Full::new);
+        let mut client_connection = None;
         let exchange = async {
             let response = if file.http2 {
                 let Ok((mut sender, connection)) =
@@ -118,26 +120,39 @@ pub fn send(file: RequestFile) -> Answer {
                 else {
                     return None;
                 };
-                tokio::spawn(connection);
+                client_connection = Some(tokio::spawn(async {
+                    let _ = connection.await;
+                }));
                 sender.send_request(request).await
             } else {
                 let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(io).await
                 else {
                     return None;
                 };
-                tokio::spawn(connection);
+                client_connection = Some(tokio::spawn(async {
+                    let _ = connection.await;
+                }));
                 sender.send_request(request).await
             };
             Some(read(response).await)
         };
-        match tokio::time::timeout(HANG, exchange).await {
+        let answer = match tokio::time::timeout(HANG, exchange).await {
             Ok(answer) => answer.unwrap_or(Answer {
                 response: None,
                 complete: false,
                 trailers: None,
             }),
             Err(_) => panic!("no whole answer {HANG:?} after the request"),
+        };
+        // The client's end closes, whatever its calls were doing: a
+        // connection the server kept past that would be a leak in a server
+        // that runs for months, and one the harness kept would hold its
+        // buffers past the input.
+        if let Some(connection) = client_connection {
+            connection.abort();
         }
+        crate::connections_closed().await;
+        answer
     });
     if let Some(dir) = record {
         let sent = sent.lock().expect("recorded bytes");
