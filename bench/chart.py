@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-SERVERS = ["ours", "baseline", "h2 floor", "tcp floor"]
+SERVERS = ["ours", "baseline", "grpc-go", "h2 floor", "tcp floor"]
 # Units where a smaller figure is the better one.
 LOWER_IS_BETTER = re.compile(r"\((ms|MiB)\)|CPU ms|^p(50|99) ms|instructions")
 WIDTH = 900

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The grpc-echo benchmark suite: our echo-server against a plain tonic echo
-server (bench/stock-tonic, the baseline) and the floors beneath both (a raw TCP
-echo, and nghttpd serving a static HTTP/2 response), under the same load
-shapes, side by side in one run.
+server (bench/stock-tonic, the baseline), a plain grpc-go echo server
+(bench/grpc-go, built from Debian's Go and golang-google-grpc-dev) and the
+floors beneath them (a raw TCP echo, and nghttpd serving a static HTTP/2
+response), under the same load shapes, side by side in one run.
 
 The server under test runs on CPU 0 and the load on CPU 1 (taskset). Each run
 starts every server afresh and measures every shape; runs are interleaved
@@ -13,7 +14,9 @@ with their min..max.
     bench/suite.py --runs 5 --markdown BENCHMARKS-table.md --chart docs/pictures/benchmarks.svg
     bench/suite.py --smoke              # seconds: checks that everything runs and parses
 
-Needs h2load and nghttpd (Debian: nghttp2-client, nghttp2-server) and taskset.
+Needs h2load, nghttpd, taskset, Go and grpc-go (Debian: nghttp2-client,
+nghttp2-server, util-linux, golang-go, golang-google-grpc-dev): installs them
+with scripts/install-tools.sh, or says what to run.
 """
 
 import argparse
@@ -44,6 +47,23 @@ IDLE_CONNECTIONS = 10_000
 def fail(message):
     print(f"bench/suite.py: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+# The servers of each run, in the order they run.
+SERVERS = ["ours", "baseline", "grpc-go", "h2 floor", "tcp floor"]
+
+# Where Debian's golang-google-grpc-dev puts grpc-go (GOPATH mode).
+GOCODE = "/usr/share/gocode"
+
+
+def build_grpc_go(out):
+    """bench/grpc-go with Debian's Go and grpc-go, in GOPATH mode: no module
+    downloads."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOCODE, GOFLAGS="",
+               GOCACHE=str(out.parent / "cache"))
+    subprocess.run(["go", "build", "-o", str(out), str(ROOT / "bench" / "grpc-go" / "main.go")],
+                   cwd=ROOT, env=env, check=True)
 
 
 def install_tools(needs):
@@ -221,6 +241,7 @@ class Suite:
         profile = "debug" if options.smoke else "release"
         self.bin = ROOT / "target" / "bins" / profile
         self.stock_bin = ROOT / "target" / "stock-tonic" / profile
+        self.grpc_go_bin = ROOT / "target" / "grpc-go" / "grpc-go-echo"
         self.seconds = options.duration
         self.results = {}  # (shape, server) -> [value per run]
         self.work = Path(tempfile.mkdtemp(prefix="grpc-echo-bench-"))
@@ -328,6 +349,12 @@ class Suite:
                             lambda: unary_call(port, unary, BASELINE_BODY))
             server.unary, server.bidi = unary, "/bench.Echo/Bidi"
             server.field, server.body_file = BASELINE_FIELD, self.baseline_body_file
+        elif name == "grpc-go":
+            unary = "/bench.Echo/Unary"
+            server = Server(name, [str(self.grpc_go_bin), f"127.0.0.1:{port}"], port,
+                            lambda: unary_call(port, unary, BASELINE_BODY))
+            server.unary, server.bidi = unary, "/bench.Echo/Bidi"
+            server.field, server.body_file = BASELINE_FIELD, self.baseline_body_file
         elif name == "tcp floor":
             server = Server(name, [str(self.stock_bin / "tcp-echo"), f"127.0.0.1:{port}"], port,
                             lambda: listening(port))
@@ -340,10 +367,10 @@ class Suite:
 
     def run_once(self, baseline_peak):
         connections = 20 if self.options.smoke else 50
-        for name in ["ours", "baseline", "h2 floor", "tcp floor"]:
+        for name in SERVERS:
             server = self.start(name)
             try:
-                if name in ("ours", "baseline"):
+                if name in ("ours", "baseline", "grpc-go"):
                     self.record("start to serving (ms)", name, server.startup_seconds * 1000)
                     self.record("idle RSS (MiB)", name, server.rss_kib() / 1024)
                 if name == "tcp floor":
@@ -371,9 +398,10 @@ class Suite:
                     if c == 1:
                         for quantile in ("p50", "p99"):
                             self.record(f"{quantile} ms, unary 1x1", name, report["latency_ms"][quantile])
-                report = self.echo_bench(server.port, server.bidi, "bidi", 10, 5, field=server.field)
-                self.record("bidi ping-pong 64 B, 10x5 streams (msg/s)", name,
-                            report["messages_per_second"])
+                for c, m in [(10, 5), (4, 25)]:
+                    report = self.echo_bench(server.port, server.bidi, "bidi", c, m, field=server.field)
+                    self.record(f"bidi ping-pong 64 B, {c}x{m} streams (msg/s)", name,
+                                report["messages_per_second"])
                 report = self.echo_bench(server.port, server.bidi, "bidi", 1, 1, payload=BIG_PAYLOAD,
                                          field=server.field)
                 self.record("64 KiB ping-pong, 1 stream (MB/s one way)", name,
@@ -443,10 +471,10 @@ class Suite:
                 for (shape, name), values in self.results.items() if name == server}
 
     def table(self):
-        servers = ["ours", "baseline", "h2 floor", "tcp floor"]
+        servers = SERVERS
         shapes = list(dict.fromkeys(shape for shape, _ in self.results))
-        lines = ["| shape | " + " | ".join(servers) + " | ours / baseline |",
-                 "| --- |" + " --- |" * (len(servers) + 1)]
+        lines = ["| shape | " + " | ".join(servers) + " | ours / baseline | ours / grpc-go |",
+                 "| --- |" + " --- |" * (len(servers) + 2)]
         for shape in shapes:
             cells, medians = [], {}
             for server in servers:
@@ -460,10 +488,13 @@ class Suite:
                 if len(values) > 1:
                     cell += f" ({fmt(min(values))}..{fmt(max(values))})"
                 cells.append(cell)
-            ratio = ""
-            if "ours" in medians and "baseline" in medians:
-                ratio = f"{medians['ours'] / medians['baseline']:.2f}x"
-            lines.append(f"| {shape} | " + " | ".join(cells) + f" | {ratio} |")
+            ratios = []
+            for peer in ("baseline", "grpc-go"):
+                ratio = ""
+                if "ours" in medians and peer in medians:
+                    ratio = f"{medians['ours'] / medians[peer]:.2f}x"
+                ratios.append(ratio)
+            lines.append(f"| {shape} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
         ours = self.medians("ours")
         reference = next((value for shape, value in ours.items()
                           if shape.startswith("unary 64 B") and "h2load" in shape
@@ -473,15 +504,15 @@ class Suite:
             lines += ["", "| protocol (ours, h2load) | req/s | / our gRPC 50x20 |", "| --- | --- | --- |"]
             for shape, median in protocol_rows:
                 lines.append(f"| {shape} | {fmt(median)} | {median / reference:.2f}x |")
-        lines += ["", "| target (issue #14) | measured | met |", "| --- | --- | --- |"]
+        lines += ["", "| target (issues #14, #28) | measured | met |", "| --- | --- | --- |"]
         for target, ratio, met in self.targets(reference):
             lines.append(f"| {target} | {ratio:.2f}x | {'yes' if met else 'no'} |")
         return "\n".join(lines)
 
     def targets(self, grpc_reference):
         """(target, measured ratio, met) for each of issue #14's targets
-        that one suite run measures."""
-        ours, baseline = self.medians("ours"), self.medians("baseline")
+        that one suite run measures, and issue #28's bidi targets."""
+        ours, baseline, grpc_go = self.medians("ours"), self.medians("baseline"), self.medians("grpc-go")
         both = [shape for shape in ours if shape in baseline]
         rows = []
         for shape in both:
@@ -494,6 +525,11 @@ class Suite:
                 rows.append((f"{shape}: ours / baseline >= 1.0x", ratio, ratio >= 1.0))
                 if "50x20" in shape and shape.startswith("unary"):
                     rows.append((f"{shape}: ours / baseline >= 1.5x", ratio, ratio >= 1.5))
+                if shape.startswith(BIDI_TARGET_SHAPE):
+                    rows.append((f"{shape}: ours / baseline >= 1.5x", ratio, ratio >= 1.5))
+                    if shape in grpc_go:
+                        ratio = ours[shape] / grpc_go[shape]
+                        rows.append((f"{shape}: ours / grpc-go >= 1.0x", ratio, ratio >= 1.0))
         if grpc_reference:
             for shape, value in ours.items():
                 if shape.startswith("protocol:"):
@@ -503,6 +539,8 @@ class Suite:
 
 
 INSTRUCTIONS_SHAPE = "callgrind instructions per unary call"
+# Issue #28's bidi shape (its targets: 1.5x tonic, 1.0x grpc-go).
+BIDI_TARGET_SHAPE = "bidi ping-pong 64 B, 4x25 streams"
 
 # Unary calls in the other protocols, against our server only: (shape, body,
 # content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
@@ -542,7 +580,8 @@ def main():
     options = parser.parse_args()
     if options.smoke:
         options.runs, options.duration, options.warmup = 1, 1.0, 0.2
-    needs = ["taskset=util-linux", "h2load=nghttp2-client", "nghttpd=nghttp2-server"]
+    needs = ["taskset=util-linux", "h2load=nghttp2-client", "nghttpd=nghttp2-server",
+             "go=golang-go", f"{GOCODE}/src/google.golang.org/grpc=golang-google-grpc-dev"]
     if options.instructions:
         needs.append("valgrind=valgrind")
     install_tools(needs)
@@ -562,6 +601,7 @@ def main():
                         "--bins", "--target-dir", "target/bins"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
                         "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+        build_grpc_go(ROOT / "target" / "grpc-go" / "grpc-go-echo")
 
     suite = Suite(options)
     started = time.monotonic()

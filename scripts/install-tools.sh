@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools a script needs, or says how: each argument is
-# TOOL=PACKAGE (a Debian package that provides TOOL) or TOOL=manual:HINT (a
-# tool this script cannot install; HINT says how to get it). Every missing
+# TOOL=PACKAGE (a Debian package that provides TOOL: a command, or a path
+# that the package installs) or TOOL=manual:HINT (a tool this script cannot
+# install; HINT says how to get it). Every missing
 # tool is listed at once. Debian packages are installed with apt-get as root,
 # or with `sudo -n` when that works without a password; otherwise nothing is
 # installed and the exact command to run is printed (exit 1).
@@ -34,7 +35,10 @@ manual=()
 for requirement in "$@"; do
     tool="${requirement%%=*}"
     package="${requirement#*=}"
-    command -v "$tool" >/dev/null 2>&1 && continue
+    case "$tool" in
+        /*) [ -e "$tool" ] && continue ;;
+        *) command -v "$tool" >/dev/null 2>&1 && continue ;;
+    esac
     case "$package" in
         manual:*) manual+=("$tool (${package#manual:})") ;;
         *)

@@ -18,8 +18,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -120,9 +118,11 @@ type ChaosEvent = dyn Future<Output = (ConnectionChaos, ConnectionSubscription)>
 
 /// Where hyper runs each HTTP/2 stream (a call: the layers, the handler and
 /// the answer's body): a task of its own, or, on a single-threaded runtime,
-/// inside its connection's task, where a task per stream would buy no
-/// parallelism but cost a spawn, a schedule and a wake-up per call
-/// (BENCHMARKS.md).
+/// first inside its connection's task, where most unary calls finish in one
+/// poll and so cost no spawn, schedule or wake-up (BENCHMARKS.md). A stream
+/// still going after that poll (a stream of messages, a slow handler) gets
+/// its task then: polled in step with its connection, a bidi ping-pong's
+/// answers were written a few at a time and its throughput halved.
 #[derive(Clone)]
 pub(crate) struct StreamExecutor {
     /// Streams handed over and not yet polled; `None`: spawn each.
@@ -139,31 +139,29 @@ impl StreamExecutor {
         }
     }
 
-    /// Runs the streams handed to the connection's task, as long as it polls
-    /// this; never ends. Handed-over streams are collected apart from the
-    /// set being polled, so that a stream that starts another (an upgrade)
-    /// while it is polled cannot deadlock.
+    /// Polls each stream handed to the connection's task once, as long as
+    /// it polls this, and spawns those that do not finish; never ends. The
+    /// streams are taken out of the hand-over list before they are polled,
+    /// so that one that starts another (an upgrade) cannot deadlock.
     async fn run_streams(&self) -> Infallible {
         let Some(handed_over) = &self.in_connection else {
             return std::future::pending().await;
         };
-        let mut streams = FuturesUnordered::new();
         std::future::poll_fn(|cx| {
             loop {
-                streams.extend(
-                    handed_over
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .drain(..),
+                let streams = std::mem::take(
+                    &mut *handed_over.lock().unwrap_or_else(PoisonError::into_inner),
                 );
-                // Pending once every stream waits, including when there are none.
-                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-                if handed_over
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_empty()
-                {
+                if streams.is_empty() {
                     return Poll::Pending;
+                }
+                for mut stream in streams {
+                    // A wake-up meant for this poll reaches the connection's
+                    // task, which ignores it; the new task's first poll
+                    // registers its own.
+                    if stream.as_mut().poll(cx).is_pending() {
+                        tokio::spawn(stream);
+                    }
                 }
             }
         })
