@@ -12,6 +12,8 @@
 //! - [`grpc::testing`]: the standard interop `TestService` (and
 //!   `UnimplementedService`), with the metadata keys its cases echo.
 //! - [`grpc::examples::echo`]: grpc-go's example `Echo` service.
+//! - [`connectrpc::conformance::v1`]: the Connect conformance suite's
+//!   `ConformanceService` and the runner's messages.
 //! - [`FILE_DESCRIPTOR_SET`]: every compiled file (with imports and comments),
 //!   as served by gRPC reflection.
 #![forbid(unsafe_code)]
@@ -52,6 +54,20 @@ pub mod grpc {
         pub mod echo {
             #![allow(missing_docs)]
             tonic::include_proto!("grpc.examples.echo");
+        }
+    }
+}
+
+/// The `connectrpc` protobuf packages.
+pub mod connectrpc {
+    /// The Connect project's conformance suite.
+    pub mod conformance {
+        /// `connectrpc.conformance.v1` (suite v1.0.5): `ConformanceService`,
+        /// which the suite calls on a server under test, and the messages
+        /// with which its runner drives servers and clients under test.
+        pub mod v1 {
+            #![allow(missing_docs)]
+            tonic::include_proto!("connectrpc.conformance.v1");
         }
     }
 }

@@ -584,3 +584,48 @@ fn bench_reports_the_attempts_each_call_made() {
     assert!((1.28..=1.58).contains(&per_call), "{report}");
     assert!(attempts["1"].as_u64().unwrap() > attempts["2"].as_u64().unwrap());
 }
+
+/// A failed call says what asked for its failure, in its status message and
+/// in the server's log line: `--fault`, either header, or a chaos window.
+#[tokio::test]
+async fn a_fault_names_its_source_in_the_message_and_the_log() {
+    use echo_tests::process::ServerProcess;
+    let server =
+        ServerProcess::start_logging(&["--fault", "error=UNAVAILABLE"], "echo_server=debug");
+    let client = EchoClient::builder(server.addr.to_string())
+        .connect()
+        .await
+        .unwrap();
+    for (headers, source) in [
+        (&[][..], "--fault"),
+        (
+            &[("x-echo-behavior", "error=ABORTED")][..],
+            "x-echo-behavior",
+        ),
+        (&[("rpc-behavior", "error-code-9")][..], "rpc-behavior"),
+    ] {
+        let status = echo(&client, headers).await.unwrap_err();
+        assert_eq!(status.message(), format!("{source} asked for it"));
+        let logged = server.wait_for_log(&format!("failing the call as {source} asks"));
+        assert_eq!(logged["fields"]["source"], source, "{logged}");
+        assert_eq!(
+            logged["fields"]["path"], "/echo.v1.EchoService/Echo",
+            "{logged}"
+        );
+    }
+    let chaotic = ServerProcess::start_logging(
+        &[
+            "--chaos",
+            "errors code=UNAVAILABLE for=1h every=2h after=0s",
+        ],
+        "echo_server=debug",
+    );
+    chaotic.wait_for_log("chaos window opened");
+    let client = EchoClient::builder(chaotic.addr.to_string())
+        .connect()
+        .await
+        .unwrap();
+    let status = echo(&client, &[]).await.unwrap_err();
+    assert_eq!(status.message(), "chaos: an error window on bin-test");
+    chaotic.wait_for_log("failing the call as a chaos error window asks");
+}

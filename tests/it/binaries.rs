@@ -126,7 +126,35 @@ fn cli_reports_errors_on_stderr_with_a_non_zero_exit() {
         "x",
     ]);
     assert!(!unreachable.status.success());
-    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot connect"));
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(
+        stderr.contains("hint: is a server running there?") && stderr.contains("ECHO_ADDR"),
+        "{stderr}"
+    );
+
+    // A service or method the server lacks names itself, and the admin
+    // service's absence comes with what to do.
+    let no_admin = server.client(&["health", "set", "", "serving"]);
+    assert!(!no_admin.status.success());
+    let stderr = String::from_utf8_lossy(&no_admin.stderr);
+    assert!(
+        stderr.contains("UNIMPLEMENTED (code 12): unknown service echo.v1.AdminService"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint:") && stderr.contains("--admin"),
+        "{stderr}"
+    );
+    let no_method = server.client(&[
+        "--json",
+        "call",
+        "grpc.testing.TestService/UnimplementedCall",
+        "-d",
+        "{}",
+    ]);
+    let error: Value = serde_json::from_slice(&no_method.stderr).unwrap();
+    assert_eq!(error["error"]["name"], "UNIMPLEMENTED", "{error}");
 }
 
 #[test]

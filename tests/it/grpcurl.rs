@@ -169,3 +169,56 @@ fn fault_headers_sent_with_grpcurl_reach_the_call_and_not_reflection() {
         assert!(listed.contains("grpc.testing.TestService"), "{listed}");
     }
 }
+
+/// grpcurl resolves each error detail's type through the server's
+/// reflection and prints it as JSON: the server serves the `google.rpc`
+/// detail types its errors carry (ErrorInfo, RetryInfo, BadRequest).
+#[test]
+fn grpcurl_prints_every_error_detail_the_server_sends() {
+    let server = ServerProcess::start(&[]);
+    let details = |data: &str| -> Value {
+        let output = server.grpcurl(&[
+            "-format-error",
+            "-d",
+            data,
+            "ADDR",
+            "echo.v1.EchoService/Echo",
+        ]);
+        assert!(!output.status.success());
+        // With -format-error, the status is JSON on stderr.
+        let text = String::from_utf8_lossy(&output.stderr);
+        let status: Value =
+            serde_json::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text}"));
+        println!("{status}");
+        let mut details = status["details"].as_array().cloned().unwrap_or_default();
+        details.sort_by_key(|detail| detail["@type"].to_string());
+        Value::Array(details)
+    };
+    let requested = details(
+        r#"{"error": {"code": "STATUS_CODE_NOT_FOUND", "message": "gone", "details": {"k": "v"}, "retryDelay": "2.5s"}}"#,
+    );
+    assert_eq!(
+        requested,
+        serde_json::json!([
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "ECHO_REQUESTED_ERROR",
+                "domain": "grpc-echo",
+                "metadata": {"k": "v"}
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": "2.500s"
+            }
+        ])
+    );
+    let invalid = details(r#"{"delay": "-1s"}"#);
+    assert_eq!(
+        invalid[0]["@type"], "type.googleapis.com/google.rpc.BadRequest",
+        "{invalid}"
+    );
+    assert_eq!(
+        invalid[0]["fieldViolations"][0]["field"], "delay",
+        "{invalid}"
+    );
+}

@@ -626,6 +626,7 @@ async fn the_client_library_speaks_grpc_web_and_connect_over_both_http_versions(
                     code: StatusCode::NotFound as i32,
                     message: "no such thing".into(),
                     details: [("key".to_owned(), "value".to_owned())].into(),
+                    retry_delay: None,
                 }),
                 ..Default::default()
             })

@@ -3,7 +3,8 @@
 use echo_tests::TestServer;
 use tokio_stream::StreamExt;
 
-const EXPECTED: [&str; 6] = [
+const EXPECTED: [&str; 7] = [
+    "connectrpc.conformance.v1.ConformanceService",
     "echo.v1.EchoService",
     "grpc.examples.echo.Echo",
     "grpc.health.v1.Health",

@@ -70,6 +70,10 @@ async fn requested_error_carries_code_message_and_error_info() {
             code: StatusCode::NotFound as i32,
             message: "no such thing".into(),
             details: [("key".to_owned(), "value".to_owned())].into(),
+            retry_delay: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
         }),
         ..Default::default()
     };
@@ -80,6 +84,8 @@ async fn requested_error_carries_code_message_and_error_info() {
     assert_eq!(info.reason, "ECHO_REQUESTED_ERROR");
     assert_eq!(info.domain, "grpc-echo");
     assert_eq!(info.metadata.get("key").map(String::as_str), Some("value"));
+    let retry = status.get_details_retry_info().expect("RetryInfo detail");
+    assert_eq!(retry.retry_delay, Some(Duration::from_millis(2500)));
     server.stop().await;
 }
 
@@ -133,6 +139,20 @@ async fn bad_controls_get_invalid_argument_naming_the_field() {
             "error.code",
             EchoRequest {
                 error: Some(ErrorControl::default()),
+                ..text("")
+            },
+        ),
+        (
+            "error.retry_delay",
+            EchoRequest {
+                error: Some(ErrorControl {
+                    code: StatusCode::Unavailable as i32,
+                    retry_delay: Some(prost_types::Duration {
+                        seconds: -1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
                 ..text("")
             },
         ),

@@ -476,7 +476,7 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     let dir = echo_tests::pki::temp_dir("bad-protoset");
     let garbage = echo_tests::pki::write(&dir, "garbage.protoset", b"\x0a\x05nope");
     let garbage = garbage.display().to_string();
-    let cases: [(Vec<&str>, &str, &str); 6] = [
+    let cases: [(Vec<&str>, &str, &str); 10] = [
         (
             vec!["call", "acme.Nope/Get"],
             "",
@@ -506,6 +506,27 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
             vec!["list", "--protoset", &garbage],
             "",
             "is not a valid protoset",
+        ),
+        // Misspellings get the closest name.
+        (
+            vec!["describe", "acme.inventory.v1.Itme"],
+            "",
+            "the server knows no acme.inventory.v1.Itme; did you mean acme.inventory.v1.Item?",
+        ),
+        (
+            vec!["describe", "acme.inventory.v1.Inventory.GetIten"],
+            "",
+            "did you mean acme.inventory.v1.Inventory.GetItem?",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/PutItem", "-d", "@-"],
+            r#"{"skuu":"a"}"#,
+            "unrecognized field name 'skuu'; did you mean `sku`?",
+        ),
+        (
+            vec!["call", "acme.inventory.v1.Inventory/PutItem", "-d", "@-"],
+            r#"{"sku":"a","dimensions":{"widht":1}}"#,
+            "field `dimensions`: unrecognized field name 'widht'; did you mean `width`?",
         ),
     ];
     for (args, stdin, expected) in cases {

@@ -152,13 +152,51 @@ impl Output {
 }
 
 /// Prints why the command failed on stderr: a call's status with its rich
-/// details, or any other error with each of its causes once.
+/// details, or any other error with each of its causes once; then, for a
+/// mistake a newcomer is likely to make, what to do about it.
 pub(crate) fn report_error(err: &anyhow::Error, json: bool) {
+    let hint = hint(err);
     match err.downcast_ref::<Status>() {
-        Some(status) => report_status(status, json),
-        None if json => eprintln!("{}", json!({ "error": causes(err) })),
-        None => eprintln!("error: {}", causes(err)),
+        Some(status) => report_status(status, hint.as_deref(), json),
+        None if json => {
+            let mut value = json!({ "error": causes(err) });
+            if let Some(hint) = hint {
+                value["hint"] = hint.into();
+            }
+            eprintln!("{value}");
+        }
+        None => {
+            eprintln!("error: {}", causes(err));
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
+        }
     }
+}
+
+/// What to do about `err`, when it is a mistake with a known remedy: no
+/// server where the client calls, or a server without its admin service.
+fn hint(err: &anyhow::Error) -> Option<String> {
+    use grpc_echo::echo::v1::admin_service_server::SERVICE_NAME as ADMIN;
+    if let Some(status) = err.downcast_ref::<Status>() {
+        return (status.code() == tonic::Code::Unimplemented
+            && status.message() == format!("unknown service {ADMIN}"))
+        .then(|| {
+            format!("the server serves {ADMIN} only when started with --admin (ECHO_ADMIN=true)")
+        });
+    }
+    let refused = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    refused.then(|| {
+        format!(
+            "is a server running there? `echo-server` listens on {} by default; \
+             --addr (or ECHO_ADDR) names the server to call",
+            crate::cli::DEFAULT_ADDR.trim_start_matches("http://")
+        )
+    })
 }
 
 /// The causes of `err`, outermost first, joined by `: `; a cause whose text
@@ -180,11 +218,11 @@ pub(crate) fn causes(err: &anyhow::Error) -> String {
 }
 
 /// Prints a failed call's status (and its rich details) to stderr.
-fn report_status(status: &Status, json: bool) {
+fn report_status(status: &Status, hint: Option<&str>, json: bool) {
     let details = details(status);
     let name = echo_wire::codes::name(status.code() as i32);
     if json {
-        let value: Value = json!({
+        let mut value: Value = json!({
             "error": {
                 "code": status.code() as i32,
                 "name": name,
@@ -192,6 +230,9 @@ fn report_status(status: &Status, json: bool) {
                 "details": details,
             }
         });
+        if let Some(hint) = hint {
+            value["hint"] = hint.into();
+        }
         eprintln!("{value}");
     } else {
         eprintln!(
@@ -206,6 +247,9 @@ fn report_status(status: &Status, json: bool) {
                 .unwrap_or_default()
                 .to_owned();
             eprintln!("  {type_name} {detail}");
+        }
+        if let Some(hint) = hint {
+            eprintln!("hint: {hint}");
         }
     }
 }

@@ -78,12 +78,14 @@ pub(crate) struct Arrival {
     pub(crate) authority: Option<http::uri::Authority>,
 }
 
-/// Request extension of a request translated into gRPC: its protocol and
-/// headers as they arrived.
+/// Request extension of a request translated into gRPC: its protocol,
+/// headers and URL query as they arrived.
 #[derive(Debug, Clone)]
 pub(crate) struct Original {
     pub(crate) protocol: &'static str,
     pub(crate) headers: HeaderMap,
+    /// The query of the request's URL (a Connect GET carries its message there).
+    pub(crate) query: Option<String>,
 }
 
 /// Request extension: when the caller stops waiting.
@@ -94,6 +96,11 @@ pub(crate) struct Deadline(pub(crate) Instant);
 /// (`size=` of a behaviour header), in place of the message's own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ResponseSize(pub(crate) u32);
+
+/// Response extension: no service or method answers the call's path (the
+/// router's UNIMPLEMENTED), which Connect answers with HTTP 404.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnknownRoute;
 
 /// Response extension: headers to add to the call's trailers (tonic has no
 /// way for a successful handler to add trailers).

@@ -1,9 +1,11 @@
 //! Why the server cannot start ([`ServeError`]), why an echo call fails
-//! ([`EchoError`]) or a Forward is refused ([`ForwardError`]), and the one
+//! ([`EchoError`]) or a Forward is refused ([`ForwardError`]), the error a
+//! conformance case asks for ([`CaseError`]), and the one
 //! place that turns each call error into a `tonic::Status`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -63,6 +65,8 @@ pub enum EchoError {
         message: String,
         /// Copied into the `google.rpc.ErrorInfo` metadata.
         details: HashMap<String, String>,
+        /// Sent as a `google.rpc.RetryInfo`, when asked for.
+        retry_delay: Option<Duration>,
     },
     /// The caller's deadline passed before the call finished.
     #[error("deadline exceeded before the call finished")]
@@ -73,6 +77,16 @@ pub enum EchoError {
     /// Reading the request stream failed; the status says why.
     #[error(transparent)]
     Inbound(#[from] Status),
+}
+
+/// The error a conformance case asks for: its code (as the suite numbers
+/// codes, which are gRPC's), message and details.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct CaseError {
+    pub(crate) code: i32,
+    pub(crate) message: String,
+    pub(crate) details: Vec<prost_types::Any>,
 }
 
 /// A Forward the server refuses before calling anything.
@@ -113,6 +127,22 @@ impl From<ForwardError> for Status {
     }
 }
 
+impl From<CaseError> for Status {
+    fn from(error: CaseError) -> Self {
+        let code = Code::from_i32(error.code);
+        let details = tonic_types::pb::Status {
+            code: code as i32,
+            message: error.message.clone(),
+            details: error.details,
+        };
+        Status::with_details(
+            code,
+            error.message,
+            prost::Message::encode_to_vec(&details).into(),
+        )
+    }
+}
+
 impl EchoError {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidControl {
@@ -131,11 +161,19 @@ impl From<EchoError> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
-            EchoError::Requested { code, details, .. } => Status::with_error_details(
+            EchoError::Requested {
                 code,
-                message,
-                ErrorDetails::with_error_info(REQUESTED_ERROR_REASON, ERROR_DOMAIN, details),
-            ),
+                details,
+                retry_delay,
+                ..
+            } => {
+                let mut details =
+                    ErrorDetails::with_error_info(REQUESTED_ERROR_REASON, ERROR_DOMAIN, details);
+                if let Some(delay) = retry_delay {
+                    details.set_retry_info(Some(delay));
+                }
+                Status::with_error_details(code, message, details)
+            }
             EchoError::DeadlineExceeded => Status::deadline_exceeded(message),
             EchoError::ShuttingDown => Status::unavailable(message),
             EchoError::Inbound(status) => status,

@@ -59,6 +59,9 @@ pub(crate) struct Controls {
     /// ErrorInfo metadata of `--fail-code`, as `key=value` (repeatable).
     #[arg(long, value_parser = parse_detail, requires = "fail_code")]
     fail_detail: Vec<(String, String)>,
+    /// RetryInfo of `--fail-code`: when the caller may try again.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "fail_code")]
+    fail_retry_delay: Option<Duration>,
     /// Ask the server to echo this call's metadata back.
     #[arg(long, value_enum)]
     echo_metadata: Option<EchoMetadata>,
@@ -97,6 +100,7 @@ impl Controls {
                 code: code as i32,
                 message: self.fail_message.clone(),
                 details: self.fail_detail.iter().cloned().collect(),
+                retry_delay: self.fail_retry_delay.map(proto_duration),
             }),
             echo_metadata: match self.echo_metadata {
                 None => MetadataEcho::None,

@@ -30,8 +30,8 @@ enum HealthCommand {
     Set {
         /// Service name, or "" for the whole server.
         service: String,
-        /// The status to report.
-        #[arg(value_enum)]
+        /// The status to report (any case).
+        #[arg(value_enum, ignore_case = true)]
         status: SetStatus,
     },
 }

@@ -268,6 +268,11 @@ pub struct ServicesConfig {
     #[arg(long, env = "ECHO_INTEROP", default_value_t = true, action = clap::ArgAction::Set)]
     pub interop: bool,
 
+    /// Serve the Connect conformance suite's `connectrpc.conformance.v1.ConformanceService`
+    /// (`true` or `false`).
+    #[arg(long, env = "ECHO_CONFORMANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub conformance: bool,
+
     /// Serve `echo.v1.AdminService` (set the reported health at run time); needs a
     /// bearer token when `--auth-token-file` is set.
     #[arg(long, env = "ECHO_ADMIN")]
@@ -286,6 +291,7 @@ impl Default for ServicesConfig {
     fn default() -> Self {
         Self {
             interop: true,
+            conformance: true,
             admin: false,
             tcp_echo_addr: None,
             udp_echo_addr: None,
@@ -333,6 +339,11 @@ pub struct LimitsConfig {
     #[arg(long, env = "ECHO_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
 
+    /// Largest message (bytes) sent, when it differs from what is received
+    /// [default: --max-message-size].
+    #[arg(long, env = "ECHO_MAX_SEND_MESSAGE_SIZE")]
+    pub max_send_message_size: Option<usize>,
+
     /// Connections open at once; more are closed as soon as they are accepted.
     #[arg(long, env = "ECHO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -371,10 +382,18 @@ pub struct LimitsConfig {
     pub budget_timeout: humantime::Duration,
 }
 
+impl LimitsConfig {
+    /// The largest message the server sends.
+    pub fn max_send_message_size(&self) -> usize {
+        self.max_send_message_size.unwrap_or(self.max_message_size)
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_send_message_size: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_call_time: DEFAULT_MAX_CALL_TIME.into(),

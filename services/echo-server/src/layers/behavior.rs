@@ -54,12 +54,38 @@ const MAX_COUNTED_CALLS: usize = 10_000;
 /// Generators kept for header seeds, at most; then they start over.
 const MAX_SEEDS: usize = 1_000;
 
+/// Where a call's error came from: its status message and the server's log
+/// line name it, so that a failure is traced to what asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultSource {
+    /// The server's `--fault`.
+    Flag,
+    /// The call's `x-echo-behavior` header.
+    EchoHeader,
+    /// The call's `rpc-behavior` header.
+    RpcHeader,
+    /// A chaos schedule's error window.
+    ChaosWindow,
+}
+
+impl std::fmt::Display for FaultSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flag => f.write_str("--fault"),
+            Self::EchoHeader => f.write_str(ECHO_BEHAVIOR.as_str()),
+            Self::RpcHeader => f.write_str(RPC_BEHAVIOR.as_str()),
+            Self::ChaosWindow => f.write_str("a chaos error window"),
+        }
+    }
+}
+
 /// What the layer does to one call.
 #[derive(Debug, Default)]
 struct Fault {
     delay: Duration,
     keep_open: bool,
-    error: Option<Status>,
+    /// The error to answer with, and what asked for it.
+    error: Option<(Status, FaultSource)>,
     connection: Option<ConnectionAction>,
     size: Option<u32>,
     /// Attempts of this call before this one.
@@ -151,19 +177,20 @@ impl Settings {
             }
             fault.delay = fault.delay.saturating_add(rpc.sleep);
             fault.keep_open = rpc.keep_open;
+            let source = FaultSource::RpcHeader;
             fault.error = rpc
                 .error
-                .map(|code| Status::new(code, format!("{RPC_BEHAVIOR} asked for it")));
+                .map(|code| (Status::new(code, format!("{source} asked for it")), source));
         }
         let parsed;
-        let behaviors = match echo {
+        let (behaviors, source) = match echo {
             Some(echo) => {
                 parsed = text(echo, &ECHO_BEHAVIOR)?
                     .parse::<Behaviors>()
                     .map_err(|err| Status::invalid_argument(format!("{ECHO_BEHAVIOR}: {err}")))?;
-                Some(&parsed)
+                (Some(&parsed), FaultSource::EchoHeader)
             }
-            None => self.defaults.as_ref(),
+            None => (self.defaults.as_ref(), FaultSource::Flag),
         };
         if let Some(behaviors) = behaviors.filter(|b| b.apply_on(&self.instance)) {
             let [delay_roll, error_roll, connection_roll, size_roll] = if behaviors.is_random() {
@@ -185,11 +212,14 @@ impl Settings {
             if let Some(delay) = behaviors.delay.as_ref().and_then(|d| d.pick(delay_roll)) {
                 fault.delay = fault.delay.saturating_add(delay);
             }
-            let message = || {
-                behaviors
+            // The call's own header comes before the server's --fault.
+            let headers_failed = source == FaultSource::Flag && fault.error.is_some();
+            let error = |code| {
+                let message = behaviors
                     .message
                     .clone()
-                    .unwrap_or_else(|| format!("{ECHO_BEHAVIOR} asked for it"))
+                    .unwrap_or_else(|| format!("{source} asked for it"));
+                (Status::new(code, message), source)
             };
             match behaviors.fail_attempts {
                 // Only the first attempts fail, with the error asked for.
@@ -199,18 +229,20 @@ impl Settings {
                     if previous_attempts(headers).is_none() {
                         fault.attempt = self.attempts_by_request_id(headers);
                     }
-                    if fault.attempt < failing {
+                    if fault.attempt < failing && !headers_failed {
                         let code = behaviors
                             .error
                             .as_ref()
                             .and_then(|e| e.alternatives.first())
                             .map_or(Code::Unavailable, |&(code, _)| code);
-                        fault.error = Some(Status::new(code, message()));
+                        fault.error = Some(error(code));
                     }
                 }
                 None => {
-                    if let Some(code) = behaviors.error.as_ref().and_then(|e| e.pick(error_roll)) {
-                        fault.error = Some(Status::new(code, message()));
+                    if let Some(code) = behaviors.error.as_ref().and_then(|e| e.pick(error_roll))
+                        && !headers_failed
+                    {
+                        fault.error = Some(error(code));
                     }
                 }
             }
@@ -220,7 +252,8 @@ impl Settings {
             fault.delay = fault.delay.saturating_add(delay);
             if fault.error.is_none() {
                 fault.error = error.map(|code| {
-                    Status::new(code, format!("chaos: an error window on {}", self.instance))
+                    let message = format!("chaos: an error window on {}", self.instance);
+                    (Status::new(code, message), FaultSource::ChaosWindow)
                 });
             }
         }
@@ -347,7 +380,15 @@ where
                 request.extensions_mut().insert(ResponseSize(size));
             }
             let mut response = match fault.error {
-                Some(status) => status.into_http(),
+                Some((status, source)) => {
+                    tracing::debug!(
+                        %source,
+                        code = ?status.code(),
+                        path = request.uri().path(),
+                        "failing the call as {source} asks"
+                    );
+                    status.into_http()
+                }
                 None => inner.call(request).await?,
             };
             if let (Some(ConnectionAction::GoAway), Some(control)) = (fault.connection, &control) {

@@ -64,6 +64,91 @@ impl Compression {
     }
 }
 
+pin_project! {
+    /// A request body whose zero-length messages marked compressed are
+    /// passed on unmarked, as the empty messages they are: zstd encoders may
+    /// write nothing at all for an empty message (the Connect conformance
+    /// suite's client does), which no zstd decoder reads as a frame.
+    pub(crate) struct EmptyUncompressed<B> {
+        #[pin]
+        inner: B,
+        // The start of a header that the last chunk cut.
+        pending: BytesMut,
+        // Bytes of the current message still to come.
+        remaining: usize,
+    }
+}
+
+impl<B> EmptyUncompressed<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self {
+            inner,
+            pending: BytesMut::new(),
+            remaining: 0,
+        }
+    }
+}
+
+/// `chunk`, after what `pending` held, with each empty message's compressed
+/// flag cleared; a header cut at its end waits in `pending`.
+fn clear_empty_compressed(pending: &mut BytesMut, remaining: &mut usize, chunk: &[u8]) -> Bytes {
+    pending.extend_from_slice(chunk);
+    let mut bytes = std::mem::take(pending);
+    let mut at = 0;
+    loop {
+        let body = (*remaining).min(bytes.len() - at);
+        at += body;
+        *remaining -= body;
+        if *remaining > 0 {
+            break;
+        }
+        let Some((flags, length)) = header(&bytes[at..]) else {
+            *pending = bytes.split_off(at);
+            break;
+        };
+        if flags & FLAG_COMPRESSED != 0 && length == 0 {
+            bytes[at] &= !FLAG_COMPRESSED;
+        }
+        at += HEADER_LEN;
+        *remaining = length;
+    }
+    bytes.freeze()
+}
+
+impl<B> HttpBody for EmptyUncompressed<B>
+where
+    B: HttpBody<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => Poll::Ready(Some(Ok(Frame::data(clear_empty_compressed(
+                    this.pending,
+                    this.remaining,
+                    &chunk,
+                ))))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            // A cut header at the end goes on as it is, for the reader to refuse.
+            None if !this.pending.is_empty() => {
+                Poll::Ready(Some(Ok(Frame::data(this.pending.split().freeze()))))
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_empty() && self.inner.is_end_stream()
+    }
+}
+
 /// The messages of a whole enveloped body, with their flags.
 pub(crate) fn split_all(mut bytes: Bytes) -> Result<Vec<(u8, Bytes)>, Status> {
     let mut messages = Vec::new();
@@ -258,5 +343,41 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.ended && self.ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_messages_marked_compressed_are_unmarked_across_chunks() {
+        let stream = [
+            envelope(FLAG_COMPRESSED, b"").to_vec(),
+            envelope(FLAG_COMPRESSED, b"zz").to_vec(),
+            envelope(FLAG_COMPRESSED, b"").to_vec(),
+            envelope(0, b"").to_vec(),
+        ]
+        .concat();
+        let expected = [
+            envelope(0, b"").to_vec(),
+            envelope(FLAG_COMPRESSED, b"zz").to_vec(),
+            envelope(0, b"").to_vec(),
+            envelope(0, b"").to_vec(),
+        ]
+        .concat();
+        // Every way of cutting the stream in two.
+        for cut in 0..=stream.len() {
+            let (mut pending, mut remaining) = (BytesMut::new(), 0);
+            let mut out =
+                clear_empty_compressed(&mut pending, &mut remaining, &stream[..cut]).to_vec();
+            out.extend_from_slice(&clear_empty_compressed(
+                &mut pending,
+                &mut remaining,
+                &stream[cut..],
+            ));
+            assert_eq!(out, expected, "cut at {cut}");
+            assert!(pending.is_empty(), "cut at {cut}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! layers, so every call meets the same controls, limits, auth, metrics and
 //! log line whichever protocol carried it. Plain gRPC passes untouched.
 
+mod cardinality;
 mod connect;
 pub(crate) mod envelope;
 pub(crate) mod json;
@@ -28,8 +29,11 @@ use tower::ServiceExt as _;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use cardinality::OneMessage;
+pub(crate) use cardinality::SingleRequestMethods;
 use connect::Codec;
-use envelope::{Compression, Ending, Rewrite, Rewritten};
+pub(crate) use connect::form_pairs;
+use envelope::{Compression, EmptyUncompressed, Ending, Rewrite, Rewritten};
 use json::Schemas;
 use page::Page;
 use shared::{GRPC_CONTENT_TYPE, plain};
@@ -46,8 +50,12 @@ const GRPC_WEB_JSON_CONTENT_TYPE: HeaderValue =
 #[derive(Debug)]
 pub(crate) struct Settings {
     schemas: Schemas,
-    /// The largest message, as for gRPC (`--max-message-size`).
+    /// The largest request message, as for gRPC (`--max-message-size`).
     max_message_size: usize,
+    /// The largest answer message (`--max-send-message-size`).
+    max_answer_size: usize,
+    /// The methods whose calls carry one request message.
+    single_request: SingleRequestMethods,
     /// The page, when `--web` is on.
     page: Option<Page>,
 }
@@ -59,11 +67,19 @@ pub(crate) struct ProtocolLayer {
 }
 
 impl ProtocolLayer {
-    pub(crate) fn new(schemas: Schemas, max_message_size: usize, page: Option<Page>) -> Self {
+    pub(crate) fn new(
+        schemas: Schemas,
+        single_request: SingleRequestMethods,
+        max_message_size: usize,
+        max_answer_size: usize,
+        page: Option<Page>,
+    ) -> Self {
         Self {
             shared: Arc::new(Settings {
                 schemas,
+                single_request,
                 max_message_size,
+                max_answer_size,
                 page,
             }),
         }
@@ -115,6 +131,51 @@ impl Kind {
     }
 }
 
+/// `inner`, taking calls whose body ends in UNIMPLEMENTED at a second
+/// message or with none when `one_message` is set (see [`OneMessage`]).
+fn one_message_after_translation<S>(
+    inner: S,
+    one_message: bool,
+) -> impl Service<Request<Body>, Response = S::Response, Error = S::Error, Future = S::Future>
+where
+    S: Service<Request<Body>>,
+{
+    tower::util::MapRequest::new(inner, move |request: Request<Body>| {
+        if one_message {
+            request.map(|body| Body::new(OneMessage::new(body)))
+        } else {
+            request
+        }
+    })
+}
+
+/// Whether the body of `request` (of protocol `kind`) is enveloped messages
+/// as they arrive (gRPC-Web text is base64: its envelopes are not visible in
+/// the bytes; Connect unary bodies are the message itself).
+fn enveloped<B>(request: &Request<B>, kind: Kind) -> bool {
+    match kind {
+        Kind::Grpc | Kind::GrpcJson | Kind::GrpcWebJson | Kind::ConnectStream(_) => true,
+        Kind::GrpcWeb => !request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web-text")),
+        _ => false,
+    }
+}
+
+/// Whether `request` (of protocol `kind`) sends enveloped messages in zstd:
+/// those are the bodies where an empty message may arrive as zero bytes
+/// marked compressed (see [`EmptyUncompressed`]).
+fn zstd_messages<B>(request: &Request<B>, kind: Kind) -> bool {
+    let encoding = match kind {
+        Kind::ConnectStream(_) => request
+            .headers()
+            .get(&echo_wire::connect::CONTENT_ENCODING_HEADER),
+        _ => request.headers().get(&grpc_header::ENCODING),
+    };
+    encoding.is_some_and(|encoding| encoding.as_bytes() == b"zstd") && enveloped(request, kind)
+}
+
 fn classify<B>(request: &Request<B>) -> Kind {
     let content_type = request
         .headers()
@@ -149,8 +210,7 @@ fn classify<B>(request: &Request<B>) -> Kind {
         _ if request.method() == Method::GET && is_connect_query(request.uri().query()) => {
             Kind::ConnectGet
         }
-        // Any other gRPC subtype: the services answer it as gRPC does.
-        _ if essence.starts_with(b"application/grpc+") => Kind::Grpc,
+        // Any other gRPC subtype names a codec the server lacks: unsupported.
         _ => Kind::Unsupported,
     }
 }
@@ -182,7 +242,31 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let kind = classify(&request);
-        if kind == Kind::Grpc && request.version() == Version::HTTP_2 {
+        let request = if zstd_messages(&request, kind) {
+            request.map(|body| Body::new(EmptyUncompressed::new(body)))
+        } else {
+            request
+        };
+        let one_message = matches!(
+            kind,
+            Kind::Grpc
+                | Kind::GrpcJson
+                | Kind::GrpcWeb
+                | Kind::GrpcWebJson
+                | Kind::ConnectStream(_)
+        ) && self.shared.single_request.contains(request.uri().path());
+        // gRPC-Web's messages are counted once tonic-web has decoded them (it
+        // would turn the count's status into INTERNAL), the others' here.
+        let web = matches!(kind, Kind::GrpcWeb | Kind::GrpcWebJson);
+        let request = if one_message && !web {
+            request.map(|body| Body::new(OneMessage::new(body)))
+        } else {
+            request
+        };
+        if kind == Kind::Grpc
+            && request.version() == Version::HTTP_2
+            && request.method() == Method::POST
+        {
             return ProtocolFuture::Grpc {
                 inner: self.inner.call(request),
             };
@@ -192,6 +276,7 @@ where
         let original = Original {
             protocol: kind.protocol(),
             headers: request.headers().clone(),
+            query: request.uri().query().map(str::to_owned),
         };
         request.extensions_mut().insert(original);
         // The service made ready is the one to call; its clone waits for the next request.
@@ -200,7 +285,7 @@ where
             .map_response(|response: Response<B>| response.map(Body::new));
         let shared = Arc::clone(&self.shared);
         ProtocolFuture::Translated {
-            inner: Box::pin(translate(kind, request, inner, shared)),
+            inner: Box::pin(translate(kind, request, inner, shared, one_message && web)),
         }
     }
 }
@@ -211,13 +296,26 @@ async fn translate<S>(
     request: Request<Body>,
     mut inner: S,
     shared: Arc<Settings>,
+    one_message: bool,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let max = shared.max_message_size;
+    let (max, max_answer) = (shared.max_message_size, shared.max_answer_size);
     match kind {
+        Kind::Grpc | Kind::GrpcJson | Kind::GrpcWeb | Kind::GrpcWebJson
+            if request.method() != Method::POST =>
+        {
+            let mut response = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: gRPC and gRPC-Web calls are POST\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            Ok(response)
+        }
         Kind::Grpc | Kind::GrpcJson if request.version() != Version::HTTP_2 => Ok(plain(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web or Connect\n",
@@ -230,9 +328,15 @@ where
             let (input, output) = (schema.input.clone(), schema.output.clone());
             let request = json_request(request, input, max, GRPC_CONTENT_TYPE);
             let response = inner.call(request).await?;
-            Ok(json_response(response, output, max, GRPC_JSON_CONTENT_TYPE))
+            Ok(json_response(
+                response,
+                output,
+                max_answer,
+                GRPC_JSON_CONTENT_TYPE,
+            ))
         }
         Kind::GrpcWeb => {
+            let inner = one_message_after_translation(inner, one_message);
             let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
             web.call(request).await
         }
@@ -242,12 +346,13 @@ where
             };
             let (input, output) = (schema.input.clone(), schema.output.clone());
             let request = json_request(request, input, max, GRPC_WEB_PROTO_CONTENT_TYPE);
+            let inner = one_message_after_translation(inner, one_message);
             let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
             let response = web.call(request).await?;
             Ok(json_response(
                 response,
                 output,
-                max,
+                max_answer,
                 GRPC_WEB_JSON_CONTENT_TYPE,
             ))
         }
@@ -267,7 +372,9 @@ where
             match connect::stream_request(request, codec, &shared.schemas, max) {
                 Ok((request, output)) => {
                     let response = inner.call(request).await?;
-                    Ok(connect::stream_response(response, codec, output, max))
+                    Ok(connect::stream_response(
+                        response, codec, output, max_answer,
+                    ))
                 }
                 Err(status) => Ok(connect::stream_error(codec, &status)),
             }
@@ -334,11 +441,28 @@ fn unsupported<B>(request: &Request<B>) -> Response<Body> {
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let connect_unary = content_type.as_deref().is_some_and(|content_type| {
+        let essence = content_type.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/proto")
+            || essence.eq_ignore_ascii_case("application/json")
+    });
     match content_type {
         None if request.method() == Method::GET => plain(
             StatusCode::NOT_FOUND,
             "not found: this port serves gRPC, gRPC-Web and Connect calls\n",
         ),
+        // A Connect unary content type with a method other than POST (GET
+        // carries no content type).
+        _ if connect_unary => {
+            let mut response = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: Connect unary calls are POST, or GET with the message in the query\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
+            response
+        }
         content_type => plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!(

@@ -235,6 +235,19 @@ fn requested_error(control: &grpc_echo::echo::v1::ErrorControl) -> Result<EchoEr
             code: Code::from_i32(control.code),
             message: control.message.clone(),
             details: control.details.clone(),
+            retry_delay: control
+                .retry_delay
+                .map(|delay| {
+                    if delay.seconds < 0 || delay.nanos < 0 {
+                        return Err(EchoError::invalid(
+                            "error.retry_delay",
+                            "must not be negative",
+                        ));
+                    }
+                    Duration::try_from(delay)
+                        .map_err(|err| EchoError::invalid("error.retry_delay", err.to_string()))
+                })
+                .transpose()?,
         }),
         Err(_) => Err(EchoError::invalid(
             "error.code",

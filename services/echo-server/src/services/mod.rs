@@ -7,12 +7,15 @@
 //! - `echo`: `echo.v1.EchoService`.
 //! - `forward`: `Forward`, calls to a downstream on request.
 //! - `interop`: `grpc.testing.TestService`, per the interop test descriptions.
+//! - `conformance`: `connectrpc.conformance.v1.ConformanceService`, per the
+//!   Connect conformance suite.
 //! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
 //! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
 
 mod admin;
 mod call;
+mod conformance;
 mod controls;
 mod echo;
 mod examples;
@@ -23,6 +26,7 @@ pub(crate) mod router;
 
 use std::sync::Arc;
 
+use grpc_echo::connectrpc::conformance::v1::conformance_service_server::ConformanceServiceServer;
 use grpc_echo::echo::v1::admin_service_server::AdminServiceServer;
 use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
 use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
@@ -36,29 +40,33 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::ops::stats::Stats;
 use admin::AdminService;
+use conformance::ConformanceService;
 use echo::EchoService;
 use examples::ExampleEchoService;
 use forward::Forwarder;
 use interop::TestService;
 use router::Router;
 
-/// Descriptors of every service the server can serve: for reflection, and
-/// for the method names metrics know.
-pub(crate) const DESCRIPTOR_SETS: [&[u8]; 4] = [
+/// Descriptors of every service the server can serve, for reflection and
+/// for the method names metrics know, and of the `google.rpc` error details
+/// its errors carry (ErrorInfo, BadRequest, RetryInfo), so that grpcurl,
+/// grpcui and buf curl resolve and print them.
+pub(crate) const DESCRIPTOR_SETS: [&[u8]; 5] = [
     grpc_echo::FILE_DESCRIPTOR_SET,
     tonic_health::pb::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    tonic_types::pb::FILE_DESCRIPTOR_SET,
 ];
 
-/// Limits messages to `max_message_size` both ways, accepts gzip and zstd
+/// Limits messages received and sent, accepts gzip and zstd
 /// requests, and answers compressed in whichever of the two the client accepts
 /// (tonic's generated servers share no trait for this).
 macro_rules! compressed {
-    ($service:expr, $max_message_size:expr) => {
+    ($service:expr, $limits:expr) => {
         $service
-            .max_decoding_message_size($max_message_size)
-            .max_encoding_message_size($max_message_size)
+            .max_decoding_message_size($limits.max_message_size)
+            .max_encoding_message_size($limits.max_send_message_size())
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(CompressionEncoding::Gzip)
@@ -84,7 +92,7 @@ impl Services {
         streams_end: &CancellationToken,
         forwarder: Forwarder,
     ) -> Self {
-        let max_message_size = config.limits.max_message_size;
+        let limits = config.limits.clone();
         let served = served_services(config);
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(reporter, &served);
@@ -101,20 +109,21 @@ impl Services {
         // first call, that is start-up time and memory a server that nobody
         // asks spares (BENCHMARKS.md).
         let (v1_served, v1alpha_served) = (served.clone(), served.clone());
+        let (v1_limits, v1alpha_limits) = (limits.clone(), limits.clone());
         let mut router = Router::default()
-            .add(compressed!(health_service, max_message_size))
+            .add(compressed!(health_service, limits))
             .add_lazy(move || {
                 reflection(&v1_served)
                     .build_v1()
-                    .map(|service| compressed!(service, max_message_size))
+                    .map(|service| compressed!(service, v1_limits))
             })
             .add_lazy(move || {
                 reflection(&v1alpha_served)
                     .build_v1alpha()
-                    .map(|service| compressed!(service, max_message_size))
+                    .map(|service| compressed!(service, v1alpha_limits))
             })
-            .add(compressed!(echo, max_message_size))
-            .add(compressed!(example_echo, max_message_size));
+            .add(compressed!(echo, limits))
+            .add(compressed!(example_echo, limits));
         if config.services.interop {
             // TestService compresses per message itself (MessageCompressionLayer).
             let interop = TestServiceServer::new(TestService::new(
@@ -124,9 +133,14 @@ impl Services {
             ))
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(max_message_size)
-            .max_encoding_message_size(max_message_size);
+            .max_decoding_message_size(limits.max_message_size)
+            .max_encoding_message_size(limits.max_send_message_size());
             router = router.add(interop);
+        }
+        if config.services.conformance {
+            let conformance =
+                ConformanceServiceServer::new(ConformanceService::new(streams_end.clone()));
+            router = router.add(compressed!(conformance, limits));
         }
         if config.services.admin {
             router = router.add(AdminServiceServer::new(AdminService::new(health.clone())));
@@ -190,6 +204,9 @@ fn served_services(config: &Config) -> Vec<&'static str> {
     ];
     if config.services.interop {
         served.push(<TestServiceServer<TestService> as NamedService>::NAME);
+    }
+    if config.services.conformance {
+        served.push(<ConformanceServiceServer<ConformanceService> as NamedService>::NAME);
     }
     if config.services.admin {
         served.push(<AdminServiceServer<AdminService> as NamedService>::NAME);

@@ -6,14 +6,17 @@
 //! callgrind, see BENCHMARKS.md).
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::NamedService;
 use tower_service::Service;
+
+use crate::context::UnknownRoute;
 
 type RouteFuture = BoxFuture<http::Response<Body>, Infallible>;
 
@@ -132,22 +135,73 @@ impl Router {
 impl Service<http::Request<Body>> for Router {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = RouteFuture;
+    type Future = Routed;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> RouteFuture {
-        match self.route(request.uri().path()) {
-            Some(route) => route.route(request),
+    fn call(&mut self, request: http::Request<Body>) -> Routed {
+        let uri = request.uri().clone();
+        match self.route(uri.path()) {
+            Some(route) => Routed {
+                inner: route.route(request),
+                uri,
+            },
             None => {
-                let (parts, ()) = Status::unimplemented("").into_http::<()>().into_parts();
-                let response = http::Response::from_parts(parts, Body::empty());
-                Box::pin(std::future::ready(Ok(response)))
+                let message = match uri.path().strip_prefix('/').and_then(|p| p.split_once('/')) {
+                    Some((service, _)) => format!("unknown service {service}"),
+                    None => format!(
+                        "malformed method path {}: expected /package.Service/Method",
+                        uri.path()
+                    ),
+                };
+                Routed {
+                    inner: Box::pin(std::future::ready(Ok(unimplemented(message)))),
+                    uri,
+                }
             }
         }
     }
+}
+
+/// A routed call's answer. A generated server answers a method it lacks
+/// with UNIMPLEMENTED and neither message nor details; this names the
+/// method, as grpc-go does, so that a caller sees what is missing.
+pub(crate) struct Routed {
+    inner: RouteFuture,
+    uri: http::Uri,
+}
+
+impl Future for Routed {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.inner.as_mut().poll(cx))?;
+        let headers = response.headers();
+        let unnamed = headers
+            .get(echo_wire::headers::STATUS)
+            .is_some_and(|code| code == "12")
+            && !headers.contains_key(echo_wire::headers::MESSAGE)
+            // A handler's own UNIMPLEMENTED (with details) is left as it is.
+            && !headers.contains_key(echo_wire::headers::STATUS_DETAILS);
+        if !unnamed {
+            return Poll::Ready(Ok(response));
+        }
+        let (service, method) = self.uri.path()[1..].split_once('/').unwrap_or_default();
+        Poll::Ready(Ok(unimplemented(format!(
+            "unknown method {method} for service {service}"
+        ))))
+    }
+}
+
+fn unimplemented(message: String) -> http::Response<Body> {
+    let (parts, ()) = Status::unimplemented(message)
+        .into_http::<()>()
+        .into_parts();
+    let mut response = http::Response::from_parts(parts, Body::empty());
+    response.extensions_mut().insert(UnknownRoute);
+    response
 }
 
 #[cfg(test)]

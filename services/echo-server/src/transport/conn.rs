@@ -333,13 +333,28 @@ where
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        if request.version() < http::Version::HTTP_2 {
+            let request = request.map(|body| Body::new(DrainedHttp1Body(Some(body))));
+            return self.call_boxed(request);
+        }
+        self.call_boxed(request.map(Body::new))
+    }
+}
+
+impl<S, B> PerConnection<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    fn call_boxed(&mut self, request: http::Request<Body>) -> PerConnectionFuture<S::Future> {
         // Counted where the body is boxed anyway, so the budgets cost no
         // allocation; only enveloped bodies, whose length prefixes the budget reads.
         let mut request = if is_enveloped(request.headers()) {
             let budgets = Arc::clone(&self.budgets);
             request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
         } else {
-            request.map(Body::new)
+            request
         };
         let arrival = Arrival {
             peer: self.peer.clone(),
@@ -353,6 +368,70 @@ where
             flushes: Arc::clone(&self.flushes),
             budgets: Arc::clone(&self.budgets),
         }
+    }
+}
+
+/// What an HTTP/1.1 connection reads of a request body that its call no
+/// longer wants (it answered early: an error, a size limit) before giving up
+/// the connection.
+const HTTP1_DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+/// How long it reads it.
+const HTTP1_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// An HTTP/1.1 request body that, dropped before its end, is read to its end
+/// (up to [`HTTP1_DRAIN_LIMIT`] and [`HTTP1_DRAIN_TIME`]) by a task of its
+/// own. hyper closes a connection whose request body was left unread, and a
+/// client still writing that body then meets a broken pipe instead of the
+/// answer sent to it (Go's server drains the same way).
+struct DrainedHttp1Body(Option<Incoming>);
+
+impl HttpBody for DrainedHttp1Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for DrainedHttp1Body {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take().filter(|body| !body.is_end_stream()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut read = 0;
+                while let Some(Ok(frame)) =
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > HTTP1_DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(HTTP1_DRAIN_TIME, drain).await;
+        });
     }
 }
 

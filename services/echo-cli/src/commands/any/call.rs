@@ -95,12 +95,44 @@ pub(crate) fn to_message(
             "." => String::new(),
             path => format!(", field `{path}`"),
         };
+        let suggestion = misspelled_field(input, &path, &cause.to_string())
+            .map(|name| format!("; did you mean `{name}`?"))
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "request {} does not fit {}{field}: {cause}",
+            "request {} does not fit {}{field}: {cause}{suggestion}",
             index + 1,
             input.full_name()
         )
     })
+}
+
+/// For an error about an unknown field name (`cause`) in the message at
+/// `path` of `input`, that message's field closest to the name given.
+fn misspelled_field(input: &MessageDescriptor, path: &str, cause: &str) -> Option<String> {
+    let given = cause
+        .strip_prefix("unrecognized field name '")?
+        .split('\'')
+        .next()?;
+    let mut message = input.clone();
+    for segment in path.split('.').filter(|segment| !segment.is_empty()) {
+        // `items[2]` or `labels.key`: the field's name comes first.
+        let name = segment.split('[').next()?;
+        let field = message
+            .get_field_by_json_name(name)
+            .or_else(|| message.get_field_by_name(name))?;
+        message = match field.kind() {
+            prost_reflect::Kind::Message(inner) if inner.is_map_entry() => {
+                inner.map_entry_value_field().kind().as_message()?.clone()
+            }
+            prost_reflect::Kind::Message(inner) => inner,
+            _ => return None,
+        };
+    }
+    let names: Vec<String> = message
+        .fields()
+        .flat_map(|field| [field.json_name().to_owned(), field.name().to_owned()])
+        .collect();
+    super::closest(given, names.iter().map(String::as_str)).map(str::to_owned)
 }
 
 /// The method `name` names: `package.Service/Method`, `/package.Service/Method`

@@ -199,10 +199,49 @@ pub(crate) async fn pool_for(
         // The server lists it, and still cannot describe it: say why.
         return Err(first_error.unwrap_or_else(|| anyhow::anyhow!("cannot describe {symbol}")));
     }
+    // A misspelling: the closest name among every symbol the services use.
+    let mut names = services.clone();
+    if let Ok(pool) = reflection(builder).await?.pool_for(&services).await {
+        names.extend(symbols(&pool));
+    }
+    let suggestion = closest(symbol, names.iter().map(String::as_str))
+        .map(|name| format!("; did you mean {name}?"))
+        .unwrap_or_default();
     anyhow::bail!(
-        "the server knows no {symbol} (its services: {})",
+        "the server knows no {symbol}{suggestion} (its services: {})",
         services.join(", ")
     )
+}
+
+/// Every name `describe` takes in `pool`: services, methods, messages, enums.
+fn symbols(pool: &DescriptorPool) -> impl Iterator<Item = String> + '_ {
+    let services = pool.services().flat_map(|service| {
+        let methods: Vec<String> = service
+            .methods()
+            .map(|method| method.full_name().to_owned())
+            .collect();
+        std::iter::once(service.full_name().to_owned()).chain(methods)
+    });
+    services
+        .chain(
+            pool.all_messages()
+                .map(|message| message.full_name().to_owned()),
+        )
+        .chain(pool.all_enums().map(|e| e.full_name().to_owned()))
+}
+
+/// The name of `candidates` closest to `name`, if one is close enough to be
+/// what was meant (a few letters off or swapped, as clap suggests subcommands).
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let allowed = (name.chars().count() / 4).clamp(1, 3);
+    candidates
+        .map(|candidate| (strsim::osa_distance(name, candidate), candidate))
+        .filter(|&(distance, _)| distance <= allowed)
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
 }
 
 /// Every service the files given define, or the server lists.
@@ -246,5 +285,9 @@ fn describe_symbol(pool: &DescriptorPool, symbol: &str) -> anyhow::Result<(&'sta
             return Ok(("a field", proto_text::field(&field)));
         }
     }
-    anyhow::bail!("there is no symbol {symbol} in the descriptors")
+    let names: Vec<String> = symbols(pool).collect();
+    let suggestion = closest(symbol, names.iter().map(String::as_str))
+        .map(|name| format!("; did you mean {name}?"))
+        .unwrap_or_default();
+    anyhow::bail!("there is no symbol {symbol} in the descriptors{suggestion}")
 }

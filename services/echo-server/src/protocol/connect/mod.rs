@@ -13,7 +13,7 @@ use echo_wire::connect::{
     TIMEOUT_HEADER, TRAILER_PREFIX,
 };
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use tonic::body::Body;
 use tonic::{Code, Status};
@@ -23,7 +23,8 @@ use echo_wire::headers as grpc_header;
 
 use super::envelope::{Compression, Ending, FLAG_COMPRESSED, Rewrite, Rewritten, split_all};
 use super::json::{MethodSchema, Schemas, json_to_proto, proto_to_json};
-use super::shared::{GRPC_CONTENT_TYPE, full, grpc_request_headers, too_large};
+use super::shared::{GRPC_CONTENT_TYPE, full, grpc_request_headers, plain, too_large};
+use crate::context::UnknownRoute;
 use lenient_base64::{BASE64, BASE64_URL};
 use status::{end_stream, error_response, grpc_status, metadata};
 
@@ -176,7 +177,9 @@ async fn unary_request(
     };
     let (flags, message) = match (codec, schema) {
         (Codec::Proto, _) => {
-            let compressed = call_parts.compression != Compression::Identity;
+            // An empty body is the empty message, whatever its encoding
+            // (some zstd encoders write nothing for it).
+            let compressed = call_parts.compression != Compression::Identity && !message.is_empty();
             (if compressed { FLAG_COMPRESSED } else { 0 }, message)
         }
         (Codec::Json, None) => {
@@ -222,6 +225,13 @@ where
     B::Error: Into<tonic::codegen::StdError>,
 {
     let (answer, body) = response.into_parts();
+    if answer.extensions.get::<UnknownRoute>().is_some() {
+        // Connect routes by URL: a path nothing serves is not found.
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: no service or method at this path\n",
+        );
+    }
     let collected = match body.collect().await {
         Ok(collected) => collected,
         Err(err) => {
@@ -381,7 +391,7 @@ fn compression_of(name: Option<&[u8]>) -> Result<Compression, Status> {
 }
 
 /// The `name=value` pairs of a URL query, percent-decoded (`+` is a space).
-fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
