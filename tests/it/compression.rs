@@ -1,4 +1,4 @@
-//! gzip and zstd, both ways, on every service; checked on the wire by the
+//! gzip, zstd and deflate, both ways, on every service; checked on the wire by the
 //! compressed flag of each message, not just by the call succeeding.
 
 use echo_client::proto::EchoRequest;
@@ -25,9 +25,10 @@ async fn observed_channel(server: &TestServer, flags: CompressionFlags) -> Obser
     }))
 }
 
-const ENCODINGS: [(CompressionEncoding, &str); 2] = [
+const ENCODINGS: [(CompressionEncoding, &str); 3] = [
     (CompressionEncoding::Gzip, "gzip"),
     (CompressionEncoding::Zstd, "zstd"),
+    (CompressionEncoding::Deflate, "deflate"),
 ];
 
 #[tokio::test]
@@ -161,6 +162,7 @@ async fn the_first_encoding_the_client_accepts_is_chosen() {
         ("zstd,gzip", "zstd"),
         ("gzip,zstd", "gzip"),
         ("br, identity, zstd ,gzip", "zstd"),
+        ("deflate,gzip", "deflate"),
     ] {
         let request = http::Request::post(format!("{}/echo.v1.EchoService/Echo", server.uri()))
             .header("content-type", "application/grpc")

@@ -666,3 +666,141 @@ async fn the_client_library_speaks_grpc_web_and_connect_over_both_http_versions(
     );
     server.stop().await;
 }
+
+/// What the Connect conformance suite found, kept: a unary or
+/// server-streaming call with no request message or several is
+/// UNIMPLEMENTED (a cardinality violation), over gRPC and gRPC-Web; gRPC
+/// with another method than POST is 405 and with a codec the server lacks
+/// 415; a Connect call to a path nothing serves is 404; a Connect unary
+/// content type with DELETE is 405.
+#[tokio::test]
+async fn cardinality_violations_wrong_methods_and_unknown_paths_are_refused() {
+    let server = TestServer::start().await;
+    let socket = TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    let call = async |method: &str, content_type: &str, path: &str, body: Vec<u8>| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", server.uri()))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(body.into(), true).unwrap();
+        let response = response.await.unwrap();
+        let status = response.status().as_u16();
+        let mut headers = response.headers().clone();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        if let Some(trailers) = body.trailers().await.unwrap() {
+            headers.extend(trailers);
+        }
+        // gRPC-Web sends its trailers in the body: `grpc-status:N\r\n`.
+        let in_body = String::from_utf8_lossy(&bytes)
+            .split("grpc-status:")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .map(str::to_owned);
+        let grpc_status = headers
+            .get("grpc-status")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .or(in_body);
+        (status, grpc_status)
+    };
+    let one = echo_tests::grpc_message(b"").to_vec();
+    let two = [one.clone(), one.clone()].concat();
+    for (path, body, expected) in [
+        (ECHO, Vec::new(), "12"),
+        (ECHO, two.clone(), "12"),
+        ("/echo.v1.EchoService/ServerStream", Vec::new(), "12"),
+        ("/echo.v1.EchoService/ServerStream", two.clone(), "12"),
+        (ECHO, one.clone(), "0"),
+        // Client streams take any number.
+        ("/echo.v1.EchoService/ClientStream", two.clone(), "0"),
+    ] {
+        for content_type in ["application/grpc", "application/grpc-web+proto"] {
+            let (status, grpc_status) = call("POST", content_type, path, body.clone()).await;
+            assert_eq!(status, 200, "{content_type} {path}");
+            assert_eq!(
+                grpc_status.as_deref(),
+                Some(expected),
+                "{content_type} {path} with {} bytes",
+                body.len()
+            );
+        }
+    }
+    assert_eq!(
+        call("DELETE", "application/grpc", ECHO, one.clone())
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        call("POST", "application/grpc+foo", ECHO, one.clone())
+            .await
+            .0,
+        415
+    );
+    assert_eq!(
+        call("DELETE", "application/proto", ECHO, Vec::new())
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "application/proto",
+            "/acme.v1.Nothing/Here",
+            Vec::new()
+        )
+        .await
+        .0,
+        404
+    );
+    server.stop().await;
+}
+
+/// A call answered before its HTTP/1.1 body was read (here: over the size
+/// limit) still reads the body, so the client writing it gets the answer
+/// and the connection serves the next request.
+#[tokio::test]
+async fn an_http1_body_answered_early_is_read_and_the_connection_kept() {
+    let server = TestServer::with_config(config(|c| c.limits.max_message_size = 1024)).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let oversized = echo_tests::grpc_message(&[b'x'; 200_000]);
+    let head = format!(
+        "POST /echo.v1.EchoService/ClientStream HTTP/1.1\r\nhost: test\r\ncontent-type: application/connect+proto\r\ncontent-length: {}\r\n\r\n",
+        oversized.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The whole body goes out even though the answer comes first: a server
+    // that stopped reading would leave this write stuck or broken.
+    tokio::time::timeout(EVENT_TIMEOUT, stream.write_all(&oversized))
+        .await
+        .expect("the server stopped reading the body")
+        .unwrap();
+    stream.write_all(&get("/")).await.unwrap();
+    let mut read = Vec::new();
+    let mut buf = [0; 16384];
+    while let Ok(Ok(n)) = tokio::time::timeout(QUIET, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        read.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&read);
+    assert!(text.contains("resource_exhausted"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        2,
+        "the next request on the connection was not answered: {text}"
+    );
+    server.stop().await;
+}

@@ -20,8 +20,6 @@ use crate::commands::{
 };
 use crate::output::{self, Output};
 
-/// Default `--addr`.
-pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
 /// How long a raw echo waits for its answer without `--timeout`.
 const DEFAULT_RAW_ECHO_WAIT: Duration = Duration::from_secs(5);
 
@@ -41,7 +39,7 @@ pub struct Cli {
 struct Globals {
     /// Server address: `http://host:port` or `host:port`; several, comma-separated,
     /// to balance calls over them.
-    #[arg(long, global = true, env = "ECHO_ADDR", default_value = DEFAULT_ADDR)]
+    #[arg(long, global = true, env = "ECHO_ADDR", default_value = output::DEFAULT_ADDR)]
     addr: String,
 
     /// Balance calls over every address `--addr` resolves to (implied by a list).
@@ -152,6 +150,7 @@ enum Command {
 enum Compression {
     Gzip,
     Zstd,
+    Deflate,
 }
 
 /// `call` exits with this plus the status code when the call fails, as
@@ -284,6 +283,7 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
         builder = builder.compression(match compress {
             Compression::Gzip => CompressionEncoding::Gzip,
             Compression::Zstd => CompressionEncoding::Zstd,
+            Compression::Deflate => CompressionEncoding::Deflate,
         });
     }
     if let Some(ca) = &cli.ca {

@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - `cli`: the global flags, and the [`echo_client::ClientBuilder`] they make.
-//! - `output`: how answers, metadata and failed calls are printed (text or JSON).
+//! - `output`: how answers, metadata and failed calls are printed (text or
+//!   JSON), with hints for common mistakes.
+//! - `suggest`: the known name closest to a mistyped one.
 //! - `commands`: one module per command: `echo`, `server_stream`,
 //!   `client_stream`, `bidi`, `health`, `interop`, `raw_echo` (`tcp-echo`,
 //!   `udp-echo`), `forward`, and `any` (`list`, `describe`, `call`: any
@@ -28,6 +30,7 @@ pub mod bench;
 mod cli;
 mod commands;
 mod output;
+mod suggest;
 
 pub use cli::{Cli, run};
 pub use output::Output;

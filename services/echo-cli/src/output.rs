@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
+/// Default `--addr` (here, where the hint for a refused connection names it).
+pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+
 /// Writes one line to stdout. A closed stdout (as by `| head`) ends the
 /// program with 141, as a program killed by SIGPIPE would, instead of a panic.
 pub(crate) fn write_stdout(line: std::fmt::Arguments<'_>) {
@@ -194,7 +197,7 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         format!(
             "is a server running there? `echo-server` listens on {} by default; \
              --addr (or ECHO_ADDR) names the server to call",
-            crate::cli::DEFAULT_ADDR.trim_start_matches("http://")
+            DEFAULT_ADDR.trim_start_matches("http://")
         )
     })
 }

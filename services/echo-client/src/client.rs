@@ -447,17 +447,23 @@ impl ClientBuilder {
         // The server answers in the first accepted encoding it supports: put
         // the request encoding first so both directions match.
         let preferred = self.compression.unwrap_or(CompressionEncoding::Gzip);
-        let other = if preferred == CompressionEncoding::Gzip {
-            CompressionEncoding::Zstd
-        } else {
-            CompressionEncoding::Gzip
-        };
+        let others = [
+            CompressionEncoding::Gzip,
+            CompressionEncoding::Zstd,
+            CompressionEncoding::Deflate,
+        ]
+        .into_iter()
+        .filter(|encoding| *encoding != preferred);
         let mut echo = EchoServiceClient::new(transport.clone());
         let admin = AdminServiceClient::new(transport.clone());
         let mut health = HealthClient::new(transport.clone());
         if self.accept_compression {
-            echo = echo.accept_compressed(preferred).accept_compressed(other);
-            health = health.accept_compressed(preferred).accept_compressed(other);
+            echo = echo.accept_compressed(preferred);
+            health = health.accept_compressed(preferred);
+            for encoding in others {
+                echo = echo.accept_compressed(encoding);
+                health = health.accept_compressed(encoding);
+            }
         }
         if let Some(encoding) = self.compression {
             echo = echo.send_compressed(encoding);

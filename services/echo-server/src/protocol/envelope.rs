@@ -31,6 +31,8 @@ pub(crate) enum Compression {
     Identity,
     Gzip,
     Zstd,
+    /// zlib-wrapped DEFLATE (RFC 1950), as HTTP's `deflate` and tonic's are.
+    Deflate,
 }
 
 impl Compression {
@@ -40,6 +42,7 @@ impl Compression {
             b"identity" => Some(Self::Identity),
             b"gzip" => Some(Self::Gzip),
             b"zstd" => Some(Self::Zstd),
+            b"deflate" => Some(Self::Deflate),
             _ => None,
         }
     }
@@ -55,6 +58,9 @@ impl Compression {
                 .read_to_end(&mut out),
             Self::Zstd => zstd::Decoder::new(bytes)
                 .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
+            Self::Deflate => flate2::read::ZlibDecoder::new(bytes)
+                .take(limit)
+                .read_to_end(&mut out),
         };
         read.map_err(|err| Status::internal(format!("cannot decompress the message: {err}")))?;
         if out.len() > max {

@@ -229,17 +229,23 @@ async fn answer_unary(
     echoed.respond(result)
 }
 
+/// Unary and IdempotentUnary: the one request, answered as its definition says.
+async fn unary_case<M: Packed>(
+    request: Request<M>,
+    definition: impl FnOnce(&M) -> Option<UnaryResponseDefinition>,
+) -> Result<Response<Option<ConformancePayload>>, Status> {
+    let (call, seen) = (Call::unary(&request), Seen::of(&request));
+    let message = request.into_inner();
+    answer_unary(&call, &seen, definition(&message), vec![pack(&message)]).await
+}
+
 #[tonic::async_trait]
 impl ConformanceApi for ConformanceService {
     async fn unary(
         &self,
         request: Request<UnaryRequest>,
     ) -> Result<Response<UnaryResponse>, Status> {
-        let call = Call::unary(&request);
-        let seen = Seen::of(&request);
-        let message = request.into_inner();
-        let requests = vec![pack(&message)];
-        answer_unary(&call, &seen, message.response_definition, requests)
+        unary_case(request, |message| message.response_definition.clone())
             .await
             .map(|response| response.map(|payload| UnaryResponse { payload }))
     }
@@ -248,11 +254,7 @@ impl ConformanceApi for ConformanceService {
         &self,
         request: Request<IdempotentUnaryRequest>,
     ) -> Result<Response<IdempotentUnaryResponse>, Status> {
-        let call = Call::unary(&request);
-        let seen = Seen::of(&request);
-        let message = request.into_inner();
-        let requests = vec![pack(&message)];
-        answer_unary(&call, &seen, message.response_definition, requests)
+        unary_case(request, |message| message.response_definition.clone())
             .await
             .map(|response| response.map(|payload| IdempotentUnaryResponse { payload }))
     }

@@ -59,8 +59,8 @@ pub(crate) const DESCRIPTOR_SETS: [&[u8]; 5] = [
     tonic_types::pb::FILE_DESCRIPTOR_SET,
 ];
 
-/// Limits messages received and sent, accepts gzip and zstd
-/// requests, and answers compressed in whichever of the two the client accepts
+/// Limits messages received and sent, accepts gzip, zstd and deflate
+/// requests, and answers compressed in whichever of them the client accepts
 /// (tonic's generated servers share no trait for this).
 macro_rules! compressed {
     ($service:expr, $limits:expr) => {
@@ -69,8 +69,10 @@ macro_rules! compressed {
             .max_encoding_message_size($limits.max_send_message_size())
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Deflate)
             .send_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Deflate)
     };
 }
 
@@ -133,6 +135,7 @@ impl Services {
             ))
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Deflate)
             .max_decoding_message_size(limits.max_message_size)
             .max_encoding_message_size(limits.max_send_message_size());
             router = router.add(interop);

@@ -132,7 +132,7 @@ fn misspelled_field(input: &MessageDescriptor, path: &str, cause: &str) -> Optio
         .fields()
         .flat_map(|field| [field.json_name().to_owned(), field.name().to_owned()])
         .collect();
-    super::closest(given, names.iter().map(String::as_str)).map(str::to_owned)
+    crate::suggest::closest(given, names.iter().map(String::as_str)).map(str::to_owned)
 }
 
 /// The method `name` names: `package.Service/Method`, `/package.Service/Method`

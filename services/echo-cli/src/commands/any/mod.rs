@@ -204,7 +204,7 @@ pub(crate) async fn pool_for(
     if let Ok(pool) = reflection(builder).await?.pool_for(&services).await {
         names.extend(symbols(&pool));
     }
-    let suggestion = closest(symbol, names.iter().map(String::as_str))
+    let suggestion = crate::suggest::closest(symbol, names.iter().map(String::as_str))
         .map(|name| format!("; did you mean {name}?"))
         .unwrap_or_default();
     anyhow::bail!(
@@ -228,20 +228,6 @@ fn symbols(pool: &DescriptorPool) -> impl Iterator<Item = String> + '_ {
                 .map(|message| message.full_name().to_owned()),
         )
         .chain(pool.all_enums().map(|e| e.full_name().to_owned()))
-}
-
-/// The name of `candidates` closest to `name`, if one is close enough to be
-/// what was meant (a few letters off or swapped, as clap suggests subcommands).
-pub(crate) fn closest<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let allowed = (name.chars().count() / 4).clamp(1, 3);
-    candidates
-        .map(|candidate| (strsim::osa_distance(name, candidate), candidate))
-        .filter(|&(distance, _)| distance <= allowed)
-        .min_by_key(|&(distance, _)| distance)
-        .map(|(_, candidate)| candidate)
 }
 
 /// Every service the files given define, or the server lists.
@@ -286,7 +272,7 @@ fn describe_symbol(pool: &DescriptorPool, symbol: &str) -> anyhow::Result<(&'sta
         }
     }
     let names: Vec<String> = symbols(pool).collect();
-    let suggestion = closest(symbol, names.iter().map(String::as_str))
+    let suggestion = crate::suggest::closest(symbol, names.iter().map(String::as_str))
         .map(|name| format!("; did you mean {name}?"))
         .unwrap_or_default();
     anyhow::bail!("there is no symbol {symbol} in the descriptors{suggestion}")

@@ -383,7 +383,7 @@ fn compression_of(name: Option<&[u8]>) -> Result<Compression, Status> {
         None => Ok(Compression::Identity),
         Some(name) => Compression::from_name(name).ok_or_else(|| {
             Status::unimplemented(format!(
-                "compression {:?} is not supported (gzip, zstd, identity)",
+                "compression {:?} is not supported (gzip, zstd, deflate, identity)",
                 String::from_utf8_lossy(name)
             ))
         }),
