@@ -51,7 +51,9 @@ target_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
 if [ "$profile" = release ]; then
     cargo build --release --locked -p echo-conformance
 else
-    cargo build --locked -p echo-conformance
+    # As scripts/test.sh builds it (the whole workspace's features), so that
+    # after the tests nothing is rebuilt.
+    cargo build --locked --workspace --bins
 fi
 program="$target_dir/$profile/echo-conformance"
 
