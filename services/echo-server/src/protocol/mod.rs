@@ -36,7 +36,7 @@ pub(crate) use connect::form_pairs;
 use envelope::{Compression, EmptyUncompressed, Ending, Rewrite, Rewritten};
 use json::Schemas;
 use page::Page;
-use shared::{GRPC_CONTENT_TYPE, plain};
+use shared::{GRPC_CONTENT_TYPE, method_not_allowed, plain};
 
 use crate::context::Original;
 
@@ -307,14 +307,10 @@ where
         Kind::Grpc | Kind::GrpcJson | Kind::GrpcWeb | Kind::GrpcWebJson
             if request.method() != Method::POST =>
         {
-            let mut response = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
+            Ok(method_not_allowed(
+                "POST",
                 "method not allowed: gRPC and gRPC-Web calls are POST\n",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            Ok(response)
+            ))
         }
         Kind::Grpc | Kind::GrpcJson if request.version() != Version::HTTP_2 => Ok(plain(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
@@ -453,16 +449,10 @@ fn unsupported<B>(request: &Request<B>) -> Response<Body> {
         ),
         // A Connect unary content type with a method other than POST (GET
         // carries no content type).
-        _ if connect_unary => {
-            let mut response = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: Connect unary calls are POST, or GET with the message in the query\n",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, GET"));
-            response
-        }
+        _ if connect_unary => method_not_allowed(
+            "POST, GET",
+            "method not allowed: Connect unary calls are POST, or GET with the message in the query\n",
+        ),
         content_type => plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!(

@@ -49,6 +49,15 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response<Body> {
     response
 }
 
+/// A 405 answer: `allow` names the methods that are.
+pub(crate) fn method_not_allowed(allow: &'static str, text: &str) -> Response<Body> {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, text);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 /// The error for a message over the size limit.
 pub(crate) fn too_large(max: usize) -> Status {
     Status::resource_exhausted(format!("message larger than the limit of {max} bytes"))

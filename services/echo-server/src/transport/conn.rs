@@ -334,10 +334,9 @@ where
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
         if request.version() < http::Version::HTTP_2 {
-            let request = request.map(|body| Body::new(DrainedHttp1Body(Some(body))));
-            return self.call_boxed(request);
+            return self.call_with(request.map(|body| DrainedHttp1Body(Some(body))));
         }
-        self.call_boxed(request.map(Body::new))
+        self.call_with(request)
     }
 }
 
@@ -347,14 +346,18 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError>,
 {
-    fn call_boxed(&mut self, request: http::Request<Body>) -> PerConnectionFuture<S::Future> {
+    fn call_with<R>(&mut self, request: http::Request<R>) -> PerConnectionFuture<S::Future>
+    where
+        R: HttpBody<Data = Bytes> + Send + 'static,
+        R::Error: Into<StdError>,
+    {
         // Counted where the body is boxed anyway, so the budgets cost no
         // allocation; only enveloped bodies, whose length prefixes the budget reads.
         let mut request = if is_enveloped(request.headers()) {
             let budgets = Arc::clone(&self.budgets);
             request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
         } else {
-            request
+            request.map(Body::new)
         };
         let arrival = Arrival {
             peer: self.peer.clone(),
