@@ -27,9 +27,9 @@ use crate::layers::{self, AuthLayer, BehaviorLayer, StackSettings, Tokens};
 use crate::ops::chaos::Chaos;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::stats::Stats;
+use crate::protocol::ProtocolLayer;
 use crate::protocol::json::Schemas;
 use crate::protocol::page::Page;
-use crate::protocol::{ProtocolLayer, SingleRequestMethods};
 use crate::services::forward::Forwarder;
 use crate::services::{DESCRIPTOR_SETS, Services, raw_echo};
 use crate::transport::accept::{self, Connection, ConnectionLimits};
@@ -159,7 +159,6 @@ impl Server {
         let page = (config.browsers.web).then(|| Page::new(Arc::clone(&self.stats)));
         let service = ProtocolLayer::new(
             Schemas::new(&DESCRIPTOR_SETS),
-            SingleRequestMethods::new(&DESCRIPTOR_SETS),
             config.limits.max_message_size,
             config.limits.max_send_message_size(),
             page,

@@ -101,9 +101,11 @@ where
         let method = self.metrics.method(request.uri().path());
         self.metrics.started(method);
         let rpc_type = self.metrics.rpc_type(method);
-        // Streamed messages are counted as they pass; a single one needs no
-        // look at the body (`Metrics::started`, `Metrics::finished`).
-        let request = if rpc_type.client_streams() {
+        // Streamed messages are counted as they pass (a single one is counted
+        // by `Metrics::started`); a method that takes one message gets exactly
+        // one. Unknown paths are answered before their body is read.
+        let one_message = self.metrics.takes_one_message(method);
+        let request = if rpc_type.client_streams() || one_message {
             let metrics = Arc::clone(&self.metrics);
             request.map(|body| {
                 Body::new(CountedRequest {
@@ -111,6 +113,9 @@ where
                     framing: Framing::default(),
                     metrics,
                     method,
+                    one_message,
+                    messages: 0,
+                    failed: false,
                 })
             })
         } else {
@@ -297,13 +302,23 @@ impl TrailersHook for RpcEnd {
 }
 
 pin_project! {
-    /// A streamed request body whose messages are counted as they arrive.
+    /// A request body whose messages are counted as they arrive: a stream's
+    /// into the metrics; for a method that takes one message (unary and
+    /// server-streaming), a second message, or none by the end, ends the body
+    /// in UNIMPLEMENTED, the status gRPC documents for a cardinality
+    /// violation (tonic would take the first and drop the rest, or answer
+    /// INTERNAL). Here, inside the protocol layer, every protocol's calls
+    /// meet it as gRPC, and tonic reads the status as the call's.
     struct CountedRequest {
         #[pin]
         inner: Body,
         framing: Framing,
         metrics: Arc<Metrics>,
         method: MethodId,
+        one_message: bool,
+        messages: u64,
+        // Set once the body has ended in an error.
+        failed: bool,
     }
 }
 
@@ -316,20 +331,39 @@ impl http_body::Body for CountedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &frame
-            && let Some(data) = frame.data_ref()
-        {
-            let messages = this.framing.messages_in(data);
-            if messages > 0 {
-                this.metrics.received(*this.method, messages);
-            }
+        if *this.failed {
+            return Poll::Ready(None);
         }
-        Poll::Ready(frame)
+        let frame = ready!(this.inner.poll_frame(cx));
+        let violation = match &frame {
+            Some(Ok(frame)) => {
+                let arrived = frame
+                    .data_ref()
+                    .map_or(0, |data| this.framing.messages_in(data));
+                *this.messages += arrived;
+                if !*this.one_message && arrived > 0 {
+                    this.metrics.received(*this.method, arrived);
+                }
+                (*this.one_message && *this.messages > 1).then_some(
+                    "a unary or server-streaming call sent more than one request message",
+                )
+            }
+            None => (*this.one_message && *this.messages == 0)
+                .then_some("a unary or server-streaming call sent no request message"),
+            Some(Err(_)) => None,
+        };
+        match violation {
+            Some(violation) => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(Status::unimplemented(violation))))
+            }
+            None => Poll::Ready(frame),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // With one message due, the end is where a missing one is told.
+        self.failed || (self.inner.is_end_stream() && !(self.one_message && self.messages == 0))
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -212,6 +212,12 @@ impl Metrics {
         self.methods[method.0].rpc_type
     }
 
+    /// Whether calls to `method` carry exactly one request message: a known
+    /// unary or server-streaming method (not the `unknown` series).
+    pub(crate) fn takes_one_message(&self, method: MethodId) -> bool {
+        method.0 + 1 < self.methods.len() && !self.methods[method.0].rpc_type.client_streams()
+    }
+
     /// A call to `method` started. A caller that sends one message has sent
     /// it (counted here, as grpc-go's interceptors count it before the
     /// handler); streamed messages are counted as they arrive.

@@ -4,7 +4,6 @@
 //! layers, so every call meets the same controls, limits, auth, metrics and
 //! log line whichever protocol carried it. Plain gRPC passes untouched.
 
-mod cardinality;
 mod connect;
 pub(crate) mod envelope;
 pub(crate) mod json;
@@ -29,8 +28,6 @@ use tower::ServiceExt as _;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use cardinality::OneMessage;
-pub(crate) use cardinality::SingleRequestMethods;
 use connect::Codec;
 pub(crate) use connect::form_pairs;
 use envelope::{Compression, EmptyUncompressed, Ending, Rewrite, Rewritten};
@@ -54,8 +51,6 @@ pub(crate) struct Settings {
     max_message_size: usize,
     /// The largest answer message (`--max-send-message-size`).
     max_answer_size: usize,
-    /// The methods whose calls carry one request message.
-    single_request: SingleRequestMethods,
     /// The page, when `--web` is on.
     page: Option<Page>,
 }
@@ -69,7 +64,6 @@ pub(crate) struct ProtocolLayer {
 impl ProtocolLayer {
     pub(crate) fn new(
         schemas: Schemas,
-        single_request: SingleRequestMethods,
         max_message_size: usize,
         max_answer_size: usize,
         page: Option<Page>,
@@ -77,7 +71,6 @@ impl ProtocolLayer {
         Self {
             shared: Arc::new(Settings {
                 schemas,
-                single_request,
                 max_message_size,
                 max_answer_size,
                 page,
@@ -129,24 +122,6 @@ impl Kind {
             Self::Unsupported => "unknown",
         }
     }
-}
-
-/// `inner`, taking calls whose body ends in UNIMPLEMENTED at a second
-/// message or with none when `one_message` is set (see [`OneMessage`]).
-fn one_message_after_translation<S>(
-    inner: S,
-    one_message: bool,
-) -> impl Service<Request<Body>, Response = S::Response, Error = S::Error, Future = S::Future>
-where
-    S: Service<Request<Body>>,
-{
-    tower::util::MapRequest::new(inner, move |request: Request<Body>| {
-        if one_message {
-            request.map(|body| Body::new(OneMessage::new(body)))
-        } else {
-            request
-        }
-    })
 }
 
 /// Whether the body of `request` (of protocol `kind`) is enveloped messages
@@ -247,22 +222,6 @@ where
         } else {
             request
         };
-        let one_message = matches!(
-            kind,
-            Kind::Grpc
-                | Kind::GrpcJson
-                | Kind::GrpcWeb
-                | Kind::GrpcWebJson
-                | Kind::ConnectStream(_)
-        ) && self.shared.single_request.contains(request.uri().path());
-        // gRPC-Web's messages are counted once tonic-web has decoded them (it
-        // would turn the count's status into INTERNAL), the others' here.
-        let web = matches!(kind, Kind::GrpcWeb | Kind::GrpcWebJson);
-        let request = if one_message && !web {
-            request.map(|body| Body::new(OneMessage::new(body)))
-        } else {
-            request
-        };
         if kind == Kind::Grpc
             && request.version() == Version::HTTP_2
             && request.method() == Method::POST
@@ -285,7 +244,7 @@ where
             .map_response(|response: Response<B>| response.map(Body::new));
         let shared = Arc::clone(&self.shared);
         ProtocolFuture::Translated {
-            inner: Box::pin(translate(kind, request, inner, shared, one_message && web)),
+            inner: Box::pin(translate(kind, request, inner, shared)),
         }
     }
 }
@@ -296,7 +255,6 @@ async fn translate<S>(
     request: Request<Body>,
     mut inner: S,
     shared: Arc<Settings>,
-    one_message: bool,
 ) -> Result<Response<Body>, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
@@ -332,7 +290,6 @@ where
             ))
         }
         Kind::GrpcWeb => {
-            let inner = one_message_after_translation(inner, one_message);
             let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
             web.call(request).await
         }
@@ -342,7 +299,6 @@ where
             };
             let (input, output) = (schema.input.clone(), schema.output.clone());
             let request = json_request(request, input, max, GRPC_WEB_PROTO_CONTENT_TYPE);
-            let inner = one_message_after_translation(inner, one_message);
             let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
             let response = web.call(request).await?;
             Ok(json_response(

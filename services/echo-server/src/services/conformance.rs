@@ -51,11 +51,21 @@ struct Seen {
 impl Seen {
     fn of<T>(request: &Request<T>) -> Self {
         let original = request.extensions().get::<Original>();
-        let translated = request.metadata().clone().into_headers();
-        let headers = original.map_or(&translated, |original| &original.headers);
+        let headers = match original {
+            Some(original) => to_headers(&original.headers),
+            None => to_headers(request.metadata().as_ref()),
+        };
+        // Every protocol's timeout arrives here as `grpc-timeout` (the
+        // Connect translation writes it from `connect-timeout-ms`): the
+        // client's, where the `Deadline` also holds the server's own limit.
+        let timeout = request
+            .metadata()
+            .as_ref()
+            .get("grpc-timeout")
+            .and_then(echo_wire::grpc_timeout::parse);
         Self {
-            headers: to_headers(headers),
-            timeout_ms: client_timeout(headers)
+            headers,
+            timeout_ms: timeout
                 .map(|timeout| i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
             query: original
                 .and_then(|original| original.query.as_deref())
@@ -82,21 +92,6 @@ impl Seen {
                 .map(|query_params| ConnectGetInfo { query_params }),
         }
     }
-}
-
-/// The timeout the client sent (`grpc-timeout`, or Connect's
-/// `connect-timeout-ms`), not the server's own limit on calls.
-fn client_timeout(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(value) = headers.get("grpc-timeout") {
-        return echo_wire::grpc_timeout::parse(value);
-    }
-    let millis = headers
-        .get("connect-timeout-ms")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some(Duration::from_millis(millis))
 }
 
 fn push_value(headers: &mut Vec<Header>, name: String, value: String) {
@@ -193,10 +188,6 @@ packed!(
     BidiStreamRequest
 );
 
-fn pack(message: &impl Packed) -> Any {
-    message.pack()
-}
-
 fn delay(ms: u32) -> Duration {
     Duration::from_millis(u64::from(ms))
 }
@@ -236,7 +227,7 @@ async fn unary_case<M: Packed>(
 ) -> Result<Response<Option<ConformancePayload>>, Status> {
     let (call, seen) = (Call::unary(&request), Seen::of(&request));
     let message = request.into_inner();
-    answer_unary(&call, &seen, definition(&message), vec![pack(&message)]).await
+    answer_unary(&call, &seen, definition(&message), vec![message.pack()]).await
 }
 
 #[tonic::async_trait]
@@ -272,7 +263,7 @@ impl ConformanceApi for ConformanceService {
             if requests.is_empty() {
                 definition = message.response_definition.clone();
             }
-            requests.push(pack(&message));
+            requests.push(message.pack());
         }
         answer_unary(&call, &seen, definition, requests)
             .await
@@ -288,7 +279,7 @@ impl ConformanceApi for ConformanceService {
         let call = Call::stream(&request, &self.streams_end);
         let seen = Seen::of(&request);
         let message = request.into_inner();
-        let requests = vec![pack(&message)];
+        let requests = vec![message.pack()];
         let definition = message.response_definition.unwrap_or_default();
         let echoed = metadata(&definition.response_headers, &definition.response_trailers)?;
         let mut info = Some(seen.info(requests));
@@ -325,7 +316,7 @@ impl ConformanceApi for ConformanceService {
         let echoed = metadata(&definition.response_headers, &definition.response_trailers)?;
         let answers = async_stream::try_stream! {
             let mut first_answer = true;
-            let mut pending = vec![pack(&first)];
+            let mut pending = vec![first.pack()];
             let mut data = definition.response_data.into_iter();
             if full_duplex {
                 loop {
@@ -348,13 +339,13 @@ impl ConformanceApi for ConformanceService {
                         None => {}
                     }
                     match call.next_message(&mut inbound).await? {
-                        Some(message) => pending.push(pack(&message)),
+                        Some(message) => pending.push(message.pack()),
                         None => break,
                     }
                 }
             } else {
                 while let Some(message) = call.next_message(&mut inbound).await? {
-                    pending.push(pack(&message));
+                    pending.push(message.pack());
                 }
                 let mut info = Some(seen.info(pending));
                 for data in data {
