@@ -3,10 +3,13 @@
 # echo-conformance and prints the runner's summary; exits non-zero on any
 # failed case.
 #
-#   scripts/conformance.sh [server] [--debug] [RUNNER FLAGS...]
+#   scripts/conformance.sh [server|client|all] [--debug] [RUNNER FLAGS...]
 #
 # server   echo-server as the server under test, with every feature in
 #          services/echo-conformance/server.config.yaml (the default)
+# client   the echo-client library as the client under test, with every
+#          feature in services/echo-conformance/client.config.yaml
+# all      server, then client
 # --debug  use the dev build (CI: the tests' build already made it) instead of
 #          a release build
 # Flags after the mode go to the runner, e.g. `--run '**/Basic/**' -v`.
@@ -18,12 +21,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mode=server
+modes=(server)
 case "${1:-}" in
     server) shift ;;
-    client | all)
-        echo "conformance.sh: client mode is not built yet (echo-conformance has no client subcommand)" >&2
-        exit 2 ;;
+    client) modes=(client); shift ;;
+    all) modes=(server client); shift ;;
 esac
 profile=release
 if [ "${1:-}" = "--debug" ]; then
@@ -57,13 +59,15 @@ else
 fi
 program="$target_dir/$profile/echo-conformance"
 
-log="$target_dir/conformance-$mode.log"
-started=$(date +%s)
 status=0
-"$runner" --mode "$mode" --conf "services/echo-conformance/$mode.config.yaml" "$@" \
-    -- "$program" "$mode" >"$log" 2>&1 || status=$?
-# The failures in full, then the summary (the runner's last lines).
-grep -E -A30 '^FAILED:' "$log" | head -400 || true
-tail -n 3 "$log"
-echo "conformance.sh: $mode mode took $(( $(date +%s) - started )) s (log: $log)"
+for mode in "${modes[@]}"; do
+    log="$target_dir/conformance-$mode.log"
+    started=$(date +%s)
+    "$runner" --mode "$mode" --conf "services/echo-conformance/$mode.config.yaml" "$@" \
+        -- "$program" "$mode" >"$log" 2>&1 || status=$?
+    # The failures in full, then the summary (the runner's last lines).
+    grep -E -A30 '^FAILED:' "$log" | head -400 || true
+    tail -n 3 "$log"
+    echo "conformance.sh: $mode mode took $(( $(date +%s) - started )) s (log: $log)"
+done
 exit $status

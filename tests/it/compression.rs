@@ -1,5 +1,7 @@
 //! gzip, zstd and deflate, both ways, on every service; checked on the wire by the
-//! compressed flag of each message, not just by the call succeeding.
+//! compressed flag of each message, not just by the call succeeding. Brotli and
+//! snappy (which tonic lacks) from the client library to the server, in every
+//! protocol, checked by the bytes on the wire.
 
 use echo_client::proto::EchoRequest;
 use echo_client::proto::echo_service_client::EchoServiceClient;
@@ -146,6 +148,54 @@ async fn the_client_library_compresses_requests_and_prefers_the_same_encoding_ba
             "{name}: {compressed} bytes sent, {plain} uncompressed"
         );
         assert_eq!(response.metadata().get("grpc-encoding").unwrap(), name);
+    }
+    server.stop().await;
+}
+
+/// Brotli and snappy, which tonic lacks: the client library compresses each
+/// request message itself, the server decompresses it before its services
+/// (tonic would refuse the call), in every protocol and both HTTP versions.
+#[tokio::test]
+async fn brotli_and_snappy_requests_in_every_protocol() {
+    use echo_client::{Compression, Protocol};
+    let server = TestServer::start().await;
+    let request = EchoRequest {
+        message: "squeeze".into(),
+        payload: vec![b'z'; 100_000].into(),
+        ..Default::default()
+    };
+    for (protocol, http1) in [
+        (Protocol::Grpc, false),
+        (Protocol::GrpcWeb, true),
+        (Protocol::Connect, false),
+        (Protocol::Connect, true),
+    ] {
+        for compression in [Compression::Brotli, Compression::Snappy] {
+            let case = format!("{protocol:?}, http1: {http1}, {compression:?}");
+            let proxy = CountingProxy::start(server.addr).await;
+            let client = echo_client::EchoClient::builder(proxy.addr.to_string())
+                .protocol(protocol)
+                .http1(http1)
+                .message_compression(compression)
+                .connect()
+                .await
+                .unwrap();
+            let response = client
+                .echo(request.clone())
+                .await
+                .unwrap_or_else(|status| panic!("{case}: {status:?}"));
+            assert_eq!(response.get_ref().payload.len(), 100_000, "{case}");
+            let sent = proxy.upstream_bytes();
+            assert!(sent < 20_000, "{case}: {sent} bytes sent for 100 KB");
+            let mut stream = client
+                .client_stream(tokio_stream::iter(["a", "b"].map(|message| EchoRequest {
+                    message: message.into(),
+                    ..Default::default()
+                })))
+                .await
+                .unwrap_or_else(|status| panic!("{case}: {status:?}"));
+            assert_eq!(stream.get_mut().messages, ["a", "b"], "{case}");
+        }
     }
     server.stop().await;
 }

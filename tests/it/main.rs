@@ -21,6 +21,7 @@ mod binaries;
 mod browser;
 mod call;
 mod chaos;
+mod client_answers;
 mod compression;
 mod connection_age;
 mod connection_controls;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use echo_client::proto::EchoRequest;
-use echo_client::{EchoClient, TlsOptions};
+use echo_client::{EchoClient, Protocol, TlsOptions};
 use echo_server::Config;
 use echo_tests::pki::{self, Ca, Leaf};
 use echo_tests::{TestServer, eventually};
@@ -42,6 +42,17 @@ async fn echo_over_tls(
     ca: &Ca,
     client: Option<&Leaf>,
 ) -> Result<String, String> {
+    echo_over_tls_in(server, ca, client, Protocol::Grpc, false).await
+}
+
+/// [`echo_over_tls`] in `protocol`, over HTTP/1.1 when `http1`.
+async fn echo_over_tls_in(
+    server: &TestServer,
+    ca: &Ca,
+    client: Option<&Leaf>,
+    protocol: Protocol,
+    http1: bool,
+) -> Result<String, String> {
     let options = TlsOptions {
         ca_pem: ca.pem().into_bytes(),
         server_name: Some("localhost".into()),
@@ -56,6 +67,8 @@ async fn echo_over_tls(
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(3))
         .tls(options)
+        .protocol(protocol)
+        .http1(http1)
         .connect()
         .await
         .map_err(|err| format!("{err:?}"))?;
@@ -125,6 +138,18 @@ async fn mutual_tls_requires_a_trusted_client_certificate_and_reports_its_subjec
         .await
         .unwrap();
     assert!(identity.contains("CN=client-one"), "{identity:?}");
+
+    // The same over HTTP/1.1, in both protocols that allow it.
+    for protocol in [Protocol::Connect, Protocol::GrpcWeb] {
+        let client = client_ca.client("client-two");
+        let identity = echo_over_tls_in(&server, &server_ca, Some(&client), protocol, true)
+            .await
+            .unwrap_or_else(|error| panic!("{protocol:?} over HTTP/1.1: {error}"));
+        assert!(identity.contains("CN=client-two"), "{identity:?}");
+        echo_over_tls_in(&server, &server_ca, Some(&stranger), protocol, true)
+            .await
+            .expect_err("untrusted client certificate over HTTP/1.1");
+    }
     server.stop().await;
 }
 

@@ -7,15 +7,20 @@
 //!   stream into messages, a walker that follows one without holding it, and body wrappers that observe or change each
 //!   message's compression (tonic decides compression per call; the interop
 //!   tests decide it per message).
+//! - [`compression`]: message compressions by name, and decompression with a
+//!   limit.
 //! - [`codes`]: gRPC status codes by name: parsed from text, and spelled.
 //! - [`connect`]: the Connect protocol's headers, flags and code names.
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
 //! - [`headers`]: the names of the other gRPC headers and trailers.
 //! - [`h2_frames`]: hand-made HTTP/2 frames (tests, fuzzing) and the preface.
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
+//! - [`schemas`] (feature `schemas`): the methods of descriptor sets by path,
+//!   and their messages' proto3 JSON mapping.
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod compression;
 pub mod connect;
 pub mod framing;
 pub mod grpc_timeout;
@@ -23,3 +28,5 @@ pub mod h2_frames;
 pub mod headers;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "schemas")]
+pub mod schemas;

@@ -10,8 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use echo_client::{ClientBuilder, Protocol};
-use tonic::codec::CompressionEncoding;
+use echo_client::{ClientBuilder, Codec, Compression as MessageCompression, Protocol};
 use tonic::metadata::MetadataKey;
 
 use crate::bench;
@@ -91,7 +90,8 @@ struct Globals {
     #[arg(long, global = true)]
     show_metadata: bool,
 
-    /// Compress requests with this encoding (responses are accepted in gzip and zstd).
+    /// Compress requests with this encoding (answers are accepted in gzip, zstd and deflate,
+    /// and in the request's own).
     #[arg(long, global = true, env = "ECHO_COMPRESS", value_enum)]
     compress: Option<Compression>,
 
@@ -100,9 +100,27 @@ struct Globals {
     #[arg(long, global = true, env = "ECHO_PROTOCOL", value_enum, default_value_t = WireProtocol::Grpc)]
     protocol: WireProtocol,
 
-    /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext).
+    /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext or TLS).
     #[arg(long, global = true, env = "ECHO_HTTP1")]
     http1: bool,
+
+    /// The messages' encoding on the wire: protobuf, or proto3 JSON (for the
+    /// echo server's own services, whose descriptors the client holds; any
+    /// other method goes in protobuf).
+    #[arg(long, global = true, env = "ECHO_CODEC", value_enum, default_value_t = WireCodec::Proto)]
+    codec: WireCodec,
+
+    /// With `--protocol connect`, call methods without side effects (such as
+    /// Echo) with GET, the message in the query.
+    #[arg(long, global = true, env = "ECHO_CONNECT_GET")]
+    connect_get: bool,
+}
+
+/// `--codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WireCodec {
+    Proto,
+    Json,
 }
 
 /// `--protocol`.
@@ -151,6 +169,8 @@ enum Compression {
     Gzip,
     Zstd,
     Deflate,
+    Br,
+    Snappy,
 }
 
 /// `call` exits with this plus the status code when the call fails, as
@@ -257,7 +277,12 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
     let mut builder = ClientBuilder::new(&cli.addr)
         .connect_timeout(cli.connect_timeout)
         .protocol(protocol)
-        .http1(cli.http1);
+        .http1(cli.http1)
+        .codec(match cli.codec {
+            WireCodec::Proto => Codec::Proto,
+            WireCodec::Json => Codec::Json,
+        })
+        .connect_get(cli.connect_get);
     if cli.balance || cli.addr.contains(',') {
         let targets = cli.addr.split(',').map(|target| {
             let target = target.trim();
@@ -280,10 +305,12 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
         });
     }
     if let Some(compress) = cli.compress {
-        builder = builder.compression(match compress {
-            Compression::Gzip => CompressionEncoding::Gzip,
-            Compression::Zstd => CompressionEncoding::Zstd,
-            Compression::Deflate => CompressionEncoding::Deflate,
+        builder = builder.message_compression(match compress {
+            Compression::Gzip => MessageCompression::Gzip,
+            Compression::Zstd => MessageCompression::Zstd,
+            Compression::Deflate => MessageCompression::Deflate,
+            Compression::Br => MessageCompression::Brotli,
+            Compression::Snappy => MessageCompression::Snappy,
         });
     }
     if let Some(ca) = &cli.ca {

@@ -18,11 +18,13 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_layer::Layer;
 
+use echo_wire::compression::Compression;
+
 use crate::balance;
 use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
-use crate::protocol::{Link, Protocol};
+use crate::protocol::{Codec, Http1Tls, Link, Protocol};
 use crate::retry::{RetryPolicy, Retrying};
 use crate::stats::CallStats;
 
@@ -48,10 +50,16 @@ pub struct ClientBuilder {
     retry: Option<RetryPolicy>,
     keepalive: Option<(Duration, Duration)>,
     tls: Option<ClientTlsConfig>,
+    /// The PEM material behind `tls`, for HTTP/1.1 connections.
+    tls_options: Option<TlsOptions>,
     balanced: Option<Vec<String>>,
     stats: Arc<CallStats>,
     protocol: Protocol,
     http1: bool,
+    connect_get: bool,
+    codec: Codec,
+    /// brotli or snappy, which tonic lacks: applied by the link.
+    link_compression: Option<Compression>,
 }
 
 /// What every endpoint of a builder shares.
@@ -59,9 +67,13 @@ pub struct ClientBuilder {
 struct EndpointSettings {
     connect_timeout: Option<Duration>,
     tls: Option<ClientTlsConfig>,
+    tls_options: Option<TlsOptions>,
     keepalive: Option<(Duration, Duration)>,
     protocol: Protocol,
     http1: bool,
+    connect_get: bool,
+    codec: Codec,
+    link_compression: Option<Compression>,
 }
 
 /// PEM material for a TLS connection.
@@ -73,6 +85,65 @@ pub struct TlsOptions {
     pub server_name: Option<String>,
     /// This client's certificate chain and private key (PEM), for mutual TLS.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsOptions {
+    /// TLS for HTTP/1.1 connections with these options (tonic builds its own
+    /// for HTTP/2).
+    fn http1_tls(&self) -> Result<Http1Tls, ClientError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |what| {
+            move |source: rustls::Error| ClientError::Tls {
+                what,
+                source: source.into(),
+            }
+        };
+        let pem = |what| {
+            move |source: rustls::pki_types::pem::Error| ClientError::Tls {
+                what,
+                source: source.into(),
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots
+                .add(cert.map_err(pem("CA certificates"))?)
+                .map_err(invalid("CA certificates"))?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(invalid("protocol versions"))?
+        .with_root_certificates(roots);
+        let config = match &self.identity {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(pem("certificate chain"))?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(pem("private key"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(invalid("certificate chain"))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        // No ALPN here: the connector offers HTTP/1.1 itself.
+        let server_name = self
+            .server_name
+            .clone()
+            .map(rustls::pki_types::ServerName::try_from)
+            .transpose()
+            .map_err(|source| ClientError::Tls {
+                what: "server name",
+                source: source.into(),
+            })?;
+        Ok(Http1Tls {
+            config,
+            server_name,
+        })
+    }
 }
 
 impl ClientBuilder {
@@ -89,10 +160,14 @@ impl ClientBuilder {
             retry: None,
             keepalive: None,
             tls: None,
+            tls_options: None,
             balanced: None,
             stats: Arc::default(),
             protocol: Protocol::Grpc,
             http1: false,
+            connect_get: false,
+            codec: Codec::Proto,
+            link_compression: None,
         }
     }
 
@@ -103,8 +178,42 @@ impl ClientBuilder {
         self
     }
 
+    /// Compress requests with `compression`, any of gzip, zstd, deflate
+    /// (tonic's own: as [`compression`](Self::compression)), brotli or snappy
+    /// (which tonic lacks: applied to every call of the builder's
+    /// transport). Answers come in tonic's compressions.
+    pub fn message_compression(mut self, compression: Compression) -> Self {
+        self.link_compression = None;
+        match compression {
+            Compression::Identity => self.compression = None,
+            Compression::Gzip => self.compression = Some(CompressionEncoding::Gzip),
+            Compression::Zstd => self.compression = Some(CompressionEncoding::Zstd),
+            Compression::Deflate => self.compression = Some(CompressionEncoding::Deflate),
+            Compression::Brotli | Compression::Snappy => {
+                self.compression = None;
+                self.link_compression = Some(compression);
+            }
+        }
+        self
+    }
+
+    /// Send messages in `codec` (protobuf by default). JSON is for the
+    /// methods of the contract and the health service, whose descriptors
+    /// the library holds; any other method goes in protobuf.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// In Connect, call methods marked `idempotency_level = NO_SIDE_EFFECTS`
+    /// with GET, the message in the query (as caches and CDNs need).
+    pub fn connect_get(mut self, get: bool) -> Self {
+        self.connect_get = get;
+        self
+    }
+
     /// Make calls over HTTP/1.1 instead of HTTP/2 (gRPC-Web and Connect only;
-    /// plaintext only).
+    /// plaintext or TLS).
     pub fn http1(mut self, http1: bool) -> Self {
         self.http1 = http1;
         self
@@ -113,14 +222,15 @@ impl ClientBuilder {
     /// Connect with TLS (the endpoint may then be `https://...` or `host:port`).
     pub fn tls(mut self, options: TlsOptions) -> Self {
         let mut config =
-            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(options.ca_pem));
-        if let Some(name) = options.server_name {
-            config = config.domain_name(name);
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&options.ca_pem));
+        if let Some(name) = &options.server_name {
+            config = config.domain_name(name.clone());
         }
-        if let Some((cert, key)) = options.identity {
+        if let Some((cert, key)) = &options.identity {
             config = config.identity(Identity::from_pem(cert, key));
         }
         self.tls = Some(config);
+        self.tls_options = Some(options);
         self
     }
 
@@ -294,7 +404,10 @@ impl ClientBuilder {
                         }
                     })?;
                     Endpoints::single(
-                        Link::http2(channel, self.protocol),
+                        Link::http2(channel, self.protocol)
+                            .connect_get(self.connect_get)
+                            .codec(self.codec)
+                            .compress(self.link_compression),
                         Arc::clone(&self.stats),
                         retrying,
                     )
@@ -370,9 +483,13 @@ impl ClientBuilder {
         EndpointSettings {
             connect_timeout: self.connect_timeout,
             tls: self.tls.clone(),
+            tls_options: self.tls_options.clone(),
             keepalive: self.keepalive,
             protocol: self.protocol,
             http1: self.http1,
+            connect_get: self.connect_get,
+            codec: self.codec,
+            link_compression: self.link_compression,
         }
     }
 
@@ -383,7 +500,10 @@ impl ClientBuilder {
     /// A lazily connecting link to `endpoint` in the settings' protocol.
     fn link_to(endpoint: Endpoint, settings: &EndpointSettings) -> Result<Link, ClientError> {
         if !settings.http1 {
-            return Ok(Link::http2(endpoint.connect_lazy(), settings.protocol));
+            return Ok(Link::http2(endpoint.connect_lazy(), settings.protocol)
+                .connect_get(settings.connect_get)
+                .codec(settings.codec)
+                .compress(settings.link_compression));
         }
         if !settings.protocol.allows_http1() {
             return Err(ClientError::Unsupported {
@@ -391,15 +511,13 @@ impl ClientBuilder {
                 needs: "gRPC-Web or Connect (gRPC needs HTTP/2)",
             });
         }
-        if settings.tls.is_some() {
-            return Err(ClientError::Unsupported {
-                what: "HTTP/1.1",
-                needs: "a plaintext endpoint (HTTP/1.1 with TLS is not supported)",
-            });
-        }
         let uri = endpoint.uri();
         let origin = http::Uri::builder()
-            .scheme("http")
+            .scheme(if settings.tls_options.is_some() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(uri.authority().map_or("", |a| a.as_str()))
             .path_and_query("/")
             .build()
@@ -407,11 +525,17 @@ impl ClientBuilder {
                 what: "HTTP/1.1",
                 needs: "an endpoint with a host and port",
             })?;
-        Ok(Link::http1(
-            origin,
-            settings.protocol,
-            settings.connect_timeout,
-        ))
+        let tls = settings
+            .tls_options
+            .as_ref()
+            .map(TlsOptions::http1_tls)
+            .transpose()?;
+        Ok(
+            Link::http1(origin, settings.protocol, settings.connect_timeout, tls)
+                .connect_get(settings.connect_get)
+                .codec(settings.codec)
+                .compress(settings.link_compression),
+        )
     }
 
     /// The endpoint at `uri` with `settings`; `name` is what errors call it.

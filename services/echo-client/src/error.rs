@@ -48,6 +48,15 @@ pub enum ClientError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The TLS material (PEM) could not be used.
+    #[error("invalid TLS {what}")]
+    Tls {
+        /// Which part: the CA certificates, the certificate chain or the key.
+        what: &'static str,
+        /// Why it was rejected.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// What was asked for cannot work with how the builder is set up.
     #[error("{what} needs {needs}")]
     Unsupported {

@@ -35,7 +35,7 @@ pub async fn connect_stream(
         .status(http_status)
         .body(Body::new(Chunks(chunks.into())))
         .map_err(|err| Status::internal(err.to_string()))?;
-    let answer = protocol::stream_answer(response)
+    let answer = protocol::stream_answer(response, protocol::Codec::Proto)
         .await
         .map_err(|err| Status::internal(err.to_string()))?;
     let collected = answer.into_body().collect().await?;

@@ -62,9 +62,10 @@ pub mod telemetry;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use deadline::CallDeadline;
+pub use echo_wire::compression::Compression;
 pub use error::ClientError;
 pub use lean::LeanUnary;
-pub use protocol::Protocol;
+pub use protocol::{Codec, Protocol};
 pub use retry::RetryPolicy;
 pub use stats::CallStats;
 

@@ -4,29 +4,32 @@
 //! the tonic project's `tonic-web`, Connect here), so call policy, retries
 //! and balancing stay the same whatever the protocol.
 
-use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
+use echo_wire::compression::Compression;
 use echo_wire::connect::{self, FLAG_END_STREAM, TRAILER_PREFIX};
 use echo_wire::framing::{self, HEADER_LEN, Message, MessageSplitter};
 use echo_wire::grpc_timeout;
 use echo_wire::headers as grpc_header;
+use echo_wire::schemas::{self, MethodSchema, Schemas};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
-use hyper_util::client::legacy::Client as Http1Client;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client as PooledClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pin_project_lite::pin_project;
 use prost::Message as _;
+use prost_reflect::MessageDescriptor;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::transport::Channel;
@@ -57,11 +60,40 @@ impl Protocol {
     }
 }
 
+/// The encoding of messages on the wire. Callers always hand the library
+/// protobuf messages (tonic's generated code); in JSON, the link turns each
+/// into its canonical proto3 JSON on the way out and back on the way in,
+/// from the method's descriptors: the contract's and the health service's
+/// methods go in JSON, any other in protobuf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// Protobuf's binary encoding.
+    #[default]
+    Proto,
+    /// Proto3 JSON.
+    Json,
+}
+
+impl Codec {
+    /// Its name in content types (`application/grpc+NAME`, `application/NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Proto => "proto",
+            Self::Json => "json",
+        }
+    }
+}
+
 /// How calls reach one address: tonic's HTTP/2 channel as it is for gRPC,
 /// or a translation over HTTP/2 or HTTP/1.1. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Link {
     kind: LinkKind,
+    /// Connect: call methods without side effects with GET.
+    connect_get: bool,
+    codec: Codec,
+    /// A request compression tonic lacks, applied here.
+    compress: Option<Compression>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,9 +113,24 @@ enum Http {
 /// A pooled HTTP/1.1 client for one address.
 #[derive(Debug)]
 struct Http1 {
-    client: Http1Client<HttpConnector, Body>,
+    client: Http1Client,
     /// `scheme://authority` of the address: HTTP/1.1 requests need it.
     origin: Uri,
+}
+
+/// TLS for HTTP/1.1 connections: the rustls configuration, and the name to
+/// expect in the server's certificate (the address's host when none).
+#[derive(Debug)]
+pub(crate) struct Http1Tls {
+    pub(crate) config: rustls::ClientConfig,
+    pub(crate) server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+/// A pool of HTTP/1.1 connections, plaintext or TLS.
+#[derive(Debug)]
+enum Http1Client {
+    Plain(PooledClient<HttpConnector, Body>),
+    Tls(PooledClient<HttpsConnector<HttpConnector>, Body>),
 }
 
 impl Link {
@@ -96,25 +143,68 @@ impl Link {
                 http: Http::H2(channel),
             },
         };
-        Self { kind }
+        Self {
+            kind,
+            connect_get: false,
+            codec: Codec::Proto,
+            compress: None,
+        }
     }
 
-    /// Calls in `protocol` (not gRPC) over HTTP/1.1 to `origin` (`http://host:port`).
+    /// Calls in `protocol` (not gRPC) over HTTP/1.1 to `origin`
+    /// (`http://host:port`, or `https://` with `tls`).
     pub(crate) fn http1(
         origin: Uri,
         protocol: Protocol,
         connect_timeout: Option<Duration>,
+        tls: Option<Http1Tls>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(connect_timeout);
-        let client = Http1Client::builder(TokioExecutor::new()).build(connector);
+        let builder = PooledClient::builder(TokioExecutor::new());
+        let client = match tls {
+            Some(tls) => {
+                connector.enforce_http(false);
+                let mut https = HttpsConnectorBuilder::new()
+                    .with_tls_config(tls.config)
+                    .https_only();
+                if let Some(name) = tls.server_name {
+                    https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
+                }
+                Http1Client::Tls(builder.build(https.enable_http1().wrap_connector(connector)))
+            }
+            None => Http1Client::Plain(builder.build(connector)),
+        };
         Self {
             kind: LinkKind::Translated {
                 protocol,
                 http: Http::H1(Arc::new(Http1 { client, origin })),
             },
+            connect_get: false,
+            codec: Codec::Proto,
+            compress: None,
         }
+    }
+
+    /// Compresses request messages with `compression` (one tonic lacks:
+    /// brotli or snappy).
+    pub(crate) fn compress(mut self, compression: Option<Compression>) -> Self {
+        self.compress = compression;
+        self
+    }
+
+    /// Sends messages in `codec`.
+    pub(crate) fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// In Connect, calls methods marked `NO_SIDE_EFFECTS` with GET (the
+    /// message in the query, so that caches and CDNs can serve them).
+    pub(crate) fn connect_get(mut self, get: bool) -> Self {
+        self.connect_get = get;
+        self
     }
 }
 
@@ -160,20 +250,117 @@ impl Service<Request<Body>> for Link {
         if let Some((name, value)) = wire_timeout {
             request.headers_mut().insert(name, value);
         }
-        match &mut self.kind {
+        // In JSON, each message is turned into JSON before the protocol's
+        // translation, and back after it.
+        // A method whose descriptors the library lacks (a reflection call,
+        // another server's service) goes in protobuf.
+        let json = match self.codec {
+            Codec::Proto => None,
+            Codec::Json => SCHEMAS.method(request.uri().path()),
+        };
+        let output = json.map(|schema| {
+            request = to_json(std::mem::take(&mut request), &schema.input);
+            schema.output.clone()
+        });
+        let codec = if json.is_some() {
+            Codec::Json
+        } else {
+            Codec::Proto
+        };
+        if let Some(compression) = self.compress {
+            request = compressed(request, compression);
+        }
+        // Servers may answer in the compression they were sent (Connect's do).
+        let decompress = self.compress.is_some();
+        let call: Self::Future = match &mut self.kind {
             LinkKind::Grpc(channel) => {
                 let call = channel.call(request);
-                Box::pin(async move { Ok(call.await?) })
+                Box::pin(async move { Ok(call.await?.map(Body::new)) })
             }
             LinkKind::Translated { protocol, http } => {
                 let http = http.clone();
                 match protocol {
-                    Protocol::GrpcWeb => Box::pin(grpc_web(http, request)),
-                    Protocol::Connect | Protocol::Grpc => Box::pin(connect_call(http, request)),
+                    Protocol::GrpcWeb => Box::pin(grpc_web(http, request, codec)),
+                    Protocol::Connect | Protocol::Grpc => {
+                        Box::pin(connect_call(http, request, self.connect_get, codec))
+                    }
                 }
             }
+        };
+        if output.is_none() && !decompress {
+            return call;
         }
+        Box::pin(async move {
+            let mut response = call.await?;
+            if decompress {
+                response = decompressed(response);
+            }
+            Ok(match output {
+                None => response,
+                Some(output) => from_json(response, output),
+            })
+        })
     }
+}
+
+/// A gRPC answer in a compression tonic lacks, decompressed (others pass).
+fn decompressed(response: Response<Body>) -> Response<Body> {
+    let compression = compression_of(response.headers(), &grpc_header::ENCODING);
+    if compression.in_tonic() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(grpc_header::ENCODING);
+    let body =
+        Envelopes::new(body, Translate::Messages, compression).converting(Convert::Decompress);
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// A gRPC request whose messages go on compressed with `compression`.
+fn compressed(request: Request<Body>, compression: Compression) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let already = compression_of(&parts.headers, &grpc_header::ENCODING);
+    parts.headers.insert(
+        grpc_header::ENCODING,
+        HeaderValue::from_static(compression.name()),
+    );
+    // And answers are welcome in it too.
+    let accept = match parts.headers.get(grpc_header::ACCEPT_ENCODING) {
+        Some(accept) => format!(
+            "{},{}",
+            accept.to_str().unwrap_or_default(),
+            compression.name()
+        ),
+        None => compression.name().to_owned(),
+    };
+    if let Ok(accept) = HeaderValue::try_from(accept) {
+        parts.headers.insert(grpc_header::ACCEPT_ENCODING, accept);
+    }
+    let body = Envelopes::new(body, Translate::Messages, already)
+        .converting(Convert::Compress(compression));
+    Request::from_parts(parts, Body::new(body))
+}
+
+/// A gRPC request whose protobuf messages go on in JSON.
+fn to_json(request: Request<Body>, input: &MessageDescriptor) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let compression = compression_of(&parts.headers, &grpc_header::ENCODING);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc+json"),
+    );
+    let body = Envelopes::new(body, Translate::Messages, compression)
+        .converting(Convert::ToJson(input.clone()));
+    Request::from_parts(parts, Body::new(body))
+}
+
+/// A gRPC answer whose JSON messages go on as protobuf.
+fn from_json(response: Response<Body>, output: MessageDescriptor) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let compression = compression_of(&parts.headers, &grpc_header::ENCODING);
+    let body = Envelopes::new(body, Translate::Messages, compression)
+        .converting(Convert::FromJson(output));
+    Response::from_parts(parts, Body::new(body))
 }
 
 impl Http {
@@ -195,7 +382,10 @@ impl Http {
                 );
                 *request.uri_mut() = Uri::from_parts(parts)?;
                 *request.version_mut() = http::Version::HTTP_11;
-                let response = http1.client.request(request).await?;
+                let response = match &http1.client {
+                    Http1Client::Plain(client) => client.request(request).await?,
+                    Http1Client::Tls(client) => client.request(request).await?,
+                };
                 Ok(response.map(Body::new))
             }
         }
@@ -203,41 +393,55 @@ impl Http {
 }
 
 /// A gRPC call sent as gRPC-Web (tonic-web's client translation).
-async fn grpc_web(http: Http, request: Request<Body>) -> Result<Response<Body>, BoxError> {
-    let mut web = tonic_web::GrpcWebClientLayer::new().layer(tower::service_fn(
-        move |request: Request<_>| http.clone().send(request.map(Body::new)),
-    ));
+async fn grpc_web(
+    http: Http,
+    request: Request<Body>,
+    codec: Codec,
+) -> Result<Response<Body>, BoxError> {
+    let mut web =
+        tonic_web::GrpcWebClientLayer::new().layer(tower::service_fn(
+            move |mut request: Request<_>| {
+                let http = http.clone();
+                async move {
+                    if codec != Codec::Proto {
+                        // tonic-web names the binary codec only.
+                        let content_type = format!("application/grpc-web+{}", codec.name());
+                        request
+                            .headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::try_from(content_type)?);
+                    }
+                    let response = http.send(request.map(Body::new)).await?;
+                    let compression = compression_of(response.headers(), &grpc_header::ENCODING);
+                    Ok::<_, BoxError>(response.map(|body| {
+                        Body::new(Envelopes::new(body, Translate::GrpcWeb, compression))
+                    }))
+                }
+            },
+        ));
     let response = web.call(request).await?;
     Ok(response.map(Body::new))
 }
 
-/// The unary methods of the contract and the health service: the Connect
-/// unary protocol is for them, the streaming one for every other method.
-static UNARY_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    [
-        grpc_echo::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-    ]
-    .into_iter()
-    .filter_map(|set| prost_types::FileDescriptorSet::decode(set).ok())
-    .flat_map(|set| set.file)
-    .flat_map(|file| {
-        let package = file.package().to_owned();
-        file.service.into_iter().flat_map(move |service| {
-            let prefix = format!("/{package}.{}/", service.name());
-            service
-                .method
-                .into_iter()
-                .filter(|method| !method.client_streaming() && !method.server_streaming())
-                .map(move |method| format!("{prefix}{}", method.name()))
-        })
-    })
-    .collect()
-});
+/// The methods of the contract and the health service: how each streams
+/// (the Connect unary protocol is for unary methods), which have no side
+/// effects (Connect GET), which answer once, and their JSON mapping.
+pub(crate) static SCHEMAS: Schemas = Schemas::new(&[
+    grpc_echo::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+]);
 
 /// A gRPC call sent in Connect.
-async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Body>, BoxError> {
-    let unary = UNARY_METHODS.contains(request.uri().path());
+/// With `get`, a method without side effects is called with GET.
+async fn connect_call(
+    http: Http,
+    request: Request<Body>,
+    get: bool,
+    codec: Codec,
+) -> Result<Response<Body>, BoxError> {
+    // The Connect unary protocol is for unary methods, the streaming one for the rest.
+    let schema = SCHEMAS.method(request.uri().path());
+    let unary = schema.is_some_and(MethodSchema::is_unary);
+    let get = get && schema.is_some_and(|schema| schema.no_side_effects);
     let (mut parts, body) = request.into_parts();
     let encoding = parts.headers.remove(grpc_header::ENCODING);
     let accept = parts.headers.remove(grpc_header::ACCEPT_ENCODING);
@@ -249,7 +453,7 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
     if !unary {
         parts.headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/connect+proto"),
+            HeaderValue::try_from(format!("application/connect+{}", codec.name()))?,
         );
         if let Some(encoding) = encoding {
             parts
@@ -262,7 +466,7 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
                 .insert(connect::ACCEPT_ENCODING_HEADER, accept);
         }
         let response = http.send(Request::from_parts(parts, body)).await?;
-        return stream_answer(response).await;
+        return stream_answer(response, codec).await;
     }
 
     // Unary: the one enveloped message, bare.
@@ -275,17 +479,39 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
     else {
         return Err(Status::internal("a unary request without its message").into());
     };
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/proto"),
-    );
-    if let Some(encoding) = encoding.filter(|_| compressed) {
-        parts.headers.insert(header::CONTENT_ENCODING, encoding);
-    }
+    let encoding = encoding.filter(|_| compressed);
     if let Some(accept) = accept {
         parts.headers.insert(header::ACCEPT_ENCODING, accept);
     }
-    let response = http.send(Request::from_parts(parts, full(message))).await?;
+    let body = if get {
+        // The message goes in the query, and the request has no body.
+        let mut query = format!(
+            "connect=v1&encoding={}&base64=1&message={}",
+            codec.name(),
+            URL_SAFE_NO_PAD.encode(&message)
+        );
+        if let Some(encoding) = &encoding {
+            query.push_str("&compression=");
+            query.push_str(encoding.to_str().unwrap_or("identity"));
+        }
+        let path_and_query = PathAndQuery::try_from(format!("{}?{query}", parts.uri.path()))?;
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri)?;
+        parts.method = http::Method::GET;
+        parts.headers.remove(header::CONTENT_TYPE);
+        full(Bytes::new())
+    } else {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::try_from(format!("application/{}", codec.name()))?,
+        );
+        if let Some(encoding) = encoding {
+            parts.headers.insert(header::CONTENT_ENCODING, encoding);
+        }
+        full(message)
+    };
+    let response = http.send(Request::from_parts(parts, body)).await?;
     let (mut answer, body) = response.into_parts();
     let collected = body.collect().await?.to_bytes();
     // Trailers come as `trailer-` headers; the rest are the headers.
@@ -307,10 +533,22 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
     }
     answer.headers = headers;
     if !answer.status.is_success() {
-        let status = connect_error(answer.status.as_u16(), &collected);
-        let mut response = status.into_http::<Body>();
-        response.headers_mut().extend(trailers);
-        return Ok(response);
+        // The error body is in the answer's content encoding.
+        let compression = compression_of(&answer.headers, &header::CONTENT_ENCODING);
+        let status = compression
+            .decompress(&collected, MAX_END_MESSAGE)
+            .map(|body| connect_error(answer.status.as_u16(), &body))
+            .unwrap_or_else(|error| Status::internal(format!("the error answer: {error}")));
+        return Ok(failed_answer(answer, status, trailers));
+    }
+    if !in_codec(&answer.headers, "application/", codec) {
+        let status = not_connect(
+            answer.status.as_u16(),
+            &answer.headers,
+            "application/",
+            codec,
+        );
+        return Ok(failed_answer(answer, status, trailers));
     }
     let compressed = match answer.headers.remove(header::CONTENT_ENCODING) {
         Some(encoding) if encoding != "identity" => {
@@ -333,12 +571,26 @@ async fn connect_call(http: Http, request: Request<Body>) -> Result<Response<Bod
 
 /// A Connect stream's answer as gRPC: its messages, then its end-of-stream
 /// message as trailers.
-pub(crate) async fn stream_answer(response: Response<Body>) -> Result<Response<Body>, BoxError> {
+pub(crate) async fn stream_answer(
+    response: Response<Body>,
+    codec: Codec,
+) -> Result<Response<Body>, BoxError> {
     let (mut answer, body) = response.into_parts();
     if !answer.status.is_success() {
         let collected = body.collect().await?.to_bytes();
-        return Ok(connect_error(answer.status.as_u16(), &collected).into_http());
+        let status = connect_error(answer.status.as_u16(), &collected);
+        return Ok(failed_answer(answer, status, HeaderMap::new()));
     }
+    if !in_codec(&answer.headers, "application/connect+", codec) {
+        let status = not_connect(
+            answer.status.as_u16(),
+            &answer.headers,
+            "application/connect+",
+            codec,
+        );
+        return Ok(failed_answer(answer, status, HeaderMap::new()));
+    }
+    let compression = compression_of(&answer.headers, &connect::CONTENT_ENCODING_HEADER);
     if let Some(encoding) = answer.headers.remove(connect::CONTENT_ENCODING_HEADER) {
         answer.headers.insert(grpc_header::ENCODING, encoding);
     }
@@ -348,31 +600,101 @@ pub(crate) async fn stream_answer(response: Response<Body>) -> Result<Response<B
     );
     Ok(Response::from_parts(
         answer,
-        Body::new(ConnectStream {
-            inner: body,
-            messages: MessageSplitter::default(),
-            ended: false,
-        }),
+        Body::new(Envelopes::new(body, Translate::Connect, compression)),
     ))
 }
 
-/// The status a Connect error body (or, without one, its HTTP status) stands for.
-pub(crate) fn connect_error(http_status: u16, body: &[u8]) -> Status {
-    let Ok(error) = serde_json::from_slice::<serde_json::Value>(body) else {
-        let code = connect::code_of_http_status(http_status);
-        return Status::new(Code::from(code), format!("HTTP {http_status}"));
+/// The compression `name` in `headers` says the messages are in (identity
+/// when it names none this library knows: the message that needs it fails).
+fn compression_of(headers: &HeaderMap, name: &HeaderName) -> Compression {
+    headers
+        .get(name)
+        .and_then(|value| Compression::from_name(value.as_bytes()))
+        .unwrap_or(Compression::Identity)
+}
+
+/// A Connect answer that failed, as gRPC: its headers, then a body of
+/// nothing but trailers (the status and the answer's own trailers), so that
+/// a caller sees headers and trailers apart, as in gRPC.
+fn failed_answer(
+    mut answer: http::response::Parts,
+    status: Status,
+    trailers: HeaderMap,
+) -> Response<Body> {
+    let mut end = status.into_http::<Body>().into_parts().0.headers;
+    end.remove(header::CONTENT_TYPE);
+    for (name, value) in &trailers {
+        end.append(name, value.clone());
+    }
+    answer.status = http::StatusCode::OK;
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        connect::CONTENT_ENCODING_HEADER,
+    ] {
+        answer.headers.remove(name);
+    }
+    answer.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let body = http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .with_trailers(std::future::ready(Some(Ok(end))));
+    Response::from_parts(answer, Body::new(body))
+}
+
+/// Whether `headers` give the content type `prefix` then `codec`'s name
+/// (parameters such as `; charset=utf-8` aside).
+fn in_codec(headers: &HeaderMap, prefix: &str, codec: Codec) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix(prefix))
+        .is_some_and(|rest| rest.split(';').next().map(str::trim) == Some(codec.name()))
+}
+
+/// The status of an answer whose content type is not the call's: INTERNAL
+/// when it is Connect in the other codec (`prefix` then its name), else from
+/// its HTTP status, as the Connect protocol maps it.
+fn not_connect(http_status: u16, headers: &HeaderMap, prefix: &str, codec: Codec) -> Status {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let other = match codec {
+        Codec::Proto => Codec::Json,
+        Codec::Json => Codec::Proto,
     };
-    status_of(&error)
+    if in_codec(headers, prefix, other) {
+        return Status::internal(format!(
+            "the answer is in another codec than asked (content type {content_type:?})"
+        ));
+    }
+    let code = connect::code_of_http_status(http_status);
+    Status::new(
+        Code::from(code),
+        format!("the answer is not Connect (HTTP {http_status}, content type {content_type:?})"),
+    )
+}
+
+/// The status a Connect error body stands for; what it lacks (the body
+/// itself, or a code this library knows) comes from its HTTP status.
+pub(crate) fn connect_error(http_status: u16, body: &[u8]) -> Status {
+    let fallback = Code::from(connect::code_of_http_status(http_status));
+    let Ok(error) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Status::new(fallback, format!("HTTP {http_status}"));
+    };
+    status_of(&error, fallback)
 }
 
 /// The status of a Connect error object (`code`, `message`, `details`).
-/// An error is never OK: a missing, unknown or `ok` code is UNKNOWN.
-fn status_of(error: &serde_json::Value) -> Status {
+/// An error is never OK: a missing, unknown or `ok` code is `fallback`.
+fn status_of(error: &serde_json::Value, fallback: Code) -> Status {
     let code = error["code"]
         .as_str()
         .and_then(connect::code_of)
         .filter(|&code| code != Code::Ok as i32)
-        .unwrap_or(Code::Unknown as i32);
+        .unwrap_or(fallback as i32);
     let message = error["message"].as_str().unwrap_or_default().to_owned();
     let details: Vec<prost_types::Any> = error["details"]
         .as_array()
@@ -401,9 +723,14 @@ fn status_of(error: &serde_json::Value) -> Status {
 /// The trailers of a Connect end-of-stream message.
 pub(crate) fn end_stream_trailers(json: &[u8]) -> HeaderMap {
     let end: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
-    let mut trailers = match end.get("error") {
+    // `"error": null` is no error.
+    let mut trailers = match end.get("error").filter(|error| !error.is_null()) {
         Some(error) => {
-            let mut status = status_of(error).into_http::<Body>().into_parts().0.headers;
+            let mut status = status_of(error, Code::Unknown)
+                .into_http::<Body>()
+                .into_parts()
+                .0
+                .headers;
             status.remove(header::CONTENT_TYPE);
             status
         }
@@ -422,18 +749,143 @@ pub(crate) fn end_stream_trailers(json: &[u8]) -> HeaderMap {
     trailers
 }
 
+/// The trailers of a gRPC-Web trailers message: `name: value` lines, a
+/// name as often as it has values.
+fn web_trailers(block: &[u8]) -> Result<HeaderMap, Status> {
+    let mut trailers = HeaderMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = line.iter().position(|&b| b == b':').and_then(|colon| {
+            let name = HeaderName::from_bytes(&line[..colon].to_ascii_lowercase()).ok()?;
+            let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+            Some((name, value))
+        });
+        let Some((name, value)) = parsed else {
+            return Err(Status::internal(format!(
+                "a gRPC-Web trailer that is not `name: value`: {:?}",
+                String::from_utf8_lossy(line)
+            )));
+        };
+        trailers.append(name, value);
+    }
+    Ok(trailers)
+}
+
+/// What an answer's envelopes are translated from.
+#[derive(Debug, Clone, Copy)]
+enum Translate {
+    /// gRPC-Web: its trailers message (compressed or not) becomes trailers
+    /// here, as tonic-web's own reading keeps one value a name and no
+    /// compressed trailers.
+    GrpcWeb,
+    /// Connect streaming: its end-of-stream message (compressed or not)
+    /// becomes trailers, and the body must end with one.
+    Connect,
+    /// gRPC: messages only (trailers are HTTP's).
+    Messages,
+}
+
+/// What is done to each message on its way.
+#[derive(Debug, Clone)]
+enum Convert {
+    /// Protobuf to JSON, as the type describes.
+    ToJson(MessageDescriptor),
+    /// JSON to protobuf.
+    FromJson(MessageDescriptor),
+    /// Compressed with this (the flag set).
+    Compress(Compression),
+    /// Decompressed (the flag cleared).
+    Decompress,
+}
+
+impl Convert {
+    /// The converted message in its envelope: a request compressed as it
+    /// came (the server may insist), an answer for tonic uncompressed.
+    fn envelope(&self, flags: u8, compression: Compression, message: &[u8]) -> Bytes {
+        match self {
+            Self::ToJson(_) if flags & FLAG_COMPRESSED != 0 => {
+                framing::envelope(FLAG_COMPRESSED, &compression.compress(message))
+            }
+            Self::Compress(compression) => {
+                framing::envelope(FLAG_COMPRESSED, &compression.compress(message))
+            }
+            _ => framing::envelope(0, message),
+        }
+    }
+
+    fn apply(&self, message: &[u8]) -> Result<Bytes, Status> {
+        match self {
+            Self::Compress(_) | Self::Decompress => Ok(Bytes::copy_from_slice(message)),
+            Self::ToJson(desc) => schemas::proto_to_json(desc, message)
+                .map_err(|error| Status::internal(error.to_string())),
+            Self::FromJson(desc) => schemas::json_to_proto(desc, message)
+                .map_err(|error| Status::internal(format!("the answer: {error}"))),
+        }
+    }
+}
+
+/// Flag of an envelope whose payload is compressed.
+const FLAG_COMPRESSED: u8 = 0x01;
+/// Flag of gRPC-Web's trailers envelope.
+const FLAG_WEB_TRAILERS: u8 = 0x80;
+/// A trailers or end-of-stream message larger than this is refused.
+const MAX_END_MESSAGE: usize = 4 << 20;
+/// A message converted to or from JSON larger than this (decompressed) is
+/// refused; tonic then holds the caller's own limit.
+const MAX_MESSAGE: usize = 64 << 20;
+
 pin_project! {
-    /// A Connect stream's body as gRPC's: messages pass; the end-of-stream
-    /// message becomes trailers.
-    struct ConnectStream {
+    /// An answer's body cut into whole envelopes: messages pass as they
+    /// came; the one that ends the stream is read as `translate` says.
+    struct Envelopes {
         #[pin]
         inner: Body,
         messages: MessageSplitter,
+        translate: Translate,
+        compression: Compression,
+        convert: Option<Convert>,
+        // A frame that waits for the data before it.
+        held: Option<Frame<Bytes>>,
         ended: bool,
     }
 }
 
-impl http_body::Body for ConnectStream {
+impl Envelopes {
+    fn new(inner: Body, translate: Translate, compression: Compression) -> Self {
+        Self {
+            inner,
+            messages: MessageSplitter::default(),
+            translate,
+            compression,
+            convert: None,
+            held: None,
+            ended: false,
+        }
+    }
+
+    /// Each message converted as `convert` says.
+    fn converting(mut self, convert: Convert) -> Self {
+        self.convert = Some(convert);
+        self
+    }
+}
+
+/// The payload of an envelope, decompressed (up to `max` bytes) when its
+/// flags say so.
+fn payload_of(envelope: &Bytes, compression: Compression, max: usize) -> Result<Bytes, Status> {
+    let payload = envelope.slice(HEADER_LEN..);
+    if envelope[0] & FLAG_COMPRESSED == 0 {
+        return Ok(payload);
+    }
+    compression
+        .decompress(&payload, max)
+        .map_err(|error| Status::internal(format!("a message: {error}")))
+}
+
+impl http_body::Body for Envelopes {
     type Data = Bytes;
     type Error = Status;
 
@@ -443,29 +895,64 @@ impl http_body::Body for ConnectStream {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let mut this = self.project();
         loop {
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
             if *this.ended {
                 return Poll::Ready(None);
             }
             if let Some(envelope) = this.messages.next_envelope() {
-                if envelope[0] & FLAG_END_STREAM != 0 {
-                    *this.ended = true;
-                    let trailers = end_stream_trailers(&envelope[HEADER_LEN..]);
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                }
-                return Poll::Ready(Some(Ok(Frame::data(envelope))));
+                let flags = envelope[0];
+                let frame = match *this.translate {
+                    Translate::Connect if flags & FLAG_END_STREAM != 0 => {
+                        *this.ended = true;
+                        payload_of(&envelope, *this.compression, MAX_END_MESSAGE)
+                            .map(|json| Frame::trailers(end_stream_trailers(&json)))
+                    }
+                    Translate::GrpcWeb if flags & FLAG_WEB_TRAILERS != 0 => {
+                        *this.ended = true;
+                        payload_of(&envelope, *this.compression, MAX_END_MESSAGE)
+                            .and_then(|block| web_trailers(&block))
+                            .map(Frame::trailers)
+                    }
+                    _ => match this.convert {
+                        Some(convert) => payload_of(&envelope, *this.compression, MAX_MESSAGE)
+                            .and_then(|message| convert.apply(&message))
+                            .map(|message| {
+                                Frame::data(convert.envelope(flags, *this.compression, &message))
+                            }),
+                        None => Ok(Frame::data(envelope)),
+                    },
+                };
+                return Poll::Ready(Some(frame));
             }
             match ready!(this.inner.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        this.messages.push(data);
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.messages.push(data),
+                    // HTTP trailers (gRPC's) pass after what is left of the
+                    // messages (only a cut one can be).
+                    Err(frame) => {
+                        let rest = this.messages.take_rest();
+                        if rest.is_empty() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        *this.held = Some(frame);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
-                }
+                },
                 Some(Err(status)) => return Poll::Ready(Some(Err(status))),
                 None => {
                     *this.ended = true;
-                    return Poll::Ready(Some(Err(Status::internal(
-                        "the Connect stream ended without its end-of-stream message",
-                    ))));
+                    let rest = this.messages.take_rest();
+                    return Poll::Ready(match this.translate {
+                        Translate::Connect => Some(Err(Status::internal(
+                            "the Connect stream ended without its end-of-stream message",
+                        ))),
+                        // Whatever is left (a cut envelope) is tonic's to refuse.
+                        Translate::GrpcWeb | Translate::Messages => {
+                            (!rest.is_empty()).then(|| Ok(Frame::data(rest)))
+                        }
+                    });
                 }
             }
         }
@@ -481,10 +968,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_unary_methods_are_known() {
-        assert!(UNARY_METHODS.contains("/echo.v1.EchoService/Echo"));
-        assert!(UNARY_METHODS.contains("/grpc.health.v1.Health/Check"));
-        assert!(!UNARY_METHODS.contains("/echo.v1.EchoService/ServerStream"));
+    fn the_methods_are_known_by_shape() {
+        assert!(
+            SCHEMAS
+                .method("/echo.v1.EchoService/Echo")
+                .unwrap()
+                .is_unary()
+        );
+        assert!(
+            SCHEMAS
+                .method("/grpc.health.v1.Health/Check")
+                .unwrap()
+                .is_unary()
+        );
+        let stream = SCHEMAS.method("/echo.v1.EchoService/ServerStream").unwrap();
+        assert!(stream.server_streaming && !stream.client_streaming);
+        assert!(SCHEMAS.method("/no.Such/Method").is_none());
+        let get = "/connectrpc.conformance.v1.ConformanceService/IdempotentUnary";
+        assert!(SCHEMAS.method(get).unwrap().no_side_effects);
+        let unary = "/connectrpc.conformance.v1.ConformanceService/Unary";
+        assert!(!SCHEMAS.method(unary).unwrap().no_side_effects);
     }
 
     #[test]

@@ -8,13 +8,21 @@
 //! requirement and message limit asked for, writes the length-prefixed
 //! `ServerCompatResponse` to stdout and serves until SIGTERM.
 //!
+//! `echo-conformance client` reads `ClientCompatRequest`s from stdin until it
+//! ends, makes each call with the echo-client library (its protocols, HTTP
+//! versions, compressions, TLS, deadlines, metadata) against the runner's
+//! reference server, and writes a `ClientCompatResponse` for each.
+//!
 //! # Layout
 //!
 //! - `main.rs`: the subcommands and the server mode.
+//! - `client.rs`: the client mode.
 //! - `framing.rs`: the runner's length-prefixed messages on stdin and stdout.
-//! - `server.config.yaml`: the features the server mode claims, for the runner.
+//! - `server.config.yaml`, `client.config.yaml`: the features each mode
+//!   claims, for the runner.
 #![forbid(unsafe_code)]
 
+mod client;
 mod framing;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +44,8 @@ struct Cli {
 enum Mode {
     /// Start echo-server as the runner's ServerCompatRequest (on stdin) asks.
     Server,
+    /// Make the calls the runner's ClientCompatRequests (on stdin) ask for.
+    Client,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = echo_wire::runtime::build(None).context("cannot start the runtime")?;
     match cli.mode {
         Mode::Server => runtime.block_on(server()),
+        Mode::Client => runtime.block_on(client::run()),
     }
 }
 

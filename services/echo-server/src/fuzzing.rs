@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::error::ServeError;
 use crate::layers::{BehaviorLayer, Tokens};
 use crate::ops::stats::Stats;
+use echo_wire::compression::DecompressError;
+
 use crate::protocol::envelope::{self, Compression};
 use crate::protocol::json::{json_to_proto, pool, proto_to_json};
 use crate::server::{Incoming, Server};
@@ -52,7 +54,7 @@ pub fn behavior_fault(headers: &http::HeaderMap) -> Result<bool, Status> {
 
 /// `bytes` decompressed with gzip (`zstd` false) or zstd, refused past `max`
 /// bytes, as a message is read.
-pub fn decompress(zstd: bool, bytes: &[u8], max: usize) -> Result<Bytes, Status> {
+pub fn decompress(zstd: bool, bytes: &[u8], max: usize) -> Result<Bytes, DecompressError> {
     let compression = if zstd {
         Compression::Zstd
     } else {

@@ -4,11 +4,11 @@
 //! end-of-stream message.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+pub(crate) use echo_wire::compression::Compression;
 use echo_wire::framing::{HEADER_LEN, envelope, header};
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
@@ -18,57 +18,12 @@ use tonic::Status;
 
 use super::connect::status::end_stream;
 use super::json::{json_to_proto, proto_to_json};
-use super::shared::too_large;
+use super::shared::{too_large, undecompressed};
 
 /// Envelope flag: the message is compressed.
 pub(crate) const FLAG_COMPRESSED: u8 = 0x01;
 /// Envelope flag (gRPC-Web): the trailers.
 const FLAG_TRAILERS: u8 = 0x80;
-
-/// A message compression named by `grpc-encoding` or its Connect equivalents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compression {
-    Identity,
-    Gzip,
-    Zstd,
-    /// zlib-wrapped DEFLATE (RFC 1950), as HTTP's `deflate` and tonic's are.
-    Deflate,
-}
-
-impl Compression {
-    /// The compression `name` names; None if the server does not know it.
-    pub(crate) fn from_name(name: &[u8]) -> Option<Self> {
-        match name {
-            b"identity" => Some(Self::Identity),
-            b"gzip" => Some(Self::Gzip),
-            b"zstd" => Some(Self::Zstd),
-            b"deflate" => Some(Self::Deflate),
-            _ => None,
-        }
-    }
-
-    /// `bytes` decompressed, refused past `max` bytes.
-    pub(crate) fn decompress(self, bytes: &[u8], max: usize) -> Result<Bytes, Status> {
-        let mut out = Vec::new();
-        let limit = max as u64 + 1;
-        let read = match self {
-            Self::Identity => return Ok(Bytes::copy_from_slice(bytes)),
-            Self::Gzip => flate2::read::GzDecoder::new(bytes)
-                .take(limit)
-                .read_to_end(&mut out),
-            Self::Zstd => zstd::Decoder::new(bytes)
-                .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
-            Self::Deflate => flate2::read::ZlibDecoder::new(bytes)
-                .take(limit)
-                .read_to_end(&mut out),
-        };
-        read.map_err(|err| Status::internal(format!("cannot decompress the message: {err}")))?;
-        if out.len() > max {
-            return Err(too_large(max));
-        }
-        Ok(out.into())
-    }
-}
 
 pin_project! {
     /// A request body whose zero-length messages marked compressed are
@@ -180,6 +135,9 @@ pub(crate) enum Rewrite {
     JsonToProto(MessageDescriptor, Compression),
     /// Protobuf messages become JSON.
     ProtoToJson(MessageDescriptor),
+    /// Messages flagged compressed (with `.0`, one tonic lacks) go on
+    /// decompressed.
+    Decompress(Compression),
 }
 
 /// What happens to the trailers.
@@ -242,12 +200,20 @@ impl<B> Rewritten<B> {
                 Rewrite::Keep => None,
                 Rewrite::JsonToProto(desc, compression) => {
                     let json = if flags & FLAG_COMPRESSED != 0 {
-                        compression.decompress(&message, max)?
+                        compression
+                            .decompress(&message, max)
+                            .map_err(undecompressed)?
                     } else {
                         message.clone()
                     };
                     Some(json_to_proto(desc, &json)?)
                 }
+                Rewrite::Decompress(compression) if flags & FLAG_COMPRESSED != 0 => Some(
+                    compression
+                        .decompress(&message, max)
+                        .map_err(undecompressed)?,
+                ),
+                Rewrite::Decompress(_) => None,
                 Rewrite::ProtoToJson(desc) => {
                     if flags & FLAG_COMPRESSED != 0 {
                         return Err(Status::internal("a compressed answer cannot become JSON"));

@@ -138,17 +138,41 @@ fn enveloped<B>(request: &Request<B>, kind: Kind) -> bool {
     }
 }
 
-/// Whether `request` (of protocol `kind`) sends enveloped messages in zstd:
-/// those are the bodies where an empty message may arrive as zero bytes
-/// marked compressed (see [`EmptyUncompressed`]).
-fn zstd_messages<B>(request: &Request<B>, kind: Kind) -> bool {
+/// The compression `request` (of protocol `kind`) names for its enveloped
+/// messages, as its header spells it.
+fn message_encoding<B>(request: &Request<B>, kind: Kind) -> Option<&[u8]> {
     let encoding = match kind {
         Kind::ConnectStream(_) => request
             .headers()
             .get(&echo_wire::connect::CONTENT_ENCODING_HEADER),
         _ => request.headers().get(&grpc_header::ENCODING),
     };
-    encoding.is_some_and(|encoding| encoding.as_bytes() == b"zstd") && enveloped(request, kind)
+    encoding
+        .map(HeaderValue::as_bytes)
+        .filter(|_| enveloped(request, kind))
+}
+
+/// A gRPC request whose messages are in a compression tonic lacks (brotli,
+/// snappy): they go on to the services decompressed, the header gone (tonic
+/// would refuse the call). Every translated request passes here.
+fn decompressed_for_tonic(request: Request<Body>, max_message_size: usize) -> Request<Body> {
+    let Some(compression) = request
+        .headers()
+        .get(&grpc_header::ENCODING)
+        .and_then(|name| Compression::from_name(name.as_bytes()))
+        .filter(|compression| !compression.in_tonic())
+    else {
+        return request;
+    };
+    let (mut parts, body) = request.into_parts();
+    parts.headers.remove(grpc_header::ENCODING);
+    let body = Rewritten::new(
+        body,
+        Rewrite::Decompress(compression),
+        Ending::Keep,
+        max_message_size,
+    );
+    Request::from_parts(parts, Body::new(body))
 }
 
 fn classify<B>(request: &Request<B>) -> Kind {
@@ -217,12 +241,22 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let kind = classify(&request);
-        let request = if zstd_messages(&request, kind) {
+        let encoding = message_encoding(&request, kind);
+        // zstd: an empty message may arrive as zero bytes marked compressed
+        // (see [`EmptyUncompressed`]).
+        let zstd = encoding == Some(b"zstd");
+        // Messages in a compression tonic lacks take the translated path,
+        // which decompresses them.
+        let in_tonic = encoding
+            .and_then(Compression::from_name)
+            .is_none_or(Compression::in_tonic);
+        let request = if zstd {
             request.map(|body| Body::new(EmptyUncompressed::new(body)))
         } else {
             request
         };
         if kind == Kind::Grpc
+            && in_tonic
             && request.version() == Version::HTTP_2
             && request.method() == Method::POST
         {
@@ -253,7 +287,7 @@ where
 async fn translate<S>(
     kind: Kind,
     request: Request<Body>,
-    mut inner: S,
+    inner: S,
     shared: Arc<Settings>,
 ) -> Result<Response<Body>, S::Error>
 where
@@ -261,6 +295,7 @@ where
     S::Future: Send + 'static,
 {
     let (max, max_answer) = (shared.max_message_size, shared.max_answer_size);
+    let mut inner = inner.map_request(move |request| decompressed_for_tonic(request, max));
     match kind {
         Kind::Grpc | Kind::GrpcJson | Kind::GrpcWeb | Kind::GrpcWebJson
             if request.method() != Method::POST =>

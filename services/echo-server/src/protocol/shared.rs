@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use echo_wire::compression::DecompressError;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -61,6 +62,14 @@ pub(crate) fn method_not_allowed(allow: &'static str, text: &str) -> Response<Bo
 /// The error for a message over the size limit.
 pub(crate) fn too_large(max: usize) -> Status {
     Status::resource_exhausted(format!("message larger than the limit of {max} bytes"))
+}
+
+/// The status of a message that would not decompress.
+pub(crate) fn undecompressed(error: DecompressError) -> Status {
+    match error {
+        DecompressError::TooLarge { max } => too_large(max),
+        corrupt @ DecompressError::Corrupt(_) => Status::internal(corrupt.to_string()),
+    }
 }
 
 /// A body of `bytes`, then nothing.

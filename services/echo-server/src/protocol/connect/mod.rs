@@ -23,7 +23,9 @@ use echo_wire::headers as grpc_header;
 
 use super::envelope::{Compression, Ending, FLAG_COMPRESSED, Rewrite, Rewritten, split_all};
 use super::json::{MethodSchema, Schemas, json_to_proto, proto_to_json};
-use super::shared::{GRPC_CONTENT_TYPE, full, grpc_request_headers, plain, too_large};
+use super::shared::{
+    GRPC_CONTENT_TYPE, full, grpc_request_headers, plain, too_large, undecompressed,
+};
 use crate::context::UnknownRoute;
 use lenient_base64::{BASE64, BASE64_URL};
 use status::{end_stream, error_response, grpc_status, metadata};
@@ -191,7 +193,8 @@ async fn unary_request(
         (Codec::Json, Some(schema)) => {
             let json = call_parts
                 .compression
-                .decompress(&message, max_message_size)?;
+                .decompress(&message, max_message_size)
+                .map_err(undecompressed)?;
             (0, json_to_proto(&schema.input, &json)?)
         }
     };
@@ -383,7 +386,7 @@ fn compression_of(name: Option<&[u8]>) -> Result<Compression, Status> {
         None => Ok(Compression::Identity),
         Some(name) => Compression::from_name(name).ok_or_else(|| {
             Status::unimplemented(format!(
-                "compression {:?} is not supported (gzip, zstd, deflate, identity)",
+                "compression {:?} is not supported (gzip, zstd, deflate, br, snappy, identity)",
                 String::from_utf8_lossy(name)
             ))
         }),
