@@ -541,13 +541,7 @@ async fn connect_call(
             .unwrap_or_else(|error| Status::internal(format!("the error answer: {error}")));
         return Ok(failed_answer(answer, status, trailers));
     }
-    if !in_codec(&answer.headers, "application/", codec) {
-        let status = not_connect(
-            answer.status.as_u16(),
-            &answer.headers,
-            "application/",
-            codec,
-        );
+    if let Some(status) = not_in_codec(&answer, "application/", codec) {
         return Ok(failed_answer(answer, status, trailers));
     }
     let compressed = match answer.headers.remove(header::CONTENT_ENCODING) {
@@ -581,13 +575,7 @@ pub(crate) async fn stream_answer(
         let status = connect_error(answer.status.as_u16(), &collected);
         return Ok(failed_answer(answer, status, HeaderMap::new()));
     }
-    if !in_codec(&answer.headers, "application/connect+", codec) {
-        let status = not_connect(
-            answer.status.as_u16(),
-            &answer.headers,
-            "application/connect+",
-            codec,
-        );
+    if let Some(status) = not_in_codec(&answer, "application/connect+", codec) {
         return Ok(failed_answer(answer, status, HeaderMap::new()));
     }
     let compression = compression_of(&answer.headers, &connect::CONTENT_ENCODING_HEADER);
@@ -654,10 +642,14 @@ fn in_codec(headers: &HeaderMap, prefix: &str, codec: Codec) -> bool {
         .is_some_and(|rest| rest.split(';').next().map(str::trim) == Some(codec.name()))
 }
 
-/// The status of an answer whose content type is not the call's: INTERNAL
-/// when it is Connect in the other codec (`prefix` then its name), else from
-/// its HTTP status, as the Connect protocol maps it.
-fn not_connect(http_status: u16, headers: &HeaderMap, prefix: &str, codec: Codec) -> Status {
+/// The status of an answer whose content type is not `prefix` then
+/// `codec`'s name: INTERNAL when it is Connect in the other codec, else from
+/// its HTTP status, as the Connect protocol maps it. `None` when it is.
+fn not_in_codec(answer: &http::response::Parts, prefix: &str, codec: Codec) -> Option<Status> {
+    if in_codec(&answer.headers, prefix, codec) {
+        return None;
+    }
+    let (http_status, headers) = (answer.status.as_u16(), &answer.headers);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
@@ -666,15 +658,15 @@ fn not_connect(http_status: u16, headers: &HeaderMap, prefix: &str, codec: Codec
         Codec::Json => Codec::Proto,
     };
     if in_codec(headers, prefix, other) {
-        return Status::internal(format!(
+        return Some(Status::internal(format!(
             "the answer is in another codec than asked (content type {content_type:?})"
-        ));
+        )));
     }
     let code = connect::code_of_http_status(http_status);
-    Status::new(
+    Some(Status::new(
         Code::from(code),
         format!("the answer is not Connect (HTTP {http_status}, content type {content_type:?})"),
-    )
+    ))
 }
 
 /// The status a Connect error body stands for; what it lacks (the body

@@ -77,45 +77,36 @@ async fn run_case(case: ClientCompatRequest) -> anyhow::Result<ClientResponseRes
     let service = case.service.as_deref().unwrap_or_default();
     anyhow::ensure!(service == SERVICE, "unknown service {service:?}");
     let client = Client::connect(&case).await?;
-    let method = case.method.clone().unwrap_or_default();
+    let method = case.method.as_deref().unwrap_or_default();
     let mut call = Call::new(&case);
-    match (method.as_str(), case.stream_type()) {
+    // Each arm names the method's request and response types; the path is `method`.
+    match (method, case.stream_type()) {
         ("Unary", StreamType::Unary) => {
-            call.unary::<UnaryRequest, UnaryResponse>(&client, "Unary", |r| r.payload)
+            call.unary::<UnaryRequest, UnaryResponse>(&client, method, |r| r.payload)
                 .await?;
         }
         ("IdempotentUnary", StreamType::Unary) => {
-            call.unary::<IdempotentUnaryRequest, IdempotentUnaryResponse>(
-                &client,
-                "IdempotentUnary",
-                |r| r.payload,
-            )
-            .await?;
-        }
-        ("Unimplemented", StreamType::Unary) => {
-            call.unary::<UnimplementedRequest, UnimplementedResponse>(
-                &client,
-                "Unimplemented",
-                |_| None,
-            )
-            .await?;
-        }
-        ("ServerStream", StreamType::ServerStream) => {
-            call.unary::<ServerStreamRequest, ServerStreamResponse>(&client, "ServerStream", |r| {
+            call.unary::<IdempotentUnaryRequest, IdempotentUnaryResponse>(&client, method, |r| {
                 r.payload
             })
             .await?;
         }
+        ("Unimplemented", StreamType::Unary) => {
+            call.unary::<UnimplementedRequest, UnimplementedResponse>(&client, method, |_| None)
+                .await?;
+        }
+        ("ServerStream", StreamType::ServerStream) => {
+            call.unary::<ServerStreamRequest, ServerStreamResponse>(&client, method, |r| r.payload)
+                .await?;
+        }
         ("ClientStream", StreamType::ClientStream) => {
-            call.half_duplex::<ClientStreamRequest, ClientStreamResponse>(
-                &client,
-                "ClientStream",
-                |r| r.payload,
-            )
+            call.half_duplex::<ClientStreamRequest, ClientStreamResponse>(&client, method, |r| {
+                r.payload
+            })
             .await?;
         }
         ("BidiStream", StreamType::HalfDuplexBidiStream) => {
-            call.half_duplex::<BidiStreamRequest, BidiStreamResponse>(&client, "BidiStream", |r| {
+            call.half_duplex::<BidiStreamRequest, BidiStreamResponse>(&client, method, |r| {
                 r.payload
             })
             .await?;
