@@ -22,7 +22,8 @@ COPY --from=build /out/echo-server /out/echo-client /
 USER 10001:10001
 ENV ECHO_LISTEN=0.0.0.0:50051 \
     ECHO_LOG_FORMAT=json
-EXPOSE 50051
+# HTTP/3 on the same port over UDP, with TLS and ECHO_HTTP3=true.
+EXPOSE 50051 50051/udp
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s \
     CMD ["/echo-client", "--addr", "127.0.0.1:50051", "--timeout", "2s", "health"]

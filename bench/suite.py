@@ -3,7 +3,8 @@
 server (bench/stock-tonic, the baseline), a plain grpc-go echo server
 (bench/grpc-go, built from Debian's Go and golang-google-grpc-dev) and the
 floors beneath them (a raw TCP echo, and nghttpd serving a static HTTP/2
-response), under the same load shapes, side by side in one run.
+response), under the same load shapes, side by side in one run; and our
+server over TLS with the same echo-client load over HTTP/2 and HTTP/3.
 
 The server under test runs on CPU 0 and the load on CPU 1 (taskset). Each run
 starts every server afresh and measures every shape; runs are interleaved
@@ -14,8 +15,8 @@ with their min..max.
     bench/suite.py --runs 5 --markdown BENCHMARKS-table.md --chart docs/pictures/benchmarks.svg
     bench/suite.py --smoke              # seconds: checks that everything runs and parses
 
-Needs h2load, nghttpd, taskset, Go and grpc-go (Debian: nghttp2-client,
-nghttp2-server, util-linux, golang-go, golang-google-grpc-dev): installs them
+Needs h2load, nghttpd, taskset, Go, grpc-go and openssl (Debian: nghttp2-client,
+nghttp2-server, util-linux, golang-go, golang-google-grpc-dev, openssl): installs them
 with scripts/install-tools.sh, or says what to run.
 """
 
@@ -176,6 +177,17 @@ def unary_call(port, path, body, timeout=2.0):
         return False
 
 
+def self_signed(work):
+    """A self-signed certificate for localhost in `work`, made once (openssl): (cert, key)."""
+    cert, key = work / "cert.pem", work / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext",
+                        "basicConstraints=critical,CA:FALSE"], check=True, capture_output=True)
+    return cert, key
+
+
 def listening(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -285,10 +297,11 @@ class Suite:
         return float(rate.group(1)), int(done.group(3))
 
     def echo_bench(self, port, method, rpc, connections, concurrency, payload=PAYLOAD,
-                   messages=None, rps=None, call=None, field=None):
-        """`call`: (method, JSON data) for `bench --call`, in place of `rpc`."""
+                   messages=None, rps=None, call=None, field=None, client_args=()):
+        """`call`: (method, JSON data) for `bench --call`, in place of `rpc`;
+        `client_args`: global flags (TLS, the HTTP version)."""
         argv = [
-            str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", "--json", "bench",
+            str(self.bin / "echo-client"), "--addr", f"127.0.0.1:{port}", *client_args, "--json", "bench",
             "--connections", str(connections), "--concurrency", str(concurrency),
             "--duration", f"{self.seconds:g}s", "--warmup", f"{self.options.warmup:g}s",
         ]
@@ -332,6 +345,25 @@ class Suite:
         finally:
             for s in sockets:
                 s.close()
+
+    def http3_rows(self, connections):
+        """Our server with TLS and --http3: the same echo-client bench load
+        over HTTP/2 and over HTTP/3 (QUIC), unary and bidi."""
+        cert, key = self_signed(self.work)
+        port = free_port()
+        server = Server("ours (TLS, --http3)", [str(self.bin / "echo-server"), "--listen", f"127.0.0.1:{port}",
+                                               "--tls-cert", str(cert), "--tls-key", str(key), "--http3"],
+                        port, lambda: listening(port))
+        try:
+            tls = ["--ca", str(cert), "--tls-server-name", "localhost"]
+            for version, client_args in (("HTTP/2", tls), ("HTTP/3", [*tls, "--http3"])):
+                report = self.echo_bench(port, None, "unary", connections, 20, client_args=client_args)
+                self.record(HTTP3_ROWS["unary"].format(c=connections, version=version), "ours",
+                            report["calls_per_second"])
+                report = self.echo_bench(port, None, "bidi", 4, 25, client_args=client_args)
+                self.record(HTTP3_ROWS["bidi"].format(version=version), "ours", report["messages_per_second"])
+        finally:
+            server.stop()
 
     # -- servers ---------------------------------------------------------
 
@@ -432,6 +464,7 @@ class Suite:
                                 report["messages_per_second"] * BIG_PAYLOAD / 1e6)
                     self.record("tcp echo (ours) 64 B ping-pong, 50 conns (round trips/s)", name,
                                 self.tcp_pingpong(server.tcp_port, 50, PAYLOAD))
+                    self.http3_rows(connections)
                 if baseline_peak:
                     for share in (50, 80):
                         report = self.echo_bench(server.port, server.unary, "unary", connections, 20,
@@ -446,14 +479,20 @@ class Suite:
             finally:
                 server.stop()
         if self.options.instructions:
-            for name, server in (("ours", str(self.bin / "echo-server")), ("baseline", "stock")):
+            ours = str(self.bin / "echo-server")
+            for shape, name, args in ((INSTRUCTIONS_SHAPE, "ours", ["--server", ours]),
+                                      (INSTRUCTIONS_SHAPE, "baseline", ["--server", "stock"]),
+                                      (HTTP3_ROWS["instructions"].format(version="HTTP/2"), "ours",
+                                       ["--server", ours, "--tls", "h2"]),
+                                      (HTTP3_ROWS["instructions"].format(version="HTTP/3"), "ours",
+                                       ["--server", ours, "--tls", "h3"])):
                 out = subprocess.run([sys.executable, str(ROOT / "bench" / "instructions.py"),
-                                      "--server", server, "--calls", "5000"],
+                                      *args, "--calls", "5000"],
                                      capture_output=True, text=True, check=True).stdout
                 match = re.search(r"([\d,]+) instructions per unary call", out)
                 if not match:
                     fail(f"cannot parse bench/instructions.py output: {out}")
-                self.record(INSTRUCTIONS_SHAPE, name, int(match.group(1).replace(",", "")))
+                self.record(shape, name, int(match.group(1).replace(",", "")))
 
     def baseline_peak(self):
         """The baseline's closed-loop unary peak with echo-client bench, which
@@ -507,6 +546,14 @@ class Suite:
             lines += ["", "| protocol (ours, h2load) | req/s | / our gRPC 50x20 |", "| --- | --- | --- |"]
             for shape, median in protocol_rows:
                 lines.append(f"| {shape} | {fmt(median)} | {median / reference:.2f}x |")
+        http3 = [(shape, ours.get(shape.replace("HTTP/3", "HTTP/2")), value)
+                 for shape, value in ours.items() if "HTTP/3" in shape]
+        if http3:
+            lines += ["", "| HTTP/3 (ours, TLS, echo-client bench) | HTTP/3 | HTTP/2 | HTTP/3 / HTTP/2 |",
+                      "| --- | --- | --- | --- |"]
+            for shape, h2, h3 in http3:
+                ratio = f"{h3 / h2:.2f}x" if h2 else ""
+                lines.append(f"| {shape.replace(' HTTP/3', '')} | {fmt(h3)} | {fmt(h2) if h2 else ''} | {ratio} |")
         lines += ["", "| target (issues #14, #28) | measured | met |", "| --- | --- | --- |"]
         for target, ratio, met in self.targets(reference):
             lines.append(f"| {target} | {ratio:.2f}x | {'yes' if met else 'no'} |")
@@ -558,6 +605,15 @@ PROTOCOL_ROWS = [
 ]
 
 
+# Our server over TLS, the same load over HTTP/2 and HTTP/3 (issue #30's
+# rows: measured and explained, no target).
+HTTP3_ROWS = {
+    "unary": "TLS unary 64 B {c}x20, echo-client bench, {version} (req/s)",
+    "bidi": "TLS bidi ping-pong 64 B, 4x25 streams, {version} (msg/s)",
+    "instructions": "callgrind instructions per unary call, TLS, {version}",
+}
+
+
 def fmt(value):
     if value >= 1000:
         return f"{value:,.0f}"
@@ -584,7 +640,7 @@ def main():
     if options.smoke:
         options.runs, options.duration, options.warmup = 1, 1.0, 0.2
     needs = ["taskset=util-linux", "h2load=nghttp2-client", "nghttpd=nghttp2-server",
-             "go=golang-go", f"{GOCODE}/src/google.golang.org/grpc=golang-google-grpc-dev"]
+             "go=golang-go", f"{GOCODE}/src/google.golang.org/grpc=golang-google-grpc-dev", "openssl=openssl"]
     if options.instructions:
         needs.append("valgrind=valgrind")
     install_tools(needs)

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use echo_client::EchoClient;
 use echo_client::proto::EchoRequest;
+use echo_client::{EchoClient, TlsOptions};
 use echo_tests::h2raw::{
     self, CANCEL, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, RST_STREAM,
     SETTINGS,
@@ -54,6 +54,18 @@ async fn under_attack(
     rss_bound_kib: u64,
     attack: impl AsyncFnOnce(&ServerProcess) -> Attack,
 ) {
+    under_attack_over(name, extra_args, rss_bound_kib, None, attack).await;
+}
+
+/// [`under_attack`], the well-behaved client over HTTP/3 with `http3`'s TLS
+/// (over HTTP/2 without).
+async fn under_attack_over(
+    name: &str,
+    extra_args: &[&str],
+    rss_bound_kib: u64,
+    http3: Option<TlsOptions>,
+    attack: impl AsyncFnOnce(&ServerProcess) -> Attack,
+) {
     let _serial = ONE_AT_A_TIME.lock().await;
     let args: Vec<&str> = ["--metrics-addr", "127.0.0.1:0"]
         .into_iter()
@@ -61,11 +73,12 @@ async fn under_attack(
         .collect();
     let mut server = ServerProcess::start(&args).with_metrics();
     let (rss_before, _) = server.rss_kib();
-    let client = EchoClient::builder(server.addr.to_string())
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .unwrap();
+    let builder = EchoClient::builder(server.addr.to_string()).timeout(Duration::from_secs(2));
+    let builder = match http3 {
+        Some(tls) => builder.tls(tls).http3(true),
+        None => builder,
+    };
+    let client = builder.connect().await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let well_behaved = tokio::spawn({
@@ -1194,22 +1207,28 @@ async fn a_connection_reading_nothing_is_cut_after_the_budget_timeout() {
     let ended = tokio::time::timeout(Duration::from_secs(10), connection)
         .await
         .expect("the connection was not cut");
-    let cut_after = started.elapsed();
-    println!("cut after {cut_after:?}: {ended:?}");
-    // One --budget-timeout of no progress once the budget is used up (which
-    // the 20 streams' first answers do at once), and the watchdog's round.
+    println!("cut after {:?}: {ended:?}", started.elapsed());
+    cut_for_reading_nothing(&server, started.elapsed(), Duration::from_secs(3)).await;
+    echo_tests::assert_still_serving(server.addr).await;
+}
+
+/// Checks that a connection reading none of its answers was cut
+/// `cut_after` its streams began, within `--budget-timeout 1s` of no
+/// progress once the budget was used up (which the streams' first answers
+/// do at once) and the watchdog's round (`by`), as the log says, and that
+/// the budget emptied.
+async fn cut_for_reading_nothing(server: &ServerProcess, cut_after: Duration, by: Duration) {
     assert!(
-        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&cut_after),
+        (Duration::from_millis(900)..by).contains(&cut_after),
         "cut after {cut_after:?} with --budget-timeout 1s"
     );
     server.wait_for_log(
         "the peer reads none of its answers while a budget is used up: closing the connection",
     );
     echo_tests::eventually("the budget to empty", || async {
-        budgets_in_use(&server).1 == 0
+        budgets_in_use(server).1 == 0
     })
     .await;
-    echo_tests::assert_still_serving(server.addr).await;
 }
 
 /// A well-behaved client moving 4 MiB messages both ways on 50 streams of one
@@ -1249,4 +1268,183 @@ async fn large_messages_on_many_streams_pass() {
         "50 echoes of 4 MiB on one connection in {elapsed:.2?} ({:.0} MB/s each way)",
         50.0 * payload.len() as f64 / elapsed.as_secs_f64() / 1e6
     );
+}
+
+/// A server's TLS files for `--http3`, and the client side of its CA.
+struct QuicServerFiles {
+    args: Vec<String>,
+    ca: echo_tests::pki::Ca,
+}
+
+impl QuicServerFiles {
+    fn new(name: &str) -> Self {
+        let ca = echo_tests::pki::Ca::new("quic-abuse-ca");
+        let leaf = ca.server();
+        let dir = echo_tests::pki::temp_dir(name);
+        let cert = echo_tests::pki::write(&dir, "server.pem", &leaf.cert);
+        let key = echo_tests::pki::write(&dir, "server.key", &leaf.key);
+        let args = vec![
+            "--http3".to_owned(),
+            "--tls-cert".to_owned(),
+            cert.display().to_string(),
+            "--tls-key".to_owned(),
+            key.display().to_string(),
+        ];
+        Self { args, ca }
+    }
+
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_pem: self.ca.pem().into_bytes(),
+            server_name: Some("localhost".into()),
+            identity: None,
+        }
+    }
+
+    /// quinn's client configuration trusting the CA (ALPN `h3`), its
+    /// receive window per stream `stream_window`.
+    fn quinn_config(&self, stream_window: u32) -> quinn::ClientConfig {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca.pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let mut config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+        ));
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window(stream_window.into());
+        config.transport_config(Arc::new(transport));
+        config
+    }
+}
+
+/// QUIC handshakes as fast as eight loops make them, each connection
+/// abandoned at once (no CONNECTION_CLOSE: the server holds it until its
+/// idle timeout): the connection cap bounds what they hold, and the
+/// well-behaved client (over HTTP/3, connected before) keeps its calls.
+#[tokio::test]
+async fn quic_handshake_flood() {
+    let files = QuicServerFiles::new("quic-flood");
+    let mut args: Vec<&str> = files.args.iter().map(String::as_str).collect();
+    args.extend(["--max-connections", "256"]);
+    under_attack_over(
+        "QUIC handshake flood",
+        &args,
+        RSS_BUDGET_KIB,
+        Some(files.tls()),
+        async |server| {
+            let config = files.quinn_config(64 * 1024);
+            let addr = server.addr;
+            let made = Arc::new(AtomicU64::new(0));
+            let refused = Arc::new(AtomicU64::new(0));
+            let deadline = Instant::now() + ATTACK_TIME;
+            let mut loops = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (config, made, refused) =
+                    (config.clone(), Arc::clone(&made), Arc::clone(&refused));
+                loops.spawn(async move {
+                    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+                    let mut abandoned = Vec::new();
+                    while Instant::now() < deadline {
+                        let connecting = endpoint
+                            .connect_with(config.clone(), addr, "localhost")
+                            .unwrap();
+                        match tokio::time::timeout(Duration::from_secs(1), connecting).await {
+                            Ok(Ok(connection)) => {
+                                made.fetch_add(1, Ordering::Relaxed);
+                                abandoned.push(connection);
+                            }
+                            _ => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    // Dropped without a close: the endpoint's socket goes with them.
+                    std::mem::forget(abandoned);
+                    std::mem::forget(endpoint);
+                });
+            }
+            while loops.join_next().await.is_some() {}
+            let (made, refused) = (
+                made.load(Ordering::Relaxed),
+                refused.load(Ordering::Relaxed),
+            );
+            println!(
+                "QUIC handshake flood: {made} handshakes completed, {refused} refused or timed out"
+            );
+            Attack {
+                units: made + refused,
+                unit: "QUIC handshakes",
+                at_least: 100,
+                reaction: None,
+            }
+        },
+    )
+    .await;
+}
+
+/// Twenty server streams of 1 MiB answers on one QUIC connection whose
+/// client reads none of them (64 KiB receive window per stream): once the
+/// connection's answer budget is used up with no progress for
+/// `--budget-timeout`, the server closes the connection, as over HTTP/2.
+#[tokio::test]
+async fn a_quic_connection_reading_nothing_is_cut_after_the_budget_timeout() {
+    let files = QuicServerFiles::new("quic-unread");
+    let mut args: Vec<&str> = files.args.iter().map(String::as_str).collect();
+    args.extend(["--budget-timeout", "1s", "--metrics-addr", "127.0.0.1:0"]);
+    let server = ServerProcess::start(&args).with_metrics();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(files.quinn_config(64 * 1024), server.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
+        .await
+        .unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let request = EchoRequest {
+        response_size: Some(1024 * 1024),
+        stream: Some(echo_client::proto::StreamControl {
+            count: Some(1000),
+            interval: None,
+        }),
+        ..Default::default()
+    };
+    let body = echo_tests::grpc_message(&prost::Message::encode_to_vec(&request));
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let post = http::Request::post(format!(
+            "https://localhost:{}/echo.v1.EchoService/ServerStream",
+            server.addr.port()
+        ))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+        let mut stream = sender.send_request(post).await.unwrap();
+        stream.send_data(body.clone()).await.unwrap();
+        stream.finish().await.unwrap();
+        // Kept, never read.
+        streams.push(stream);
+    }
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the QUIC connection was not cut");
+    println!(
+        "QUIC connection cut after {:?}: {closed}",
+        started.elapsed()
+    );
+    cut_for_reading_nothing(&server, started.elapsed(), Duration::from_secs(4)).await;
+    drop(streams);
 }

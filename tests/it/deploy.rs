@@ -107,6 +107,9 @@ pod = kinds[("Deployment", "grpc-echo")]["spec"]["template"]["spec"]
 container = pod["containers"][0]
 for probe in ("readinessProbe", "livenessProbe"):
     assert container[probe]["grpc"]["port"] == 50051, probe
+# HTTP/3 on the same port over UDP, in the pods and the Service.
+assert {"name": "grpc-h3", "containerPort": 50051, "protocol": "UDP"} in container["ports"]
+assert {"name": "grpc-h3", "port": 50051, "targetPort": "grpc-h3", "protocol": "UDP"} in kinds[("Service", "grpc-echo")]["spec"]["ports"]
 assert pod["securityContext"]["runAsNonRoot"] is True
 assert pod["securityContext"]["runAsUser"] != 0
 security = container["securityContext"]

@@ -38,6 +38,7 @@ mod faults;
 mod forward;
 #[cfg(feature = "external-tools")]
 mod grpcurl;
+mod http3;
 mod interop;
 #[cfg(feature = "external-tools")]
 mod interop_python;

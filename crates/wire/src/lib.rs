@@ -14,6 +14,8 @@
 //! - [`grpc_timeout`]: the `grpc-timeout` header, parsed and encoded.
 //! - [`headers`]: the names of the other gRPC headers and trailers.
 //! - [`h2_frames`]: hand-made HTTP/2 frames (tests, fuzzing) and the preface.
+//! - [`http3`] (feature `http3`): HTTP messages over `h3` request streams,
+//!   read as bodies and written from them (server and client).
 //! - [`runtime`] (feature `runtime`): the tokio runtime both binaries start.
 //! - [`schemas`] (feature `schemas`): the methods of descriptor sets by path,
 //!   and their messages' proto3 JSON mapping.
@@ -26,6 +28,8 @@ pub mod framing;
 pub mod grpc_timeout;
 pub mod h2_frames;
 pub mod headers;
+#[cfg(feature = "http3")]
+pub mod http3;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 #[cfg(feature = "schemas")]

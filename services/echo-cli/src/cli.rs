@@ -101,8 +101,12 @@ struct Globals {
     protocol: WireProtocol,
 
     /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext or TLS).
-    #[arg(long, global = true, env = "ECHO_HTTP1")]
+    #[arg(long, global = true, env = "ECHO_HTTP1", conflicts_with = "http3")]
     http1: bool,
+
+    /// Make calls over HTTP/3 (QUIC), in any protocol; needs TLS (`--ca`).
+    #[arg(long, global = true, env = "ECHO_HTTP3")]
+    http3: bool,
 
     /// The messages' encoding on the wire: protobuf, or proto3 JSON (for the
     /// echo server's own services, whose descriptors the client holds; any
@@ -254,6 +258,8 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
             let templated: Vec<(String, String)> = templated;
             // The server's compression is measured only when asked for.
             let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
+            let mut args = args;
+            args.wire = builder.wire();
             bench::run(&builder, &args, &templated, out).await
         }
         Command::List(args) => any::list(&builder(&globals)?, args, out).await,
@@ -269,6 +275,9 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
     if cli.http1 && cli.protocol == WireProtocol::Grpc {
         anyhow::bail!("--http1 needs --protocol grpc-web or connect: gRPC needs HTTP/2");
     }
+    if cli.http3 && cli.ca.is_none() {
+        anyhow::bail!("--http3 needs TLS (QUIC is always encrypted): give --ca");
+    }
     let protocol = match cli.protocol {
         WireProtocol::Grpc => Protocol::Grpc,
         WireProtocol::GrpcWeb => Protocol::GrpcWeb,
@@ -278,6 +287,7 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
         .connect_timeout(cli.connect_timeout)
         .protocol(protocol)
         .http1(cli.http1)
+        .http3(cli.http3)
         .codec(match cli.codec {
             WireCodec::Proto => Codec::Proto,
             WireCodec::Json => Codec::Json,

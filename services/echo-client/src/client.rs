@@ -24,7 +24,7 @@ use crate::balance;
 use crate::endpoints::Endpoints;
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
-use crate::protocol::{Codec, Http1Tls, Link, Protocol};
+use crate::protocol::{Codec, Link, LinkTls, Protocol};
 use crate::retry::{RetryPolicy, Retrying};
 use crate::stats::CallStats;
 
@@ -55,11 +55,19 @@ pub struct ClientBuilder {
     balanced: Option<Vec<String>>,
     stats: Arc<CallStats>,
     protocol: Protocol,
-    http1: bool,
+    http: HttpVersion,
     connect_get: bool,
     codec: Codec,
     /// brotli or snappy, which tonic lacks: applied by the link.
     link_compression: Option<Compression>,
+}
+
+/// The HTTP version calls go over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpVersion {
+    Http1,
+    Http2,
+    Http3,
 }
 
 /// What every endpoint of a builder shares.
@@ -70,7 +78,7 @@ struct EndpointSettings {
     tls_options: Option<TlsOptions>,
     keepalive: Option<(Duration, Duration)>,
     protocol: Protocol,
-    http1: bool,
+    http: HttpVersion,
     connect_get: bool,
     codec: Codec,
     link_compression: Option<Compression>,
@@ -88,9 +96,9 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
-    /// TLS for HTTP/1.1 connections with these options (tonic builds its own
-    /// for HTTP/2).
-    fn http1_tls(&self) -> Result<Http1Tls, ClientError> {
+    /// TLS for HTTP/1.1 and HTTP/3 connections with these options (tonic
+    /// builds its own for HTTP/2).
+    fn link_tls(&self) -> Result<LinkTls, ClientError> {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let invalid = |what| {
@@ -129,7 +137,7 @@ impl TlsOptions {
             }
             None => builder.with_no_client_auth(),
         };
-        // No ALPN here: the connector offers HTTP/1.1 itself.
+        // No ALPN here: the HTTP/1.1 connector and HTTP/3 set their own.
         let server_name = self
             .server_name
             .clone()
@@ -139,7 +147,7 @@ impl TlsOptions {
                 what: "server name",
                 source: source.into(),
             })?;
-        Ok(Http1Tls {
+        Ok(LinkTls {
             config,
             server_name,
         })
@@ -164,7 +172,7 @@ impl ClientBuilder {
             balanced: None,
             stats: Arc::default(),
             protocol: Protocol::Grpc,
-            http1: false,
+            http: HttpVersion::Http2,
             connect_get: false,
             codec: Codec::Proto,
             link_compression: None,
@@ -215,7 +223,22 @@ impl ClientBuilder {
     /// Make calls over HTTP/1.1 instead of HTTP/2 (gRPC-Web and Connect only;
     /// plaintext or TLS).
     pub fn http1(mut self, http1: bool) -> Self {
-        self.http1 = http1;
+        self.http = match (http1, self.http) {
+            (true, _) => HttpVersion::Http1,
+            (false, HttpVersion::Http1) => HttpVersion::Http2,
+            (false, other) => other,
+        };
+        self
+    }
+
+    /// Make calls over HTTP/3 (QUIC) instead of HTTP/2, in any protocol;
+    /// needs [`tls`](Self::tls).
+    pub fn http3(mut self, http3: bool) -> Self {
+        self.http = match (http3, self.http) {
+            (true, _) => HttpVersion::Http3,
+            (false, HttpVersion::Http3) => HttpVersion::Http2,
+            (false, other) => other,
+        };
         self
     }
 
@@ -376,7 +399,18 @@ impl ClientBuilder {
                     )
                     .await?
                 }
-                None if self.http1 => {
+                None if self.http == HttpVersion::Http3 => {
+                    let link = self.link(self.endpoint()?, &self.settings())?;
+                    // Connected per call otherwise; an unreachable server fails now.
+                    link.connect_now()
+                        .await
+                        .map_err(|source| ClientError::Connect {
+                            endpoint: self.endpoint.clone(),
+                            source,
+                        })?;
+                    Endpoints::single(link, Arc::clone(&self.stats), retrying)
+                }
+                None if self.http == HttpVersion::Http1 => {
                     let endpoint = self.endpoint()?;
                     // HTTP/1.1 connections are made as calls need them (and
                     // pooled); check the server can be reached now, as an
@@ -432,7 +466,7 @@ impl ClientBuilder {
         if self.tls.is_some()
             || self.balanced.is_some()
             || self.protocol != Protocol::Grpc
-            || self.http1
+            || self.http != HttpVersion::Http2
         {
             return None;
         }
@@ -444,6 +478,21 @@ impl ClientBuilder {
         uri.parse()
             .ok()
             .filter(|uri: &http::Uri| uri.scheme_str() == Some("http"))
+    }
+
+    /// The protocol and HTTP version calls go in, in words ("gRPC over HTTP/3").
+    pub fn wire(&self) -> String {
+        let protocol = match self.protocol {
+            Protocol::Grpc => "gRPC",
+            Protocol::GrpcWeb => "gRPC-Web",
+            Protocol::Connect => "Connect",
+        };
+        let http = match self.http {
+            HttpVersion::Http1 => "HTTP/1.1",
+            HttpVersion::Http2 => "HTTP/2",
+            HttpVersion::Http3 => "HTTP/3",
+        };
+        format!("{protocol} over {http}")
     }
 
     /// Whether calls are balanced over several targets.
@@ -486,7 +535,7 @@ impl ClientBuilder {
             tls_options: self.tls_options.clone(),
             keepalive: self.keepalive,
             protocol: self.protocol,
-            http1: self.http1,
+            http: self.http,
             connect_get: self.connect_get,
             codec: self.codec,
             link_compression: self.link_compression,
@@ -499,15 +548,19 @@ impl ClientBuilder {
 
     /// A lazily connecting link to `endpoint` in the settings' protocol.
     fn link_to(endpoint: Endpoint, settings: &EndpointSettings) -> Result<Link, ClientError> {
-        if !settings.http1 {
+        if settings.http == HttpVersion::Http2 {
             return Ok(Link::http2(endpoint.connect_lazy(), settings.protocol)
                 .connect_get(settings.connect_get)
                 .codec(settings.codec)
                 .compress(settings.link_compression));
         }
-        if !settings.protocol.allows_http1() {
+        let what = match settings.http {
+            HttpVersion::Http3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        };
+        if settings.http == HttpVersion::Http1 && !settings.protocol.allows_http1() {
             return Err(ClientError::Unsupported {
-                what: "HTTP/1.1",
+                what,
                 needs: "gRPC-Web or Connect (gRPC needs HTTP/2)",
             });
         }
@@ -522,20 +575,35 @@ impl ClientBuilder {
             .path_and_query("/")
             .build()
             .map_err(|_| ClientError::Unsupported {
-                what: "HTTP/1.1",
+                what,
                 needs: "an endpoint with a host and port",
             })?;
         let tls = settings
             .tls_options
             .as_ref()
-            .map(TlsOptions::http1_tls)
+            .map(TlsOptions::link_tls)
             .transpose()?;
-        Ok(
-            Link::http1(origin, settings.protocol, settings.connect_timeout, tls)
-                .connect_get(settings.connect_get)
-                .codec(settings.codec)
-                .compress(settings.link_compression),
-        )
+        let link = match (settings.http, tls) {
+            (HttpVersion::Http3, Some(tls)) => {
+                Link::http3(origin, settings.protocol, settings.connect_timeout, tls).map_err(
+                    |source| ClientError::Tls {
+                        what: "configuration for QUIC",
+                        source,
+                    },
+                )?
+            }
+            (HttpVersion::Http3, None) => {
+                return Err(ClientError::Unsupported {
+                    what,
+                    needs: "TLS (QUIC is always encrypted)",
+                });
+            }
+            (_, tls) => Link::http1(origin, settings.protocol, settings.connect_timeout, tls),
+        };
+        Ok(link
+            .connect_get(settings.connect_get)
+            .codec(settings.codec)
+            .compress(settings.link_compression))
     }
 
     /// The endpoint at `uri` with `settings`; `name` is what errors call it.
@@ -723,5 +791,37 @@ impl EchoClient {
             status: status as i32,
         };
         self.admin.clone().set_health(request).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_http_version_flag_turned_off_leaves_the_other_on() {
+        let wire = |builder: ClientBuilder| builder.protocol(Protocol::Connect).wire();
+        let builder = || ClientBuilder::new("127.0.0.1:1");
+        assert_eq!(wire(builder()), "Connect over HTTP/2");
+        assert_eq!(
+            wire(builder().http1(true).http3(false)),
+            "Connect over HTTP/1.1"
+        );
+        assert_eq!(
+            wire(builder().http3(true).http1(false)),
+            "Connect over HTTP/3"
+        );
+        assert_eq!(
+            wire(builder().http1(true).http1(false)),
+            "Connect over HTTP/2"
+        );
+        assert_eq!(
+            wire(builder().http3(true).http3(false)),
+            "Connect over HTTP/2"
+        );
+        assert_eq!(
+            wire(builder().http1(true).http3(true)),
+            "Connect over HTTP/3"
+        );
     }
 }

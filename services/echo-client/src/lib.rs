@@ -34,7 +34,8 @@
 //! - [`policy`]: the tower layer that applies default metadata and deadlines
 //!   to every call and reports transport failures as gRPC statuses.
 //! - [`protocol`]: [`Protocol`] and the link to one address that carries
-//!   calls in gRPC, gRPC-Web or Connect, over HTTP/2 or HTTP/1.1.
+//!   calls in gRPC, gRPC-Web or Connect, over HTTP/2, HTTP/1.1 or HTTP/3.
+//! - `http3`: HTTP/3 to one address (quinn's QUIC, hyperium's h3).
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
@@ -52,6 +53,7 @@ pub mod endpoints;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod http3;
 pub mod lean;
 pub mod policy;
 pub mod protocol;

@@ -39,6 +39,7 @@ use tower_service::Service;
 
 use crate::classify::BoxError;
 use crate::deadline::CallDeadline;
+use crate::http3::Http3;
 
 /// The protocol calls are made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +109,7 @@ enum Http {
     H2(Channel),
     /// Behind an `Arc`: the pooled client is large and cloned per call.
     H1(Arc<Http1>),
+    H3(Arc<Http3>),
 }
 
 /// A pooled HTTP/1.1 client for one address.
@@ -118,10 +120,10 @@ struct Http1 {
     origin: Uri,
 }
 
-/// TLS for HTTP/1.1 connections: the rustls configuration, and the name to
-/// expect in the server's certificate (the address's host when none).
+/// TLS for HTTP/1.1 and HTTP/3 connections: the rustls configuration, and
+/// the name to expect in the server's certificate (the address's host when none).
 #[derive(Debug)]
-pub(crate) struct Http1Tls {
+pub(crate) struct LinkTls {
     pub(crate) config: rustls::ClientConfig,
     pub(crate) server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
@@ -157,7 +159,7 @@ impl Link {
         origin: Uri,
         protocol: Protocol,
         connect_timeout: Option<Duration>,
-        tls: Option<Http1Tls>,
+        tls: Option<LinkTls>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -184,6 +186,41 @@ impl Link {
             connect_get: false,
             codec: Codec::Proto,
             compress: None,
+        }
+    }
+
+    /// Calls in `protocol` over HTTP/3 to `origin` (`https://host:port`).
+    pub(crate) fn http3(
+        origin: Uri,
+        protocol: Protocol,
+        connect_timeout: Option<Duration>,
+        tls: LinkTls,
+    ) -> Result<Self, BoxError> {
+        Ok(Self {
+            kind: LinkKind::Translated {
+                protocol,
+                http: Http::H3(Arc::new(Http3::new(
+                    origin,
+                    tls.config,
+                    tls.server_name,
+                    connect_timeout,
+                )?)),
+            },
+            connect_get: false,
+            codec: Codec::Proto,
+            compress: None,
+        })
+    }
+
+    /// Connects now when the link connects per call (HTTP/3), so that an
+    /// unreachable server fails here rather than at the first call.
+    pub(crate) async fn connect_now(&self) -> Result<(), BoxError> {
+        match &self.kind {
+            LinkKind::Translated {
+                http: Http::H3(http3),
+                ..
+            } => http3.sender().await.map(drop),
+            _ => Ok(()),
         }
     }
 
@@ -221,7 +258,8 @@ impl Service<Request<Body>> for Link {
                 ..
             } => channel.poll_ready(cx).map_err(Into::into),
             LinkKind::Translated {
-                http: Http::H1(_), ..
+                http: Http::H1(_) | Http::H3(_),
+                ..
             } => Poll::Ready(Ok(())),
         }
     }
@@ -281,9 +319,11 @@ impl Service<Request<Body>> for Link {
                 let http = http.clone();
                 match protocol {
                     Protocol::GrpcWeb => Box::pin(grpc_web(http, request, codec)),
-                    Protocol::Connect | Protocol::Grpc => {
+                    Protocol::Connect => {
                         Box::pin(connect_call(http, request, self.connect_get, codec))
                     }
+                    // gRPC as it is, over HTTP/3.
+                    Protocol::Grpc => Box::pin(http.send(request)),
                 }
             }
         };
@@ -388,6 +428,7 @@ impl Http {
                 };
                 Ok(response.map(Body::new))
             }
+            Self::H3(http3) => http3.send(request).await,
         }
     }
 }

@@ -134,14 +134,15 @@ impl Client {
             Protocol::Connect => WireProtocol::Connect,
             other => anyhow::bail!("protocol {other:?} is not supported"),
         };
-        let http1 = match case.http_version() {
-            HttpVersion::HttpVersion1 => true,
-            HttpVersion::HttpVersion2 => false,
+        let builder = ClientBuilder::new(format!("{}:{}", case.host, case.port));
+        let builder = match case.http_version() {
+            HttpVersion::HttpVersion1 => builder.http1(true),
+            HttpVersion::HttpVersion2 => builder,
+            HttpVersion::HttpVersion3 => builder.http3(true),
             other => anyhow::bail!("HTTP version {other:?} is not supported"),
         };
-        let mut builder = ClientBuilder::new(format!("{}:{}", case.host, case.port))
+        let mut builder = builder
             .protocol(protocol)
-            .http1(http1)
             .connect_get(case.use_get_http_method)
             .codec(match case.codec() {
                 Codec::Proto => WireCodec::Proto,

@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use grpc_echo::connectrpc::conformance::v1::{ServerCompatRequest, ServerCompatResponse};
+use grpc_echo::connectrpc::conformance::v1::{
+    HttpVersion, ServerCompatRequest, ServerCompatResponse,
+};
 use tokio::net::TcpListener;
 
 /// The program under test of the Connect conformance suite.
@@ -127,6 +129,8 @@ async fn server_config(
             .context("use_tls is set but server_creds is not")?;
         config.tls.tls_cert = Some(files.write("server.crt", &creds.cert).await?);
         config.tls.tls_key = Some(files.write("server.key", &creds.key).await?);
+        // The runner asks for HTTP/3 only over TLS, on the same port (UDP).
+        config.tls.http3 = request.http_version() == HttpVersion::HttpVersion3;
         if !request.client_tls_cert.is_empty() {
             config.tls.tls_client_ca = Some(
                 files

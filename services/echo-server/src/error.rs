@@ -35,6 +35,17 @@ pub enum ServeError {
     /// The memory budgets cannot hold what the limits allow.
     #[error("memory budgets")]
     Budget(#[from] crate::transport::budget::BudgetTooSmall),
+    /// HTTP/3 is asked for without TLS, which QUIC requires.
+    #[error("HTTP/3 needs TLS: give --tls-cert and --tls-key with --http3")]
+    Http3WithoutTls,
+    /// The QUIC endpoint cannot be set up.
+    #[error("HTTP/3 on UDP {addr}: {reason}")]
+    Http3 {
+        /// The address it was to listen on.
+        addr: std::net::SocketAddr,
+        /// Why it cannot.
+        reason: String,
+    },
     /// A `--forward-ca-file`, `--forward-cert-file` or `--forward-key-file` cannot be read.
     #[error("forward TLS file {path}")]
     ForwardTls {

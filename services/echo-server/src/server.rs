@@ -5,21 +5,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
-use http_body::Body as HttpBody;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 #[cfg(feature = "fuzzing")]
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::body::Body;
-use tonic::codegen::StdError;
 use tonic_health::ServingStatus;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_layer::Layer as _;
-use tower_service::Service;
 
 use crate::config::Config;
 use crate::error::ServeError;
@@ -32,9 +27,10 @@ use crate::protocol::json::Schemas;
 use crate::protocol::page::Page;
 use crate::services::forward::Forwarder;
 use crate::services::{DESCRIPTOR_SETS, Services, raw_echo};
-use crate::transport::accept::{self, Connection, ConnectionLimits};
+use crate::transport::accept::{self, Admission, Connection, ConnectionLimits};
 use crate::transport::budget::Budgets;
-use crate::transport::conn::{self, HttpSettings};
+use crate::transport::conn::{self, AnswerBody, HttpSettings, Served, Stack};
+use crate::transport::h3;
 use crate::transport::tls::{Tls, TlsFiles, TlsReload};
 
 /// After the grace period ends open streams, how long their final statuses get
@@ -181,24 +177,45 @@ impl Server {
         // Until shutdown begins: dropping them closes their windows.
         let chaos_schedules = chaos.as_ref().map(|chaos| chaos.start(&services.health));
 
-        // 6. Serving, until shutdown.
-        let incoming = match incoming {
-            Incoming::Tcp(listener) => accept::accept(
-                listener,
-                ConnectionLimits::from((&config.limits, &config.http2)),
-                tls,
-                Arc::clone(&self.stats),
-            ),
+        // 6. Serving, until shutdown: TCP (and QUIC on its port, with
+        //    --http3) under one set of connection caps.
+        let admission = Admission::new(
+            ConnectionLimits::from((&config.limits, &config.http2)),
+            Arc::clone(&self.stats),
+        );
+        let settings = HttpSettings::from((&config.http2, &config.limits));
+        let (incoming, quic) = match incoming {
+            Incoming::Tcp(listener) => {
+                let quic = match (&tls, config.tls.http3) {
+                    (_, false) => None,
+                    (None, true) => return Err(ServeError::Http3WithoutTls),
+                    (Some(tls), true) => {
+                        let addr = listener.local_addr().map_err(|err| ServeError::Http3 {
+                            addr: config.listen.listen,
+                            reason: err.to_string(),
+                        })?;
+                        tracing::info!(%addr, "serving HTTP/3 on UDP");
+                        Some(h3::endpoint(addr, tls, &settings)?)
+                    }
+                };
+                (accept::accept(listener, admission.clone(), tls), quic)
+            }
             #[cfg(feature = "fuzzing")]
-            Incoming::InMemory(connections) => ReceiverStream::new(connections),
+            Incoming::InMemory(connections) => (ReceiverStream::new(connections), None),
         };
         let serving = serving(
             incoming,
+            quic,
             service,
             config,
-            budgets,
-            chaos,
-            stop_accepting.clone(),
+            Shared {
+                settings,
+                admission,
+                budgets,
+                stats: Arc::clone(&self.stats),
+                chaos,
+                stop: stop_accepting.clone(),
+            },
         );
         tokio::pin!(serving);
         tokio::select! {
@@ -221,39 +238,96 @@ impl Server {
     }
 }
 
-/// Every connection from `incoming` served with `service` (behind CORS when
-/// it is configured) until `stop`.
-fn serving<S, B>(
-    incoming: impl Stream<Item = Connection> + Send + 'static,
-    service: S,
-    config: &Config,
+/// What serving shares with every connection, over TCP and QUIC.
+struct Shared {
+    settings: HttpSettings,
+    admission: Admission,
     budgets: Arc<Budgets>,
+    stats: Arc<Stats>,
     chaos: Option<Arc<Chaos>>,
     stop: CancellationToken,
+}
+
+/// Every connection from `incoming` and, with HTTP/3, from `quic`, served
+/// with `service` (behind CORS when it is configured) until `shared.stop`.
+fn serving<S, B>(
+    incoming: impl Stream<Item = Connection> + Send + 'static,
+    quic: Option<quinn::Endpoint>,
+    service: S,
+    config: &Config,
+    shared: Shared,
 ) -> BoxFuture<'static, ()>
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<StdError>,
-    B: HttpBody<Data = Bytes> + Default + Send + 'static,
-    B::Error: Into<StdError>,
+    S: Stack<B>,
+    B: AnswerBody + Default,
 {
-    let settings = HttpSettings::from((&config.http2, &config.limits));
     // CORS outermost, so a browser's preflight is answered before any
     // protocol is looked for and every answer carries CORS headers; served
     // as its own type rather than an `Either`, which would make every
     // call's futures as large as CORS's (measured: 190 instructions a call).
     match cors(&config.browsers.cors_allow_origin) {
-        Some(cors) => Box::pin(serve(
-            incoming,
-            cors.layer(service),
-            settings,
-            budgets,
-            chaos,
-            stop,
-        )),
-        None => Box::pin(serve(incoming, service, settings, budgets, chaos, stop)),
+        Some(cors) => Box::pin(serve_both(incoming, quic, cors.layer(service), shared)),
+        None => Box::pin(serve_both(incoming, quic, service, shared)),
     }
+}
+
+/// [`serve`] on TCP beside [`h3::serve`] on QUIC, until both have drained.
+async fn serve_both<S, B>(
+    incoming: impl Stream<Item = Connection>,
+    quic: Option<quinn::Endpoint>,
+    service: S,
+    shared: Shared,
+) where
+    S: Stack<B>,
+    B: AnswerBody,
+{
+    let Some(endpoint) = quic else {
+        let served = Arc::new(Served {
+            stats: shared.stats,
+            alt_svc: None,
+        });
+        return serve(
+            incoming,
+            service,
+            shared.settings,
+            shared.budgets,
+            served,
+            shared.chaos,
+            shared.stop,
+        )
+        .await;
+    };
+    let port = endpoint.local_addr().map_or(0, |addr| addr.port());
+    // Answers over TCP point at HTTP/3; answers over HTTP/3 need not.
+    let over_tcp = Arc::new(Served {
+        stats: Arc::clone(&shared.stats),
+        alt_svc: Some(h3::alt_svc(port)),
+    });
+    let over_quic = Arc::new(Served {
+        stats: shared.stats,
+        alt_svc: None,
+    });
+    tokio::join!(
+        serve(
+            incoming,
+            service.clone(),
+            shared.settings,
+            Arc::clone(&shared.budgets),
+            over_tcp,
+            shared.chaos.clone(),
+            shared.stop.clone(),
+        ),
+        h3::serve(
+            endpoint,
+            shared.admission,
+            service,
+            shared.settings,
+            shared.budgets,
+            over_quic,
+            shared.chaos,
+            shared.stop,
+        ),
+    );
 }
 
 /// What the layers need beyond the router: the metrics, the limits, the
@@ -346,14 +420,12 @@ async fn serve<S, B>(
     service: S,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
+    served: Arc<Served>,
     chaos: Option<Arc<Chaos>>,
     stop: CancellationToken,
 ) where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<StdError>,
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    S: Stack<B>,
+    B: AnswerBody,
 {
     let mut connections = JoinSet::new();
     {
@@ -369,6 +441,7 @@ async fn serve<S, B>(
                             service.clone(),
                             settings,
                             Arc::clone(&budgets),
+                            Arc::clone(&served),
                             chaos.as_deref().map(Chaos::subscribe),
                             stop.clone(),
                         ));

@@ -28,6 +28,10 @@ pub enum BenchRpc {
 /// Arguments of `echo-client bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// The protocol and HTTP version of the calls, for the reports (from
+    /// the global flags).
+    #[arg(skip)]
+    pub(crate) wire: String,
     /// The RPC to load.
     #[arg(long, value_enum, default_value = "unary")]
     pub(crate) rpc: BenchRpc,

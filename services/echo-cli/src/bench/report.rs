@@ -33,8 +33,8 @@ pub(super) fn describe(args: &BenchArgs) -> String {
         Some(Rate::Ramp { from, to, .. }) => format!("open loop ramping from {from}/s to {to}/s"),
     };
     format!(
-        "{what} over {} connection(s) x {concurrency} concurrent, {schedule}",
-        args.connections,
+        "{what} over {} connection(s) x {concurrency} concurrent, {schedule}, {}",
+        args.connections, args.wire,
     )
 }
 
@@ -223,6 +223,7 @@ pub(super) fn print(
             json!({
                 "rpc": format!("{:?}", args.rpc),
                 "call": args.call,
+                "wire": args.wire,
                 "connections": args.connections,
                 "concurrency": args.concurrency,
                 "open_loop_rps": args.rps,

@@ -473,6 +473,11 @@ pub struct TlsConfig {
     /// Require client certificates that chain to these PEM CA certificates (mutual TLS).
     #[arg(long, env = "ECHO_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// Also serve HTTP/3 (QUIC) on UDP at the `--listen` address, and point
+    /// HTTP/1.1 and HTTP/2 clients at it with `Alt-Svc`; needs TLS.
+    #[arg(long, env = "ECHO_HTTP3", requires = "tls_cert")]
+    pub http3: bool,
 }
 
 /// Browsers: the page, and which origins may call (CORS).

@@ -335,6 +335,11 @@ fn register_stats(registry: &mut Registry, stats: &Stats, alive_tasks: &Gauge) {
         stats.open_connections.clone(),
     );
     registry.register(
+        "echo_http_requests",
+        "HTTP requests by HTTP version (1.1, 2, 3)",
+        stats.http_requests.family.clone(),
+    );
+    registry.register(
         "tokio_alive_tasks",
         "Tasks alive in the server's runtime",
         alive_tasks.clone(),

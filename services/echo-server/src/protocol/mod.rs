@@ -257,7 +257,7 @@ where
         };
         if kind == Kind::Grpc
             && in_tonic
-            && request.version() == Version::HTTP_2
+            && request.version() >= Version::HTTP_2
             && request.method() == Method::POST
         {
             return ProtocolFuture::Grpc {
@@ -305,7 +305,7 @@ where
                 "method not allowed: gRPC and gRPC-Web calls are POST\n",
             ))
         }
-        Kind::Grpc | Kind::GrpcJson if request.version() != Version::HTTP_2 => Ok(plain(
+        Kind::Grpc | Kind::GrpcJson if request.version() < Version::HTTP_2 => Ok(plain(
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web or Connect\n",
         )),

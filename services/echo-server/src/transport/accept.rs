@@ -86,46 +86,79 @@ fn is_about_one_connection(err: &io::Error) -> bool {
     )
 }
 
-/// Accepts connections from `listener` while fewer than `max_connections` are
-/// open (one over the cap is closed at once). Stops, closing the listener,
-/// when the returned stream is dropped.
+/// Which connections may open: under `--max-connections` (TCP and QUIC
+/// together) and `--max-connections-per-ip`, each counted in the open
+/// connections. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    permits: Arc<Semaphore>,
+    per_ip: Option<PerIp>,
+    stats: Arc<Stats>,
+    limits: ConnectionLimits,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: ConnectionLimits, stats: Arc<Stats>) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            per_ip: limits.max_connections_per_ip.map(PerIp::new),
+            stats,
+            limits,
+        }
+    }
+
+    /// A place for a new connection from `addr`, or none (the refusal logged)
+    /// when a limit is reached.
+    pub(crate) fn admit(&self, addr: SocketAddr) -> Option<Slot> {
+        let limits = &self.limits;
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            tracing::warn!(peer = %addr, limits.max_connections, "connection limit reached: closing new connection");
+            return None;
+        };
+        let ip_slot = match &self.per_ip {
+            Some(per_ip) => match per_ip.take(addr.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(peer = %addr, limits.max_connections_per_ip, "connection limit per IP address reached: closing new connection");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some(Slot {
+            _permit: Some(permit),
+            _ip: ip_slot,
+            _counted: self.stats.open_connection(),
+        })
+    }
+
+    pub(crate) fn limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+}
+
+/// Accepts connections from `listener` while `admission` lets them in (one
+/// over a cap is closed at once). Stops, closing the listener, when the
+/// returned stream is dropped.
 pub(crate) fn accept(
     listener: TcpListener,
-    limits: ConnectionLimits,
+    admission: Admission,
     tls: Option<Tls>,
-    stats: Arc<Stats>,
 ) -> ReceiverStream<Connection> {
     let (ready, incoming) = mpsc::channel(64);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = limits.max_connections_per_ip.map(PerIp::new);
+    let limits = admission.limits();
     tokio::spawn(async move {
         loop {
             let (stream, addr) = tokio::select! {
                 accepted = accept_or_pause(&listener) => accepted,
                 () = ready.closed() => return,
             };
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                tracing::warn!(peer = %addr, limits.max_connections, "connection limit reached: closing new connection");
+            let Some(slot) = admission.admit(addr) else {
                 continue;
-            };
-            let ip_slot = match &per_ip {
-                Some(per_ip) => match per_ip.take(addr.ip()) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        tracing::warn!(peer = %addr, limits.max_connections_per_ip, "connection limit per IP address reached: closing new connection");
-                        continue;
-                    }
-                },
-                None => None,
             };
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
-            let slot = Slot {
-                _permit: Some(permit),
-                _ip: ip_slot,
-                _counted: stats.open_connection(),
-            };
             let peer = PeerInfo::new(addr);
             let Some(tls) = tls.clone() else {
                 let connection = Connection::new(Box::new(stream), peer, slot, limits);
@@ -159,8 +192,8 @@ pub(crate) fn accept(
 }
 
 /// A connection's place under `--max-connections` (and the per-IP limit),
-/// and in the open-connections count.
-struct Slot {
+/// and in the open-connections count; given back when dropped.
+pub(crate) struct Slot {
     /// None for a connection handed over in memory, which no listener caps.
     _permit: Option<OwnedSemaphorePermit>,
     _ip: Option<IpSlot>,

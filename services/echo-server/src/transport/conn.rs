@@ -18,6 +18,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body as HttpBody, Frame};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,9 +34,11 @@ use tower_service::Service;
 use super::accept::{Connection, Flushes};
 use super::budget::bodies::{BudgetedAnswer, BudgetedRequest};
 use super::budget::{Budgets, ConnectionBudgets};
+use super::lifetime::{Lifetime, Turn};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
-use crate::ops::chaos::{ConnectionChaos, ConnectionSubscription};
+use crate::ops::chaos::ConnectionSubscription;
+use crate::ops::stats::Stats;
 
 /// The largest receive window of a stream (hyper's default).
 const MAX_STREAM_WINDOW: u32 = 1024 * 1024;
@@ -88,6 +91,31 @@ impl From<(&Http2Config, &LimitsConfig)> for HttpSettings {
 }
 
 impl HttpSettings {
+    /// Streams a connection may have open at once.
+    pub(crate) fn max_concurrent_streams(&self) -> u32 {
+        self.max_concurrent_streams
+    }
+
+    /// The largest header section a request may have.
+    pub(crate) fn max_header_list_size(&self) -> u32 {
+        self.max_header_list_size
+    }
+
+    /// The receive windows: each stream's, and the connection's.
+    pub(crate) fn windows(&self) -> (u32, u32) {
+        (self.stream_window, self.connection_window)
+    }
+
+    /// The keepalive ping interval, and how long an answer may take.
+    pub(crate) fn keepalive(&self) -> (Duration, Duration) {
+        (self.keepalive_interval, self.keepalive_timeout)
+    }
+
+    /// The maximum age of a connection, and the grace after it.
+    pub(crate) fn max_age(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.max_age, self.max_age_grace)
+    }
+
     /// hyper's HTTP/1.1 and HTTP/2 server with these settings, running
     /// HTTP/2 streams with `streams`.
     fn builder(&self, streams: StreamExecutor) -> auto::Builder<StreamExecutor> {
@@ -113,8 +141,6 @@ impl HttpSettings {
 }
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-type ChaosEvent = dyn Future<Output = (ConnectionChaos, ConnectionSubscription)> + Send;
 
 /// Where hyper runs each HTTP/2 stream (a call: the layers, the handler and
 /// the answer's body): a task of its own, or, on a single-threaded runtime,
@@ -197,15 +223,13 @@ pub(crate) fn serve_connection<S, B>(
     service: S,
     settings: HttpSettings,
     budgets: Arc<Budgets>,
+    served: Arc<Served>,
     chaos: Option<ConnectionSubscription>,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<StdError>,
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    S: Stack<B>,
+    B: AnswerBody,
 {
     let flushes = connection.flushes();
     let control = ConnectionControl::default();
@@ -214,8 +238,9 @@ where
         inner: service,
         peer: connection.peer().clone(),
         control: control.clone(),
-        flushes: Arc::clone(&flushes),
+        flushes: Some(Arc::clone(&flushes)),
         budgets: Arc::clone(&budgets),
+        served,
     };
     let streams = StreamExecutor::for_runtime();
     // Owned, so that the builder lives only until the protocol is known;
@@ -226,19 +251,18 @@ where
             .serve_connection(TokioIo::new(connection), TowerToHyperService::new(service))
             .into_owned(),
     );
-    // Boxed: only connections of a server with a chaos schedule pay for it.
-    let mut chaos: Option<Pin<Box<ChaosEvent>>> =
-        chaos.map(|subscription| Box::pin(subscription.next()) as _);
-    let (max_age, max_age_grace) = (settings.max_age, settings.max_age_grace);
+    let mut lifetime = Lifetime::new(
+        control,
+        budgets.close.clone(),
+        chaos,
+        stop,
+        settings.max_age(),
+    );
     async move {
         let run_streams = streams.run_streams();
         let mut run_streams = std::pin::pin!(run_streams);
-        // The maximum age, then (once past it) the end of its grace: one timer.
-        let mut past_age = false;
-        let mut age_timer = std::pin::pin!(sleep_or_never(max_age));
-        let mut draining = false;
         loop {
-            let drain = tokio::select! {
+            let turn = tokio::select! {
                 // The connection first, so that the streams it hands over are
                 // polled in the same turn (`StreamExecutor`).
                 biased;
@@ -250,72 +274,77 @@ where
                 }
                 // Polling the connection again flushes it (see `Flushes`).
                 () = flushes.poke.notified() => continue,
-                () = control.close.cancelled() => {
-                    tracing::debug!("closing the connection as a call asked");
-                    return;
-                }
-                () = budgets.close.cancelled() => return,
-                (event, subscription) = next_chaos(&mut chaos) => match event {
-                    ConnectionChaos::Close => {
-                        tracing::debug!("closing the connection: a chaos schedule picked it");
-                        return;
-                    }
-                    ConnectionChaos::GoAway => {
-                        chaos = Some(Box::pin(subscription.next()));
-                        "chaos schedule"
-                    }
-                },
-                () = stop.cancelled(), if !draining => "shutdown",
-                () = control.go_away.cancelled(), if !draining => "asked by a call",
-                // Armed whatever began the drain, so a call's GOAWAY cannot
-                // outlast age + grace.
-                () = &mut age_timer => {
-                    if past_age {
-                        tracing::debug!("connection past its maximum age and grace: closing it");
-                        return;
-                    }
-                    past_age = true;
-                    age_timer.set(sleep_or_never(max_age_grace));
-                    "maximum age"
-                }
+                turn = lifetime.next() => turn,
                 never = run_streams.as_mut() => match never {},
             };
-            if !draining {
-                tracing::debug!(reason = drain, "GOAWAY: draining the connection");
-                conn.as_mut().graceful_shutdown();
-                draining = true;
+            match turn {
+                Turn::Close(reason) => {
+                    tracing::debug!(reason, "closing the connection");
+                    return;
+                }
+                Turn::Drain(reason) => {
+                    tracing::debug!(reason, "GOAWAY: draining the connection");
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
 }
 
-/// The next event of a connection's chaos schedules; never without any.
-fn next_chaos(
-    chaos: &mut Option<Pin<Box<ChaosEvent>>>,
-) -> impl Future<Output = (ConnectionChaos, ConnectionSubscription)> + '_ {
-    std::future::poll_fn(move |cx| match chaos {
-        Some(event) => event.as_mut().poll(cx),
-        None => Poll::Pending,
-    })
+/// The server's whole stack as each connection serves it (a clone each):
+/// named once, for the functions that pass it on.
+pub(crate) trait Stack<B>:
+    Service<
+        http::Request<Body>,
+        Response = http::Response<B>,
+        Error: Into<StdError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
 }
 
-async fn sleep_or_never(duration: Option<Duration>) {
-    match duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
-    }
+impl<S, B> Stack<B> for S where
+    S: Service<
+            http::Request<Body>,
+            Response = http::Response<B>,
+            Error: Into<StdError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of the stack's answers.
+pub(crate) trait AnswerBody:
+    HttpBody<Data = Bytes, Error: Into<StdError>> + Send + 'static
+{
+}
+
+impl<B> AnswerBody for B where B: HttpBody<Data = Bytes, Error: Into<StdError>> + Send + 'static {}
+
+/// What the requests of every connection share: the counters, and the
+/// `Alt-Svc` header of answers over TCP when HTTP/3 is on. One per server
+/// and transport, so that a connection holds one pointer to it.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) alt_svc: Option<HeaderValue>,
 }
 
 /// `inner` for the requests of one connection: gives them its [`Arrival`]
-/// and budgets, and applies [`ResetStream`] to their
-/// responses.
+/// and budgets, counts them, and applies [`ResetStream`] to their responses
+/// (HTTP/3, which has no [`Flushes`], applies it itself: the extension stays).
 #[derive(Clone)]
-struct PerConnection<S> {
-    inner: S,
-    peer: PeerInfo,
-    control: ConnectionControl,
-    flushes: Arc<Flushes>,
-    budgets: Arc<ConnectionBudgets>,
+pub(crate) struct PerConnection<S> {
+    pub(crate) inner: S,
+    pub(crate) peer: PeerInfo,
+    pub(crate) control: ConnectionControl,
+    pub(crate) flushes: Option<Arc<Flushes>>,
+    pub(crate) budgets: Arc<ConnectionBudgets>,
+    pub(crate) served: Arc<Served>,
 }
 
 impl<S, B> Service<http::Request<Incoming>> for PerConnection<S>
@@ -346,7 +375,10 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError>,
 {
-    fn call_with<R>(&mut self, request: http::Request<R>) -> PerConnectionFuture<S::Future>
+    pub(crate) fn call_with<R>(
+        &mut self,
+        request: http::Request<R>,
+    ) -> PerConnectionFuture<S::Future>
     where
         R: HttpBody<Data = Bytes> + Send + 'static,
         R::Error: Into<StdError>,
@@ -366,10 +398,12 @@ where
             authority: request.uri().authority().cloned(),
         };
         request.extensions_mut().insert(arrival);
+        self.served.stats.http_requests.of(request.version()).inc();
         PerConnectionFuture {
             inner: self.inner.call(request),
-            flushes: Arc::clone(&self.flushes),
+            flushes: self.flushes.clone(),
             budgets: Arc::clone(&self.budgets),
+            served: Arc::clone(&self.served),
         }
     }
 }
@@ -452,11 +486,12 @@ fn is_enveloped(headers: &http::HeaderMap) -> bool {
 }
 
 pin_project! {
-    struct PerConnectionFuture<F> {
+    pub(crate) struct PerConnectionFuture<F> {
         #[pin]
         inner: F,
-        flushes: Arc<Flushes>,
+        flushes: Option<Arc<Flushes>>,
         budgets: Arc<ConnectionBudgets>,
+        served: Arc<Served>,
     }
 }
 
@@ -471,18 +506,26 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        let reset = response.extensions_mut().remove::<ResetStream>();
+        if let Some(alt_svc) = &this.served.alt_svc {
+            response
+                .headers_mut()
+                .insert(http::header::ALT_SVC, alt_svc.clone());
+        }
+        let reset = match this.flushes {
+            Some(_) => response.extensions_mut().remove::<ResetStream>(),
+            None => None,
+        };
         let budgets = Arc::clone(this.budgets);
         Poll::Ready(Ok(response.map(|body| {
             let body = BudgetedAnswer::new(body, budgets);
-            match reset {
-                Some(ResetStream(code)) => Body::new(ResetAtEnd {
+            match (reset, this.flushes) {
+                (Some(ResetStream(code)), Some(flushes)) => Body::new(ResetAtEnd {
                     inner: Body::new(body),
                     code,
-                    flushes: Arc::clone(this.flushes),
+                    flushes: Arc::clone(flushes),
                     written: None,
                 }),
-                None => Body::new(body),
+                _ => Body::new(body),
             }
         })))
     }

@@ -96,10 +96,14 @@ impl TlsReload {
     }
 }
 
-/// The server side of TLS: a handshake acceptor whose certificate can change.
+/// The server side of TLS: a handshake acceptor whose certificate can
+/// change, and the same configuration for QUIC (HTTP/3).
 #[derive(Clone)]
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
+    /// The TCP configuration with ALPN `h3` only: one certificate (reloads
+    /// reach both) and one client verifier.
+    quic: Arc<ServerConfig>,
     certificate: Arc<ReloadingCertificate>,
 }
 
@@ -126,11 +130,21 @@ impl Tls {
         };
         let mut config =
             builder.with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
+        // 0-RTT stays off (rustls's default, `max_early_data_size` 0):
+        // replayable early requests would repeat calls with side effects.
+        let mut quic = config.clone();
+        quic.alpn_protocols = vec![b"h3".to_vec()];
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            quic: Arc::new(quic),
             certificate,
         })
+    }
+
+    /// The rustls configuration of QUIC connections (ALPN `h3`).
+    pub(crate) fn quic_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.quic)
     }
 
     /// Completes the handshake; the session says what was agreed, and who
@@ -141,30 +155,16 @@ impl Tls {
     ) -> std::io::Result<(TlsStream<TcpStream>, TlsSession)> {
         let stream = self.acceptor.accept(stream).await?;
         let connection = stream.get_ref().1;
-        let text =
-            |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
-        let mut session = TlsSession {
-            version: connection
-                .protocol_version()
-                .map(|version| format!("{version:?}"))
-                .unwrap_or_default(),
-            cipher: connection
+        let session = session(
+            connection.protocol_version(),
+            connection
                 .negotiated_cipher_suite()
                 .map(|suite| format!("{:?}", suite.suite()))
                 .unwrap_or_default(),
-            alpn: text(connection.alpn_protocol()),
-            sni: connection.server_name().unwrap_or_default().to_owned(),
-            ..TlsSession::default()
-        };
-        let leaf = connection
-            .peer_certificates()
-            .and_then(|chain| chain.first());
-        if let Some((_, certificate)) =
-            leaf.and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
-        {
-            session.client_subject = certificate.subject().to_string();
-            session.spiffe_id = spiffe_id(&certificate).unwrap_or_default();
-        }
+            connection.alpn_protocol(),
+            connection.server_name(),
+            connection.peer_certificates(),
+        );
         Ok((stream, session))
     }
 
@@ -256,6 +256,34 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
         return Err(error("no certificate in it".to_owned()));
     }
     Ok(certificates)
+}
+
+/// What a handshake agreed (over TCP or QUIC), and who the client is when
+/// it showed a verified certificate.
+pub(crate) fn session(
+    version: Option<rustls::ProtocolVersion>,
+    cipher: String,
+    alpn: Option<&[u8]>,
+    sni: Option<&str>,
+    peer_certificates: Option<&[CertificateDer<'_>]>,
+) -> TlsSession {
+    let mut session = TlsSession {
+        version: version
+            .map(|version| format!("{version:?}"))
+            .unwrap_or_default(),
+        cipher,
+        alpn: String::from_utf8_lossy(alpn.unwrap_or_default()).into_owned(),
+        sni: sni.unwrap_or_default().to_owned(),
+        ..TlsSession::default()
+    };
+    let leaf = peer_certificates.and_then(|chain| chain.first());
+    if let Some((_, certificate)) =
+        leaf.and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+    {
+        session.client_subject = certificate.subject().to_string();
+        session.spiffe_id = spiffe_id(&certificate).unwrap_or_default();
+    }
+    session
 }
 
 /// The certificate's SPIFFE ID: its first `spiffe://` URI SAN.
