@@ -1179,15 +1179,7 @@ async fn a_connection_reading_nothing_is_cut_after_the_budget_timeout() {
         .await
         .unwrap();
     let connection = tokio::spawn(connection);
-    let request = EchoRequest {
-        response_size: Some(1024 * 1024),
-        stream: Some(echo_client::proto::StreamControl {
-            count: Some(1000),
-            interval: None,
-        }),
-        ..Default::default()
-    };
-    let body = echo_tests::grpc_message(&prost::Message::encode_to_vec(&request));
+    let body = unread_stream_request();
     let mut streams = Vec::new();
     for _ in 0..20 {
         let mut client = client.clone().ready().await.unwrap();
@@ -1210,6 +1202,20 @@ async fn a_connection_reading_nothing_is_cut_after_the_budget_timeout() {
     println!("cut after {:?}: {ended:?}", started.elapsed());
     cut_for_reading_nothing(&server, started.elapsed(), Duration::from_secs(3)).await;
     echo_tests::assert_still_serving(server.addr).await;
+}
+
+/// A ServerStream request for a thousand answers of 1 MiB each, enveloped:
+/// what the reading-nothing tests send on each stream.
+fn unread_stream_request() -> Bytes {
+    let request = EchoRequest {
+        response_size: Some(1024 * 1024),
+        stream: Some(echo_client::proto::StreamControl {
+            count: Some(1000),
+            interval: None,
+        }),
+        ..Default::default()
+    };
+    echo_tests::grpc_message(&prost::Message::encode_to_vec(&request))
 }
 
 /// Checks that a connection reading none of its answers was cut
@@ -1413,15 +1419,7 @@ async fn a_quic_connection_reading_nothing_is_cut_after_the_budget_timeout() {
         .await
         .unwrap();
     tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let request = EchoRequest {
-        response_size: Some(1024 * 1024),
-        stream: Some(echo_client::proto::StreamControl {
-            count: Some(1000),
-            interval: None,
-        }),
-        ..Default::default()
-    };
-    let body = echo_tests::grpc_message(&prost::Message::encode_to_vec(&request));
+    let body = unread_stream_request();
     let mut streams = Vec::new();
     for _ in 0..20 {
         let post = http::Request::post(format!(
