@@ -464,3 +464,27 @@ async fn an_http3_connection_past_its_maximum_age_is_replaced() {
     assert_ne!(first, second, "the aged connection still carried calls");
     h3.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_reset_asked_for_carries_the_http3_code_of_its_http2_code() {
+    use echo_client::proto::{ConnectionAction, ConnectionControl};
+    let h3 = Http3Server::start(true, |_| {}).await;
+    let client = h3.client(Protocol::Grpc).await;
+    for (h2_code, h3_code) in [(8, "H3_REQUEST_CANCELLED"), (11, "H3_EXCESSIVE_LOAD")] {
+        let status = client
+            .echo(EchoRequest {
+                connection: Some(ConnectionControl {
+                    action: ConnectionAction::ResetStream.into(),
+                    reset_code: h2_code,
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("the stream was reset");
+        assert!(
+            format!("{status:?}").contains(h3_code),
+            "HTTP/2 code {h2_code}: {status:?}"
+        );
+    }
+    h3.server.stop().await;
+}

@@ -29,7 +29,7 @@ use crate::services::forward::Forwarder;
 use crate::services::{DESCRIPTOR_SETS, Services, raw_echo};
 use crate::transport::accept::{self, Admission, Connection, ConnectionLimits};
 use crate::transport::budget::Budgets;
-use crate::transport::conn::{self, AnswerBody, HttpSettings, Served, Stack};
+use crate::transport::conn::{self, AnswerBody, HttpSettings, Served, Shared, Stack};
 use crate::transport::h3;
 use crate::transport::tls::{Tls, TlsFiles, TlsReload};
 
@@ -203,20 +203,23 @@ impl Server {
             #[cfg(feature = "fuzzing")]
             Incoming::InMemory(connections) => (ReceiverStream::new(connections), None),
         };
-        let serving = serving(
-            incoming,
-            quic,
-            service,
-            config,
-            Shared {
-                settings,
-                admission,
-                budgets,
+        // Answers over TCP point at HTTP/3 when it is on.
+        let alt_svc = quic
+            .as_ref()
+            .and_then(|endpoint| endpoint.local_addr().ok())
+            .map(|addr| h3::alt_svc(addr.port()));
+        let shared = Shared {
+            settings,
+            budgets,
+            served: Arc::new(Served {
                 stats: Arc::clone(&self.stats),
-                chaos,
-                stop: stop_accepting.clone(),
-            },
-        );
+                alt_svc,
+            }),
+            chaos,
+            stop: stop_accepting.clone(),
+        };
+        let quic = quic.map(|endpoint| (endpoint, admission));
+        let serving = serving(incoming, quic, service, config, shared);
         tokio::pin!(serving);
         tokio::select! {
             () = &mut serving => return Ok(()),
@@ -238,21 +241,12 @@ impl Server {
     }
 }
 
-/// What serving shares with every connection, over TCP and QUIC.
-struct Shared {
-    settings: HttpSettings,
-    admission: Admission,
-    budgets: Arc<Budgets>,
-    stats: Arc<Stats>,
-    chaos: Option<Arc<Chaos>>,
-    stop: CancellationToken,
-}
-
-/// Every connection from `incoming` and, with HTTP/3, from `quic`, served
-/// with `service` (behind CORS when it is configured) until `shared.stop`.
+/// Every connection from `incoming` and, with HTTP/3, from `quic` (its
+/// endpoint and the caps it shares with TCP), served with `service` (behind
+/// CORS when it is configured) until `shared.stop`.
 fn serving<S, B>(
     incoming: impl Stream<Item = Connection> + Send + 'static,
-    quic: Option<quinn::Endpoint>,
+    quic: Option<(quinn::Endpoint, Admission)>,
     service: S,
     config: &Config,
     shared: Shared,
@@ -274,60 +268,22 @@ where
 /// [`serve`] on TCP beside [`h3::serve`] on QUIC, until both have drained.
 async fn serve_both<S, B>(
     incoming: impl Stream<Item = Connection>,
-    quic: Option<quinn::Endpoint>,
+    quic: Option<(quinn::Endpoint, Admission)>,
     service: S,
     shared: Shared,
 ) where
     S: Stack<B>,
     B: AnswerBody,
 {
-    let Some(endpoint) = quic else {
-        let served = Arc::new(Served {
-            stats: shared.stats,
-            alt_svc: None,
-        });
-        return serve(
-            incoming,
-            service,
-            shared.settings,
-            shared.budgets,
-            served,
-            shared.chaos,
-            shared.stop,
-        )
-        .await;
-    };
-    let port = endpoint.local_addr().map_or(0, |addr| addr.port());
-    // Answers over TCP point at HTTP/3; answers over HTTP/3 need not.
-    let over_tcp = Arc::new(Served {
-        stats: Arc::clone(&shared.stats),
-        alt_svc: Some(h3::alt_svc(port)),
-    });
-    let over_quic = Arc::new(Served {
-        stats: shared.stats,
-        alt_svc: None,
-    });
-    tokio::join!(
-        serve(
-            incoming,
-            service.clone(),
-            shared.settings,
-            Arc::clone(&shared.budgets),
-            over_tcp,
-            shared.chaos.clone(),
-            shared.stop.clone(),
-        ),
-        h3::serve(
-            endpoint,
-            shared.admission,
-            service,
-            shared.settings,
-            shared.budgets,
-            over_quic,
-            shared.chaos,
-            shared.stop,
-        ),
-    );
+    match quic {
+        None => serve(incoming, service, shared).await,
+        Some((endpoint, admission)) => {
+            tokio::join!(
+                serve(incoming, service.clone(), shared.clone()),
+                h3::serve(endpoint, admission, service, shared),
+            );
+        }
+    }
 }
 
 /// What the layers need beyond the router: the metrics, the limits, the
@@ -412,18 +368,11 @@ pub async fn run(
     Server::new(config).run(listener, shutdown).await
 }
 
-/// Serves every connection from `incoming` with `service` until `stop`, then
+/// Serves every connection from `incoming` with `service` until `shared.stop`, then
 /// sends each GOAWAY and returns once all are closed. Dropping the returned
 /// future drops every connection.
-async fn serve<S, B>(
-    incoming: impl Stream<Item = Connection>,
-    service: S,
-    settings: HttpSettings,
-    budgets: Arc<Budgets>,
-    served: Arc<Served>,
-    chaos: Option<Arc<Chaos>>,
-    stop: CancellationToken,
-) where
+async fn serve<S, B>(incoming: impl Stream<Item = Connection>, service: S, shared: Shared)
+where
     S: Stack<B>,
     B: AnswerBody,
 {
@@ -433,17 +382,13 @@ async fn serve<S, B>(
         let mut incoming = std::pin::pin!(incoming);
         loop {
             tokio::select! {
-                () = stop.cancelled() => break,
+                () = shared.stop.cancelled() => break,
                 connection = incoming.next() => match connection {
                     Some(connection) => {
                         connections.spawn(conn::serve_connection(
                             connection,
                             service.clone(),
-                            settings,
-                            Arc::clone(&budgets),
-                            Arc::clone(&served),
-                            chaos.as_deref().map(Chaos::subscribe),
-                            stop.clone(),
+                            &shared,
                         ));
                     }
                     None => break,

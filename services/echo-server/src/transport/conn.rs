@@ -37,7 +37,7 @@ use super::budget::{Budgets, ConnectionBudgets};
 use super::lifetime::{Lifetime, Turn};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
-use crate::ops::chaos::ConnectionSubscription;
+use crate::ops::chaos::Chaos;
 use crate::ops::stats::Stats;
 
 /// The largest receive window of a stream (hyper's default).
@@ -221,26 +221,23 @@ where
 pub(crate) fn serve_connection<S, B>(
     connection: Connection,
     service: S,
-    settings: HttpSettings,
-    budgets: Arc<Budgets>,
-    served: Arc<Served>,
-    chaos: Option<ConnectionSubscription>,
-    stop: CancellationToken,
+    shared: &Shared,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: Stack<B>,
     B: AnswerBody,
 {
+    let settings = shared.settings;
     let flushes = connection.flushes();
     let control = ConnectionControl::default();
-    let budgets = budgets.connection();
+    let budgets = shared.budgets.connection();
     let service = PerConnection {
         inner: service,
         peer: connection.peer().clone(),
         control: control.clone(),
         flushes: Some(Arc::clone(&flushes)),
         budgets: Arc::clone(&budgets),
-        served,
+        served: Arc::clone(&shared.served),
     };
     let streams = StreamExecutor::for_runtime();
     // Owned, so that the builder lives only until the protocol is known;
@@ -254,8 +251,8 @@ where
     let mut lifetime = Lifetime::new(
         control,
         budgets.close.clone(),
-        chaos,
-        stop,
+        shared.chaos.as_deref().map(Chaos::subscribe),
+        shared.stop.clone(),
         settings.max_age(),
     );
     async move {
@@ -325,9 +322,20 @@ pub(crate) trait AnswerBody:
 
 impl<B> AnswerBody for B where B: HttpBody<Data = Bytes, Error: Into<StdError>> + Send + 'static {}
 
-/// What the requests of every connection share: the counters, and the
-/// `Alt-Svc` header of answers over TCP when HTTP/3 is on. One per server
-/// and transport, so that a connection holds one pointer to it.
+/// What serving shares with every connection, over TCP and QUIC.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) settings: HttpSettings,
+    pub(crate) budgets: Arc<Budgets>,
+    pub(crate) served: Arc<Served>,
+    pub(crate) chaos: Option<Arc<Chaos>>,
+    /// Cancelled when shutdown begins: no new connections, GOAWAY on the rest.
+    pub(crate) stop: CancellationToken,
+}
+
+/// What the requests of every connection share: the counters, and with
+/// HTTP/3 on the `Alt-Svc` header that points answers over TCP at it. One
+/// per server, so that a connection holds one pointer to it.
 #[derive(Debug)]
 pub(crate) struct Served {
     pub(crate) stats: Arc<Stats>,
@@ -391,19 +399,22 @@ where
         } else {
             request.map(Body::new)
         };
+        let version = request.version();
         let arrival = Arrival {
             peer: self.peer.clone(),
             control: self.control.clone(),
-            version: request.version(),
+            version,
             authority: request.uri().authority().cloned(),
         };
         request.extensions_mut().insert(arrival);
-        self.served.stats.http_requests.of(request.version()).inc();
+        self.served.stats.http_requests.of(version).inc();
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: self.flushes.clone(),
             budgets: Arc::clone(&self.budgets),
             served: Arc::clone(&self.served),
+            // Answers over HTTP/3 need not point at it.
+            over_http3: version == http::Version::HTTP_3,
         }
     }
 }
@@ -492,6 +503,7 @@ pin_project! {
         flushes: Option<Arc<Flushes>>,
         budgets: Arc<ConnectionBudgets>,
         served: Arc<Served>,
+        over_http3: bool,
     }
 }
 
@@ -506,7 +518,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
-        if let Some(alt_svc) = &this.served.alt_svc {
+        if let Some(alt_svc) = this.served.alt_svc.as_ref().filter(|_| !*this.over_http3) {
             response
                 .headers_mut()
                 .insert(http::header::ALT_SVC, alt_svc.clone());

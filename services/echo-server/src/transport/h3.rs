@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use super::accept::{Admission, Slot};
-use super::budget::Budgets;
-use super::conn::{AnswerBody, HttpSettings, PerConnection, Served, Stack};
+use super::conn::{AnswerBody, HttpSettings, PerConnection, Shared, Stack};
 use super::lifetime::{Lifetime, Turn};
 use super::tls::{self, Tls};
 use crate::context::{ConnectionControl, PeerInfo, ResetStream};
@@ -26,6 +25,9 @@ use crate::error::ServeError;
 use crate::ops::chaos::{Chaos, ConnectionSubscription};
 
 type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
+
+/// HTTP/3's "no error" (RFC 9114, 8.1) as QUIC's close code.
+const H3_NO_ERROR: quinn::VarInt = quinn::VarInt::from_u32(0x100);
 
 /// Unidirectional streams a peer may open: HTTP/3 needs three (control and
 /// QPACK's two); a few more for extensions and grease, no more.
@@ -88,18 +90,13 @@ pub(crate) fn alt_svc(port: u16) -> http::HeaderValue {
 }
 
 /// Serves every QUIC connection of `endpoint` that `admission` lets in with
-/// `service` until `stop`, then sends each GOAWAY and returns once all are
-/// closed. Dropping the returned future drops every connection.
-#[allow(clippy::too_many_arguments)]
+/// `service` until `shared.stop`, then sends each GOAWAY and returns once
+/// all are closed. Dropping the returned future drops every connection.
 pub(crate) async fn serve<S, B>(
     endpoint: quinn::Endpoint,
     admission: Admission,
     service: S,
-    settings: HttpSettings,
-    budgets: Arc<Budgets>,
-    served: Arc<Served>,
-    chaos: Option<Arc<Chaos>>,
-    stop: CancellationToken,
+    shared: Shared,
 ) where
     S: Stack<B>,
     B: AnswerBody,
@@ -108,7 +105,7 @@ pub(crate) async fn serve<S, B>(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            () = stop.cancelled() => break,
+            () = shared.stop.cancelled() => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let Some(slot) = admission.admit(incoming.remote_address()) else {
@@ -120,17 +117,17 @@ pub(crate) async fn serve<S, B>(
                     peer: PeerInfo::new(incoming.remote_address()),
                     control: ConnectionControl::default(),
                     flushes: None,
-                    budgets: budgets.connection(),
-                    served: Arc::clone(&served),
+                    budgets: shared.budgets.connection(),
+                    served: Arc::clone(&shared.served),
                 };
                 connections.spawn(serve_connection(
                     incoming,
                     slot,
                     handshake_timeout,
                     service,
-                    settings,
-                    chaos.as_deref().map(Chaos::subscribe),
-                    stop.clone(),
+                    shared.settings,
+                    shared.chaos.as_deref().map(Chaos::subscribe),
+                    shared.stop.clone(),
                 ));
             }
             Some(_) = connections.join_next() => {}
@@ -139,10 +136,7 @@ pub(crate) async fn serve<S, B>(
     // No new connections: those not accepted yet are refused.
     endpoint.set_server_config(None);
     while connections.join_next().await.is_some() {}
-    endpoint.close(
-        Code::H3_NO_ERROR.value().try_into().unwrap_or_default(),
-        b"",
-    );
+    endpoint.close(H3_NO_ERROR, b"");
     // The closes reach the peers before the socket goes.
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
@@ -194,10 +188,7 @@ async fn serve_connection<S, B>(
     );
     let close = |reason: &str| {
         tracing::debug!(peer = %addr, reason, "closing the QUIC connection");
-        connection.close(
-            Code::H3_NO_ERROR.value().try_into().unwrap_or_default(),
-            b"",
-        );
+        connection.close(H3_NO_ERROR, b"");
     };
     let mut requests = JoinSet::new();
     let mut accepting = true;
