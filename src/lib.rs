@@ -14,6 +14,9 @@
 //! - [`grpc::examples::echo`]: grpc-go's example `Echo` service.
 //! - [`connectrpc::conformance::v1`]: the Connect conformance suite's
 //!   `ConformanceService` and the runner's messages.
+//! - [`xds::data::orca::v3`] and [`xds::service::orca::v3`]: ORCA load
+//!   reports (gRFC A51) and the out-of-band `OpenRcaService`.
+//! - [`grpc::channelz::v1`]: gRPC's channelz service (gRFC A14).
 //! - [`FILE_DESCRIPTOR_SET`]: every compiled file (with imports and comments),
 //!   as served by gRPC reflection.
 #![forbid(unsafe_code)]
@@ -48,6 +51,15 @@ pub mod grpc {
         pub const ECHO_TRAILING_METADATA: &str = "x-grpc-test-echo-trailing-bin";
     }
 
+    /// `grpc.channelz`: gRPC's live view of servers, channels and sockets.
+    pub mod channelz {
+        /// `grpc.channelz.v1`.
+        pub mod v1 {
+            #![allow(missing_docs)]
+            tonic::include_proto!("grpc.channelz.v1");
+        }
+    }
+
     /// `grpc.examples.echo`: the echo service of grpc-go's examples.
     pub mod examples {
         /// `grpc.examples.echo`.
@@ -68,6 +80,33 @@ pub mod connectrpc {
         pub mod v1 {
             #![allow(missing_docs)]
             tonic::include_proto!("connectrpc.conformance.v1");
+        }
+    }
+}
+
+/// The `xds` protobuf packages (github.com/cncf/xds): ORCA, the load reports
+/// that weighted load-balancing policies read.
+pub mod xds {
+    /// `xds.data`.
+    pub mod data {
+        /// `xds.data.orca`.
+        pub mod orca {
+            /// `xds.data.orca.v3`: `OrcaLoadReport`.
+            pub mod v3 {
+                #![allow(missing_docs)]
+                tonic::include_proto!("xds.data.orca.v3");
+            }
+        }
+    }
+    /// `xds.service`.
+    pub mod service {
+        /// `xds.service.orca`.
+        pub mod orca {
+            /// `xds.service.orca.v3`: `OpenRcaService`, reports out of band.
+            pub mod v3 {
+                #![allow(missing_docs)]
+                tonic::include_proto!("xds.service.orca.v3");
+            }
         }
     }
 }

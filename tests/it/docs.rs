@@ -581,7 +581,8 @@ fn workspace_packages() -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-/// The pages: README.md and every guide under docs/.
+/// The pages: README.md and every guide under docs/ (with `DOCS_PAGE=TEXT`,
+/// those whose path holds TEXT, to rerun one page while writing it).
 fn pages() -> Vec<PathBuf> {
     let root = workspace_root();
     let mut pages = vec![root.join("README.md")];
@@ -592,6 +593,9 @@ fn pages() -> Vec<PathBuf> {
         .collect();
     guides.sort();
     pages.extend(guides);
+    if let Ok(only) = std::env::var("DOCS_PAGE") {
+        pages.retain(|page| page.to_string_lossy().contains(&only));
+    }
     pages
 }
 

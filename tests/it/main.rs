@@ -20,6 +20,7 @@ mod binaries;
 #[cfg(feature = "external-tools")]
 mod browser;
 mod call;
+mod channelz;
 mod chaos;
 mod client_answers;
 mod compression;
@@ -45,6 +46,7 @@ mod interop_python;
 mod interop_service;
 mod leaks;
 mod limits;
+mod load_reports;
 #[cfg(feature = "external-tools")]
 mod metrics;
 mod protocols;

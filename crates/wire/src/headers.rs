@@ -21,3 +21,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `hostname`: the instance that answered, as gRPC's xDS interop test servers
 /// name it on every unary answer (clients count backends by it).
 pub const HOSTNAME: HeaderName = HeaderName::from_static("hostname");
+/// The trailer (in a trailers-only answer, the header) that carries a call's
+/// ORCA load report, a binary `xds.data.orca.v3.OrcaLoadReport` (gRFC A51).
+pub const LOAD_REPORT: HeaderName = HeaderName::from_static("endpoint-load-metrics-bin");

@@ -10,7 +10,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use echo_client::{ClientBuilder, Codec, Compression as MessageCompression, Protocol};
+use echo_client::load_report::WeightedConfig;
+use echo_client::{
+    BalancePolicy, ClientBuilder, Codec, Compression as MessageCompression, Protocol,
+};
 use tonic::metadata::MetadataKey;
 
 use crate::bench;
@@ -41,9 +44,22 @@ struct Globals {
     #[arg(long, global = true, env = "ECHO_ADDR", default_value = output::DEFAULT_ADDR)]
     addr: String,
 
-    /// Balance calls over every address `--addr` resolves to (implied by a list).
+    /// Balance calls over every address `--addr` resolves to (implied by a
+    /// list and by `--balance-policy weighted`).
     #[arg(long, global = true, env = "ECHO_BALANCE")]
     balance: bool,
+
+    /// How balanced calls pick a server: in turn, or weighted by the load
+    /// each server reports in its answers (ORCA's `endpoint-load-metrics-bin`,
+    /// as gRFC A58's weighted round robin weighs it: queries per second over
+    /// utilization).
+    #[arg(long, global = true, env = "ECHO_BALANCE_POLICY", value_enum, default_value_t = BalanceChoice::RoundRobin)]
+    balance_policy: BalanceChoice,
+
+    /// Weighted: how long a server must report before its weight counts
+    /// (gRFC A58's blackout period).
+    #[arg(long, global = true, env = "ECHO_WEIGHT_BLACKOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    weight_blackout: Duration,
 
     /// Deadline of each call (e.g. `500ms`, `5s`).
     #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -125,6 +141,13 @@ struct Globals {
 enum WireCodec {
     Proto,
     Json,
+}
+
+/// `--balance-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BalanceChoice {
+    RoundRobin,
+    Weighted,
 }
 
 /// `--protocol`.
@@ -293,7 +316,8 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
             WireCodec::Json => Codec::Json,
         })
         .connect_get(cli.connect_get);
-    if cli.balance || cli.addr.contains(',') {
+    let weighted = cli.balance_policy == BalanceChoice::Weighted;
+    if cli.balance || weighted || cli.addr.contains(',') {
         let targets = cli.addr.split(',').map(|target| {
             let target = target.trim();
             target
@@ -302,6 +326,12 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
                 .to_owned()
         });
         builder = builder.balanced(targets);
+    }
+    if weighted {
+        builder = builder.balance_policy(BalancePolicy::Weighted(WeightedConfig {
+            blackout_period: cli.weight_blackout,
+            ..WeightedConfig::default()
+        }));
     }
     if let Some(timeout) = cli.timeout {
         builder = builder.timeout(timeout);

@@ -2,8 +2,7 @@
 //! on stdout; a failed call's status and details, or any other error with each
 //! of its causes once, on stderr.
 
-use std::collections::HashMap;
-
+use echo_client::load_report::OrcaLoadReport;
 use echo_client::proto::{ClientStreamResponse, EchoResponse, Wire};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
@@ -128,30 +127,56 @@ impl Output {
         Ok(())
     }
 
-    /// Prints `metadata` as `kind` when `--show-metadata` asks for it.
+    /// Prints `metadata` as `kind` when `--show-metadata` asks for it; an
+    /// ORCA load report (`endpoint-load-metrics-bin`) decoded, as JSON.
     pub(crate) fn metadata(&self, kind: &str, metadata: &MetadataMap) {
         if !self.show_metadata {
             return;
         }
-        let entries: Vec<(String, String)> = metadata
+        let entries: Vec<(String, Value)> = metadata
             .as_ref()
             .iter()
             .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
+                let report = (*k == echo_wire::headers::LOAD_REPORT)
+                    .then(|| echo_client::load_report::from_metadata(metadata))
+                    .flatten();
+                let value = match report {
+                    Some(report) => load_report_json(&report),
+                    None => Value::from(String::from_utf8_lossy(v.as_bytes())),
+                };
+                (k.to_string(), value)
             })
             .collect();
         if self.json {
-            let map: HashMap<_, _> = entries.into_iter().collect();
+            let map: serde_json::Map<_, _> = entries.into_iter().collect();
             out!("{}", json!({ kind: map }));
         } else {
             for (key, value) in entries {
-                out!("< {kind}: {key}: {value}");
+                match value {
+                    Value::String(text) => out!("< {kind}: {key}: {text}"),
+                    value => out!("< {kind}: {key}: {value}"),
+                }
             }
         }
     }
+}
+
+/// An ORCA load report as proto3 JSON (`{"cpuUtilization":0.5, ...}`).
+pub(crate) fn load_report_json(report: &OrcaLoadReport) -> Value {
+    static CONTRACT: std::sync::OnceLock<Option<DescriptorPool>> = std::sync::OnceLock::new();
+    CONTRACT
+        .get_or_init(|| DescriptorPool::decode(grpc_echo::FILE_DESCRIPTOR_SET).ok())
+        .as_ref()
+        .and_then(|pool| pool.get_message_by_name("xds.data.orca.v3.OrcaLoadReport"))
+        .and_then(|descriptor| {
+            DynamicMessage::decode(descriptor, report.encode_to_vec().as_slice()).ok()
+        })
+        .and_then(|message| {
+            message
+                .serialize_with_options(serde_json::value::Serializer, &Default::default())
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// Prints why the command failed on stderr: a call's status with its rich

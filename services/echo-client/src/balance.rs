@@ -14,7 +14,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::endpoints::{Endpoints, WeakEndpoints};
+use crate::endpoints::{BalancePolicy, Endpoints, WeakEndpoints};
 use crate::error::ClientError;
 use crate::protocol::Link;
 use crate::retry::Retrying;
@@ -32,6 +32,7 @@ pub(crate) const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 pub(crate) async fn balanced(
     targets: Vec<String>,
     link: impl Fn(SocketAddr) -> Result<Link, ClientError> + Send + Sync + 'static,
+    policy: BalancePolicy,
     stats: Arc<CallStats>,
     retrying: Option<Arc<Retrying>>,
 ) -> Result<Endpoints, ClientError> {
@@ -45,7 +46,7 @@ pub(crate) async fn balanced(
     for address in addresses {
         members.push((address, link(address)?));
     }
-    let endpoints = Endpoints::balanced(members, stats, retrying);
+    let endpoints = Endpoints::balanced(members, policy, stats, retrying);
     tokio::spawn(watch(targets, endpoints.downgrade(), link));
     Ok(endpoints)
 }

@@ -22,6 +22,7 @@ use echo_wire::compression::Compression;
 
 use crate::balance;
 use crate::endpoints::Endpoints;
+use crate::endpoints::{BalancePolicy, MemberLoad};
 use crate::error::ClientError;
 use crate::policy::{CallPolicy, CallPolicyLayer};
 use crate::protocol::{Codec, Link, LinkTls, Protocol};
@@ -53,6 +54,7 @@ pub struct ClientBuilder {
     /// The PEM material behind `tls`, for HTTP/1.1 connections.
     tls_options: Option<TlsOptions>,
     balanced: Option<Vec<String>>,
+    balance_policy: BalancePolicy,
     stats: Arc<CallStats>,
     protocol: Protocol,
     http: HttpVersion,
@@ -170,6 +172,7 @@ impl ClientBuilder {
             tls: None,
             tls_options: None,
             balanced: None,
+            balance_policy: BalancePolicy::RoundRobin,
             stats: Arc::default(),
             protocol: Protocol::Grpc,
             http: HttpVersion::Http2,
@@ -343,6 +346,13 @@ impl ClientBuilder {
         self
     }
 
+    /// How a balanced client picks the server of each call: round robin
+    /// (the default), or weighted by the load the servers report.
+    pub fn balance_policy(mut self, policy: BalancePolicy) -> Self {
+        self.balance_policy = policy;
+        self
+    }
+
     /// Counts the client's retries in `stats` (shared with other clients,
     /// for a load generator's report); each builder has its own otherwise.
     pub fn call_stats(mut self, stats: Arc<CallStats>) -> Self {
@@ -394,6 +404,7 @@ impl ClientBuilder {
                             )?;
                             Self::link_to(endpoint, &settings)
                         },
+                        self.balance_policy,
                         Arc::clone(&self.stats),
                         retrying,
                     )
@@ -701,6 +712,12 @@ impl EchoClient {
     /// How often this client's calls were sent again.
     pub fn call_stats(&self) -> &CallStats {
         &self.stats
+    }
+
+    /// Each server of a balanced client, with what its load reports say
+    /// (empty for a client of one endpoint).
+    pub fn loads(&self) -> Vec<MemberLoad> {
+        self.transport.get_ref().loads()
     }
 
     /// Unary `Echo`.

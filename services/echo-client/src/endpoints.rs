@@ -1,8 +1,10 @@
 //! Where calls go, and the one retry every call gets for free.
 //!
 //! [`Endpoints`] is one server's link, or several servers' links taken
-//! round-robin among those in rotation (the health watcher in `balance.rs`
-//! keeps the rotation). A call the server provably never processed (see
+//! among those in rotation (the health watcher in `balance.rs` keeps the
+//! rotation) by a [`BalancePolicy`]: round robin, or weighted round robin
+//! by the load each server reports (gRFC A58, weights from the ORCA report
+//! in each call's trailers; `load_report.rs`). A call the server provably never processed (see
 //! `classify.rs`: refused by GOAWAY or REFUSED_STREAM, or never sent) is sent
 //! again at once, once, on another connection or another address, whatever
 //! the method and whether or not retries are configured, within the call's
@@ -15,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -25,6 +28,7 @@ use tower_service::Service;
 
 use crate::classify::{self, BoxError};
 use crate::deadline::CallDeadline;
+use crate::load_report::{self, OrcaLoadReport, Weight, WeightedConfig};
 use crate::protocol::Link;
 use crate::retry::Retrying;
 use crate::stats::CallStats;
@@ -48,9 +52,34 @@ impl std::fmt::Debug for Endpoints {
     }
 }
 
+/// How a balanced set picks the server of each call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum BalancePolicy {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// In proportion to the weights their load reports give (gRFC A58):
+    /// queries per second over utilization.
+    Weighted(WeightedConfig),
+}
+
+/// What a balanced set knows of one of its servers.
+#[derive(Debug, Clone)]
+pub struct MemberLoad {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Its weight, once it counts (weighted round robin only).
+    pub weight: Option<f64>,
+    /// The latest load report it sent (weighted round robin only).
+    pub report: Option<OrcaLoadReport>,
+}
+
 struct Shared {
     members: RwLock<Vec<Member>>,
     next: AtomicUsize,
+    policy: BalancePolicy,
+    /// Weighted round robin's credit of each member (`load_report::pick`).
+    credits: Mutex<Vec<f64>>,
     stats: Arc<CallStats>,
     /// A configured retry policy's budget, which transparent retries count in.
     retrying: Option<Arc<Retrying>>,
@@ -62,6 +91,8 @@ struct Member {
     addr: Option<SocketAddr>,
     link: Link,
     in_rotation: AtomicBool,
+    /// What its load reports make of it, for weighted round robin.
+    weight: Arc<Mutex<Weight>>,
 }
 
 /// The member a call was sent to.
@@ -69,6 +100,8 @@ struct Member {
 struct Picked {
     addr: Option<SocketAddr>,
     link: Link,
+    /// Where its answers' load reports go, under weighted round robin.
+    weight: Option<(Arc<Mutex<Weight>>, WeightedConfig)>,
 }
 
 /// A handle on an [`Endpoints`] set that does not keep it alive.
@@ -93,12 +126,18 @@ impl Endpoints {
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
-        Self::new(vec![(None, link, true)], stats, retrying)
+        Self::new(
+            vec![(None, link, true)],
+            BalancePolicy::RoundRobin,
+            stats,
+            retrying,
+        )
     }
 
-    /// Calls go round-robin to whichever of `members` are in rotation.
+    /// Calls go to whichever of `members` are in rotation, as `policy` picks.
     pub(crate) fn balanced(
         members: Vec<(SocketAddr, Link)>,
+        policy: BalancePolicy,
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
@@ -106,11 +145,12 @@ impl Endpoints {
             .into_iter()
             .map(|(addr, link)| (Some(addr), link, true))
             .collect();
-        Self::new(members, stats, retrying)
+        Self::new(members, policy, stats, retrying)
     }
 
     fn new(
         members: Vec<(Option<SocketAddr>, Link, bool)>,
+        policy: BalancePolicy,
         stats: Arc<CallStats>,
         retrying: Option<Arc<Retrying>>,
     ) -> Self {
@@ -120,16 +160,40 @@ impl Endpoints {
                 addr,
                 link,
                 in_rotation: AtomicBool::new(in_rotation),
+                weight: Arc::default(),
             })
             .collect();
         Self {
             shared: Arc::new(Shared {
                 members: RwLock::new(members),
                 next: AtomicUsize::new(0),
+                policy,
+                credits: Mutex::default(),
                 stats,
                 retrying,
             }),
         }
+    }
+
+    /// Each server of a balanced set, with its weight and latest load
+    /// report under weighted round robin.
+    pub fn loads(&self) -> Vec<MemberLoad> {
+        let now = Instant::now();
+        let members = self.shared.members.read().expect("members lock");
+        members
+            .iter()
+            .filter_map(|member| {
+                let weight = member.weight.lock().expect("weight lock");
+                Some(MemberLoad {
+                    addr: member.addr?,
+                    weight: match self.shared.policy {
+                        BalancePolicy::Weighted(config) => weight.current(now, &config),
+                        BalancePolicy::RoundRobin => None,
+                    },
+                    report: weight.last_report.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The addresses of a balanced set, each with its link.
@@ -149,6 +213,7 @@ impl Endpoints {
                 addr: Some(addr),
                 link,
                 in_rotation: AtomicBool::new(false),
+                weight: Arc::default(),
             });
         }
     }
@@ -168,6 +233,16 @@ impl Endpoints {
     /// any member when none is in rotation (the call then fails for a reason).
     fn pick(&self, avoid: Option<SocketAddr>) -> Picked {
         let members = self.shared.members.read().expect("members lock");
+        if let BalancePolicy::Weighted(config) = self.shared.policy
+            && let Some(index) = self.pick_weighted(&members, avoid, &config)
+        {
+            let member = &members[index];
+            return Picked {
+                addr: member.addr,
+                link: member.link.clone(),
+                weight: Some((Arc::clone(&member.weight), config)),
+            };
+        }
         let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let count = members.len();
         let choose = |accept: &dyn Fn(&Member) -> bool| {
@@ -184,7 +259,36 @@ impl Endpoints {
         Picked {
             addr: member.addr,
             link: member.link.clone(),
+            weight: None,
         }
+    }
+
+    /// Weighted round robin's pick among the members in rotation (other
+    /// than `avoid` when there is another); none when none is in rotation.
+    fn pick_weighted(
+        &self,
+        members: &[Member],
+        avoid: Option<SocketAddr>,
+        config: &WeightedConfig,
+    ) -> Option<usize> {
+        let now = Instant::now();
+        let weights: Vec<Option<f64>> = members
+            .iter()
+            .map(|member| {
+                member
+                    .weight
+                    .lock()
+                    .expect("weight lock")
+                    .current(now, config)
+            })
+            .collect();
+        let in_rotation = |index: usize| members[index].in_rotation.load(Ordering::Acquire);
+        let mut credits = self.shared.credits.lock().expect("credits lock");
+        credits.resize(members.len(), 0.0);
+        load_report::pick(&mut credits, &weights, |index| {
+            in_rotation(index) && (avoid.is_none() || members[index].addr != avoid)
+        })
+        .or_else(|| load_report::pick(&mut credits, &weights, in_rotation))
     }
 }
 
@@ -243,7 +347,66 @@ async fn send(
 ) -> Result<http::Response<Body>, BoxError> {
     let mut link = member.link.clone();
     std::future::poll_fn(|cx| link.poll_ready(cx)).await?;
-    link.call(request).await
+    let response = link.call(request).await?;
+    let Some((weight, config)) = member.weight.clone() else {
+        return Ok(response);
+    };
+    // A trailers-only answer's report is in its headers; any other's in its trailers.
+    if let Some(report) = load_report::from_headers(response.headers()) {
+        weight
+            .lock()
+            .expect("weight lock")
+            .update(report, Instant::now(), &config);
+        return Ok(response);
+    }
+    Ok(response.map(|body| {
+        Body::new(ReportedBody {
+            inner: body,
+            weight,
+            config,
+        })
+    }))
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body whose trailers' load report updates its server's weight.
+    struct ReportedBody {
+        #[pin]
+        inner: Body,
+        weight: Arc<Mutex<Weight>>,
+        config: WeightedConfig,
+    }
+}
+
+impl http_body::Body for ReportedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(report) = load_report::from_headers(trailers)
+        {
+            this.weight
+                .lock()
+                .expect("weight lock")
+                .update(report, Instant::now(), this.config);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A copy of a request's head, for sending it again.

@@ -26,8 +26,11 @@
 //! - [`client`]: [`ClientBuilder`] and [`EchoClient`].
 //! - [`deadline`]: [`CallDeadline`], a call's deadline from the policy to the wire.
 //! - [`stats`]: [`CallStats`], how often calls were sent again.
-//! - [`endpoints`]: where calls go (one server, or several round-robin), and
-//!   the transparent retry of a call the server never processed.
+//! - [`endpoints`]: where calls go (one server, or several by round robin
+//!   or weighted by their load reports), and the transparent retry of a
+//!   call the server never processed.
+//! - [`load_report`]: ORCA load reports read from a call's trailers, and the
+//!   weights of weighted round robin (gRFC A51, A58).
 //! - `balance`: the health watcher that keeps a balanced set's rotation.
 //! - `classify`: what a transport failure means (its status, and whether the
 //!   call was processed), as the gRPC spec reads HTTP/2 endings.
@@ -55,6 +58,7 @@ pub mod error;
 pub mod fuzzing;
 mod http3;
 pub mod lean;
+pub mod load_report;
 pub mod policy;
 pub mod protocol;
 pub mod retry;
@@ -65,6 +69,7 @@ pub mod telemetry;
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use deadline::CallDeadline;
 pub use echo_wire::compression::Compression;
+pub use endpoints::BalancePolicy;
 pub use error::ClientError;
 pub use lean::LeanUnary;
 pub use protocol::{Codec, Protocol};

@@ -68,6 +68,14 @@ pub struct CallPolicy<S> {
     policy: CallPolicyLayer,
 }
 
+impl<S> CallPolicy<S> {
+    /// The service the calls go to (for a [`Transport`](crate::Transport),
+    /// its [`Endpoints`](crate::endpoints::Endpoints)).
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for CallPolicy<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,

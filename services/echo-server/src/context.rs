@@ -7,6 +7,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use grpc_echo::echo::v1::{Header, TlsSession, Wire};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, PROXY_AUTHORIZATION, USER_AGENT};
@@ -23,6 +25,8 @@ pub struct PeerInfo {
     pub addr_text: Arc<str>,
     /// The TLS session, when the connection has one.
     pub tls: Option<Arc<TlsSession>>,
+    /// What channelz counts of the connection (with `--channelz`).
+    pub(crate) channelz: Option<Arc<SocketCounts>>,
 }
 
 impl PeerInfo {
@@ -32,6 +36,7 @@ impl PeerInfo {
             addr,
             addr_text: addr.to_string().into(),
             tls: None,
+            channelz: None,
         }
     }
 
@@ -42,6 +47,79 @@ impl PeerInfo {
             .map(|tls| tls.client_subject.as_str())
             .filter(|subject| !subject.is_empty())
     }
+}
+
+/// Calls as channelz counts them: a server's, a connection's (its streams)
+/// or a downstream channel's.
+#[derive(Debug, Default)]
+pub(crate) struct CallCounts {
+    pub(crate) started: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// When the last one started, in nanoseconds since the Unix epoch (0: none yet).
+    pub(crate) last_started: AtomicU64,
+}
+
+impl CallCounts {
+    /// One more call started.
+    pub(crate) fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.last_started.store(unix_nanos(), Ordering::Relaxed);
+    }
+
+    /// A call ended, with OK or not.
+    pub(crate) fn finished(&self, ok: bool) {
+        let count = if ok { &self.succeeded } else { &self.failed };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What channelz counts of one connection, and the counts of its server,
+/// which its calls add to.
+#[derive(Debug, Default)]
+pub(crate) struct SocketCounts {
+    pub(crate) streams: CallCounts,
+    pub(crate) server: Arc<CallCounts>,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    /// When the last message went, or came, in nanoseconds since the Unix epoch.
+    pub(crate) last_message_sent: AtomicU64,
+    pub(crate) last_message_received: AtomicU64,
+}
+
+impl SocketCounts {
+    /// A call arrived on the connection.
+    pub(crate) fn call_started(&self) {
+        self.streams.started();
+        self.server.started();
+    }
+
+    /// A call on the connection ended, with OK or not.
+    pub(crate) fn call_finished(&self, ok: bool) {
+        self.streams.finished(ok);
+        self.server.finished(ok);
+    }
+
+    /// `count` messages were sent on the connection.
+    pub(crate) fn sent(&self, count: u64) {
+        self.messages_sent.fetch_add(count, Ordering::Relaxed);
+        self.last_message_sent
+            .store(unix_nanos(), Ordering::Relaxed);
+    }
+
+    /// `count` messages arrived on the connection.
+    pub(crate) fn received(&self, count: u64) {
+        self.messages_received.fetch_add(count, Ordering::Relaxed);
+        self.last_message_received
+            .store(unix_nanos(), Ordering::Relaxed);
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+pub(crate) fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 /// What a call may do to the connection it arrived on; its connection

@@ -17,16 +17,19 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_layer::Layer as _;
 
 use crate::config::Config;
+use crate::config::chaos::Event;
 use crate::error::ServeError;
 use crate::layers::{self, AuthLayer, BehaviorLayer, StackSettings, Tokens};
+use crate::ops::channelz::Channelz;
 use crate::ops::chaos::Chaos;
+use crate::ops::load_report::LoadReports;
 use crate::ops::metrics::{self, Metrics};
 use crate::ops::stats::Stats;
 use crate::protocol::ProtocolLayer;
 use crate::protocol::json::Schemas;
 use crate::protocol::page::Page;
 use crate::services::forward::Forwarder;
-use crate::services::{DESCRIPTOR_SETS, Services, raw_echo};
+use crate::services::{DESCRIPTOR_SETS, Observed, Services, raw_echo};
 use crate::transport::accept::{self, Admission, Connection, ConnectionLimits};
 use crate::transport::budget::Budgets;
 use crate::transport::conn::{self, AnswerBody, HttpSettings, Served, Shared, Stack};
@@ -125,16 +128,44 @@ impl Server {
         // Cancelled when shutdown begins: no new connections, GOAWAY on the rest.
         let stop_accepting = CancellationToken::new();
 
-        // 1. The services, routed by name, and the budgets and chaos
-        //    schedules every connection shares.
-        let forwarder = Forwarder::new(&config.forward)?;
-        let services = Services::build(config, &self.stats, &streams_end, forwarder.clone()).await;
-        let budgets = Arc::new(Budgets::new(&config.limits)?);
+        // 1. The services, routed by name, and the budgets, chaos
+        //    schedules, load reports and channelz registry every connection
+        //    shares.
         let chaos = Chaos::new(
             config.faults.schedules().cloned().collect(),
             config.faults.chaos_seed,
         )
         .map(Arc::new);
+        let load_windows = config
+            .faults
+            .schedules()
+            .any(|schedule| matches!(schedule.event, Event::Load { .. }));
+        let load_reports = Arc::new(LoadReports::new(
+            config.load.load_report.clone(),
+            chaos
+                .as_ref()
+                .filter(|_| load_windows)
+                .map(|chaos| Arc::clone(&chaos.windows)),
+        ));
+        let channelz = config
+            .services
+            .channelz
+            .then(|| Arc::new(Channelz::default()));
+        let forwarder = Forwarder::new(&config.forward)?.with_channelz(channelz.clone());
+        let observed = Observed {
+            load_reports: Arc::clone(&load_reports),
+            channelz: channelz.clone(),
+        };
+        let services = Services::build(
+            config,
+            &self.stats,
+            &stop_accepting,
+            &streams_end,
+            forwarder.clone(),
+            observed,
+        )
+        .await;
+        let budgets = Arc::new(Budgets::new(&config.limits)?);
 
         // 2. The metrics: every call's series, and each component's own.
         let mut metrics = Metrics::new(&self.stats, services.health.served(), &DESCRIPTOR_SETS);
@@ -146,7 +177,7 @@ impl Server {
         let metrics = Arc::new(metrics);
 
         // 3. The layers around the services.
-        let settings = stack_settings(config, &metrics, chaos.as_deref())?;
+        let settings = stack_settings(config, &metrics, chaos.as_deref(), load_reports)?;
         let service = layers::stack(services.router.clone(), settings);
 
         // 4. The protocols, outside every layer: each call becomes gRPC
@@ -198,6 +229,14 @@ impl Server {
                         Some(h3::endpoint(addr, tls, &settings)?)
                     }
                 };
+                if let Some(channelz) = &channelz {
+                    if let Ok(addr) = listener.local_addr() {
+                        channelz.listening(addr, "tcp");
+                    }
+                    if let Some(addr) = quic.as_ref().and_then(|quic| quic.local_addr().ok()) {
+                        channelz.listening(addr, "udp");
+                    }
+                }
                 (accept::accept(listener, admission.clone(), tls), quic)
             }
             #[cfg(feature = "fuzzing")]
@@ -216,6 +255,7 @@ impl Server {
                 alt_svc,
             }),
             chaos,
+            channelz,
             stop: stop_accepting.clone(),
         };
         let quic = quic.map(|endpoint| (endpoint, admission));
@@ -292,6 +332,7 @@ fn stack_settings(
     config: &Config,
     metrics: &Arc<Metrics>,
     chaos: Option<&Chaos>,
+    load_reports: Arc<LoadReports>,
 ) -> Result<StackSettings, ServeError> {
     let auth = match &config.auth.auth_token_file {
         Some(path) => Some(AuthLayer::new(
@@ -312,6 +353,7 @@ fn stack_settings(
             config.faults.fault_seed,
             chaos.map(|chaos| Arc::clone(&chaos.windows)),
         ),
+        load_reports,
     })
 }
 

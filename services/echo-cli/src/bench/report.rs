@@ -241,6 +241,11 @@ pub(super) fn print(
                     .collect::<serde_json::Map<_, _>>(),
                 "attempts_per_call": mean_attempts(stats),
                 "instances": tally.instances,
+                "reported_load": tally
+                    .loads
+                    .iter()
+                    .map(|(instance, report)| (instance.clone(), crate::output::load_report_json(report)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "latency_ms": latency,
                 "steps": step_rows(args, tally, elapsed)
                     .iter()
@@ -286,6 +291,13 @@ pub(super) fn print(
     }
     if tally.instances.len() > 1 {
         out!("  answered by: {:?}", tally.instances);
+    }
+    for (instance, report) in &tally.loads {
+        let calls = tally.instances.get(instance).copied().unwrap_or_default();
+        out!(
+            "  {instance}: {calls} answers, reported load {}",
+            crate::output::load_report_json(report)
+        );
     }
     for row in step_rows(args, tally, elapsed) {
         let ms = |q: f64| row.latency.value_at_quantile(q) as f64 / 1000.0;

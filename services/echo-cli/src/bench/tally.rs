@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use echo_client::load_report::OrcaLoadReport;
 use hdrhistogram::Histogram;
 use tonic::Status;
 
@@ -14,6 +15,8 @@ pub(super) struct Answer {
     pub(super) messages: u64,
     /// The instance that answered, when the answer says (echo.v1 only).
     pub(super) instance: String,
+    /// The load the instance reported with its answer (ORCA), if it did.
+    pub(super) load: Option<Box<OrcaLoadReport>>,
 }
 
 impl Answer {
@@ -21,6 +24,7 @@ impl Answer {
         Self {
             messages: 1,
             instance,
+            load: None,
         }
     }
 }
@@ -37,6 +41,8 @@ pub(super) struct Tally {
     pub(super) errors: BTreeMap<String, u64>,
     /// Answered calls (bidi: messages) per server instance that answered.
     pub(super) instances: BTreeMap<String, u64>,
+    /// The latest load each instance reported, of those that report.
+    pub(super) loads: BTreeMap<String, OrcaLoadReport>,
     /// Stepped schedules: what each step measured, by step from 0.
     pub(super) steps: BTreeMap<usize, StepTally>,
     /// The worker this tally is of (merged: the first's).
@@ -77,6 +83,7 @@ impl Tally {
             messages: 0,
             errors: BTreeMap::new(),
             instances: BTreeMap::new(),
+            loads: BTreeMap::new(),
             steps: BTreeMap::new(),
         }
     }
@@ -122,6 +129,9 @@ impl Tally {
                     .record(micros)
                     .expect("clamped into the bounds");
                 self.messages += answer.messages;
+                if let Some(load) = answer.load {
+                    self.loads.insert(answer.instance.clone(), *load);
+                }
                 // Looked up before inserting: the key is allocated once per instance.
                 match self.instances.get_mut(&answer.instance) {
                     Some(count) => *count += 1,
@@ -148,6 +158,7 @@ impl Tally {
         for (instance, count) in other.instances {
             *self.instances.entry(instance).or_default() += count;
         }
+        self.loads.extend(other.loads);
         if let (Some(calls), Some(others)) = (&mut self.calls, other.calls) {
             calls.extend(others);
         }

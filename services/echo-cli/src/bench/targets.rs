@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes};
 use echo_client::proto::{EchoRequest, StreamControl};
-use echo_client::{EchoClient, LeanUnary, Transport};
+use echo_client::{EchoClient, LeanUnary, Transport, load_report};
 use grpc_echo::grpc::testing::SimpleRequest;
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
 use http::uri::PathAndQuery;
@@ -66,7 +66,11 @@ pub(super) struct EchoUnary {
 impl Caller for EchoUnary {
     async fn call(&mut self) -> Result<Answer, Status> {
         let response = self.client.echo(self.request.clone()).await?;
-        Ok(Answer::one(response.into_inner().instance))
+        let load = load_report::from_metadata(response.metadata()).map(Box::new);
+        Ok(Answer {
+            load,
+            ..Answer::one(response.into_inner().instance)
+        })
     }
 }
 
@@ -100,6 +104,7 @@ impl Caller for EchoServerStream {
         let mut answer = Answer {
             messages: 0,
             instance: String::new(),
+            load: None,
         };
         while let Some(response) = stream.message().await? {
             if answer.messages == 0 {
@@ -129,6 +134,7 @@ impl Caller for EchoClientStream {
         Ok(Answer {
             messages: summary.count,
             instance: summary.instance,
+            load: None,
         })
     }
 }
@@ -200,6 +206,7 @@ impl Caller for RawServerStream {
         let mut answer = Answer {
             messages: 0,
             instance: String::new(),
+            load: None,
         };
         while answers.message().await?.is_some() {
             answer.messages += 1;
@@ -243,6 +250,7 @@ impl Caller for RawClientStream {
         Ok(Answer {
             messages: u64::from(self.count),
             instance: String::new(),
+            load: None,
         })
     }
 }

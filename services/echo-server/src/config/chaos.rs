@@ -11,6 +11,8 @@
 //! - `errors code=CODE for=W every=P`: every call starting in the window
 //!   fails with CODE (a name such as `UNAVAILABLE`, or a number).
 //! - `unhealthy for=W every=P`: health says NOT_SERVING for the window.
+//! - `load report=LOAD for=W every=P`: the instance reports LOAD (a load
+//!   report as `--load-report` takes it) for the window.
 //!
 //! Any schedule also takes `after=T` (the first event T after start; `P` by
 //! default) and `jitter=J` (each event up to J later).
@@ -18,9 +20,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Code;
+
+use super::load_report::{LoadReportError, LoadReportSpec};
 
 /// Why a chaos schedule, or a file of them, does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +40,7 @@ pub enum ChaosError {
     #[error("`{0}` is given twice")]
     Twice(String),
     /// The event is none of the known ones.
-    #[error("unknown chaos event `{0}` (known: goaway, close, slow, errors, unhealthy)")]
+    #[error("unknown chaos event `{0}` (known: goaway, close, slow, errors, unhealthy, load)")]
     UnknownEvent(String),
     /// A setting the event needs is missing.
     #[error("`{event}` needs {setting}")]
@@ -81,6 +86,9 @@ pub enum ChaosError {
     /// A code names no status code.
     #[error(transparent)]
     Code(#[from] echo_wire::codes::UnknownCode),
+    /// A load window's report does not parse.
+    #[error("report: {0}")]
+    LoadReport(#[from] LoadReportError),
     /// A code names OK, which is no error.
     #[error("`{0}` is not an error status code (1 to 16)")]
     NotAnError(String),
@@ -112,13 +120,27 @@ pub struct Schedule {
 }
 
 /// What a schedule does each time.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {
     GoAway,
-    Close { fraction: f64 },
-    Slow { delay: Duration, window: Duration },
-    Errors { code: Code, window: Duration },
-    Unhealthy { window: Duration },
+    Close {
+        fraction: f64,
+    },
+    Slow {
+        delay: Duration,
+        window: Duration,
+    },
+    Errors {
+        code: Code,
+        window: Duration,
+    },
+    Unhealthy {
+        window: Duration,
+    },
+    Load {
+        report: Arc<LoadReportSpec>,
+        window: Duration,
+    },
 }
 
 impl Event {
@@ -130,16 +152,18 @@ impl Event {
             Self::Slow { .. } => "slow",
             Self::Errors { .. } => "errors",
             Self::Unhealthy { .. } => "unhealthy",
+            Self::Load { .. } => "load",
         }
     }
 
     /// How long the event lasts (none: it is an instant).
     fn window(&self) -> Option<Duration> {
-        match *self {
+        match self {
             Self::GoAway | Self::Close { .. } => None,
             Self::Slow { window, .. }
             | Self::Errors { window, .. }
-            | Self::Unhealthy { window } => Some(window),
+            | Self::Unhealthy { window }
+            | Self::Load { window, .. } => Some(*window),
         }
     }
 }
@@ -183,6 +207,14 @@ impl FromStr for Schedule {
                 window: window.ok_or_else(|| needs("for=DURATION"))?,
             },
             "unhealthy" => Event::Unhealthy {
+                window: window.ok_or_else(|| needs("for=DURATION"))?,
+            },
+            "load" => Event::Load {
+                report: Arc::new(
+                    take("report")
+                        .ok_or_else(|| needs("report=LOAD"))?
+                        .parse()?,
+                ),
                 window: window.ok_or_else(|| needs("for=DURATION"))?,
             },
             other => return Err(ChaosError::UnknownEvent(other.to_owned())),
@@ -323,6 +355,16 @@ mod tests {
                 window: Duration::from_secs(1)
             }
         );
+        let load: Schedule = "load report=cpu=0.9,qps=auto for=5s every=20s"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            load.event,
+            Event::Load {
+                report: Arc::new("cpu=0.9,qps=auto".parse().unwrap()),
+                window: Duration::from_secs(5)
+            }
+        );
         let file = "# a flaky afternoon\n\ngoaway every=30s\nunhealthy for=5s every=1m # drills\n";
         assert_eq!(Schedule::parse_lines(file).unwrap().len(), 2);
 
@@ -347,6 +389,12 @@ mod tests {
             ("goaway every=1s every=2s", "given twice"),
             ("goaway every=0s", "never stop"),
             ("goaway every", "not KEY=VALUE"),
+            ("load for=1s every=10s", "needs report=LOAD"),
+            (
+                "load report=gpu=1 for=1s every=10s",
+                "report: unknown load report key",
+            ),
+            ("load report=cpu=1 every=10s", "needs for="),
         ] {
             let err = bad.parse::<Schedule>().unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");

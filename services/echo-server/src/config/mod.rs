@@ -7,6 +7,7 @@
 pub mod allowlist;
 pub mod behaviors;
 pub mod chaos;
+pub mod load_report;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use clap::{Args, Parser, ValueEnum};
 use allowlist::AllowedTarget;
 use behaviors::Behaviors;
 use chaos::{ChaosFile, Schedule};
+use load_report::LoadReportSpec;
 
 /// Default `--listen`: loopback only, so a first run exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -121,6 +123,41 @@ pub struct Config {
     /// Calls to other servers on request (`Forward`).
     #[command(flatten)]
     pub forward: ForwardConfig,
+    /// What load balancers read: ORCA load reports.
+    #[command(flatten)]
+    pub load: LoadConfig,
+}
+
+/// Default `--orca-min-interval`.
+pub const DEFAULT_ORCA_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What load balancers read of this instance: its ORCA load reports.
+#[derive(Debug, Clone, PartialEq, Args)]
+#[command(next_help_heading = "Load reports")]
+pub struct LoadConfig {
+    /// The load this instance reports (ORCA, gRFC A51): every answer of a
+    /// service under test carries it in the `endpoint-load-metrics-bin`
+    /// trailer, and `xds.service.orca.v3.OpenRcaService` streams it; e.g.
+    /// `cpu=0.5,mem=0.25,qps=100,util.gpu=0.8` (keys: cpu, mem, app, qps,
+    /// eps, util.NAME, named.NAME, req.NAME; `cpu=auto` and `qps=auto`
+    /// follow the real load). A call's `x-echo-load-report` header, in the
+    /// same syntax, reports in its place [default: none].
+    #[arg(long, env = "ECHO_LOAD_REPORT")]
+    pub load_report: Option<LoadReportSpec>,
+
+    /// The shortest interval at which `StreamCoreMetrics` reports, whatever a
+    /// caller asks.
+    #[arg(long, env = "ECHO_ORCA_MIN_INTERVAL", default_value_t = DEFAULT_ORCA_MIN_INTERVAL.into())]
+    pub orca_min_interval: humantime::Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            load_report: None,
+            orca_min_interval: DEFAULT_ORCA_MIN_INTERVAL.into(),
+        }
+    }
 }
 
 /// Default `--forward-max-hops`.
@@ -278,6 +315,12 @@ pub struct ServicesConfig {
     #[arg(long, env = "ECHO_ADMIN")]
     pub admin: bool,
 
+    /// Serve gRPC's channelz (`grpc.channelz.v1.Channelz`): this server's
+    /// calls, connections and peers' addresses, and Forward's downstream
+    /// channels; needs a bearer token when `--auth-token-file` is set.
+    #[arg(long, env = "ECHO_CHANNELZ")]
+    pub channelz: bool,
+
     /// Also serve the RFC 862 Echo Protocol on TCP at this address [default: off].
     #[arg(long, env = "ECHO_TCP_ECHO_ADDR")]
     pub tcp_echo_addr: Option<SocketAddr>,
@@ -293,6 +336,7 @@ impl Default for ServicesConfig {
             interop: true,
             conformance: true,
             admin: false,
+            channelz: false,
             tcp_echo_addr: None,
             udp_echo_addr: None,
         }

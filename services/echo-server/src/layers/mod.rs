@@ -5,6 +5,7 @@ mod auth;
 mod behavior;
 mod body;
 mod deadline;
+mod load_report;
 mod message_compression;
 mod size_status;
 mod trace;
@@ -27,6 +28,7 @@ use tower_service::Service;
 pub(crate) use auth::{AuthLayer, Tokens};
 pub(crate) use behavior::BehaviorLayer;
 
+use crate::ops::load_report::LoadReports;
 use crate::ops::metrics::Metrics;
 
 /// What the layers need to know beyond the router.
@@ -41,6 +43,8 @@ pub(crate) struct StackSettings {
     pub(crate) auth: Option<AuthLayer>,
     /// Faults by header and the server's defaults.
     pub(crate) behavior: BehaviorLayer,
+    /// The load reports every answer carries.
+    pub(crate) load_reports: Arc<LoadReports>,
 }
 
 /// `inner` wrapped in every layer, outermost (first to see a request, last to
@@ -86,6 +90,9 @@ where
         // Outside auth and the deadline, so the trailers a handler asks for are
         // added whichever layer ends the call.
         .layer(trailers::TrailersLayer)
+        // Inside the trailers it adds to, outside auth and the deadline, so
+        // that every answer of a service under test reports, refusals too.
+        .layer(load_report::LoadReportLayer::new(settings.load_reports))
         // Before the deadline starts: a refused call costs no timer.
         .option_layer(settings.auth)
         // Inside auth and the limits, so it times the handler's work only.

@@ -23,7 +23,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
-use crate::context::{Arrival, PeerInfo};
+use crate::context::{Arrival, PeerInfo, SocketCounts};
 use crate::ops::metrics::{MethodId, Metrics};
 
 /// Traces every RPC and records it in the metrics; see the module docs.
@@ -100,6 +100,13 @@ where
         echo_client::telemetry::set_parent_from(&span, request.headers());
         let method = self.metrics.method(request.uri().path());
         self.metrics.started(method);
+        let socket = peer.and_then(|peer| peer.channelz.clone());
+        if let Some(socket) = &socket {
+            socket.call_started();
+            if !self.metrics.rpc_type(method).client_streams() {
+                socket.received(1);
+            }
+        }
         let rpc_type = self.metrics.rpc_type(method);
         // Streamed messages are counted as they pass (a single one is counted
         // by `Metrics::started`); a method that takes one message gets exactly
@@ -112,6 +119,7 @@ where
                     inner: body,
                     framing: Framing::default(),
                     metrics,
+                    socket: socket.clone(),
                     method,
                     one_message,
                     messages: 0,
@@ -127,6 +135,7 @@ where
             method,
             metrics: Arc::clone(&self.metrics),
             sent: rpc_type.server_streams().then(Framing::default),
+            socket,
             finished: false,
         };
         let inner = end.span.in_scope(|| self.inner.call(request));
@@ -246,6 +255,8 @@ pub(crate) struct RpcEnd {
     metrics: Arc<Metrics>,
     /// The framing of a streamed answer, whose messages are counted.
     sent: Option<Framing>,
+    /// What channelz counts of the call's connection, when it is on.
+    socket: Option<Arc<SocketCounts>>,
     finished: bool,
 }
 
@@ -270,6 +281,14 @@ impl RpcEnd {
         }
         let elapsed = self.start.elapsed();
         self.metrics.finished(self.method, code, elapsed);
+        if let Some(socket) = &self.socket {
+            let ok = code == Some(Code::Ok);
+            // A one-message answer is sent with its OK, as the metrics count it.
+            if ok && self.sent.is_none() {
+                socket.sent(1);
+            }
+            socket.call_finished(ok);
+        }
         let elapsed_ms = elapsed.as_secs_f64() * 1e3;
         match code {
             Some(code) => {
@@ -296,6 +315,9 @@ impl TrailersHook for RpcEnd {
             let messages = framing.messages_in(data);
             if messages > 0 {
                 self.metrics.sent(self.method, messages);
+                if let Some(socket) = &self.socket {
+                    socket.sent(messages);
+                }
             }
         }
     }
@@ -314,6 +336,7 @@ pin_project! {
         inner: Body,
         framing: Framing,
         metrics: Arc<Metrics>,
+        socket: Option<Arc<SocketCounts>>,
         method: MethodId,
         one_message: bool,
         messages: u64,
@@ -343,6 +366,9 @@ impl http_body::Body for CountedRequest {
                 *this.messages += arrived;
                 if !*this.one_message && arrived > 0 {
                     this.metrics.received(*this.method, arrived);
+                    if let Some(socket) = this.socket {
+                        socket.received(arrived);
+                    }
                 }
                 (*this.one_message && *this.messages > 1).then_some(
                     "a unary or server-streaming call sent more than one request message",

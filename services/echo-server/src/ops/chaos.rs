@@ -16,6 +16,9 @@
 //!   fails with CODE (a name such as `UNAVAILABLE`, or a number).
 //! - `unhealthy for=W every=P`: the health service says NOT_SERVING for the
 //!   window (SERVING again after it).
+//! - `load report=LOAD for=W every=P`: the instance reports LOAD in its ORCA
+//!   load reports for the window (the configured report again after it), so
+//!   a test can watch a balancer shift traffic away and back.
 //!
 //! Any schedule also takes `after=T` (the first event T after start; `P` by
 //! default) and `jitter=J` (each event up to J later, drawn from
@@ -25,7 +28,7 @@
 //! flips health); they close when shutdown begins.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,6 +42,7 @@ use tonic::Code;
 use tonic_health::ServingStatus;
 
 use crate::config::chaos::{Event, Schedule};
+use crate::config::load_report::LoadReportSpec;
 use crate::health::Health;
 
 /// The windows open right now, read by every call while chaos is on.
@@ -48,6 +52,8 @@ pub(crate) struct Windows {
     slow_nanos: AtomicU64,
     /// The code of the error window open (0: none).
     error: AtomicI32,
+    /// The report of the load window open.
+    load: RwLock<Option<Arc<LoadReportSpec>>>,
 }
 
 impl Windows {
@@ -62,6 +68,16 @@ impl Windows {
                 (code != 0).then(|| Code::from(code)),
             )
         })
+    }
+}
+
+impl Windows {
+    /// The load report of the load window open right now, if one is.
+    pub(crate) fn load(&self) -> Option<Arc<LoadReportSpec>> {
+        self.load
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -81,6 +97,10 @@ impl<'a> OpenWindow<'a> {
                     .fetch_add(delay.as_nanos() as u64, Ordering::Relaxed);
             }
             Event::Errors { code, .. } => windows.error.store(code as i32, Ordering::Relaxed),
+            Event::Load { ref report, .. } => {
+                *windows.load.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(report));
+            }
             _ => {}
         }
         Self { windows, event }
@@ -89,13 +109,13 @@ impl<'a> OpenWindow<'a> {
 
 impl Drop for OpenWindow<'_> {
     fn drop(&mut self) {
-        match self.event {
-            Event::Slow { delay, .. } => {
+        match &self.event {
+            &Event::Slow { delay, .. } => {
                 self.windows
                     .slow_nanos
                     .fetch_sub(delay.as_nanos() as u64, Ordering::Relaxed);
             }
-            Event::Errors { code, .. } => {
+            &Event::Errors { code, .. } => {
                 // Unless another schedule's window has set its own code since.
                 let _ = self.windows.error.compare_exchange(
                     code as i32,
@@ -103,6 +123,17 @@ impl Drop for OpenWindow<'_> {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 );
+            }
+            Event::Load { report, .. } => {
+                // Unless another schedule's window has set its own report since.
+                let mut load = self
+                    .windows
+                    .load
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if load.as_ref().is_some_and(|open| Arc::ptr_eq(open, report)) {
+                    *load = None;
+                }
             }
             _ => {}
         }
@@ -260,8 +291,10 @@ impl Runner {
                     tracing::info!(event = name, fraction, "chaos event: closing connections");
                     let _ = self.connections.send(ConnectionEvent::Close { fraction });
                 }
-                Event::Slow { window, .. } | Event::Errors { window, .. } => {
-                    let open = OpenWindow::open(&self.windows, event);
+                Event::Slow { window, .. }
+                | Event::Errors { window, .. }
+                | Event::Load { window, .. } => {
+                    let open = OpenWindow::open(&self.windows, event.clone());
                     tracing::info!(event = name, window = ?window, "chaos window opened");
                     tokio::time::sleep(window).await;
                     drop(open);
@@ -329,7 +362,7 @@ mod tests {
             window: Duration::from_secs(1),
         };
         {
-            let _slow = OpenWindow::open(&windows, slow);
+            let _slow = OpenWindow::open(&windows, slow.clone());
             let _slower = OpenWindow::open(&windows, slow);
             assert_eq!(windows.open(), Some((Duration::from_millis(600), None)));
             let first = OpenWindow::open(&windows, unavailable);
@@ -341,6 +374,18 @@ mod tests {
             );
         }
         assert_eq!(windows.open(), None);
+
+        // A load window closes unless a later one replaced it.
+        let load = |spec: &str| Event::Load {
+            report: Arc::new(spec.parse().unwrap()),
+            window: Duration::from_secs(1),
+        };
+        let first = OpenWindow::open(&windows, load("cpu=0.9"));
+        let second = OpenWindow::open(&windows, load("cpu=0.1"));
+        drop(first);
+        assert_eq!(windows.load(), Some(Arc::new("cpu=0.1".parse().unwrap())));
+        drop(second);
+        assert_eq!(windows.load(), None);
     }
 
     #[tokio::test(start_paused = true)]

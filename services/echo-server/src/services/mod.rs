@@ -11,16 +11,20 @@
 //!   Connect conformance suite.
 //! - `examples`: `grpc.examples.echo.Echo`, grpc-go's example echo service.
 //! - `admin`: `echo.v1.AdminService`, run-time health flips (`--admin`).
+//! - `orca`: `xds.service.orca.v3.OpenRcaService`, load reports out of band.
+//! - `channelz`: `grpc.channelz.v1.Channelz` (`--channelz`).
 //! - `raw_echo`: the RFC 862 Echo Protocol on TCP and UDP.
 
 mod admin;
 mod call;
+mod channelz;
 mod conformance;
 mod controls;
 mod echo;
 mod examples;
 pub(crate) mod forward;
 mod interop;
+mod orca;
 pub(crate) mod raw_echo;
 pub(crate) mod router;
 
@@ -29,8 +33,10 @@ use std::sync::Arc;
 use grpc_echo::connectrpc::conformance::v1::conformance_service_server::ConformanceServiceServer;
 use grpc_echo::echo::v1::admin_service_server::AdminServiceServer;
 use grpc_echo::echo::v1::echo_service_server::EchoServiceServer;
+use grpc_echo::grpc::channelz::v1::channelz_server::ChannelzServer;
 use grpc_echo::grpc::examples::echo::echo_server::EchoServer as ExampleEchoServer;
 use grpc_echo::grpc::testing::test_service_server::TestServiceServer;
+use grpc_echo::xds::service::orca::v3::open_rca_service_server::OpenRcaServiceServer;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
@@ -38,13 +44,17 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::ops::channelz::Channelz;
+use crate::ops::load_report::LoadReports;
 use crate::ops::stats::Stats;
 use admin::AdminService;
+use channelz::ChannelzService;
 use conformance::ConformanceService;
 use echo::EchoService;
 use examples::ExampleEchoService;
 use forward::Forwarder;
 use interop::TestService;
+use orca::OrcaService;
 use router::Router;
 
 /// Descriptors of every service the server can serve, for reflection and
@@ -87,15 +97,18 @@ pub(crate) struct Services {
 impl Services {
     /// Builds every service `config` asks for, all reporting SERVING.
     /// Streams end when `streams_end` is cancelled (the end of the shutdown
-    /// grace period).
+    /// grace period); load report streams as soon as `shutdown` is (when
+    /// shutdown begins).
     pub(crate) async fn build(
         config: &Config,
         stats: &Arc<Stats>,
+        shutdown: &CancellationToken,
         streams_end: &CancellationToken,
         forwarder: Forwarder,
+        observed: Observed,
     ) -> Self {
         let limits = config.limits.clone();
-        let served = served_services(config);
+        let served = served_services(config, &observed);
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(reporter, &served);
         health.set_all(ServingStatus::Serving).await;
@@ -148,8 +161,31 @@ impl Services {
         if config.services.admin {
             router = router.add(AdminServiceServer::new(AdminService::new(health.clone())));
         }
+        if observed.load_reports.reporting() {
+            router = router.add(compressed!(
+                OpenRcaServiceServer::new(OrcaService::new(
+                    observed.load_reports,
+                    *config.load.orca_min_interval,
+                    shutdown.clone(),
+                )),
+                limits
+            ));
+        }
+        if let Some(channelz) = observed.channelz {
+            router = router.add(compressed!(
+                ChannelzServer::new(ChannelzService::new(channelz)),
+                limits
+            ));
+        }
         Self { router, health }
     }
+}
+
+/// What the load-balancing services show: the load reports, and channelz's
+/// registry when it is on.
+pub(crate) struct Observed {
+    pub(crate) load_reports: Arc<LoadReports>,
+    pub(crate) channelz: Option<Arc<Channelz>>,
 }
 
 /// What each RPC makes of `request`'s controls: a plan, or the status its
@@ -179,11 +215,13 @@ pub(crate) fn plan_controls(
 /// service answer as themselves whatever faults, fault headers and chaos
 /// windows ask, so a flaky instance still looks healthy to its probes and
 /// tools can still read its descriptors.
-const INFRASTRUCTURE: [&str; 4] = [
+const INFRASTRUCTURE: [&str; 6] = [
     tonic_health::pb::health_server::SERVICE_NAME,
     tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
     tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
     <AdminServiceServer<AdminService> as NamedService>::NAME,
+    <OpenRcaServiceServer<OrcaService> as NamedService>::NAME,
+    <ChannelzServer<ChannelzService> as NamedService>::NAME,
 ];
 
 /// Whether a call to `path` (`/package.Service/Method`) is to a service
@@ -197,7 +235,7 @@ pub(crate) fn under_test(path: &str) -> bool {
 }
 
 /// The full names of the services served.
-fn served_services(config: &Config) -> Vec<&'static str> {
+fn served_services(config: &Config, observed: &Observed) -> Vec<&'static str> {
     let mut served = vec![
         <EchoServiceServer<EchoService> as NamedService>::NAME,
         <ExampleEchoServer<ExampleEchoService> as NamedService>::NAME,
@@ -213,6 +251,12 @@ fn served_services(config: &Config) -> Vec<&'static str> {
     }
     if config.services.admin {
         served.push(<AdminServiceServer<AdminService> as NamedService>::NAME);
+    }
+    if observed.load_reports.reporting() {
+        served.push(<OpenRcaServiceServer<OrcaService> as NamedService>::NAME);
+    }
+    if observed.channelz.is_some() {
+        served.push(<ChannelzServer<ChannelzService> as NamedService>::NAME);
     }
     served
 }

@@ -160,8 +160,9 @@ pub(crate) fn accept(
                 tracing::debug!(cause = %err, "cannot set TCP_NODELAY");
             }
             let peer = PeerInfo::new(addr);
+            let local = stream.local_addr().ok();
             let Some(tls) = tls.clone() else {
-                let connection = Connection::new(Box::new(stream), peer, slot, limits);
+                let connection = Connection::new(Box::new(stream), peer, local, slot, limits);
                 if ready.send(connection).await.is_err() {
                     return;
                 }
@@ -177,7 +178,7 @@ pub(crate) fn accept(
                             ..peer
                         };
                         let _ = ready
-                            .send(Connection::new(Box::new(stream), peer, slot, limits))
+                            .send(Connection::new(Box::new(stream), peer, local, slot, limits))
                             .await;
                     }
                     Ok(Err(err)) => {
@@ -257,6 +258,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub(crate) struct Connection {
     io: Box<dyn Io>,
     peer: PeerInfo,
+    /// The server's end of it (none for one handed over in memory).
+    local: Option<SocketAddr>,
     flushes: Arc<Flushes>,
     _slot: Slot,
     preface_read: usize,
@@ -264,10 +267,17 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn new(io: Box<dyn Io>, peer: PeerInfo, slot: Slot, limits: ConnectionLimits) -> Self {
+    fn new(
+        io: Box<dyn Io>,
+        peer: PeerInfo,
+        local: Option<SocketAddr>,
+        slot: Slot,
+        limits: ConnectionLimits,
+    ) -> Self {
         Self {
             io,
             peer,
+            local,
             flushes: Arc::default(),
             _slot: slot,
             preface_read: 0,
@@ -288,12 +298,17 @@ impl Connection {
             _ip: None,
             _counted: stats.open_connection(),
         };
-        Self::new(Box::new(io), peer, slot, limits)
+        Self::new(Box::new(io), peer, None, slot, limits)
     }
 
     /// Who is on the other end.
     pub(crate) fn peer(&self) -> &PeerInfo {
         &self.peer
+    }
+
+    /// The server's end of the connection.
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     /// The count of completed flushes of this connection.

@@ -37,6 +37,7 @@ use super::budget::{Budgets, ConnectionBudgets};
 use super::lifetime::{Lifetime, Turn};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
+use crate::ops::channelz::Channelz;
 use crate::ops::chaos::Chaos;
 use crate::ops::stats::Stats;
 
@@ -231,9 +232,17 @@ where
     let flushes = connection.flushes();
     let control = ConnectionControl::default();
     let budgets = shared.budgets.connection();
+    let mut peer = connection.peer().clone();
+    // Listed while the connection is served (the guard lives in its future).
+    let channelz = shared.channelz.as_ref().map(|channelz| {
+        let socket =
+            channelz.open_socket(connection.local_addr(), peer.addr, peer.tls.clone(), "TCP");
+        peer.channelz = Some(socket.counts());
+        socket
+    });
     let service = PerConnection {
         inner: service,
-        peer: connection.peer().clone(),
+        peer,
         control: control.clone(),
         flushes: Some(Arc::clone(&flushes)),
         budgets: Arc::clone(&budgets),
@@ -256,6 +265,7 @@ where
         settings.max_age(),
     );
     async move {
+        let _channelz = channelz;
         let run_streams = streams.run_streams();
         let mut run_streams = std::pin::pin!(run_streams);
         loop {
@@ -329,6 +339,8 @@ pub(crate) struct Shared {
     pub(crate) budgets: Arc<Budgets>,
     pub(crate) served: Arc<Served>,
     pub(crate) chaos: Option<Arc<Chaos>>,
+    /// Where each connection is shown, with `--channelz`.
+    pub(crate) channelz: Option<Arc<Channelz>>,
     /// Cancelled when shutdown begins: no new connections, GOAWAY on the rest.
     pub(crate) stop: CancellationToken,
 }

@@ -13,7 +13,6 @@ use h3::error::Code;
 use h3::server::RequestResolver;
 use quinn::crypto::rustls::QuicServerConfig;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use super::accept::{Admission, Slot};
@@ -22,7 +21,7 @@ use super::lifetime::{Lifetime, Turn};
 use super::tls::{self, Tls};
 use crate::context::{ConnectionControl, PeerInfo, ResetStream};
 use crate::error::ServeError;
-use crate::ops::chaos::{Chaos, ConnectionSubscription};
+use crate::ops::chaos::Chaos;
 
 type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
 
@@ -102,6 +101,7 @@ pub(crate) async fn serve<S, B>(
     B: AnswerBody,
 {
     let handshake_timeout = admission.limits().handshake_timeout;
+    let port = endpoint.local_addr().map_or(0, |addr| addr.port());
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -120,14 +120,14 @@ pub(crate) async fn serve<S, B>(
                     budgets: shared.budgets.connection(),
                     served: Arc::clone(&shared.served),
                 };
+                let local = incoming.local_ip().map(|ip| SocketAddr::new(ip, port));
                 connections.spawn(serve_connection(
                     incoming,
+                    local,
                     slot,
                     handshake_timeout,
                     service,
-                    shared.settings,
-                    shared.chaos.as_deref().map(Chaos::subscribe),
-                    shared.stop.clone(),
+                    shared.clone(),
                 ));
             }
             Some(_) = connections.join_next() => {}
@@ -145,12 +145,11 @@ pub(crate) async fn serve<S, B>(
 /// each in a task of its own, until it ends, is cut, or has drained.
 async fn serve_connection<S, B>(
     incoming: quinn::Incoming,
+    local: Option<SocketAddr>,
     _slot: Slot,
     handshake_timeout: Duration,
     mut service: PerConnection<S>,
-    settings: HttpSettings,
-    chaos: Option<ConnectionSubscription>,
-    stop: CancellationToken,
+    shared: Shared,
 ) where
     S: Stack<B>,
     B: AnswerBody,
@@ -168,6 +167,13 @@ async fn serve_connection<S, B>(
         }
     };
     service.peer.tls = Some(Arc::new(session(&connection)));
+    // Listed while the connection is served.
+    let _channelz = shared.channelz.as_ref().map(|channelz| {
+        let socket = channelz.open_socket(local, addr, service.peer.tls.clone(), "QUIC");
+        service.peer.channelz = Some(socket.counts());
+        socket
+    });
+    let settings = shared.settings;
     let mut h3: H3Connection = match h3::server::builder()
         .max_field_section_size(settings.max_header_list_size().into())
         .build(h3_quinn::Connection::new(connection.clone()))
@@ -182,8 +188,8 @@ async fn serve_connection<S, B>(
     let mut lifetime = Lifetime::new(
         service.control.clone(),
         service.budgets.close.clone(),
-        chaos,
-        stop,
+        shared.chaos.as_deref().map(Chaos::subscribe),
+        shared.stop,
         settings.max_age(),
     );
     let close = |reason: &str| {

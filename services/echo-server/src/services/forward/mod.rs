@@ -6,6 +6,7 @@
 
 mod metrics;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use echo_client::{EchoClient, Protocol, TlsOptions};
@@ -26,6 +27,7 @@ use super::call::Call;
 use crate::config::ForwardConfig;
 use crate::config::allowlist::{AllowedTarget, allows, split_host_port};
 use crate::error::{ForwardError, ServeError};
+use crate::ops::channelz::Channelz;
 use metrics::ClientMetrics;
 
 /// The header that carries the hop chain: the instances a request passed,
@@ -54,6 +56,8 @@ pub(crate) struct Forwarder {
     /// Trust and identity for TLS downstreams (`--forward-ca-file`).
     tls: Option<TlsOptions>,
     metrics: ClientMetrics,
+    /// Where the downstream channels are shown, with `--channelz`.
+    channelz: Option<Arc<Channelz>>,
 }
 
 /// One Forward, checked: what to call, how often, and with what.
@@ -96,7 +100,14 @@ impl Forwarder {
             max_count: config.forward_max_count,
             tls: downstream_tls(config)?,
             metrics: ClientMetrics::default(),
+            channelz: None,
         })
+    }
+
+    /// Shows each downstream target in `channelz` as a channel.
+    pub(crate) fn with_channelz(mut self, channelz: Option<Arc<Channelz>>) -> Self {
+        self.channelz = channelz;
+        self
     }
 
     /// Registers the `grpc_client_*` series of the downstream calls.
@@ -254,6 +265,13 @@ impl Forwarder {
     ) -> ForwardResult {
         let (service, method) = plan.method.service_and_method();
         self.metrics.started(service, method);
+        let channel = self
+            .channelz
+            .as_ref()
+            .and_then(|channelz| channelz.channel(&forward.target));
+        if let Some(channel) = &channel {
+            channel.calls.started();
+        }
         // The client span of the call, whose context the client library
         // sends downstream (exported when tracing is on).
         let span = tracing::debug_span!(
@@ -281,6 +299,9 @@ impl Forwarder {
             .unwrap_or_default();
         self.metrics
             .handled(service, method, Code::from(result.code), elapsed);
+        if let Some(channel) = &channel {
+            channel.calls.finished(result.code == StatusCode::Ok as i32);
+        }
         result
     }
 }
