@@ -9,13 +9,19 @@ independent decoder of ORCA load reports and channelz.
 
 import base64
 import json
+import os
 import sys
 
 import grpc
 from google.protobuf import duration_pb2, json_format
 from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
-from xds.data.orca.v3 import orca_load_report_pb2
-from xds.service.orca.v3 import orca_pb2
+
+# Envoy's protos, installed apart (scripts/test.sh says why); last on the
+# path and after the imports above, so that nothing else they ship (their
+# own `google` package among them) shadows an installed one.
+sys.path.append(os.environ["ECHO_TEST_XDS_PROTOS"])
+from xds.data.orca.v3 import orca_load_report_pb2  # noqa: E402
+from xds.service.orca.v3 import orca_pb2  # noqa: E402
 
 STREAM_CORE_METRICS = "/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics"
 

