@@ -218,51 +218,53 @@ pub(super) fn print(
     let message_rate = tally.messages as f64 / seconds;
     let (latency, latency_text) = latency_summary(&tally.latency);
     if json {
-        out!(
-            "{}",
-            json!({
-                "rpc": format!("{:?}", args.rpc),
-                "call": args.call,
-                "wire": args.wire,
-                "connections": args.connections,
-                "concurrency": args.concurrency,
-                "open_loop_rps": args.rps,
-                "calls": measured,
-                "seconds": seconds,
-                "calls_per_second": rate,
-                "messages_per_second": message_rate,
-                "errors": tally.errors,
-                "transparent_retries": stats.transparent_retries(),
-                "retries": stats.retries(),
-                "attempts": stats
-                    .attempts()
-                    .iter()
-                    .map(|(attempts, calls)| (attempts.to_string(), json!(calls)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "attempts_per_call": mean_attempts(stats),
-                "instances": tally.instances,
-                "reported_load": tally
-                    .loads
-                    .iter()
-                    .map(|(instance, report)| (instance.clone(), crate::output::load_report_json(report)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "latency_ms": latency,
-                "steps": step_rows(args, tally, elapsed)
-                    .iter()
-                    .map(|row| json!({
-                        "step": row.number,
-                        "start_s": row.start,
-                        "end_s": row.end,
-                        "target_rps": row.target_rps,
-                        "concurrency": row.concurrency,
-                        "calls": row.calls,
-                        "errors": row.errors,
-                        "calls_per_second": row.calls_per_second,
-                        "latency_ms": latency_summary(row.latency).0,
-                    }))
-                    .collect::<Vec<_>>(),
-            })
-        );
+        let mut report = json!({
+            "rpc": format!("{:?}", args.rpc),
+            "call": args.call,
+            "wire": args.wire,
+            "connections": args.connections,
+            "concurrency": args.concurrency,
+            "open_loop_rps": args.rps,
+            "calls": measured,
+            "seconds": seconds,
+            "calls_per_second": rate,
+            "messages_per_second": message_rate,
+            "errors": tally.errors,
+            "transparent_retries": stats.transparent_retries(),
+            "retries": stats.retries(),
+            "attempts": stats
+                .attempts()
+                .iter()
+                .map(|(attempts, calls)| (attempts.to_string(), json!(calls)))
+                .collect::<serde_json::Map<_, _>>(),
+            "attempts_per_call": mean_attempts(stats),
+            "instances": tally.instances,
+            "latency_ms": latency,
+            "steps": step_rows(args, tally, elapsed)
+                .iter()
+                .map(|row| json!({
+                    "step": row.number,
+                    "start_s": row.start,
+                    "end_s": row.end,
+                    "target_rps": row.target_rps,
+                    "concurrency": row.concurrency,
+                    "calls": row.calls,
+                    "errors": row.errors,
+                    "calls_per_second": row.calls_per_second,
+                    "latency_ms": latency_summary(row.latency).0,
+                }))
+                .collect::<Vec<_>>(),
+        });
+        // Only servers that report load (ORCA) add their reports.
+        if !tally.loads.is_empty() {
+            report["reported_load"] = tally
+                .loads
+                .iter()
+                .map(|(instance, load)| (instance.clone(), crate::output::load_report_json(load)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        out!("{report}");
         return;
     }
     out!("{}: {measured} calls in {seconds:.2}s", describe(args));
