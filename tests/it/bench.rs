@@ -812,3 +812,138 @@ fn open_loop_latency_shows_a_server_stall_that_a_closed_loop_hides() {
     );
     assert!(ms(&closed, "p90") < 100.0, "{closed}");
 }
+
+/// `--assert`: a run that meets its thresholds exits 0 (failed calls and
+/// all), one that misses any exits 3 naming each in every report, per step
+/// of a stepped schedule too; a malformed threshold is a usage error (2)
+/// before any load; `bench merge --assert` gates the merged histograms.
+#[test]
+fn assertions_gate_a_run_by_their_exit_status() {
+    let server = ServerProcess::start(&[]);
+    let flaky = ["-H", "x-echo-behavior: error=UNAVAILABLE:50%; seed=3"];
+    let run = |args: &[&str]| {
+        server.client(
+            &[
+                &flaky[..],
+                &["--json", "bench", "--total", "200", "--warmup", "0s"],
+                args,
+            ]
+            .concat(),
+        )
+    };
+
+    let held = run(&[
+        "--assert",
+        "error_rate<=60%",
+        "--assert",
+        "p99<10s",
+        "--assert",
+        "errors[UNAVAILABLE]>=1",
+    ]);
+    assert_eq!(held.status.code(), Some(0), "{held:?}");
+    let report: Value = serde_json::from_slice(&held.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["assertions"].as_array().unwrap().len(), 3);
+    let unavailable = report["errors"]["Unavailable"].as_u64().unwrap();
+    assert!(unavailable > 50 && unavailable < 150, "{report}");
+    assert_eq!(report["assertions"][2]["measured"], unavailable as f64);
+
+    let dir = echo_tests::pki::temp_dir("bench-assert");
+    let (csv, html, log) = (
+        dir.join("run.csv"),
+        dir.join("run.html"),
+        dir.join("run.hlog"),
+    );
+    let failed = run(&[
+        "--assert",
+        "error_rate<1%",
+        "--assert",
+        "errors[UNAVAILABLE]<=5",
+        "--assert",
+        "p99<10s",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--histogram-out",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    let report: Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(report["passed"], false);
+    let held: Vec<bool> = report["assertions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|verdict| verdict["held"].as_bool().unwrap())
+        .collect();
+    assert_eq!(held, [false, false, true]);
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        csv.contains("\nassertion,step,measured,held\n\"error_rate<1%\",all,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"p99<10s\",all,") && csv.trim_end().ends_with("true"),
+        "{csv}"
+    );
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(html.contains("<p id=\"gate\">2 of 3 failed</p>"), "{html}");
+
+    // Text: the verdicts, the failing ones named, per step of a stepped load.
+    let stepped = server.client(&[
+        "bench",
+        "--rps",
+        "50",
+        "--rps-step",
+        "50",
+        "--step-interval",
+        "500ms",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--assert",
+        "p50<10s",
+        "--assert",
+        "rps>=100000",
+    ]);
+    assert_eq!(stepped.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&stepped.stdout);
+    for line in [
+        "  assertions: 3 of 6 failed",
+        "    ok   p50<10s: ",
+        "    FAIL rps>=100000: ",
+        "    ok   step 1: p50<10s: ",
+        "    FAIL step 2: rps>=100000: ",
+    ] {
+        assert!(
+            text.lines().any(|printed| printed.starts_with(line)),
+            "{line:?} in\n{text}"
+        );
+    }
+
+    // Usage errors before any load.
+    let bad = server.client(&["bench", "--assert", "p99 20ms"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("has no comparison"));
+
+    // The merged histograms (successful calls only) gate too.
+    let merge = |assertion: &str| {
+        echo_client(&[
+            "bench",
+            "merge",
+            log.to_str().unwrap(),
+            "--assert",
+            assertion,
+        ])
+    };
+    assert_eq!(merge("p99<10s").status.code(), Some(0));
+    assert_eq!(merge("p50<1us").status.code(), Some(3));
+    let errors = merge("error_rate<1%");
+    assert_eq!(errors.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&errors.stderr)
+            .contains("the histograms hold successful calls only")
+    );
+}

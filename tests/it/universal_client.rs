@@ -338,6 +338,23 @@ fn bench_loads_every_shape_of_a_python_grpcio_service() {
     assert_eq!(output.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["errors"], json!({ "NotFound": 5 }));
+    // A gate on the Python service's codes: held (0) or not (3).
+    for (assertion, exit) in [("errors[NOT_FOUND]<=5", 0), ("errors[NOT_FOUND]<5", 3)] {
+        let output = echo_client(&[
+            "--addr",
+            &addr,
+            "bench",
+            "--call",
+            &format!("{SERVICE}/GetItem"),
+            "--total",
+            "5",
+            "--warmup",
+            "0s",
+            "--assert",
+            assertion,
+        ]);
+        assert_eq!(output.status.code(), Some(exit), "{assertion}: {output:?}");
+    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use http::uri::PathAndQuery;
 
+use super::gate::Assertion;
 use super::schedule::Rate;
 use crate::commands::any::call::RequestData;
 use crate::commands::any::source::SourceArgs;
@@ -128,6 +129,15 @@ pub struct BenchArgs {
     /// summary, latency percentile plot, histogram, steps, errors.
     #[arg(long)]
     pub(crate) html: Option<std::path::PathBuf>,
+    /// A threshold the run must meet, repeatable: `p50`, `p90`, `p99`,
+    /// `p99.9`, `max` or `mean` against a duration (`p99<20ms`),
+    /// `error_rate` against a rate (`error_rate<0.1%`), `rps` against
+    /// successful calls per second (`rps>=1000`), `errors[CODE]` against a
+    /// count (`errors[UNAVAILABLE]<=5`); with `<`, `<=`, `>` or `>=`. Checked
+    /// on the run and on each step of a stepped schedule; the run exits 3 when
+    /// one fails, 0 when all hold (failed calls included).
+    #[arg(long = "assert", value_name = "EXPR")]
+    pub(crate) assertions: Vec<Assertion>,
     #[command(subcommand)]
     pub(crate) command: Option<BenchCommand>,
 }
@@ -194,4 +204,9 @@ pub(crate) struct MergeArgs {
     /// The `--histogram-out` files of the workers.
     #[arg(required = true)]
     pub(super) files: Vec<std::path::PathBuf>,
+    /// A threshold the merged calls must meet, as `bench --assert` takes it
+    /// (latencies and `rps`: the histograms hold no failed calls); exits 3
+    /// when one fails.
+    #[arg(long = "assert", value_name = "EXPR")]
+    pub(super) assertions: Vec<Assertion>,
 }

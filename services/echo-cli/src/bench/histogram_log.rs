@@ -17,6 +17,7 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use serde_json::json;
 
 use super::args::MergeArgs;
+use super::gate;
 use super::report::latency_summary;
 use crate::output::Output;
 
@@ -100,6 +101,16 @@ pub(super) fn read(path: &Path) -> anyhow::Result<Vec<Interval>> {
 /// `echo-client bench merge FILE...`: one report of every worker's calls,
 /// with exact percentiles. Workers run side by side, so their rates add up.
 pub(super) fn merge(args: &MergeArgs, out: Output) -> anyhow::Result<std::process::ExitCode> {
+    if let Some(assertion) = args
+        .assertions
+        .iter()
+        .find(|assertion| assertion.needs_errors())
+    {
+        eprintln!(
+            "error: --assert {assertion}: the histograms hold successful calls only; check error rates and codes on each worker's run"
+        );
+        return Ok(std::process::ExitCode::from(2));
+    }
     let mut merged: Option<Histogram<u64>> = None;
     let mut rate = 0.0;
     let mut intervals = 0;
@@ -120,22 +131,35 @@ pub(super) fn merge(args: &MergeArgs, out: Output) -> anyhow::Result<std::proces
     }
     let merged = merged.context("no histogram to merge")?;
     let (latency_json, latency_text) = latency_summary(&merged);
+    let measure = gate::Measure {
+        latency: &merged,
+        calls: merged.len(),
+        errors_by_code: None,
+        errors: None,
+        rps: rate,
+    };
+    let verdicts = gate::check(&args.assertions, &measure, &[]);
     if out.json {
-        out!(
-            "{}",
-            json!({
-                "histograms": intervals,
-                "calls": merged.len(),
-                "calls_per_second": rate,
-                "latency_ms": latency_json,
-            })
-        );
+        let mut report = json!({
+            "histograms": intervals,
+            "calls": merged.len(),
+            "calls_per_second": rate,
+            "latency_ms": latency_json,
+        });
+        if !verdicts.is_empty() {
+            report["assertions"] = verdicts.iter().map(gate::Verdict::json).collect();
+            report["passed"] = verdicts.iter().all(|verdict| verdict.held).into();
+        }
+        out!("{report}");
     } else {
         out!(
             "{intervals} histogram(s) merged: {} successful calls, {rate:.0} calls/s",
             merged.len()
         );
         out!("  {latency_text}");
+        for line in gate::lines(&verdicts) {
+            out!("  {line}");
+        }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(gate::exit_code(&verdicts))
 }

@@ -6,12 +6,19 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::args::BenchArgs;
+use super::gate::Verdict;
 use super::plot;
 use super::report;
 use super::tally::Tally;
 
 /// The page of a run: `measured` calls in `elapsed`.
-pub(super) fn page(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration) -> String {
+pub(super) fn page(
+    args: &BenchArgs,
+    tally: &Tally,
+    measured: u64,
+    elapsed: Duration,
+    verdicts: &[Verdict],
+) -> String {
     let title = plot::escape(&report::describe(args));
     let seconds = elapsed.as_secs_f64();
     let errors = tally.errors.values().sum::<u64>();
@@ -54,6 +61,35 @@ th {{ background: #f3f3f3; }}
         plot::svg(h, &title),
         plot::histogram_svg(h),
     );
+    if !verdicts.is_empty() {
+        let failed = verdicts.iter().filter(|verdict| !verdict.held).count();
+        let _ = writeln!(
+            out,
+            "<h2>Assertions</h2>\n<p id=\"gate\">{}</p>\n<table id=\"assertions\"><tr><th>assertion</th><th>step</th><th>measured</th><th>held</th></tr>",
+            if failed == 0 {
+                "all held".to_owned()
+            } else {
+                format!("{failed} of {} failed", verdicts.len())
+            }
+        );
+        for verdict in verdicts {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                plot::escape(&verdict.assertion),
+                verdict
+                    .step
+                    .map_or("all".to_owned(), |step| step.to_string()),
+                verdict.measured_text(),
+                if verdict.held {
+                    "yes"
+                } else {
+                    "<strong>no</strong>"
+                },
+            );
+        }
+        out.push_str("</table>\n");
+    }
     let steps = report::step_rows(args, tally, elapsed);
     if !steps.is_empty() {
         out.push_str("<h2>Steps</h2>\n<table id=\"steps\"><tr><th>step</th><th>seconds</th><th>target calls/s</th><th>concurrency</th><th>calls</th><th>calls/s</th><th>errors</th><th>p50 ms</th><th>p99 ms</th></tr>\n");

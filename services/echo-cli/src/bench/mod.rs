@@ -10,9 +10,11 @@
 //! - `tally`: what a run measured (HDR histograms, errors, instances).
 //! - `report`, `html`, `plot`, `histogram_log`: the reports (text, JSON,
 //!   CSV, HTML, a percentile plot, HdrHistogram logs) and `bench merge`.
+//! - `gate`: `--assert` thresholds, checked on the run and each step.
 //! - `template`: per-request templates (`{{.RequestNumber}}`, ...).
 
 pub mod args;
+mod gate;
 mod histogram_log;
 mod html;
 mod plot;
@@ -72,8 +74,11 @@ pub async fn run(
         None => measure_echo(builder, args).await?,
         Some(raw) => measure_raw(builder, args, raw).await?,
     };
-    write_reports(args, &measured, &stats, started, out)?;
-    Ok(if measured.tally.errors.is_empty() {
+    let verdicts = write_reports(args, &measured, &stats, started, out)?;
+    // With assertions, they decide; without, any failed call fails the run.
+    Ok(if !args.assertions.is_empty() {
+        gate::exit_code(&verdicts)
+    } else if measured.tally.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -278,14 +283,15 @@ fn write_reports(
     stats: &CallStats,
     started: std::time::SystemTime,
     out: Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<gate::Verdict>> {
     let Measured {
         tally,
         calls,
         elapsed,
     } = measured;
     let (calls, elapsed) = (*calls, *elapsed);
-    report::print(args, tally, calls, elapsed, stats, out.json);
+    let verdicts = report::verdicts(args, tally, calls, elapsed);
+    report::print(args, tally, calls, elapsed, stats, &verdicts, out.json);
     if let Some(path) = &args.histogram_out {
         histogram_log::write(path, &tally.latency, started, elapsed)?;
     }
@@ -293,13 +299,19 @@ fn write_reports(
         std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
     };
     if let Some(path) = &args.csv {
-        write(path, report::csv(args, tally, calls, elapsed).into_bytes())?;
+        write(
+            path,
+            report::csv(args, tally, calls, elapsed, &verdicts).into_bytes(),
+        )?;
     }
     if let (Some(path), Some(details)) = (&args.csv_calls, &tally.calls) {
         write(path, report::calls_csv(details).into_bytes())?;
     }
     if let Some(path) = &args.html {
-        write(path, html::page(args, tally, calls, elapsed).into_bytes())?;
+        write(
+            path,
+            html::page(args, tally, calls, elapsed, &verdicts).into_bytes(),
+        )?;
     }
     if let Some(path) = &args.plot {
         let svg = plot::svg(&tally.latency, &report::describe(args));
@@ -310,7 +322,7 @@ fn write_reports(
         };
         write(path, bytes)?;
     }
-    Ok(())
+    Ok(verdicts)
 }
 
 /// One caller per `--connections`, each with a connection of its own.

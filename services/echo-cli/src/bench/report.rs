@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::args::BenchArgs;
+use super::gate::{self, Measure, Verdict};
 use super::schedule::Rate;
 use super::tally::{CallDetail, Tally};
 
@@ -66,6 +67,41 @@ pub(super) fn latency_summary(
     (json, text)
 }
 
+/// The `--assert` verdicts of a run of `measured` calls in `elapsed`, and of
+/// each of its steps.
+pub(super) fn verdicts(
+    args: &BenchArgs,
+    tally: &Tally,
+    measured: u64,
+    elapsed: Duration,
+) -> Vec<Verdict> {
+    if args.assertions.is_empty() {
+        return Vec::new();
+    }
+    let errors = tally.errors.values().sum::<u64>();
+    let run = Measure {
+        latency: &tally.latency,
+        calls: measured,
+        errors_by_code: Some(&tally.errors),
+        errors: Some(errors),
+        rps: (measured - errors) as f64 / elapsed.as_secs_f64(),
+    };
+    let steps: Vec<(usize, Measure<'_>)> = step_rows(args, tally, elapsed)
+        .into_iter()
+        .map(|step| {
+            let measure = Measure {
+                latency: step.latency,
+                calls: step.calls,
+                errors_by_code: None,
+                errors: Some(step.errors),
+                rps: step.calls_per_second,
+            };
+            (step.number, measure)
+        })
+        .collect();
+    gate::check(&args.assertions, &run, &steps)
+}
+
 /// One step of a stepped schedule, as reported.
 pub(super) struct StepRow<'a> {
     /// From 1.
@@ -115,7 +151,15 @@ pub(super) fn step_rows<'a>(
 
 /// The report as CSV: a row per step of a stepped schedule, then one for the
 /// whole run (`measured` calls in `elapsed`).
-pub(super) fn csv(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Duration) -> String {
+/// With assertions, a second table follows after a blank line: each
+/// verdict (`assertion,step,measured,unit,held`).
+pub(super) fn csv(
+    args: &BenchArgs,
+    tally: &Tally,
+    measured: u64,
+    elapsed: Duration,
+    verdicts: &[Verdict],
+) -> String {
     let mut out = String::from(
         "step,start_s,end_s,target_rps,concurrency,calls,errors,calls_per_second,\
          p50_ms,p90_ms,p99_ms,p99.9_ms,max_ms\n",
@@ -171,6 +215,23 @@ pub(super) fn csv(args: &BenchArgs, tally: &Tally, measured: u64, elapsed: Durat
         (measured - errors) as f64 / seconds,
         &tally.latency,
     );
+    if !verdicts.is_empty() {
+        out.push_str("\nassertion,step,measured,held\n");
+        for verdict in verdicts {
+            let _ = writeln!(
+                out,
+                "\"{}\",{},{},{}",
+                verdict.assertion.replace('"', "\"\""),
+                verdict
+                    .step
+                    .map_or("all".to_owned(), |step| step.to_string()),
+                verdict
+                    .measured
+                    .map_or(String::new(), |value| value.to_string()),
+                verdict.held,
+            );
+        }
+    }
     out
 }
 
@@ -211,6 +272,7 @@ pub(super) fn print(
     measured: u64,
     elapsed: Duration,
     stats: &CallStats,
+    verdicts: &[Verdict],
     json: bool,
 ) {
     let seconds = elapsed.as_secs_f64();
@@ -255,6 +317,10 @@ pub(super) fn print(
                 }))
                 .collect::<Vec<_>>(),
         });
+        if !verdicts.is_empty() {
+            report["assertions"] = verdicts.iter().map(Verdict::json).collect();
+            report["passed"] = verdicts.iter().all(|verdict| verdict.held).into();
+        }
         // Only servers that report load (ORCA) add their reports.
         if !tally.loads.is_empty() {
             report["reported_load"] = tally
@@ -317,5 +383,8 @@ pub(super) fn print(
             ms(0.5),
             ms(0.99),
         );
+    }
+    for line in gate::lines(verdicts) {
+        out!("  {line}");
     }
 }
