@@ -947,3 +947,91 @@ fn assertions_gate_a_run_by_their_exit_status() {
             .contains("the histograms hold successful calls only")
     );
 }
+
+/// A protocol matrix: `--protocol` and `--http-version` lists run the same
+/// load in each combination, over TLS with HTTP/3 on, and compare them in one
+/// JSON object and one HTML page; gRPC over HTTP/1.1 is skipped with its
+/// reason; the other commands take one combination only.
+#[tokio::test]
+async fn a_protocol_matrix_runs_every_valid_combination() {
+    let h3 = crate::http3::Http3Server::start(true, |_| {}).await;
+    let addr = h3.server.addr.to_string();
+    let ca = h3.ca_file.to_str().unwrap().to_owned();
+    let html = echo_tests::pki::temp_dir("bench-matrix").join("matrix.html");
+    let html_arg = html.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        echo_client(&[
+            "--addr",
+            &addr,
+            "--ca",
+            &ca,
+            "--protocol",
+            "grpc,grpc-web,connect",
+            "--http-version",
+            "1.1,2,3",
+            "--json",
+            "bench",
+            "--total",
+            "40",
+            "--warmup",
+            "0s",
+            "--html",
+            &html_arg,
+            "--assert",
+            "error_rate<=0%",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let matrix: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let wires: Vec<&str> = matrix["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            assert_eq!(run["calls"], 40, "{run}");
+            assert_eq!(run["errors"], serde_json::json!({}), "{run}");
+            assert_eq!(run["passed"], true, "{run}");
+            run["wire"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        wires,
+        [
+            "gRPC over HTTP/2",
+            "gRPC over HTTP/3",
+            "gRPC-Web over HTTP/1.1",
+            "gRPC-Web over HTTP/2",
+            "gRPC-Web over HTTP/3",
+            "Connect over HTTP/1.1",
+            "Connect over HTTP/2",
+            "Connect over HTTP/3",
+        ]
+    );
+    assert_eq!(matrix["skipped"].as_array().unwrap().len(), 1);
+    assert_eq!(matrix["skipped"][0]["wire"], "gRPC over HTTP/1.1");
+    assert!(
+        matrix["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("gRPC needs HTTP/2")
+    );
+    // The server saw each HTTP version.
+    for version in [
+        http::Version::HTTP_11,
+        http::Version::HTTP_2,
+        http::Version::HTTP_3,
+    ] {
+        assert!(h3.server.stats.http_requests(version) >= 80, "{version:?}");
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<table id=\"matrix\">"));
+    assert_eq!(page.matches("<svg").count(), 8, "a plot per run");
+    assert!(page.contains("<tr class=\"skipped\"><td>gRPC over HTTP/1.1</td>"));
+
+    let single = echo_client(&["--protocol", "grpc,connect", "echo", "hi"]);
+    assert_eq!(single.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&single.stderr).contains("are for `bench`"));
+    h3.server.stop().await;
+}

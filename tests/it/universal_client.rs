@@ -559,3 +559,34 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// A protocol matrix against the Python service: gRPC runs; Connect, which
+/// grpcio does not speak, is reported as failed, and the run exits 1.
+#[test]
+fn a_protocol_matrix_reports_what_a_python_grpcio_service_speaks() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+    let output = echo_client(&[
+        "--addr",
+        &addr,
+        "--protocol",
+        "grpc,connect",
+        "--json",
+        "bench",
+        "--call",
+        &format!("{SERVICE}/PutItem"),
+        "-d",
+        r#"{"sku":"a"}"#,
+        "--total",
+        "20",
+        "--warmup",
+        "0s",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let matrix: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(matrix["runs"][0]["wire"], "gRPC over HTTP/2", "{matrix}");
+    assert_eq!(matrix["runs"][0]["calls"], 20, "{matrix}");
+    assert_eq!(matrix["runs"][0]["errors"], json!({}), "{matrix}");
+    assert_eq!(matrix["skipped"][0]["wire"], "Connect over HTTP/2", "{matrix}");
+    assert_eq!(matrix["skipped"][0]["failed"], true, "{matrix}");
+}

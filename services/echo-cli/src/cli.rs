@@ -118,15 +118,31 @@ struct Globals {
     compress: Option<Compression>,
 
     /// The protocol calls are made in: test a gRPC-Web proxy or a Connect
-    /// gateway in front of a server.
-    #[arg(long, global = true, env = "ECHO_PROTOCOL", value_enum, default_value_t = WireProtocol::Grpc)]
-    protocol: WireProtocol,
+    /// gateway in front of a server. `bench` takes a comma-separated list
+    /// and runs each with each `--http-version` (a protocol matrix).
+    #[arg(
+        long,
+        global = true,
+        env = "ECHO_PROTOCOL",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "grpc"
+    )]
+    protocol: Vec<WireProtocol>,
 
-    /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext or TLS).
+    /// The HTTP version calls go over: `1.1` (gRPC-Web and Connect only),
+    /// `2`, or `3` (QUIC; needs `--ca`). `bench` takes a comma-separated
+    /// list (a protocol matrix) [default: 2].
+    #[arg(long, global = true, env = "ECHO_HTTP_VERSION", value_enum, value_delimiter = ',', conflicts_with_all = ["http1", "http3"])]
+    http_version: Vec<HttpChoice>,
+
+    /// Make calls over HTTP/1.1 (`--protocol grpc-web` or `connect`; plaintext
+    /// or TLS): `--http-version 1.1`.
     #[arg(long, global = true, env = "ECHO_HTTP1", conflicts_with = "http3")]
     http1: bool,
 
-    /// Make calls over HTTP/3 (QUIC), in any protocol; needs TLS (`--ca`).
+    /// Make calls over HTTP/3 (QUIC), in any protocol; needs TLS (`--ca`):
+    /// `--http-version 3`.
     #[arg(long, global = true, env = "ECHO_HTTP3")]
     http3: bool,
 
@@ -154,6 +170,17 @@ enum WireCodec {
 enum BalanceChoice {
     RoundRobin,
     Weighted,
+}
+
+/// `--http-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HttpChoice {
+    #[value(name = "1.1")]
+    Http1,
+    #[value(name = "2")]
+    Http2,
+    #[value(name = "3")]
+    Http3,
 }
 
 /// `--protocol`.
@@ -286,7 +313,21 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
             globals.headers = plain;
             let templated: Vec<(String, String)> = templated;
             // The server's compression is measured only when asked for.
-            let builder = builder(&globals)?.accept_compression(globals.compress.is_some());
+            let accept_compression = globals.compress.is_some();
+            let combinations = combinations(&globals);
+            if combinations.len() > 1 {
+                let runs = combinations
+                    .into_iter()
+                    .map(|(protocol, http)| bench::Combination {
+                        wire: wire(protocol, http),
+                        builder: builder_for(&globals, protocol, http)
+                            .map(|builder| builder.accept_compression(accept_compression))
+                            .map_err(|err| err.to_string()),
+                    })
+                    .collect();
+                return bench::run_matrix(runs, *args, &templated, out).await;
+            }
+            let builder = builder(&globals)?.accept_compression(accept_compression);
             let mut args = args;
             args.wire = builder.wire();
             bench::run(&builder, &args, &templated, out).await
@@ -299,15 +340,68 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The client builder the global flags describe.
+/// Every protocol and HTTP version the global flags name, in the order
+/// given (protocols first).
+fn combinations(cli: &Globals) -> Vec<(WireProtocol, HttpChoice)> {
+    let versions = match (&cli.http_version[..], cli.http1, cli.http3) {
+        ([], true, _) => vec![HttpChoice::Http1],
+        ([], _, true) => vec![HttpChoice::Http3],
+        ([], false, false) => vec![HttpChoice::Http2],
+        (versions, _, _) => versions.to_vec(),
+    };
+    let mut combinations = Vec::new();
+    for protocol in &cli.protocol {
+        for version in &versions {
+            if !combinations.contains(&(*protocol, *version)) {
+                combinations.push((*protocol, *version));
+            }
+        }
+    }
+    combinations
+}
+
+/// A protocol and HTTP version in words ("gRPC-Web over HTTP/1.1").
+fn wire(protocol: WireProtocol, http: HttpChoice) -> String {
+    let protocol = match protocol {
+        WireProtocol::Grpc => "gRPC",
+        WireProtocol::GrpcWeb => "gRPC-Web",
+        WireProtocol::Connect => "Connect",
+    };
+    let http = match http {
+        HttpChoice::Http1 => "HTTP/1.1",
+        HttpChoice::Http2 => "HTTP/2",
+        HttpChoice::Http3 => "HTTP/3",
+    };
+    format!("{protocol} over {http}")
+}
+
+/// The client builder the global flags describe: one protocol and HTTP
+/// version (lists are for `bench`).
 fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
-    if cli.http1 && cli.protocol == WireProtocol::Grpc {
-        anyhow::bail!("--http1 needs --protocol grpc-web or connect: gRPC needs HTTP/2");
+    match combinations(cli)[..] {
+        [(protocol, http)] => builder_for(cli, protocol, http),
+        _ => anyhow::bail!(
+            "several protocols or HTTP versions are for `bench` (a protocol matrix): give this command one"
+        ),
     }
-    if cli.http3 && cli.ca.is_none() {
-        anyhow::bail!("--http3 needs TLS (QUIC is always encrypted): give --ca");
+}
+
+/// The client builder of the global flags, in `protocol` over `http`.
+fn builder_for(
+    cli: &Globals,
+    wire_protocol: WireProtocol,
+    http: HttpChoice,
+) -> anyhow::Result<ClientBuilder> {
+    let (http1, http3) = (http == HttpChoice::Http1, http == HttpChoice::Http3);
+    if http1 && wire_protocol == WireProtocol::Grpc {
+        anyhow::bail!(
+            "gRPC needs HTTP/2 or HTTP/3: HTTP/1.1 (--http1) takes --protocol grpc-web or connect"
+        );
     }
-    let protocol = match cli.protocol {
+    if http3 && cli.ca.is_none() {
+        anyhow::bail!("HTTP/3 needs TLS (QUIC is always encrypted): give --ca");
+    }
+    let protocol = match wire_protocol {
         WireProtocol::Grpc => Protocol::Grpc,
         WireProtocol::GrpcWeb => Protocol::GrpcWeb,
         WireProtocol::Connect => Protocol::Connect,
@@ -315,8 +409,8 @@ fn builder(cli: &Globals) -> anyhow::Result<ClientBuilder> {
     let mut builder = ClientBuilder::new(&cli.addr)
         .connect_timeout(cli.connect_timeout)
         .protocol(protocol)
-        .http1(cli.http1)
-        .http3(cli.http3)
+        .http1(http1)
+        .http3(http3)
         .codec(match cli.codec {
             WireCodec::Proto => Codec::Proto,
             WireCodec::Json => Codec::Json,

@@ -27,7 +27,7 @@ pub enum BenchRpc {
 }
 
 /// Arguments of `echo-client bench`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// The protocol and HTTP version of the calls, for the reports (from
     /// the global flags).
@@ -143,7 +143,7 @@ pub struct BenchArgs {
 }
 
 /// What `bench` does besides loading a server.
-#[derive(Debug, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand)]
 pub(crate) enum BenchCommand {
     /// Combine the `--histogram-out` files of several workers into one report
     /// with exact percentiles.
@@ -199,7 +199,7 @@ impl BenchArgs {
 }
 
 /// Arguments of `echo-client bench merge`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct MergeArgs {
     /// The `--histogram-out` files of the workers.
     #[arg(required = true)]

@@ -161,5 +161,5 @@ pub(super) fn merge(args: &MergeArgs, out: Output) -> anyhow::Result<std::proces
             out!("  {line}");
         }
     }
-    Ok(gate::exit_code(&verdicts))
+    Ok(std::process::ExitCode::from(gate::status(&verdicts)))
 }

@@ -11,12 +11,14 @@
 //! - `report`, `html`, `plot`, `histogram_log`: the reports (text, JSON,
 //!   CSV, HTML, a percentile plot, HdrHistogram logs) and `bench merge`.
 //! - `gate`: `--assert` thresholds, checked on the run and each step.
+//! - `matrix`: a protocol matrix's comparison (text, JSON, HTML).
 //! - `template`: per-request templates (`{{.RequestNumber}}`, ...).
 
 pub mod args;
 mod gate;
 mod histogram_log;
 mod html;
+mod matrix;
 mod plot;
 mod raw;
 mod report;
@@ -65,6 +67,92 @@ pub async fn run(
     out: Output,
 ) -> anyhow::Result<ExitCode> {
     check(builder, args, header_templates)?;
+    let json = if out.json {
+        report::Json::Print
+    } else {
+        report::Json::Off
+    };
+    let run = measure(builder, args, header_templates, json).await?;
+    Ok(ExitCode::from(run.status(args)))
+}
+
+/// One cell of a protocol matrix: its protocol and HTTP version in words,
+/// and its client, or why it cannot run.
+pub struct Combination {
+    /// e.g. "gRPC-Web over HTTP/1.1".
+    pub wire: String,
+    /// The client of the combination, or why there is none.
+    pub builder: Result<ClientBuilder, String>,
+}
+
+/// A protocol matrix: the same load in each combination in turn, each
+/// reported as a run is, then one table comparing them (`--json`: one object
+/// with the `runs` and the `skipped`; `--html`: one page comparing them).
+/// Exits as the worst run would (3, 1, 0); a combination that cannot run is
+/// skipped with its reason.
+pub async fn run_matrix(
+    combinations: Vec<Combination>,
+    args: BenchArgs,
+    header_templates: &[(String, String)],
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    if args.csv.is_some()
+        || args.csv_calls.is_some()
+        || args.plot.is_some()
+        || args.histogram_out.is_some()
+    {
+        bail!(
+            "--csv, --csv-calls, --plot and --histogram-out write one run: give one protocol and HTTP version (--html compares a matrix)"
+        );
+    }
+    let mut rows = Vec::new();
+    let mut reports = Vec::new();
+    // The worst status: 3 (an assertion failed) over 1 (a call failed).
+    let mut status = 0;
+    for Combination { wire, builder } in combinations {
+        let builder = match builder {
+            Ok(builder) => builder,
+            Err(reason) => {
+                rows.push(matrix::Row::skipped(wire, reason));
+                continue;
+            }
+        };
+        let mut args = args.clone();
+        args.wire = wire.clone();
+        // Each run's own report, but its HTML page: the matrix has one.
+        args.html = None;
+        check(&builder, &args, header_templates)?;
+        let json = if out.json {
+            report::Json::Into(&mut reports)
+        } else {
+            report::Json::Off
+        };
+        match measure(&builder, &args, header_templates, json).await {
+            Ok(run) => {
+                status = status.max(run.status(&args));
+                rows.push(matrix::Row::ran(wire, &run.measured, &run.verdicts));
+            }
+            Err(err) => {
+                status = status.max(1);
+                rows.push(matrix::Row::failed(wire, format!("{err:#}")));
+            }
+        }
+    }
+    matrix::report(&rows, reports, out);
+    if let Some(path) = &args.html {
+        std::fs::write(path, matrix::html(&args, &rows))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::from(status))
+}
+
+/// Loads the server as `args` say and writes the reports.
+async fn measure(
+    builder: &ClientBuilder,
+    args: &BenchArgs,
+    header_templates: &[(String, String)],
+    json: report::Json<'_>,
+) -> anyhow::Result<Run> {
     let raw = raw::raw_target(builder, args, header_templates).await?;
     let started = std::time::SystemTime::now();
     // Every connection counts its retries here, for the report.
@@ -74,15 +162,26 @@ pub async fn run(
         None => measure_echo(builder, args).await?,
         Some(raw) => measure_raw(builder, args, raw).await?,
     };
-    let verdicts = write_reports(args, &measured, &stats, started, out)?;
-    // With assertions, they decide; without, any failed call fails the run.
-    Ok(if !args.assertions.is_empty() {
-        gate::exit_code(&verdicts)
-    } else if measured.tally.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let verdicts = write_reports(args, &measured, &stats, started, json)?;
+    Ok(Run { measured, verdicts })
+}
+
+/// A run's measurements and assertions' verdicts.
+struct Run {
+    measured: Measured,
+    verdicts: Vec<gate::Verdict>,
+}
+
+impl Run {
+    /// The exit status: with assertions, they decide (0 or 3); without, any
+    /// failed call fails the run (1).
+    fn status(&self, args: &BenchArgs) -> u8 {
+        if !args.assertions.is_empty() {
+            gate::status(&self.verdicts)
+        } else {
+            u8::from(!self.measured.tally.errors.is_empty())
+        }
+    }
 }
 
 /// Refuses a load shape that cannot run, before connecting.
@@ -282,7 +381,7 @@ fn write_reports(
     measured: &Measured,
     stats: &CallStats,
     started: std::time::SystemTime,
-    out: Output,
+    json: report::Json<'_>,
 ) -> anyhow::Result<Vec<gate::Verdict>> {
     let Measured {
         tally,
@@ -291,7 +390,7 @@ fn write_reports(
     } = measured;
     let (calls, elapsed) = (*calls, *elapsed);
     let verdicts = report::verdicts(args, tally, calls, elapsed);
-    report::print(args, tally, calls, elapsed, stats, &verdicts, out.json);
+    report::print(args, tally, calls, elapsed, stats, &verdicts, json);
     if let Some(path) = &args.histogram_out {
         histogram_log::write(path, &tally.latency, started, elapsed)?;
     }

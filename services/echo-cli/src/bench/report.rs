@@ -67,6 +67,14 @@ pub(super) fn latency_summary(
     (json, text)
 }
 
+/// How a report is given: as text, as a JSON line, or as JSON kept for a
+/// report of several runs.
+pub(super) enum Json<'a> {
+    Off,
+    Print,
+    Into(&'a mut Vec<serde_json::Value>),
+}
+
 /// The `--assert` verdicts of a run of `measured` calls in `elapsed`, and of
 /// each of its steps.
 pub(super) fn verdicts(
@@ -273,13 +281,13 @@ pub(super) fn print(
     elapsed: Duration,
     stats: &CallStats,
     verdicts: &[Verdict],
-    json: bool,
+    json: Json<'_>,
 ) {
     let seconds = elapsed.as_secs_f64();
     let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
     let message_rate = tally.messages as f64 / seconds;
     let (latency, latency_text) = latency_summary(&tally.latency);
-    if json {
+    if let Json::Print | Json::Into(_) = json {
         let mut report = json!({
             "rpc": format!("{:?}", args.rpc),
             "call": args.call,
@@ -330,7 +338,10 @@ pub(super) fn print(
                 .collect::<serde_json::Map<_, _>>()
                 .into();
         }
-        out!("{report}");
+        match json {
+            Json::Into(reports) => reports.push(report),
+            _ => out!("{report}"),
+        }
         return;
     }
     out!("{}: {measured} calls in {seconds:.2}s", describe(args));

@@ -24,7 +24,7 @@ use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse
 use super::any_types::with_well_known_types;
 
 /// Where `list`, `describe` and `call` read descriptors [default: the server's reflection].
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct SourceArgs {
     /// Compile this `.proto` file (repeatable) instead of asking the server.
     #[arg(long = "proto", env = "ECHO_PROTO", value_delimiter = ',')]
