@@ -587,6 +587,9 @@ fn a_protocol_matrix_reports_what_a_python_grpcio_service_speaks() {
     assert_eq!(matrix["runs"][0]["wire"], "gRPC over HTTP/2", "{matrix}");
     assert_eq!(matrix["runs"][0]["calls"], 20, "{matrix}");
     assert_eq!(matrix["runs"][0]["errors"], json!({}), "{matrix}");
-    assert_eq!(matrix["skipped"][0]["wire"], "Connect over HTTP/2", "{matrix}");
+    assert_eq!(
+        matrix["skipped"][0]["wire"], "Connect over HTTP/2",
+        "{matrix}"
+    );
     assert_eq!(matrix["skipped"][0]["failed"], true, "{matrix}");
 }
