@@ -531,9 +531,19 @@ impl Call {
 
 /// `future`'s output, unless `cancel_at` comes first.
 async fn until<F: Future>(cancel_at: Option<Instant>, future: F) -> Option<F::Output> {
-    match cancel_at {
-        Some(at) => tokio::time::timeout_at(at, future).await.ok(),
-        None => Some(future.await),
+    let Some(at) = cancel_at else {
+        return Some(future.await);
+    };
+    // The cancellation first: an answer already buffered (a half-duplex
+    // call's, over HTTP/1.1) must not win over a time that has come, as it
+    // would with `timeout_at`, which polls its future before its timer.
+    if Instant::now() >= at {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(at) => None,
+        output = future => Some(output),
     }
 }
 
