@@ -243,6 +243,24 @@ async fn the_out_of_band_stream_reports_at_the_interval_asked_and_ends_at_shutdo
 }
 
 #[tokio::test]
+async fn the_stream_keeps_the_request_costs_asked_for() {
+    let server = reporting("cpu=0.5,req.db=1,req.cache=2").await;
+    let mut stream = OpenRcaServiceClient::new(server.channel().await)
+        .stream_core_metrics(OrcaLoadReportRequest {
+            report_interval: None,
+            request_cost_names: vec!["db".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let report = stream.message().await.unwrap().unwrap();
+    assert_eq!(report.request_cost, [("db".to_owned(), 1.0)].into());
+    assert_eq!(report.cpu_utilization, 0.5);
+    drop(stream);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_stream_is_served_only_by_an_instance_that_reports() {
     let server = TestServer::start().await;
     let status = OpenRcaServiceClient::new(server.channel().await)

@@ -191,6 +191,16 @@ enum WireProtocol {
     Connect,
 }
 
+impl From<WireProtocol> for Protocol {
+    fn from(protocol: WireProtocol) -> Self {
+        match protocol {
+            WireProtocol::Grpc => Self::Grpc,
+            WireProtocol::GrpcWeb => Self::GrpcWeb,
+            WireProtocol::Connect => Self::Connect,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Unary Echo.
@@ -360,19 +370,14 @@ fn combinations(cli: &Globals) -> Vec<(WireProtocol, HttpChoice)> {
     combinations
 }
 
-/// A protocol and HTTP version in words ("gRPC-Web over HTTP/1.1").
+/// A protocol and HTTP version in words ("gRPC-Web over HTTP/1.1"), as the
+/// client library names them.
 fn wire(protocol: WireProtocol, http: HttpChoice) -> String {
-    let protocol = match protocol {
-        WireProtocol::Grpc => "gRPC",
-        WireProtocol::GrpcWeb => "gRPC-Web",
-        WireProtocol::Connect => "Connect",
-    };
-    let http = match http {
-        HttpChoice::Http1 => "HTTP/1.1",
-        HttpChoice::Http2 => "HTTP/2",
-        HttpChoice::Http3 => "HTTP/3",
-    };
-    format!("{protocol} over {http}")
+    ClientBuilder::new("")
+        .protocol(protocol.into())
+        .http1(http == HttpChoice::Http1)
+        .http3(http == HttpChoice::Http3)
+        .wire()
 }
 
 /// The client builder the global flags describe: one protocol and HTTP
@@ -401,14 +406,9 @@ fn builder_for(
     if http3 && cli.ca.is_none() {
         anyhow::bail!("HTTP/3 needs TLS (QUIC is always encrypted): give --ca");
     }
-    let protocol = match wire_protocol {
-        WireProtocol::Grpc => Protocol::Grpc,
-        WireProtocol::GrpcWeb => Protocol::GrpcWeb,
-        WireProtocol::Connect => Protocol::Connect,
-    };
     let mut builder = ClientBuilder::new(&cli.addr)
         .connect_timeout(cli.connect_timeout)
-        .protocol(protocol)
+        .protocol(wire_protocol.into())
         .http1(http1)
         .http3(http3)
         .codec(match cli.codec {

@@ -76,7 +76,7 @@ impl CallCounts {
 
 /// What channelz counts of one connection, and the counts of its server,
 /// which its calls add to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SocketCounts {
     pub(crate) streams: CallCounts,
     pub(crate) server: Arc<CallCounts>,
@@ -88,6 +88,18 @@ pub(crate) struct SocketCounts {
 }
 
 impl SocketCounts {
+    /// Nothing counted yet, of a connection to the server counted in `server`.
+    pub(crate) fn new(server: Arc<CallCounts>) -> Self {
+        Self {
+            streams: CallCounts::default(),
+            server,
+            messages_sent: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            last_message_sent: AtomicU64::new(0),
+            last_message_received: AtomicU64::new(0),
+        }
+    }
+
     /// A call arrived on the connection.
     pub(crate) fn call_started(&self) {
         self.streams.started();

@@ -172,6 +172,28 @@ pub(super) struct Measure<'a> {
     pub(super) rps: f64,
 }
 
+/// What a measured value counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Milliseconds,
+    /// Of the calls measured (shown as a percentage).
+    Fraction,
+    PerSecond,
+    Calls,
+}
+
+impl Unit {
+    /// As the JSON report names it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Milliseconds => "ms",
+            Self::Fraction => "fraction",
+            Self::PerSecond => "/s",
+            Self::Calls => "calls",
+        }
+    }
+}
+
 /// One assertion checked: where (a step, or the run), what was measured.
 #[derive(Debug, Clone)]
 pub(super) struct Verdict {
@@ -180,7 +202,7 @@ pub(super) struct Verdict {
     pub(super) step: Option<usize>,
     /// What was measured (`None`: nothing to measure, e.g. no successful call).
     pub(super) measured: Option<f64>,
-    unit: &'static str,
+    unit: Unit,
     pub(super) held: bool,
 }
 
@@ -189,10 +211,10 @@ impl Verdict {
     pub(super) fn measured_text(&self) -> String {
         match (self.measured, self.unit) {
             (None, _) => "nothing to measure".to_owned(),
-            (Some(value), "fraction") => format!("{:.3}%", value * 100.0),
-            (Some(value), "ms") => format!("{value:.3}ms"),
-            (Some(value), "/s") => format!("{value:.1}/s"),
-            (Some(value), _) => format!("{value}"),
+            (Some(value), Unit::Fraction) => format!("{:.3}%", value * 100.0),
+            (Some(value), Unit::Milliseconds) => format!("{value:.3}ms"),
+            (Some(value), Unit::PerSecond) => format!("{value:.1}/s"),
+            (Some(value), Unit::Calls) => format!("{value}"),
         }
     }
 
@@ -202,7 +224,7 @@ impl Verdict {
             "assertion": self.assertion,
             "step": self.step,
             "measured": self.measured,
-            "unit": self.unit,
+            "unit": self.unit.name(),
             "held": self.held,
         })
     }
@@ -243,21 +265,21 @@ impl Assertion {
                     Latency::Mean => h.mean() / 1000.0,
                     Latency::Max => ms(h.max()),
                 }),
-                "ms",
+                Unit::Milliseconds,
             ),
             Metric::ErrorRate => (
                 measure
                     .errors
                     .filter(|_| measure.calls > 0)
                     .map(|errors| errors as f64 / measure.calls as f64),
-                "fraction",
+                Unit::Fraction,
             ),
-            Metric::Rps => (Some(measure.rps), "/s"),
+            Metric::Rps => (Some(measure.rps), Unit::PerSecond),
             Metric::Errors(code) => (
                 measure
                     .errors_by_code
                     .map(|errors| errors.get(code).copied().unwrap_or_default() as f64),
-                "calls",
+                Unit::Calls,
             ),
         };
         Verdict {

@@ -11,6 +11,23 @@ use super::plot;
 use super::report;
 use super::tally::Tally;
 
+/// The start of a page titled `title` (escaped), through its heading: no
+/// script, nothing fetched, so that it opens offline.
+pub(super) fn head(title: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>echo-client bench: {title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+</style></head><body>
+<h1>{title}</h1>
+"#
+    )
+}
+
 /// The page of a run: `measured` calls in `elapsed`.
 pub(super) fn page(
     args: &BenchArgs,
@@ -25,18 +42,10 @@ pub(super) fn page(
     let h = &tally.latency;
     let ms = |micros: u64| format!("{:.3}", micros as f64 / 1000.0);
     let mut out = String::new();
+    out.push_str(&head(&title));
     let _ = write!(
         out,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>echo-client bench: {title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
-th {{ background: #f3f3f3; }}
-</style></head><body>
-<h1>{title}</h1>
-<h2>Summary</h2>
+        r#"<h2>Summary</h2>
 <table id="summary">
 <tr><th>calls</th><td>{measured}</td></tr>
 <tr><th>seconds</th><td>{seconds:.2}</td></tr>
@@ -50,7 +59,7 @@ th {{ background: #f3f3f3; }}
 <h2>Latency histogram</h2>
 {}
 "#,
-        (measured - errors) as f64 / seconds,
+        report::successful_rate(tally, measured, elapsed),
         ms(h.min()),
         h.mean() / 1000.0,
         ms(h.max()),

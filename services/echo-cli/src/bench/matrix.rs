@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::args::BenchArgs;
 use super::gate::Verdict;
-use super::{Measured, plot, report};
+use super::{Measured, html, plot, report};
 use crate::output::Output;
 
 /// One combination of the matrix.
@@ -19,36 +19,62 @@ pub(super) struct Row {
 }
 
 enum Outcome {
-    Ran {
-        calls: u64,
-        calls_per_second: f64,
-        p50_ms: f64,
-        p99_ms: f64,
-        errors: u64,
-        /// Whether every assertion held (`None`: none given).
-        passed: Option<bool>,
-        /// The latency percentile plot of the run.
-        plot: String,
-    },
+    Ran(Summary),
     /// It could not run (an invalid combination), or its load failed.
-    NotRun { reason: String, failed: bool },
+    NotRun {
+        reason: String,
+        failed: bool,
+    },
+}
+
+/// What a combination's run measured, as the comparison shows it.
+struct Summary {
+    calls: u64,
+    calls_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    /// Whether every assertion held (`None`: none given).
+    passed: Option<bool>,
+    /// The latency percentile plot, for the HTML page (when one is written).
+    plot: Option<String>,
+}
+
+impl Summary {
+    /// The assertions' column, marked up for HTML or not.
+    fn gate(&self, html: bool) -> &'static str {
+        match (self.passed, html) {
+            (None, _) => "",
+            (Some(true), false) => "  assertions held",
+            (Some(false), false) => "  ASSERTIONS FAILED",
+            (Some(true), true) => "held",
+            (Some(false), true) => "<strong>failed</strong>",
+        }
+    }
 }
 
 impl Row {
-    pub(super) fn ran(wire: String, measured: &Measured, verdicts: &[Verdict]) -> Self {
+    /// A combination that ran; its plot drawn when `plot` (for `--html`).
+    pub(super) fn ran(wire: String, measured: &Measured, verdicts: &[Verdict], plot: bool) -> Self {
         let h = &measured.tally.latency;
-        let errors = measured.tally.errors.values().sum::<u64>();
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        let outcome = Outcome::Ran {
+        let summary = Summary {
             calls: measured.calls,
-            calls_per_second: (measured.calls - errors) as f64 / measured.elapsed.as_secs_f64(),
+            calls_per_second: report::successful_rate(
+                &measured.tally,
+                measured.calls,
+                measured.elapsed,
+            ),
             p50_ms: ms(0.5),
             p99_ms: ms(0.99),
-            errors,
+            errors: measured.tally.errors.values().sum(),
             passed: (!verdicts.is_empty()).then(|| verdicts.iter().all(|verdict| verdict.held)),
-            plot: plot::svg(h, &wire),
+            plot: plot.then(|| plot::svg(h, &wire)),
         };
-        Self { wire, outcome }
+        Self {
+            wire,
+            outcome: Outcome::Ran(summary),
+        }
     }
 
     /// A combination that cannot run, and why.
@@ -86,7 +112,7 @@ pub(super) fn report(rows: &[Row], reports: Vec<Value>, out: Output) {
                     "reason": reason,
                     "failed": failed,
                 })),
-                Outcome::Ran { .. } => None,
+                Outcome::Ran(_) => None,
             })
             .collect();
         out!("{}", json!({ "runs": reports, "skipped": not_run }));
@@ -94,7 +120,7 @@ pub(super) fn report(rows: &[Row], reports: Vec<Value>, out: Output) {
     }
     let ran = rows
         .iter()
-        .filter(|row| matches!(row.outcome, Outcome::Ran { .. }))
+        .filter(|row| matches!(row.outcome, Outcome::Ran(_)))
         .count();
     out!("protocol matrix: {ran} of {} combinations ran", rows.len());
     out!(
@@ -108,25 +134,16 @@ pub(super) fn report(rows: &[Row], reports: Vec<Value>, out: Output) {
     );
     for row in rows {
         match &row.outcome {
-            Outcome::Ran {
-                calls,
-                calls_per_second,
-                p50_ms,
-                p99_ms,
-                errors,
-                passed,
-                ..
-            } => {
-                let gate = match passed {
-                    Some(true) => "  assertions held",
-                    Some(false) => "  ASSERTIONS FAILED",
-                    None => "",
-                };
-                out!(
-                    "  {:<26} {calls:>8} {calls_per_second:>10.1} {p50_ms:>9.3} {p99_ms:>9.3} {errors:>7}{gate}",
-                    row.wire
-                );
-            }
+            Outcome::Ran(run) => out!(
+                "  {:<26} {:>8} {:>10.1} {:>9.3} {:>9.3} {:>7}{}",
+                row.wire,
+                run.calls,
+                run.calls_per_second,
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                run.gate(false)
+            ),
             Outcome::NotRun { reason, failed } => {
                 let what = if *failed { "failed" } else { "skipped" };
                 out!("  {:<26} {what}: {reason}", row.wire);
@@ -138,46 +155,26 @@ pub(super) fn report(rows: &[Row], reports: Vec<Value>, out: Output) {
 /// One self-contained page comparing the runs: the table, and each run's
 /// latency percentile plot.
 pub(super) fn html(args: &BenchArgs, rows: &[Row]) -> String {
-    let mut args_shown = args.clone();
-    args_shown.wire = "each protocol and HTTP version".to_owned();
-    let title = plot::escape(&report::describe(&args_shown));
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>echo-client bench: {title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
-th {{ background: #f3f3f3; }}
-td:first-child {{ text-align: left; }}
-</style></head><body>
-<h1>{title}</h1>
-<h2>Protocol matrix</h2>
-<table id="matrix"><tr><th>protocol and HTTP</th><th>calls</th><th>calls/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>assertions</th></tr>
-"#
+    let mut out = html::head(&plot::escape(&report::describe_over(
+        args,
+        "each protocol and HTTP version",
+    )));
+    out.push_str(
+        "<h2>Protocol matrix</h2>\n<table id=\"matrix\"><tr><th>protocol and HTTP</th><th>calls</th><th>calls/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>assertions</th></tr>\n",
     );
     for row in rows {
         let wire = plot::escape(&row.wire);
         match &row.outcome {
-            Outcome::Ran {
-                calls,
-                calls_per_second,
-                p50_ms,
-                p99_ms,
-                errors,
-                passed,
-                ..
-            } => {
-                let gate = match passed {
-                    Some(true) => "held",
-                    Some(false) => "<strong>failed</strong>",
-                    None => "",
-                };
+            Outcome::Ran(run) => {
                 let _ = writeln!(
                     out,
-                    "<tr><td>{wire}</td><td>{calls}</td><td>{calls_per_second:.1}</td><td>{p50_ms:.3}</td><td>{p99_ms:.3}</td><td>{errors}</td><td>{gate}</td></tr>"
+                    "<tr><td>{wire}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                    run.calls,
+                    run.calls_per_second,
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.errors,
+                    run.gate(true)
                 );
             }
             Outcome::NotRun { reason, failed } => {
@@ -192,7 +189,10 @@ td:first-child {{ text-align: left; }}
     }
     out.push_str("</table>\n");
     for row in rows {
-        if let Outcome::Ran { plot, .. } = &row.outcome {
+        if let Outcome::Ran(Summary {
+            plot: Some(plot), ..
+        }) = &row.outcome
+        {
             let _ = writeln!(out, "<h2>{}</h2>\n{plot}", plot::escape(&row.wire));
         }
     }

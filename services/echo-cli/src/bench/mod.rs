@@ -109,6 +109,7 @@ pub async fn run_matrix(
     let mut reports = Vec::new();
     // The worst status: 3 (an assertion failed) over 1 (a call failed).
     let mut status = 0;
+    let plots = args.html.is_some();
     for Combination { wire, builder } in combinations {
         let builder = match builder {
             Ok(builder) => builder,
@@ -117,20 +118,22 @@ pub async fn run_matrix(
                 continue;
             }
         };
-        let mut args = args.clone();
-        args.wire = wire.clone();
         // Each run's own report, but its HTML page: the matrix has one.
-        args.html = None;
-        check(&builder, &args, header_templates)?;
+        let run_args = BenchArgs {
+            wire: wire.clone(),
+            html: None,
+            ..args.clone()
+        };
+        check(&builder, &run_args, header_templates)?;
         let json = if out.json {
             report::Json::Into(&mut reports)
         } else {
             report::Json::Off
         };
-        match measure(&builder, &args, header_templates, json).await {
+        match measure(&builder, &run_args, header_templates, json).await {
             Ok(run) => {
-                status = status.max(run.status(&args));
-                rows.push(matrix::Row::ran(wire, &run.measured, &run.verdicts));
+                status = status.max(run.status(&run_args));
+                rows.push(matrix::Row::ran(wire, &run.measured, &run.verdicts, plots));
             }
             Err(err) => {
                 status = status.max(1);

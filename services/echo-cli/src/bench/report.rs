@@ -13,8 +13,20 @@ use super::gate::{self, Measure, Verdict};
 use super::schedule::Rate;
 use super::tally::{CallDetail, Tally};
 
+/// Successful calls per second: `measured` calls in `elapsed`, less those
+/// that failed.
+pub(super) fn successful_rate(tally: &Tally, measured: u64, elapsed: Duration) -> f64 {
+    (measured - tally.errors.values().sum::<u64>()) as f64 / elapsed.as_secs_f64()
+}
+
 /// The load shape, in words.
 pub(super) fn describe(args: &BenchArgs) -> String {
+    describe_over(args, &args.wire)
+}
+
+/// The load shape, in words, over `wire` (a protocol and HTTP version, or
+/// a matrix's "each").
+pub(super) fn describe_over(args: &BenchArgs, wire: &str) -> String {
     let what = match (&args.call, &args.method) {
         (Some(call), _) => call.clone(),
         (None, Some(path)) => format!("{:?} {path}", args.rpc),
@@ -34,8 +46,8 @@ pub(super) fn describe(args: &BenchArgs) -> String {
         Some(Rate::Ramp { from, to, .. }) => format!("open loop ramping from {from}/s to {to}/s"),
     };
     format!(
-        "{what} over {} connection(s) x {concurrency} concurrent, {schedule}, {}",
-        args.connections, args.wire,
+        "{what} over {} connection(s) x {concurrency} concurrent, {schedule}, {wire}",
+        args.connections,
     )
 }
 
@@ -92,7 +104,7 @@ pub(super) fn verdicts(
         calls: measured,
         errors_by_code: Some(&tally.errors),
         errors: Some(errors),
-        rps: (measured - errors) as f64 / elapsed.as_secs_f64(),
+        rps: successful_rate(tally, measured, elapsed),
     };
     let steps: Vec<(usize, Measure<'_>)> = step_rows(args, tally, elapsed)
         .into_iter()
@@ -160,7 +172,7 @@ pub(super) fn step_rows<'a>(
 /// The report as CSV: a row per step of a stepped schedule, then one for the
 /// whole run (`measured` calls in `elapsed`).
 /// With assertions, a second table follows after a blank line: each
-/// verdict (`assertion,step,measured,unit,held`).
+/// verdict (`assertion,step,measured,held`).
 pub(super) fn csv(
     args: &BenchArgs,
     tally: &Tally,
@@ -220,7 +232,7 @@ pub(super) fn csv(
         args.connections * args.concurrency,
         measured,
         errors,
-        (measured - errors) as f64 / seconds,
+        successful_rate(tally, measured, elapsed),
         &tally.latency,
     );
     if !verdicts.is_empty() {
@@ -284,7 +296,7 @@ pub(super) fn print(
     json: Json<'_>,
 ) {
     let seconds = elapsed.as_secs_f64();
-    let rate = (measured - tally.errors.values().sum::<u64>()) as f64 / seconds;
+    let rate = successful_rate(tally, measured, elapsed);
     let message_rate = tally.messages as f64 / seconds;
     let (latency, latency_text) = latency_summary(&tally.latency);
     if let Json::Print | Json::Into(_) = json {

@@ -123,17 +123,11 @@ where
                 // Trailers-only: the headers are the trailers.
                 response.headers_mut().insert(TRAILER, trailer);
             } else {
-                let extensions = response.extensions_mut();
-                match extensions.get_mut::<ExtraTrailers>() {
-                    Some(extra) => {
-                        extra.0.insert(TRAILER, trailer);
-                    }
-                    None => {
-                        let mut extra = ExtraTrailers::default();
-                        extra.0.insert(TRAILER, trailer);
-                        extensions.insert(extra);
-                    }
-                }
+                response
+                    .extensions_mut()
+                    .get_or_insert_default::<ExtraTrailers>()
+                    .0
+                    .insert(TRAILER, trailer);
             }
         }
         Poll::Ready(Ok(response))

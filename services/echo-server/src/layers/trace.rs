@@ -100,14 +100,16 @@ where
         echo_client::telemetry::set_parent_from(&span, request.headers());
         let method = self.metrics.method(request.uri().path());
         self.metrics.started(method);
+        let rpc_type = self.metrics.rpc_type(method);
+        // A single request message counts as received at the start, as in
+        // the metrics.
         let socket = peer.and_then(|peer| peer.channelz.clone());
         if let Some(socket) = &socket {
             socket.call_started();
-            if !self.metrics.rpc_type(method).client_streams() {
+            if !rpc_type.client_streams() {
                 socket.received(1);
             }
         }
-        let rpc_type = self.metrics.rpc_type(method);
         // Streamed messages are counted as they pass (a single one is counted
         // by `Metrics::started`); a method that takes one message gets exactly
         // one. Unknown paths are answered before their body is read.

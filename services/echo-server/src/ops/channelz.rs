@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use grpc_echo::echo::v1::TlsSession;
 
-use crate::context::{CallCounts, SocketCounts, unix_nanos};
+use crate::context::{CallCounts, PeerInfo, SocketCounts, unix_nanos};
 
 /// Closed sockets kept, at most: their counts stay readable after their
 /// peer went, within a bound on memory whatever the churn of connections.
@@ -108,13 +108,6 @@ pub(crate) struct OpenSocket {
     entry: Arc<SocketEntry>,
 }
 
-impl OpenSocket {
-    /// What the calls on the socket count into.
-    pub(crate) fn counts(&self) -> Arc<SocketCounts> {
-        Arc::clone(&self.entry.counts)
-    }
-}
-
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         let mut sockets = self.channelz.sockets();
@@ -163,25 +156,24 @@ impl Channelz {
             });
     }
 
-    /// A connection opened; it stays listed as open until the returned
-    /// guard is dropped.
+    /// A connection to `peer` opened (over `transport`, at `local`): its
+    /// calls count into the socket `peer` now names, which stays listed as
+    /// open until the returned guard is dropped.
     pub(crate) fn open_socket(
         self: &Arc<Self>,
         local: Option<SocketAddr>,
-        remote: SocketAddr,
-        tls: Option<Arc<TlsSession>>,
+        peer: &mut PeerInfo,
         transport: &'static str,
     ) -> OpenSocket {
+        let counts = Arc::new(SocketCounts::new(Arc::clone(&self.server)));
+        peer.channelz = Some(Arc::clone(&counts));
         let entry = Arc::new(SocketEntry {
             id: self.next_id(),
             local,
-            remote,
-            tls,
+            remote: peer.addr,
+            tls: peer.tls.clone(),
             transport,
-            counts: Arc::new(SocketCounts {
-                server: Arc::clone(&self.server),
-                ..SocketCounts::default()
-            }),
+            counts,
         });
         let mut sockets = self.sockets();
         sockets.open.insert(entry.id, Arc::clone(&entry));
@@ -256,12 +248,12 @@ mod tests {
     #[test]
     fn closed_sockets_are_kept_within_the_bound() {
         let channelz = Arc::new(Channelz::default());
-        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
-        let first = channelz.open_socket(None, remote, None, "TCP").entry.id;
+        let mut peer = PeerInfo::new(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let first = channelz.open_socket(None, &mut peer, "TCP").entry.id;
         for _ in 0..MAX_CLOSED_SOCKETS + 10 {
-            drop(channelz.open_socket(None, remote, None, "TCP"));
+            drop(channelz.open_socket(None, &mut peer, "TCP"));
         }
-        let open = channelz.open_socket(None, remote, None, "TCP");
+        let open = channelz.open_socket(None, &mut peer, "TCP");
         assert_eq!(channelz.sockets().closed.len(), MAX_CLOSED_SOCKETS);
         assert!(
             channelz.socket(first).is_none(),

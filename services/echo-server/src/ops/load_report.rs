@@ -26,17 +26,16 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 /// The instance's load reports; one per server.
 #[derive(Debug)]
 pub(crate) struct LoadReports {
-    configured: Option<LoadReportSpec>,
+    configured: Option<Arc<LoadReportSpec>>,
     /// The chaos schedules' windows, when there are schedules.
     windows: Option<Arc<Windows>>,
-    /// The configured report's trailer, encoded once when nothing in it is measured.
-    encoded: Option<HeaderValue>,
     /// Calls to the services under test since start.
     calls: AtomicU64,
     measured: Mutex<Measured>,
 }
 
-/// The latest measurement of the `auto` values, and what it was taken from.
+/// The latest measurement of the `auto` values, what it was taken from, and
+/// the trailer last encoded from it.
 #[derive(Debug)]
 struct Measured {
     at: Instant,
@@ -46,20 +45,38 @@ struct Measured {
     cpu: f64,
     /// Calls answered per second.
     qps: f64,
+    /// The trailer of the report of the moment, and that report: encoded
+    /// once per report and sample, not per answer.
+    trailer: Option<(Arc<LoadReportSpec>, HeaderValue)>,
+}
+
+impl Measured {
+    /// Measures again when the sample is a period old (which drops the
+    /// trailer encoded from it).
+    fn refresh(&mut self, calls: u64) {
+        let elapsed = self.at.elapsed();
+        if elapsed < SAMPLE_PERIOD {
+            return;
+        }
+        let cpu_seconds = process_cpu_seconds();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let seconds = elapsed.as_secs_f64();
+        self.cpu = ((cpu_seconds - self.cpu_seconds) / seconds / cpus).max(0.0);
+        self.qps = calls.saturating_sub(self.calls) as f64 / seconds;
+        self.at = Instant::now();
+        self.cpu_seconds = cpu_seconds;
+        self.calls = calls;
+        self.trailer = None;
+    }
 }
 
 impl LoadReports {
     /// Reports of `configured`, replaced while a chaos load window in
     /// `windows` is open.
     pub(crate) fn new(configured: Option<LoadReportSpec>, windows: Option<Arc<Windows>>) -> Self {
-        let encoded = configured
-            .as_ref()
-            .filter(|spec| !spec.measured())
-            .map(|spec| encode(&report(spec, 0.0, 0.0)));
         Self {
-            configured,
+            configured: configured.map(Arc::new),
             windows,
-            encoded,
             calls: AtomicU64::new(0),
             measured: Mutex::new(Measured {
                 at: Instant::now(),
@@ -67,6 +84,7 @@ impl LoadReports {
                 calls: 0,
                 cpu: 0.0,
                 qps: 0.0,
+                trailer: None,
             }),
         }
     }
@@ -82,12 +100,17 @@ impl LoadReports {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The report of the moment: a load window's, else the configured one.
+    /// The report given now: a load window's, else the configured one.
+    fn spec(&self) -> Option<Arc<LoadReportSpec>> {
+        self.windows
+            .as_ref()
+            .and_then(|windows| windows.load())
+            .or_else(|| self.configured.clone())
+    }
+
+    /// The report of the moment, its `auto` values measured.
     pub(crate) fn current(&self) -> Option<OrcaLoadReport> {
-        match self.windows.as_ref().and_then(|windows| windows.load()) {
-            Some(window) => Some(self.report(&window)),
-            None => self.configured.as_ref().map(|spec| self.report(spec)),
-        }
+        self.spec().map(|spec| self.report(&spec))
     }
 
     /// The `endpoint-load-metrics-bin` value of an answer: the report
@@ -96,40 +119,32 @@ impl LoadReports {
         if let Some(spec) = requested {
             return Some(encode(&self.report(spec)));
         }
-        let window = self.windows.as_ref().and_then(|windows| windows.load());
-        match (window, &self.encoded) {
-            (Some(window), _) => Some(encode(&self.report(&window))),
-            (None, Some(encoded)) => Some(encoded.clone()),
-            (None, None) => self.current().as_ref().map(encode),
+        let spec = self.spec()?;
+        let mut measured = self.measured();
+        if spec.measured() {
+            measured.refresh(self.calls.load(Ordering::Relaxed));
         }
+        if let Some((encoded_spec, value)) = &measured.trailer
+            && Arc::ptr_eq(encoded_spec, &spec)
+        {
+            return Some(value.clone());
+        }
+        let value = encode(&report(&spec, measured.cpu, measured.qps));
+        measured.trailer = Some((spec, value.clone()));
+        Some(value)
     }
 
     /// `spec` with its `auto` values measured.
     fn report(&self, spec: &LoadReportSpec) -> OrcaLoadReport {
-        let (cpu, qps) = if spec.measured() {
-            self.measure()
-        } else {
-            (0.0, 0.0)
-        };
-        report(spec, cpu, qps)
+        let mut measured = self.measured();
+        if spec.measured() {
+            measured.refresh(self.calls.load(Ordering::Relaxed));
+        }
+        report(spec, measured.cpu, measured.qps)
     }
 
-    /// The CPU use and call rate over the last sample period.
-    fn measure(&self) -> (f64, f64) {
-        let mut measured = self.measured.lock().unwrap_or_else(PoisonError::into_inner);
-        let elapsed = measured.at.elapsed();
-        if elapsed >= SAMPLE_PERIOD {
-            let cpu_seconds = process_cpu_seconds();
-            let calls = self.calls.load(Ordering::Relaxed);
-            let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-            let seconds = elapsed.as_secs_f64();
-            measured.cpu = ((cpu_seconds - measured.cpu_seconds) / seconds / cpus).max(0.0);
-            measured.qps = calls.saturating_sub(measured.calls) as f64 / seconds;
-            measured.at = Instant::now();
-            measured.cpu_seconds = cpu_seconds;
-            measured.calls = calls;
-        }
-        (measured.cpu, measured.qps)
+    fn measured(&self) -> std::sync::MutexGuard<'_, Measured> {
+        self.measured.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

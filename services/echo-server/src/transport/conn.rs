@@ -234,12 +234,10 @@ where
     let budgets = shared.budgets.connection();
     let mut peer = connection.peer().clone();
     // Listed while the connection is served (the guard lives in its future).
-    let channelz = shared.channelz.as_ref().map(|channelz| {
-        let socket =
-            channelz.open_socket(connection.local_addr(), peer.addr, peer.tls.clone(), "TCP");
-        peer.channelz = Some(socket.counts());
-        socket
-    });
+    let channelz = shared
+        .channelz
+        .as_ref()
+        .map(|channelz| channelz.open_socket(connection.local_addr(), &mut peer, "TCP"));
     let service = PerConnection {
         inner: service,
         peer,

@@ -168,11 +168,10 @@ async fn serve_connection<S, B>(
     };
     service.peer.tls = Some(Arc::new(session(&connection)));
     // Listed while the connection is served.
-    let _channelz = shared.channelz.as_ref().map(|channelz| {
-        let socket = channelz.open_socket(local, addr, service.peer.tls.clone(), "QUIC");
-        service.peer.channelz = Some(socket.counts());
-        socket
-    });
+    let _channelz = shared
+        .channelz
+        .as_ref()
+        .map(|channelz| channelz.open_socket(local, &mut service.peer, "QUIC"));
     let settings = shared.settings;
     let mut h3: H3Connection = match h3::server::builder()
         .max_field_section_size(settings.max_header_list_size().into())
