@@ -804,3 +804,91 @@ async fn an_http1_body_answered_early_is_read_and_the_connection_kept() {
     );
     server.stop().await;
 }
+
+/// The `--web` console's helpers (the page's tests drive them from Chromium):
+/// each bad input is a plain-text 4xx naming its cause, and without `--web`
+/// none of them is served.
+#[tokio::test]
+async fn the_console_helpers_answer_bad_input_plainly_and_only_with_web() {
+    let server = TestServer::with_config(config(|c| {
+        c.browsers.web = true;
+        c.limits.max_message_size = 1024;
+    }))
+    .await;
+    let addr = server.addr;
+    let ask = |request: Vec<u8>| async move { exchange(addr, &request, QUIET).await };
+    let encode =
+        |query: &str, body: &[u8]| post(&format!("/console/encode{query}"), "text/plain", "", body);
+
+    let methods = ask(get("/console/methods")).await;
+    assert_eq!(methods.status(), 200, "{}", methods.text);
+    let listed = methods.json();
+    assert!(
+        listed["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|service| service["name"] == "grpc.testing.TestService"),
+        "{listed}"
+    );
+
+    let encoded = ask(encode("?type=echo.v1.EchoRequest", br#"{"message":"hi"}"#)).await;
+    assert_eq!(encoded.status(), 200, "{}", encoded.text);
+    assert_eq!(
+        encoded.header("content-type"),
+        Some("application/octet-stream")
+    );
+    let decoded = ask(post(
+        "/console/decode?type=echo.v1.EchoRequest",
+        "application/octet-stream",
+        "",
+        b"\x0a\x02hi",
+    ))
+    .await;
+    assert_eq!(decoded.json(), serde_json::json!({"message": "hi"}));
+
+    let cases: [(Vec<u8>, u16, &str); 5] = [
+        (
+            encode("", b"{}"),
+            400,
+            "the query names no message type: give ?type=package.Message",
+        ),
+        (
+            encode("?type=no.Such", b"{}"),
+            404,
+            "no message type no.Such among the server's descriptors",
+        ),
+        (
+            encode("?type=echo.v1.EchoRequest", br#"{"mesage":"hi"}"#),
+            400,
+            "echo.v1.EchoRequest in JSON: unrecognized field name 'mesage'",
+        ),
+        (
+            encode("?type=echo.v1.EchoRequest", &[b' '; 2048]),
+            413,
+            "the message is larger than the server's 1024-byte limit",
+        ),
+        (
+            post(
+                "/console/decode?type=echo.v1.EchoRequest",
+                "application/octet-stream",
+                "",
+                b"\x0a\x09hi",
+            ),
+            400,
+            "cannot decode echo.v1.EchoRequest to JSON",
+        ),
+    ];
+    for (request, status, cause) in cases {
+        let answer = ask(request).await;
+        assert_eq!(answer.status(), status, "{}", answer.text);
+        assert!(answer.body().starts_with(cause), "{}", answer.text);
+    }
+    assert_still_serving(server.addr).await;
+    server.stop().await;
+
+    let without_web = TestServer::start().await;
+    let answer = exchange(without_web.addr, &get("/console/methods"), QUIET).await;
+    assert_eq!(answer.status(), 404, "{}", answer.text);
+    without_web.stop().await;
+}

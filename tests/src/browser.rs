@@ -134,6 +134,23 @@ impl Browser {
         text.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The current value of the input or text area `css` selects.
+    pub fn value(&self, css: &str) -> String {
+        let element = self.find(css);
+        let value =
+            self.session_request("GET", &format!("/element/{element}/property/value"), None);
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Runs `script` in the page; its return value.
+    pub fn execute(&self, script: &str) -> Value {
+        self.session_request(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+    }
+
     /// The attribute `name` of the element `css` selects.
     pub fn attribute(&self, css: &str, name: &str) -> Option<String> {
         let element = self.find(css);

@@ -27,7 +27,7 @@ use crate::ops::metrics::{self, Metrics};
 use crate::ops::stats::Stats;
 use crate::protocol::ProtocolLayer;
 use crate::protocol::json::Schemas;
-use crate::protocol::page::Page;
+use crate::protocol::page::{Console, Page};
 use crate::services::forward::Forwarder;
 use crate::services::{DESCRIPTOR_SETS, Observed, Services, raw_echo};
 use crate::transport::accept::{self, Admission, Connection, ConnectionLimits};
@@ -183,7 +183,14 @@ impl Server {
         // 4. The protocols, outside every layer: each call becomes gRPC
         //    first, so controls, limits, auth, metrics and logs meet one
         //    protocol.
-        let page = (config.browsers.web).then(|| Page::new(Arc::clone(&self.stats)));
+        let page = (config.browsers.web).then(|| {
+            let console = Console::new(services.health.served(), &DESCRIPTOR_SETS);
+            Page::new(
+                Arc::clone(&self.stats),
+                console,
+                config.limits.max_message_size,
+            )
+        });
         let service = ProtocolLayer::new(
             Schemas::new(&DESCRIPTOR_SETS),
             config.limits.max_message_size,

@@ -366,11 +366,13 @@ where
                 Err(status) => Ok(connect::stream_error(codec, &status)),
             }
         }
-        Kind::Unsupported => Ok(shared
-            .page
-            .as_ref()
-            .and_then(|page| page.answer(&request))
-            .unwrap_or_else(|| unsupported(&request))),
+        Kind::Unsupported => Ok(match &shared.page {
+            Some(page) => page
+                .answer(request)
+                .await
+                .unwrap_or_else(|request| unsupported(&request)),
+            None => unsupported(&request),
+        }),
     }
 }
 

@@ -1,18 +1,20 @@
 // The page's calls: Connect and gRPC-Web, both with JSON messages, spoken
-// with fetch alone (no framework, nothing from a CDN).
+// with fetch alone (no framework, nothing from a CDN). console.js, loaded
+// after it, shares its framing and decoding helpers.
 "use strict";
 
 const SERVICE = "/echo.v1.EchoService/";
 const $ = (id) => document.getElementById(id);
 
 // One message in an envelope: flags, big-endian length, bytes.
-function envelope(json) {
-  const bytes = new TextEncoder().encode(JSON.stringify(json));
+function frame(bytes) {
   const framed = new Uint8Array(5 + bytes.length);
   new DataView(framed.buffer).setUint32(1, bytes.length);
   framed.set(bytes, 5);
   return framed;
 }
+
+const envelope = (json) => frame(new TextEncoder().encode(JSON.stringify(json)));
 
 // Yields [flags, bytes] for each envelope of a streamed response body.
 async function* envelopes(body) {
