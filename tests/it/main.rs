@@ -54,6 +54,7 @@ mod protocols;
 mod protocols_clients;
 mod reflection;
 mod rpc;
+mod timing;
 mod tls;
 mod tools;
 #[cfg(feature = "external-tools")]

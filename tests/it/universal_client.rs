@@ -593,3 +593,76 @@ fn a_protocol_matrix_reports_what_a_python_grpcio_service_speaks() {
     );
     assert_eq!(matrix["skipped"][0]["failed"], true, "{matrix}");
 }
+
+/// `--timing` against a server we did not write: each call the command made
+/// (the reflection calls, then the method's) with its phases, a call on a
+/// connection already open saying so; and bench's phase histograms.
+#[test]
+fn timing_shows_each_phase_of_calls_to_a_python_grpcio_service() {
+    let server = inventory_server(&[]);
+    let addr = server.addr();
+    let output = echo_client(&[
+        "--addr",
+        &addr,
+        "--timing",
+        "call",
+        &format!("{SERVICE}/PutItem"),
+        "-d",
+        r#"{"sku":"a"}"#,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let headings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("timing "))
+        .collect();
+    // Reflection (v1 refused, then v1alpha on the same connection), then
+    // the method on the command's second client.
+    assert!(
+        headings[0].starts_with("timing /grpc.reflection.v1.ServerReflection/")
+            && headings[0].ends_with("(new connection)"),
+        "{stderr}"
+    );
+    assert!(
+        headings[1].starts_with("timing /grpc.reflection.v1alpha.ServerReflection/")
+            && headings[1]
+                .ends_with("(reused connection: resolve, connect, TLS and HTTP setup skipped)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        headings.last().copied(),
+        Some(format!("timing /{SERVICE}/PutItem (new connection)").as_str()),
+        "{stderr}"
+    );
+    for phase in [
+        "resolve",
+        "TCP connect",
+        "HTTP/2 setup",
+        "response headers",
+        "first message",
+        "trailers",
+    ] {
+        assert!(stderr.contains(&format!("  {phase}")), "{phase}: {stderr}");
+    }
+
+    let output = echo_client(&[
+        "--addr",
+        &addr,
+        "--timing",
+        "--json",
+        "bench",
+        "--call",
+        &format!("{SERVICE}/PutItem"),
+        "-d",
+        r#"{"sku":"a"}"#,
+        "--total",
+        "20",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let phases = &report["phases_ms"];
+    assert_eq!(phases["connection"]["TCP connect"]["count"], 1, "{phases}");
+    assert_eq!(phases["call"]["first message"]["count"], 20, "{phases}");
+}

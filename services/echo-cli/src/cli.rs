@@ -11,6 +11,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use echo_client::load_report::WeightedConfig;
+use echo_client::timing::Timeline;
 use echo_client::{
     BalancePolicy, ClientBuilder, Codec, Compression as MessageCompression, Protocol,
 };
@@ -111,6 +112,16 @@ struct Globals {
     /// Also print the response headers and trailers.
     #[arg(long, global = true)]
     show_metadata: bool,
+
+    /// Print where each call's time went, phase by phase, on stderr: name
+    /// resolution, TCP connect, TLS handshake (version, ALPN, resumption),
+    /// HTTP/2 setup (QUIC's handshake for HTTP/3), then request sent,
+    /// response headers, first message, last message and trailers, each as
+    /// an offset and a duration; a call on a reused connection says so.
+    /// `bench` reports the connection phases and the time to headers and to
+    /// the first message as histograms beside the total.
+    #[arg(long, global = true, env = "ECHO_TIMING")]
+    timing: bool,
 
     /// Compress requests with this encoding (answers are accepted in gzip, zstd and deflate,
     /// and in the request's own).
@@ -303,15 +314,27 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
         show_metadata: globals.show_metadata,
     };
     let raw_echo_wait = globals.timeout.unwrap_or(DEFAULT_RAW_ECHO_WAIT);
-    match command {
-        Command::Echo(args) => echo::run(&builder(&globals)?, args, out).await,
-        Command::ServerStream(args) => server_stream::run(&builder(&globals)?, args, out).await,
-        Command::Forward(args) => forward::run(&builder(&globals)?, args, out).await,
-        Command::ClientStream(args) => client_stream::run(&builder(&globals)?, args, out).await,
-        Command::Bidi => bidi::run(&builder(&globals)?, out).await,
-        Command::Health(args) => health::run(&builder(&globals)?, args, out).await,
-        Command::Interop(args) => interop::run(&builder(&globals)?, &args).await,
-        Command::Bench(args) => {
+    // Every call's phases, printed once the command ends (failed or not).
+    let timeline = (globals.timing && !matches!(command, Command::Bench(_))).then(Timeline::new);
+    let timed = |globals: &Globals| match &timeline {
+        Some(timeline) => builder(globals).map(|builder| builder.timing(timeline.clone())),
+        None => builder(globals),
+    };
+    let ran = match command {
+        Command::Echo(args) => echo::run(&timed(&globals)?, args, out).await,
+        Command::ServerStream(args) => server_stream::run(&timed(&globals)?, args, out).await,
+        Command::Forward(args) => forward::run(&timed(&globals)?, args, out).await,
+        Command::ClientStream(args) => client_stream::run(&timed(&globals)?, args, out).await,
+        Command::Bidi => bidi::run(&timed(&globals)?, out).await,
+        Command::Health(args) => health::run(&timed(&globals)?, args, out).await,
+        Command::Interop(args) => interop::run(&timed(&globals)?, &args).await,
+        Command::List(args) => any::list(&timed(&globals)?, args, out).await,
+        Command::Describe(args) => any::describe(&timed(&globals)?, args, out).await,
+        Command::Call(args) => any::call(&timed(&globals)?, args, out).await,
+        Command::TcpEcho(args) => raw_echo::tcp(&args, raw_echo_wait, out).await,
+        Command::UdpEcho(args) => raw_echo::udp(&args, raw_echo_wait, out).await,
+        Command::Bench(mut args) => {
+            args.timing = globals.timing;
             if let Some(merged) = bench::merge_only(&args, out) {
                 return merged;
             }
@@ -342,12 +365,11 @@ async fn dispatch(Cli { globals, command }: Cli) -> anyhow::Result<ExitCode> {
             args.wire = builder.wire();
             bench::run(&builder, &args, &templated, out).await
         }
-        Command::List(args) => any::list(&builder(&globals)?, args, out).await,
-        Command::Describe(args) => any::describe(&builder(&globals)?, args, out).await,
-        Command::Call(args) => any::call(&builder(&globals)?, args, out).await,
-        Command::TcpEcho(args) => raw_echo::tcp(&args, raw_echo_wait, out).await,
-        Command::UdpEcho(args) => raw_echo::udp(&args, raw_echo_wait, out).await,
+    };
+    if let Some(timeline) = timeline {
+        output::timing(&timeline.take_calls(), out.json);
     }
+    ran
 }
 
 /// Every protocol and HTTP version the global flags name, in the order

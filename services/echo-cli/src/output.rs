@@ -377,6 +377,66 @@ fn or_none(text: &str) -> &str {
     if text.is_empty() { "none" } else { text }
 }
 
+/// Each call's phases on stderr (`--timing`), offsets from the first phase
+/// of its report (the connection's when it opened one): a table per call, or
+/// one JSON object per call.
+pub(crate) fn timing(calls: &[echo_client::timing::CallTiming], json: bool) {
+    for call in calls {
+        let Some(origin) = call.origin() else {
+            continue;
+        };
+        let mut phases: Vec<&echo_client::timing::Phase> = call
+            .connection
+            .iter()
+            .flatten()
+            .chain(&call.phases)
+            .collect();
+        phases.sort_by_key(|phase| (phase.start, phase.end));
+        let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
+        if json {
+            let phases: Vec<Value> = phases
+                .iter()
+                .map(|phase| {
+                    json!({
+                        "phase": phase.name,
+                        "offset_ms": millis(phase.start - origin),
+                        "duration_ms": millis(phase.duration()),
+                        "detail": phase.detail,
+                    })
+                })
+                .collect();
+            let connection = if call.connection.is_some() {
+                "new"
+            } else {
+                "reused"
+            };
+            eprintln!(
+                "{}",
+                json!({ "timing": { "path": call.path, "connection": connection, "phases": phases } })
+            );
+            continue;
+        }
+        match call.connection {
+            Some(_) => eprintln!("timing {} (new connection)", call.path),
+            None => eprintln!(
+                "timing {} (reused connection: resolve, connect, TLS and HTTP setup skipped)",
+                call.path
+            ),
+        }
+        eprintln!("  {:>10}  {:>10}  phase", "offset", "duration");
+        for phase in phases {
+            let line = format!(
+                "  {:>7.3} ms  {:>7.3} ms  {:<17} {}",
+                millis(phase.start - origin),
+                millis(phase.duration()),
+                phase.name,
+                phase.detail
+            );
+            eprintln!("{}", line.trim_end());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tonic::Code;

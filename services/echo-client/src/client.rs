@@ -28,6 +28,7 @@ use crate::policy::{CallPolicy, CallPolicyLayer};
 use crate::protocol::{Codec, Link, LinkTls, Protocol};
 use crate::retry::{RetryPolicy, Retrying};
 use crate::stats::CallStats;
+use crate::timing::{TimedConnector, TimedTls, Timeline};
 
 /// What every call goes through: the call policy over one server or several.
 pub type Transport = CallPolicy<Endpoints>;
@@ -62,6 +63,7 @@ pub struct ClientBuilder {
     codec: Codec,
     /// brotli or snappy, which tonic lacks: applied by the link.
     link_compression: Option<Compression>,
+    timing: Option<Timeline>,
 }
 
 /// The HTTP version calls go over.
@@ -84,6 +86,7 @@ struct EndpointSettings {
     connect_get: bool,
     codec: Codec,
     link_compression: Option<Compression>,
+    timing: Option<Timeline>,
 }
 
 /// PEM material for a TLS connection.
@@ -179,6 +182,7 @@ impl ClientBuilder {
             connect_get: false,
             codec: Codec::Proto,
             link_compression: None,
+            timing: None,
         }
     }
 
@@ -231,6 +235,16 @@ impl ClientBuilder {
             (false, HttpVersion::Http1) => HttpVersion::Http2,
             (false, other) => other,
         };
+        self
+    }
+
+    /// Record where each call's time goes in `timeline`: the phases of each
+    /// connection (resolve, TCP connect, TLS handshake, HTTP/2 setup; QUIC's
+    /// handshake for HTTP/3) and of each call (request sent, response
+    /// headers, first and last message, trailers). Connections are then made
+    /// by the library's own connector rather than tonic's (same settings).
+    pub fn timing(mut self, timeline: Timeline) -> Self {
+        self.timing = Some(timeline);
         self
     }
 
@@ -389,75 +403,79 @@ impl ClientBuilder {
         &self,
         retrying: Option<Arc<Retrying>>,
     ) -> Result<Transport, ClientError> {
-        let endpoints =
-            match self.balanced.clone() {
-                Some(targets) => {
-                    let settings = self.settings();
-                    let scheme = self.scheme();
-                    balance::balanced(
-                        targets,
-                        move |address| {
-                            let endpoint = Self::configure(
-                                &settings,
-                                &address.to_string(),
-                                format!("{scheme}://{address}"),
-                            )?;
-                            Self::link_to(endpoint, &settings)
-                        },
-                        self.balance_policy,
-                        Arc::clone(&self.stats),
-                        retrying,
-                    )
-                    .await?
-                }
-                None if self.http == HttpVersion::Http3 => {
-                    let link = self.link(self.endpoint()?, &self.settings())?;
-                    // Connected per call otherwise; an unreachable server fails now.
-                    link.connect_now()
-                        .await
-                        .map_err(|source| ClientError::Connect {
-                            endpoint: self.endpoint.clone(),
-                            source,
-                        })?;
-                    Endpoints::single(link, Arc::clone(&self.stats), retrying)
-                }
-                None if self.http == HttpVersion::Http1 => {
-                    let endpoint = self.endpoint()?;
-                    // HTTP/1.1 connections are made as calls need them (and
-                    // pooled); check the server can be reached now, as an
-                    // HTTP/2 channel does.
-                    let authority = endpoint.uri().authority().map(ToString::to_string);
-                    let reach = tokio::net::TcpStream::connect(authority.unwrap_or_default());
-                    let reached = match self.connect_timeout {
-                        Some(limit) => tokio::time::timeout(limit, reach)
-                            .await
-                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-                        None => reach.await,
-                    };
-                    reached.map_err(|source| ClientError::Connect {
+        let endpoints = match self.balanced.clone() {
+            Some(targets) => {
+                let settings = self.settings();
+                let scheme = self.scheme();
+                balance::balanced(
+                    targets,
+                    move |address| {
+                        let endpoint = Self::configure(
+                            &settings,
+                            &address.to_string(),
+                            format!("{scheme}://{address}"),
+                        )?;
+                        Self::link_to(endpoint, &settings)
+                    },
+                    self.balance_policy,
+                    Arc::clone(&self.stats),
+                    retrying,
+                )
+                .await?
+            }
+            None if self.http == HttpVersion::Http3 => {
+                let link = self.link(self.endpoint()?, &self.settings())?;
+                // Connected per call otherwise; an unreachable server fails now.
+                link.connect_now()
+                    .await
+                    .map_err(|source| ClientError::Connect {
                         endpoint: self.endpoint.clone(),
-                        source: source.into(),
+                        source,
                     })?;
-                    let link = self.link(endpoint, &self.settings())?;
-                    Endpoints::single(link, Arc::clone(&self.stats), retrying)
-                }
-                None => {
-                    let channel = self.endpoint()?.connect().await.map_err(|source| {
-                        ClientError::Connect {
-                            endpoint: self.endpoint.clone(),
-                            source: source.into(),
-                        }
-                    })?;
-                    Endpoints::single(
-                        Link::http2(channel, self.protocol)
-                            .connect_get(self.connect_get)
-                            .codec(self.codec)
-                            .compress(self.link_compression),
-                        Arc::clone(&self.stats),
-                        retrying,
-                    )
-                }
-            };
+                Endpoints::single(link, Arc::clone(&self.stats), retrying)
+            }
+            None if self.http == HttpVersion::Http1 => {
+                let endpoint = self.endpoint()?;
+                // HTTP/1.1 connections are made as calls need them (and
+                // pooled); check the server can be reached now, as an
+                // HTTP/2 channel does.
+                let authority = endpoint.uri().authority().map(ToString::to_string);
+                let reach = tokio::net::TcpStream::connect(authority.unwrap_or_default());
+                let reached = match self.connect_timeout {
+                    Some(limit) => tokio::time::timeout(limit, reach)
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                    None => reach.await,
+                };
+                reached.map_err(|source| ClientError::Connect {
+                    endpoint: self.endpoint.clone(),
+                    source: source.into(),
+                })?;
+                let link = self.link(endpoint, &self.settings())?;
+                Endpoints::single(link, Arc::clone(&self.stats), retrying)
+            }
+            None => {
+                let settings = self.settings();
+                let endpoint = self.endpoint()?;
+                let connecting = match Self::timed_connector(&endpoint, &settings)? {
+                    Some(connector) => endpoint.connect_with_connector(connector).await,
+                    None => endpoint.connect().await,
+                };
+                let channel = connecting.map_err(|source| ClientError::Connect {
+                    endpoint: self.endpoint.clone(),
+                    source: source.into(),
+                })?;
+                Endpoints::single(
+                    Link::http2(channel, self.protocol)
+                        .connect_get(self.connect_get)
+                        .codec(self.codec)
+                        .compress(self.link_compression)
+                        .timing(settings.timing),
+                    Arc::clone(&self.stats),
+                    retrying,
+                )
+            }
+        };
         Ok(self.transport(endpoints))
     }
 
@@ -471,10 +489,11 @@ impl ClientBuilder {
     }
 
     /// The `http://host:port` URI of a single plaintext gRPC endpoint
-    /// (`None` with TLS, balancing or another protocol), for callers that
-    /// speak gRPC over HTTP/2 themselves.
+    /// (`None` with TLS, balancing, another protocol or timing), for callers
+    /// that speak gRPC over HTTP/2 themselves.
     pub(crate) fn plaintext_uri(&self) -> Option<http::Uri> {
         if self.tls.is_some()
+            || self.timing.is_some()
             || self.balanced.is_some()
             || self.protocol != Protocol::Grpc
             || self.http != HttpVersion::Http2
@@ -550,6 +569,7 @@ impl ClientBuilder {
             connect_get: self.connect_get,
             codec: self.codec,
             link_compression: self.link_compression,
+            timing: self.timing.clone(),
         }
     }
 
@@ -560,10 +580,15 @@ impl ClientBuilder {
     /// A lazily connecting link to `endpoint` in the settings' protocol.
     fn link_to(endpoint: Endpoint, settings: &EndpointSettings) -> Result<Link, ClientError> {
         if settings.http == HttpVersion::Http2 {
-            return Ok(Link::http2(endpoint.connect_lazy(), settings.protocol)
+            let channel = match Self::timed_connector(&endpoint, settings)? {
+                Some(connector) => endpoint.connect_with_connector_lazy(connector),
+                None => endpoint.connect_lazy(),
+            };
+            return Ok(Link::http2(channel, settings.protocol)
                 .connect_get(settings.connect_get)
                 .codec(settings.codec)
-                .compress(settings.link_compression));
+                .compress(settings.link_compression)
+                .timing(settings.timing.clone()));
         }
         let what = match settings.http {
             HttpVersion::Http3 => "HTTP/3",
@@ -596,12 +621,18 @@ impl ClientBuilder {
             .transpose()?;
         let link = match (settings.http, tls) {
             (HttpVersion::Http3, Some(tls)) => {
-                Link::http3(origin, settings.protocol, settings.connect_timeout, tls).map_err(
-                    |source| ClientError::Tls {
-                        what: "configuration for QUIC",
-                        source,
-                    },
-                )?
+                let timing = settings.timing.clone();
+                Link::http3(
+                    origin,
+                    settings.protocol,
+                    settings.connect_timeout,
+                    tls,
+                    timing,
+                )
+                .map_err(|source| ClientError::Tls {
+                    what: "configuration for QUIC",
+                    source,
+                })?
             }
             (HttpVersion::Http3, None) => {
                 return Err(ClientError::Unsupported {
@@ -609,12 +640,48 @@ impl ClientBuilder {
                     needs: "TLS (QUIC is always encrypted)",
                 });
             }
-            (_, tls) => Link::http1(origin, settings.protocol, settings.connect_timeout, tls),
+            (_, tls) => match &settings.timing {
+                Some(timeline) => {
+                    let connector = TimedConnector {
+                        timeline: timeline.clone(),
+                        tls: tls
+                            .map(|tls| timed_tls(tls, b"http/1.1", &origin))
+                            .transpose()?,
+                        connect_timeout: settings.connect_timeout,
+                        setup: None,
+                    };
+                    Link::http1_timed(origin, settings.protocol, connector)
+                }
+                None => Link::http1(origin, settings.protocol, settings.connect_timeout, tls),
+            },
         };
         Ok(link
             .connect_get(settings.connect_get)
             .codec(settings.codec)
-            .compress(settings.link_compression))
+            .compress(settings.link_compression)
+            .timing(settings.timing.clone()))
+    }
+
+    /// With timing, HTTP/2's connector: the library's, which records each
+    /// phase (its own TLS, with ALPN h2, as tonic's would do).
+    fn timed_connector(
+        endpoint: &Endpoint,
+        settings: &EndpointSettings,
+    ) -> Result<Option<TimedConnector>, ClientError> {
+        let Some(timeline) = &settings.timing else {
+            return Ok(None);
+        };
+        let tls = settings
+            .tls_options
+            .as_ref()
+            .map(|options| timed_tls(options.link_tls()?, b"h2", endpoint.uri()))
+            .transpose()?;
+        Ok(Some(TimedConnector {
+            timeline: timeline.clone(),
+            tls,
+            connect_timeout: settings.connect_timeout,
+            setup: Some("HTTP/2 setup"),
+        }))
     }
 
     /// The endpoint at `uri` with `settings`; `name` is what errors call it.
@@ -627,6 +694,11 @@ impl ClientBuilder {
             endpoint: name.to_owned(),
             source,
         };
+        // With timing, the library's connector does TLS: tonic sees plaintext.
+        let uri = match (&settings.timing, uri.strip_prefix("https://")) {
+            (Some(_), Some(rest)) => format!("http://{rest}"),
+            _ => uri,
+        };
         let mut endpoint = Endpoint::from_shared(uri).map_err(invalid)?;
         if let Some(timeout) = settings.connect_timeout {
             endpoint = endpoint.connect_timeout(timeout);
@@ -634,7 +706,7 @@ impl ClientBuilder {
         endpoint = endpoint
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
-        if let Some(config) = &settings.tls {
+        if let (Some(config), None) = (&settings.tls, &settings.timing) {
             endpoint = endpoint.tls_config(config.clone()).map_err(invalid)?;
         }
         if let Some((interval, timeout)) = settings.keepalive {
@@ -809,6 +881,30 @@ impl EchoClient {
         };
         self.admin.clone().set_health(request).await.map(drop)
     }
+}
+
+/// `tls` for a timed connection with `alpn`, naming the server as `uri`'s
+/// host when no name was given.
+fn timed_tls(tls: LinkTls, alpn: &[u8], uri: &http::Uri) -> Result<TimedTls, ClientError> {
+    let mut config = tls.config;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let server_name = match tls.server_name {
+        Some(name) => name,
+        None => {
+            let host = uri.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|source| {
+                ClientError::Tls {
+                    what: "server name",
+                    source: source.into(),
+                }
+            })?
+        }
+    };
+    Ok(TimedTls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+    })
 }
 
 #[cfg(test)]

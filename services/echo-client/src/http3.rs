@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echo_wire::http3::{self, ReceivedBody};
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::body::Body;
 
 use crate::classify::BoxError;
+use crate::timing::{Phase, Timeline};
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -31,6 +32,8 @@ pub(crate) struct Http3 {
     /// The name the server's certificate must show.
     server_name: String,
     connect_timeout: Option<Duration>,
+    /// Where each connection's phases go, when timed.
+    timing: Option<Timeline>,
     /// The open connection, if any: its QUIC side (to tell whether it closed)
     /// and its request sender.
     open: Mutex<Option<(quinn::Connection, SendRequest)>>,
@@ -52,6 +55,7 @@ impl Http3 {
         mut rustls: rustls::ClientConfig,
         server_name: Option<rustls::pki_types::ServerName<'static>>,
         connect_timeout: Option<Duration>,
+        timing: Option<Timeline>,
     ) -> Result<Self, BoxError> {
         rustls.alpn_protocols = vec![b"h3".to_vec()];
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(rustls)?));
@@ -69,6 +73,7 @@ impl Http3 {
             config,
             server_name,
             connect_timeout,
+            timing,
             open: Mutex::new(None),
         })
     }
@@ -102,21 +107,54 @@ impl Http3 {
     async fn connect(&self) -> Result<(quinn::Connection, SendRequest), BoxError> {
         let authority = self.origin.authority().ok_or("the endpoint has no host")?;
         let port = authority.port_u16().unwrap_or(443);
+        let mut phases = Vec::new();
+        let start = Instant::now();
         let addr = tokio::net::lookup_host((authority.host(), port))
             .await?
             .next()
             .ok_or("the endpoint's host has no address")?;
+        phases.push(Phase {
+            name: "resolve",
+            start,
+            end: Instant::now(),
+            detail: format!("{} -> {addr}", authority.host()),
+        });
         let local: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
         let endpoint = quinn::Endpoint::client(local)?;
+        let start = Instant::now();
         let connection = endpoint
             .connect_with(self.config.clone(), addr, &self.server_name)?
             .await?;
+        let alpn = connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol)
+            .map_or_else(
+                || "none".to_owned(),
+                |alpn| String::from_utf8_lossy(&alpn).into_owned(),
+            );
+        phases.push(Phase {
+            name: "QUIC handshake",
+            start,
+            end: Instant::now(),
+            detail: format!("{addr}, TLS 1.3, ALPN {alpn}"),
+        });
+        let start = Instant::now();
         let (mut driver, sender) =
             h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
+        phases.push(Phase {
+            name: "HTTP/3 setup",
+            start,
+            end: Instant::now(),
+            detail: "control stream and SETTINGS sent".to_owned(),
+        });
+        if let Some(timeline) = &self.timing {
+            timeline.connection_opened(phases);
+        }
         // The connection's own work (its control stream, the peer's GOAWAY)
         // runs until it closes.
         tokio::spawn(async move {

@@ -39,6 +39,8 @@
 //! - [`protocol`]: [`Protocol`] and the link to one address that carries
 //!   calls in gRPC, gRPC-Web or Connect, over HTTP/2, HTTP/1.1 or HTTP/3.
 //! - `http3`: HTTP/3 to one address (quinn's QUIC, hyperium's h3).
+//! - [`timing`]: where each call's time goes, phase by phase (resolve, TCP,
+//!   TLS, HTTP setup; request, headers, messages, trailers).
 //! - [`retry`]: retries of idempotent calls, with backoff and a budget.
 //! - [`lean`]: [`LeanUnary`], one unary method called over `h2` directly.
 //! - [`error`]: [`ClientError`], for building and connecting.
@@ -65,6 +67,7 @@ pub mod retry;
 pub mod stats;
 #[cfg(feature = "otlp")]
 pub mod telemetry;
+pub mod timing;
 
 pub use client::{ClientBuilder, EchoClient, TlsOptions, Transport};
 pub use deadline::CallDeadline;

@@ -40,6 +40,7 @@ use tower_service::Service;
 use crate::classify::BoxError;
 use crate::deadline::CallDeadline;
 use crate::http3::Http3;
+use crate::timing::{TimedConnector, Timeline};
 
 /// The protocol calls are made in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,6 +96,8 @@ pub struct Link {
     codec: Codec,
     /// A request compression tonic lacks, applied here.
     compress: Option<Compression>,
+    /// Where each call's phases go, when timed.
+    timing: Option<Timeline>,
 }
 
 #[derive(Clone, Debug)]
@@ -128,11 +131,12 @@ pub(crate) struct LinkTls {
     pub(crate) server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
-/// A pool of HTTP/1.1 connections, plaintext or TLS.
+/// A pool of HTTP/1.1 connections, plaintext or TLS (or either, timed).
 #[derive(Debug)]
 enum Http1Client {
     Plain(PooledClient<HttpConnector, Body>),
     Tls(PooledClient<HttpsConnector<HttpConnector>, Body>),
+    Timed(PooledClient<TimedConnector, Body>),
 }
 
 impl Link {
@@ -150,6 +154,7 @@ impl Link {
             connect_get: false,
             codec: Codec::Proto,
             compress: None,
+            timing: None,
         }
     }
 
@@ -186,15 +191,36 @@ impl Link {
             connect_get: false,
             codec: Codec::Proto,
             compress: None,
+            timing: None,
         }
     }
 
-    /// Calls in `protocol` over HTTP/3 to `origin` (`https://host:port`).
+    /// [`Link::http1`], connected by `connector`, which records each phase.
+    pub(crate) fn http1_timed(origin: Uri, protocol: Protocol, connector: TimedConnector) -> Self {
+        let client = PooledClient::builder(TokioExecutor::new()).build(connector);
+        Self {
+            kind: LinkKind::Translated {
+                protocol,
+                http: Http::H1(Arc::new(Http1 {
+                    client: Http1Client::Timed(client),
+                    origin,
+                })),
+            },
+            connect_get: false,
+            codec: Codec::Proto,
+            compress: None,
+            timing: None,
+        }
+    }
+
+    /// Calls in `protocol` over HTTP/3 to `origin` (`https://host:port`);
+    /// each connection's phases go to `timing`.
     pub(crate) fn http3(
         origin: Uri,
         protocol: Protocol,
         connect_timeout: Option<Duration>,
         tls: LinkTls,
+        timing: Option<Timeline>,
     ) -> Result<Self, BoxError> {
         Ok(Self {
             kind: LinkKind::Translated {
@@ -204,11 +230,13 @@ impl Link {
                     tls.config,
                     tls.server_name,
                     connect_timeout,
+                    timing,
                 )?)),
             },
             connect_get: false,
             codec: Codec::Proto,
             compress: None,
+            timing: None,
         })
     }
 
@@ -228,6 +256,12 @@ impl Link {
     /// brotli or snappy).
     pub(crate) fn compress(mut self, compression: Option<Compression>) -> Self {
         self.compress = compression;
+        self
+    }
+
+    /// Records each call's phases in `timing`.
+    pub(crate) fn timing(mut self, timing: Option<Timeline>) -> Self {
+        self.timing = timing;
         self
     }
 
@@ -310,22 +344,31 @@ impl Service<Request<Body>> for Link {
         }
         // Servers may answer in the compression they were sent (Connect's do).
         let decompress = self.compress.is_some();
-        let call: Self::Future = match &mut self.kind {
-            LinkKind::Grpc(channel) => {
-                let call = channel.call(request);
-                Box::pin(async move { Ok(call.await?.map(Body::new)) })
-            }
-            LinkKind::Translated { protocol, http } => {
-                let http = http.clone();
-                match protocol {
-                    Protocol::GrpcWeb => Box::pin(grpc_web(http, request, codec)),
-                    Protocol::Connect => {
-                        Box::pin(connect_call(http, request, self.connect_get, codec))
+        let connect_get = self.connect_get;
+        let mut send = |request: Request<Body>| -> Self::Future {
+            match &mut self.kind {
+                LinkKind::Grpc(channel) => {
+                    let call = channel.call(request);
+                    Box::pin(async move { Ok(call.await?.map(Body::new)) })
+                }
+                LinkKind::Translated { protocol, http } => {
+                    let http = http.clone();
+                    match protocol {
+                        Protocol::GrpcWeb => Box::pin(grpc_web(http, request, codec)),
+                        Protocol::Connect => {
+                            Box::pin(connect_call(http, request, connect_get, codec))
+                        }
+                        // gRPC as it is, over HTTP/3.
+                        Protocol::Grpc => Box::pin(http.send(request)),
                     }
-                    // gRPC as it is, over HTTP/3.
-                    Protocol::Grpc => Box::pin(http.send(request)),
                 }
             }
+        };
+        // Timed as gRPC, around the translation: the phases are the call's
+        // whatever the protocol.
+        let call = match self.timing.clone() {
+            Some(timeline) => timeline.call(request, send),
+            None => send(request),
         };
         if output.is_none() && !decompress {
             return call;
@@ -425,6 +468,7 @@ impl Http {
                 let response = match &http1.client {
                     Http1Client::Plain(client) => client.request(request).await?,
                     Http1Client::Tls(client) => client.request(request).await?,
+                    Http1Client::Timed(client) => client.request(request).await?,
                 };
                 Ok(response.map(Body::new))
             }

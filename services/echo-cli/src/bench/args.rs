@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// the global flags).
     #[arg(skip)]
     pub(crate) wire: String,
+    /// Histograms of each phase (the global `--timing`).
+    #[arg(skip)]
+    pub(crate) timing: bool,
     /// The RPC to load.
     #[arg(long, value_enum, default_value = "unary")]
     pub(crate) rpc: BenchRpc,

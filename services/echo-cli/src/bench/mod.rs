@@ -19,6 +19,7 @@ mod gate;
 mod histogram_log;
 mod html;
 mod matrix;
+mod phases;
 mod plot;
 mod raw;
 mod report;
@@ -160,11 +161,21 @@ async fn measure(
     let started = std::time::SystemTime::now();
     // Every connection counts its retries here, for the report.
     let stats = Arc::new(CallStats::default());
-    let builder = &builder.clone().call_stats(Arc::clone(&stats));
-    let measured = match &raw {
+    let mut builder = builder.clone().call_stats(Arc::clone(&stats));
+    let timed = args.timing.then(phases::timeline);
+    if let Some((timeline, _)) = &timed {
+        builder = builder.timing(timeline.clone());
+    }
+    let builder = &builder;
+    let mut measured = match &raw {
         None => measure_echo(builder, args).await?,
         Some(raw) => measure_raw(builder, args, raw).await?,
     };
+    if let Some((timeline, phases)) = timed {
+        let mut phases = std::mem::take(&mut *phases.lock().unwrap_or_else(|p| p.into_inner()));
+        phases.add_connections(&timeline.connections());
+        measured.phases = Some(phases);
+    }
     let verdicts = write_reports(args, &measured, &stats, started, json)?;
     Ok(Run { measured, verdicts })
 }
@@ -388,12 +399,22 @@ fn write_reports(
 ) -> anyhow::Result<Vec<gate::Verdict>> {
     let Measured {
         tally,
+        phases,
         calls,
         elapsed,
     } = measured;
     let (calls, elapsed) = (*calls, *elapsed);
     let verdicts = report::verdicts(args, tally, calls, elapsed);
-    report::print(args, tally, calls, elapsed, stats, &verdicts, json);
+    report::print(
+        args,
+        tally,
+        phases.as_ref(),
+        calls,
+        elapsed,
+        stats,
+        &verdicts,
+        json,
+    );
     if let Some(path) = &args.histogram_out {
         histogram_log::write(path, &tally.latency, started, elapsed)?;
     }
@@ -443,6 +464,8 @@ where
 /// What a run measured.
 struct Measured {
     tally: Tally,
+    /// Each phase's histogram, with `--timing`.
+    phases: Option<phases::Phases>,
     /// Measured calls, failed ones included.
     calls: u64,
     /// How long the measured part lasted.
@@ -495,6 +518,7 @@ async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Me
         eprint!("\r\x1b[K");
     }
     Ok(Measured {
+        phases: None,
         tally,
         calls: schedule.measured(),
         elapsed: schedule.measured_time(),

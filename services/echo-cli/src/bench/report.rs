@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::args::BenchArgs;
 use super::gate::{self, Measure, Verdict};
+use super::phases::Phases;
 use super::schedule::Rate;
 use super::tally::{CallDetail, Tally};
 
@@ -286,9 +287,11 @@ fn mean_attempts(stats: &CallStats) -> Option<f64> {
 
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
 /// counted), as text or one JSON object.
+#[expect(clippy::too_many_arguments, reason = "one run's every measurement")]
 pub(super) fn print(
     args: &BenchArgs,
     tally: &Tally,
+    phases: Option<&Phases>,
     measured: u64,
     elapsed: Duration,
     stats: &CallStats,
@@ -337,6 +340,9 @@ pub(super) fn print(
                 }))
                 .collect::<Vec<_>>(),
         });
+        if let Some(phases) = phases {
+            report["phases_ms"] = phases.json();
+        }
         if !verdicts.is_empty() {
             report["assertions"] = verdicts.iter().map(Verdict::json).collect();
             report["passed"] = verdicts.iter().all(|verdict| verdict.held).into();
@@ -406,6 +412,9 @@ pub(super) fn print(
             ms(0.5),
             ms(0.99),
         );
+    }
+    for line in phases.iter().flat_map(|phases| phases.lines()) {
+        out!("  {line}");
     }
     for line in gate::lines(verdicts) {
         out!("  {line}");

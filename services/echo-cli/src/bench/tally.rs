@@ -69,7 +69,7 @@ pub(super) struct StepTally {
     pub(super) latency: Histogram<u64>,
 }
 
-fn latency_histogram() -> Histogram<u64> {
+pub(super) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).expect("valid histogram bounds")
 }
 
