@@ -991,6 +991,13 @@ async fn a_protocol_matrix_runs_every_valid_combination() {
         .iter()
         .map(|run| {
             assert_eq!(run["calls"], 40, "{run}");
+            // Each call's bytes on the wire, both ways: more than its
+            // message (a 0-byte payload) and its HTTP headers took.
+            let bytes = &run["wire_bytes"];
+            for way in ["sent", "received"] {
+                let per_call = bytes[way].as_u64().unwrap() / 40;
+                assert!((60..4000).contains(&per_call), "{way}: {run}");
+            }
             assert_eq!(run["errors"], serde_json::json!({}), "{run}");
             assert_eq!(run["passed"], true, "{run}");
             run["wire"].as_str().unwrap()

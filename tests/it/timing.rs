@@ -158,6 +158,11 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
         "{connection:?}"
     );
     assert_unary_phases(&calls[0]);
+    // QUIC's bytes, read from the open connection and again once it is let go.
+    let (sent, received) = timeline.wire_bytes();
+    assert!(sent > 1000 && received > 1000, "{sent} {received}");
+    drop(client);
+    assert!(timeline.wire_bytes().0 >= sent);
 
     // Plaintext HTTP/2: no TLS.
     let plain = TestServer::start().await;
@@ -173,6 +178,12 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
     assert_eq!(
         names(connection),
         ["resolve", "TCP connect", "HTTP/2 setup"]
+    );
+    // Plaintext: the preface, SETTINGS and the call, a few hundred bytes.
+    let (sent, received) = timeline.wire_bytes();
+    assert!(
+        (100..2000).contains(&sent) && (50..2000).contains(&received),
+        "{sent} {received}"
     );
     plain.stop().await;
 }
@@ -291,6 +302,8 @@ async fn the_cli_prints_each_calls_phases_and_bench_their_histograms() {
     assert_eq!(phases["connection"]["resolve"]["count"], 2, "{phases}");
     assert_eq!(phases["call"]["response headers"]["count"], 50, "{phases}");
     assert_eq!(phases["call"]["first message"]["count"], 50, "{phases}");
+    let sent = report["wire_bytes"]["sent"].as_u64().unwrap();
+    assert!(sent > 50 * 40, "{report}");
     assert!(
         phases["call"]["first message"]["p50"].as_f64().unwrap()
             <= report["latency_ms"]["max"].as_f64().unwrap()

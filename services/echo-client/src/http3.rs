@@ -36,7 +36,8 @@ pub(crate) struct Http3 {
     timing: Option<Timeline>,
     /// The open connection, if any: its QUIC side (to tell whether it closed)
     /// and its request sender.
-    open: Mutex<Option<(quinn::Connection, SendRequest)>>,
+    /// (Behind an `Arc` that a timeline may watch, to read its bytes while it lives.)
+    open: Mutex<Option<(Arc<quinn::Connection>, SendRequest)>>,
 }
 
 impl std::fmt::Debug for Http3 {
@@ -100,8 +101,21 @@ impl Http3 {
                 .map_err(|_| "connecting over QUIC timed out")??,
             None => connecting.await?,
         };
-        *open = Some((connection, sender.clone()));
+        let connection = Arc::new(connection);
+        if let Some(timeline) = &self.timing {
+            timeline.quic_opened(&connection);
+        }
+        if let Some((replaced, _)) = open.replace((connection, sender.clone())) {
+            self.let_go(&replaced);
+        }
         Ok(sender)
+    }
+
+    /// Gives the timeline, if any, the final bytes of a connection no longer used.
+    fn let_go(&self, connection: &quinn::Connection) {
+        if let Some(timeline) = &self.timing {
+            timeline.quic_closed(connection);
+        }
     }
 
     async fn connect(&self) -> Result<(quinn::Connection, SendRequest), BoxError> {
@@ -221,6 +235,14 @@ impl Http3 {
 /// Aborts the task sending a request when its answer is dropped (the call
 /// ended or was cancelled).
 struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for Http3 {
+    fn drop(&mut self) {
+        if let Some((connection, _)) = self.open.get_mut().take() {
+            self.let_go(&connection);
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -367,8 +367,8 @@ impl Service<Request<Body>> for Link {
         // Timed as gRPC, around the translation: the phases are the call's
         // whatever the protocol.
         let call = match self.timing.clone() {
-            Some(timeline) => timeline.call(request, send),
-            None => send(request),
+            Some(timeline) if timeline.times_calls() => timeline.call(request, send),
+            _ => send(request),
         };
         if output.is_none() && !decompress {
             return call;

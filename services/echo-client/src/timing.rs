@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -83,10 +84,34 @@ impl CallTiming {
 /// Each finished call is kept until taken ([`Timeline::take_calls`]), or
 /// handed to a sink ([`Timeline::with_sink`]); connections are kept for the
 /// client's life ([`Timeline::connections`]).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Timeline {
     recorded: Arc<Mutex<Recorded>>,
     sink: Option<Sink>,
+    /// Whether calls are timed (not when only bytes are counted).
+    calls: bool,
+    bytes: Arc<WireBytes>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self {
+            recorded: Arc::default(),
+            sink: None,
+            calls: true,
+            bytes: Arc::default(),
+        }
+    }
+}
+
+/// The bytes every connection sent and received: TCP's counted as they go,
+/// QUIC's (UDP datagrams, headers included) read from each connection's
+/// statistics, while it is open and once more as it is let go.
+#[derive(Debug, Default)]
+struct WireBytes {
+    sent: AtomicU64,
+    received: AtomicU64,
+    open_quic: Mutex<Vec<Weak<quinn::Connection>>>,
 }
 
 type Sink = Arc<dyn Fn(CallTiming) + Send + Sync>;
@@ -118,9 +143,63 @@ impl Timeline {
     /// load run's, which makes too many calls to keep).
     pub fn with_sink(sink: impl Fn(CallTiming) + Send + Sync + 'static) -> Self {
         Self {
-            recorded: Arc::default(),
             sink: Some(Arc::new(sink)),
+            ..Self::default()
         }
+    }
+
+    /// A timeline that times no call: it only counts the bytes each
+    /// connection sends and receives ([`Timeline::wire_bytes`]), and the
+    /// connections' phases.
+    pub fn bytes_only() -> Self {
+        Self {
+            calls: false,
+            ..Self::default()
+        }
+    }
+
+    /// The bytes sent and received on the wire by every connection so far:
+    /// TCP's payload (TLS records included), or QUIC's UDP payload.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        let bytes = &self.bytes;
+        let (mut sent, mut received) = (
+            bytes.sent.load(Ordering::Relaxed),
+            bytes.received.load(Ordering::Relaxed),
+        );
+        let open = bytes.open_quic.lock().unwrap_or_else(|p| p.into_inner());
+        for connection in open.iter().filter_map(Weak::upgrade) {
+            let stats = connection.stats();
+            sent += stats.udp_tx.bytes;
+            received += stats.udp_rx.bytes;
+        }
+        (sent, received)
+    }
+
+    /// A QUIC connection now open: its bytes are read while it lives.
+    pub(crate) fn quic_opened(&self, connection: &Arc<quinn::Connection>) {
+        let mut open = self
+            .bytes
+            .open_quic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        open.retain(|weak| weak.strong_count() > 0);
+        open.push(Arc::downgrade(connection));
+    }
+
+    /// A QUIC connection let go: its bytes, for good.
+    pub(crate) fn quic_closed(&self, connection: &quinn::Connection) {
+        let stats = connection.stats();
+        self.bytes
+            .sent
+            .fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
+        self.bytes
+            .received
+            .fetch_add(stats.udp_rx.bytes, Ordering::Relaxed);
+    }
+
+    /// Whether calls are timed (else only connections and bytes are).
+    pub(crate) fn times_calls(&self) -> bool {
+        self.calls
     }
 
     fn lock(&self) -> MutexGuard<'_, Recorded> {
@@ -470,6 +549,10 @@ impl TimedConnector {
             (None, None) => return Err(format!("{host} has no address").into()),
         };
         tcp.set_nodelay(true)?;
+        let tcp = CountedTcp {
+            tcp,
+            bytes: Arc::clone(&self.timeline.bytes),
+        };
         let stream = match &self.tls {
             None => Io::Plain(tcp),
             Some(tls) => {
@@ -517,8 +600,72 @@ fn tls_detail(session: &rustls::ClientConnection) -> String {
 /// A stream plain or in TLS.
 #[derive(Debug)]
 enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(CountedTcp),
+    Tls(Box<tokio_rustls::client::TlsStream<CountedTcp>>),
+}
+
+/// A TCP stream that counts the bytes it carries (TLS records included).
+#[derive(Debug)]
+struct CountedTcp {
+    tcp: TcpStream,
+    bytes: Arc<WireBytes>,
+}
+
+impl AsyncRead for CountedTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.bytes
+            .received
+            .fetch_add(read as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for CountedTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.count(written)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.count(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl CountedTcp {
+    fn count(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &written {
+            self.bytes.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        written
+    }
 }
 
 /// A connection that ends its HTTP setup phase when the server's first bytes arrive.

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Histograms of each phase (the global `--timing`).
     #[arg(skip)]
     pub(crate) timing: bool,
+    /// Count the bytes on the wire (a matrix's runs do).
+    #[arg(skip)]
+    pub(crate) wire_bytes: bool,
     /// The RPC to load.
     #[arg(long, value_enum, default_value = "unary")]
     pub(crate) rpc: BenchRpc,

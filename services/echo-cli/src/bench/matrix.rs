@@ -1,5 +1,5 @@
 //! A protocol matrix's comparison: one row per protocol and HTTP version
-//! (rate, p50 and p99, errors, assertions), as a text table, one JSON object
+//! (rate, p50 and p99, errors, bytes on the wire per call, assertions), as a text table, one JSON object
 //! (`runs`: each run's own report; `skipped`: what could not run, and why)
 //! and an HTML page.
 
@@ -34,6 +34,9 @@ struct Summary {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// Bytes sent and received on the wire per call (connecting and warmup
+    /// included).
+    bytes_per_call: (f64, f64),
     /// Whether every assertion held (`None`: none given).
     passed: Option<bool>,
     /// The latency percentile plot, for the HTML page (when one is written).
@@ -68,6 +71,10 @@ impl Row {
             p50_ms: ms(0.5),
             p99_ms: ms(0.99),
             errors: measured.tally.errors.values().sum(),
+            bytes_per_call: measured.wire_bytes.map_or((0.0, 0.0), |(sent, received)| {
+                let calls = measured.calls.max(1) as f64;
+                (sent as f64 / calls, received as f64 / calls)
+            }),
             passed: (!verdicts.is_empty()).then(|| verdicts.iter().all(|verdict| verdict.held)),
             plot: plot.then(|| plot::svg(h, &wire)),
         };
@@ -124,24 +131,28 @@ pub(super) fn report(rows: &[Row], reports: Vec<Value>, out: Output) {
         .count();
     out!("protocol matrix: {ran} of {} combinations ran", rows.len());
     out!(
-        "  {:<26} {:>8} {:>10} {:>9} {:>9} {:>7}",
+        "  {:<26} {:>8} {:>10} {:>9} {:>9} {:>7} {:>11} {:>11}",
         "protocol and HTTP",
         "calls",
         "calls/s",
         "p50 ms",
         "p99 ms",
-        "errors"
+        "errors",
+        "B/call out",
+        "B/call in"
     );
     for row in rows {
         match &row.outcome {
             Outcome::Ran(run) => out!(
-                "  {:<26} {:>8} {:>10.1} {:>9.3} {:>9.3} {:>7}{}",
+                "  {:<26} {:>8} {:>10.1} {:>9.3} {:>9.3} {:>7} {:>11.0} {:>11.0}{}",
                 row.wire,
                 run.calls,
                 run.calls_per_second,
                 run.p50_ms,
                 run.p99_ms,
                 run.errors,
+                run.bytes_per_call.0,
+                run.bytes_per_call.1,
                 run.gate(false)
             ),
             Outcome::NotRun { reason, failed } => {
@@ -160,7 +171,7 @@ pub(super) fn html(args: &BenchArgs, rows: &[Row]) -> String {
         "each protocol and HTTP version",
     )));
     out.push_str(
-        "<h2>Protocol matrix</h2>\n<table id=\"matrix\"><tr><th>protocol and HTTP</th><th>calls</th><th>calls/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>assertions</th></tr>\n",
+        "<h2>Protocol matrix</h2>\n<table id=\"matrix\"><tr><th>protocol and HTTP</th><th>calls</th><th>calls/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>bytes/call out</th><th>bytes/call in</th><th>assertions</th></tr>\n",
     );
     for row in rows {
         let wire = plot::escape(&row.wire);
@@ -168,12 +179,14 @@ pub(super) fn html(args: &BenchArgs, rows: &[Row]) -> String {
             Outcome::Ran(run) => {
                 let _ = writeln!(
                     out,
-                    "<tr><td>{wire}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{wire}</td><td>{}</td><td>{:.1}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td></tr>",
                     run.calls,
                     run.calls_per_second,
                     run.p50_ms,
                     run.p99_ms,
                     run.errors,
+                    run.bytes_per_call.0,
+                    run.bytes_per_call.1,
                     run.gate(true)
                 );
             }
@@ -181,7 +194,7 @@ pub(super) fn html(args: &BenchArgs, rows: &[Row]) -> String {
                 let what = if *failed { "failed" } else { "skipped" };
                 let _ = writeln!(
                     out,
-                    "<tr class=\"{what}\"><td>{wire}</td><td colspan=\"6\">{what}: {}</td></tr>",
+                    "<tr class=\"{what}\"><td>{wire}</td><td colspan=\"8\">{what}: {}</td></tr>",
                     plot::escape(reason)
                 );
             }

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use echo_client::proto::EchoRequest;
+use echo_client::timing::Timeline;
 use echo_client::{CallStats, ClientBuilder, ClientError, LeanUnary};
 use grpc_echo::grpc::testing::test_service_client::TestServiceClient;
 use grpc_echo::grpc::testing::{Payload, PayloadType, SimpleRequest};
@@ -123,6 +124,7 @@ pub async fn run_matrix(
         let run_args = BenchArgs {
             wire: wire.clone(),
             html: None,
+            wire_bytes: true,
             ..args.clone()
         };
         check(&builder, &run_args, header_templates)?;
@@ -163,7 +165,12 @@ async fn measure(
     let stats = Arc::new(CallStats::default());
     let mut builder = builder.clone().call_stats(Arc::clone(&stats));
     let timed = args.timing.then(phases::timeline);
-    if let Some((timeline, _)) = &timed {
+    // The bytes on the wire are counted when timing, and in a matrix.
+    let timeline = match &timed {
+        Some((timeline, _)) => Some(timeline.clone()),
+        None => args.wire_bytes.then(Timeline::bytes_only),
+    };
+    if let Some(timeline) = &timeline {
         builder = builder.timing(timeline.clone());
     }
     let builder = &builder;
@@ -176,6 +183,7 @@ async fn measure(
         phases.add_connections(&timeline.connections());
         measured.phases = Some(phases);
     }
+    measured.wire_bytes = timeline.map(|timeline| timeline.wire_bytes());
     let verdicts = write_reports(args, &measured, &stats, started, json)?;
     Ok(Run { measured, verdicts })
 }
@@ -400,21 +408,17 @@ fn write_reports(
     let Measured {
         tally,
         phases,
+        wire_bytes,
         calls,
         elapsed,
     } = measured;
     let (calls, elapsed) = (*calls, *elapsed);
     let verdicts = report::verdicts(args, tally, calls, elapsed);
-    report::print(
-        args,
-        tally,
-        phases.as_ref(),
-        calls,
-        elapsed,
-        stats,
-        &verdicts,
-        json,
-    );
+    let extra = report::Extra {
+        phases: phases.as_ref(),
+        wire_bytes: *wire_bytes,
+    };
+    report::print(args, tally, extra, calls, elapsed, stats, &verdicts, json);
     if let Some(path) = &args.histogram_out {
         histogram_log::write(path, &tally.latency, started, elapsed)?;
     }
@@ -466,6 +470,9 @@ struct Measured {
     tally: Tally,
     /// Each phase's histogram, with `--timing`.
     phases: Option<phases::Phases>,
+    /// Bytes sent and received on the wire (warmup and connecting
+    /// included), with `--timing` and in a matrix.
+    wire_bytes: Option<(u64, u64)>,
     /// Measured calls, failed ones included.
     calls: u64,
     /// How long the measured part lasted.
@@ -519,6 +526,7 @@ async fn load<C: Caller>(callers: Vec<C>, args: &BenchArgs) -> anyhow::Result<Me
     }
     Ok(Measured {
         phases: None,
+        wire_bytes: None,
         tally,
         calls: schedule.measured(),
         elapsed: schedule.measured_time(),

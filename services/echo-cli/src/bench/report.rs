@@ -287,11 +287,19 @@ fn mean_attempts(stats: &CallStats) -> Option<f64> {
 
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
 /// counted), as text or one JSON object.
+/// What a run measured besides its calls, when asked to.
+pub(super) struct Extra<'a> {
+    /// Each phase's histogram (`--timing`).
+    pub(super) phases: Option<&'a Phases>,
+    /// Bytes sent and received on the wire.
+    pub(super) wire_bytes: Option<(u64, u64)>,
+}
+
 #[expect(clippy::too_many_arguments, reason = "one run's every measurement")]
 pub(super) fn print(
     args: &BenchArgs,
     tally: &Tally,
-    phases: Option<&Phases>,
+    extra: Extra<'_>,
     measured: u64,
     elapsed: Duration,
     stats: &CallStats,
@@ -340,8 +348,11 @@ pub(super) fn print(
                 }))
                 .collect::<Vec<_>>(),
         });
-        if let Some(phases) = phases {
+        if let Some(phases) = extra.phases {
             report["phases_ms"] = phases.json();
+        }
+        if let Some((sent, received)) = extra.wire_bytes {
+            report["wire_bytes"] = json!({ "sent": sent, "received": received });
         }
         if !verdicts.is_empty() {
             report["assertions"] = verdicts.iter().map(Verdict::json).collect();
@@ -413,7 +424,15 @@ pub(super) fn print(
             ms(0.99),
         );
     }
-    for line in phases.iter().flat_map(|phases| phases.lines()) {
+    if let Some((sent, received)) = extra.wire_bytes {
+        let per_call = |bytes: u64| bytes as f64 / measured.max(1) as f64;
+        out!(
+            "  on the wire: {sent} bytes sent, {received} received ({:.0} and {:.0} per call, connecting and warmup included)",
+            per_call(sent),
+            per_call(received)
+        );
+    }
+    for line in extra.phases.iter().flat_map(|phases| phases.lines()) {
         out!("  {line}");
     }
     for line in gate::lines(verdicts) {
