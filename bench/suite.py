@@ -14,6 +14,8 @@ with their min..max.
     bench/suite.py                      # 3 runs of 5 s per shape, release builds
     bench/suite.py --runs 5 --markdown BENCHMARKS-table.md --chart docs/pictures/benchmarks.svg
     bench/suite.py --smoke              # seconds: checks that everything runs and parses
+    bench/suite.py --json bench/baseline.json               # save this run
+    bench/suite.py --compare bench/baseline.json            # each ratio against the saved run
 
 Needs h2load, nghttpd, taskset, Go, grpc-go and openssl (Debian: nghttp2-client,
 nghttp2-server, util-linux, golang-go, golang-google-grpc-dev, openssl): installs them
@@ -554,32 +556,33 @@ class Suite:
             for shape, h2, h3 in http3:
                 ratio = f"{h3 / h2:.2f}x" if h2 else ""
                 lines.append(f"| {shape.replace(', HTTP/3', '')} | {fmt(h3)} | {fmt(h2) if h2 else ''} | {ratio} |")
-        lines += ["", "| target (issues #14, #28) | measured | met |", "| --- | --- | --- |"]
+        lines += ["", "| target (issue #33) | measured | met |", "| --- | --- | --- |"]
         for target, ratio, met in self.targets(reference):
             lines.append(f"| {target} | {ratio:.2f}x | {'yes' if met else 'no'} |")
         return "\n".join(lines)
 
     def targets(self, grpc_reference):
-        """(target, measured ratio, met) for each of issue #14's targets
-        that one suite run measures, and issue #28's bidi targets."""
+        """(target, measured ratio, met) for each of issue #33's targets
+        that one suite run measures: every shape at least level with the
+        baseline (tonic), the unary and bidi shapes ahead of tonic and grpc-go
+        by their factors, idle RSS within 1.3x; and the protocols' floor."""
         ours, baseline, grpc_go = self.medians("ours"), self.medians("baseline"), self.medians("grpc-go")
-        both = [shape for shape in ours if shape in baseline]
         rows = []
-        for shape in both:
+        for shape in [shape for shape in ours if shape in baseline]:
             ratio = ours[shape] / baseline[shape]
-            if shape == INSTRUCTIONS_SHAPE:
-                rows.append((f"{shape}: ours / baseline <= 0.75x", ratio, ratio <= 0.75))
+            if shape == "idle RSS (MiB)":
+                rows.append((f"{shape}: ours / baseline <= 1.3x", ratio, ratio <= 1.3))
             elif chart.LOWER_IS_BETTER.search(shape):
                 rows.append((f"{shape}: ours / baseline <= 1.0x", ratio, ratio <= 1.0))
             else:
                 rows.append((f"{shape}: ours / baseline >= 1.0x", ratio, ratio >= 1.0))
-                if "50x20" in shape and shape.startswith("unary"):
-                    rows.append((f"{shape}: ours / baseline >= 1.5x", ratio, ratio >= 1.5))
-                if shape.startswith(BIDI_TARGET_SHAPE):
-                    rows.append((f"{shape}: ours / baseline >= 1.5x", ratio, ratio >= 1.5))
-                    if shape in grpc_go:
-                        ratio = ours[shape] / grpc_go[shape]
-                        rows.append((f"{shape}: ours / grpc-go >= 1.0x", ratio, ratio >= 1.0))
+            for prefix, against_tonic, against_go in SHAPE_TARGETS:
+                if not shape.startswith(prefix):
+                    continue
+                rows.append((f"{shape}: ours / baseline >= {against_tonic}x", ratio, ratio >= against_tonic))
+                if shape in grpc_go:
+                    go_ratio = ours[shape] / grpc_go[shape]
+                    rows.append((f"{shape}: ours / grpc-go >= {against_go}x", go_ratio, go_ratio >= against_go))
         if grpc_reference:
             for shape, value in ours.items():
                 if shape.startswith("protocol:"):
@@ -589,8 +592,55 @@ class Suite:
 
 
 INSTRUCTIONS_SHAPE = "callgrind instructions per unary call"
-# Issue #28's bidi shape (its targets: 1.5x tonic, 1.0x grpc-go).
-BIDI_TARGET_SHAPE = "bidi ping-pong 64 B, 4x25 streams"
+# Issue #33's shapes with a lead to keep: (shape prefix, ours / tonic, ours / grpc-go).
+SHAPE_TARGETS = [
+    ("unary 64 B 50x20, h2load", 1.5, 1.5),
+    ("bidi ping-pong 64 B, 4x25 streams", 1.5, 1.2),
+]
+# A row whose ratio moved this much the wrong way since the saved run is flagged.
+REGRESSION = 0.10
+
+
+def saved_run(suite, options):
+    """The run as --json saves it: each server's median per shape, and our
+    ratios to each peer (higher is better for every ratio: inverted for the
+    shapes where lower is better)."""
+    medians = {server: suite.medians(server) for server in SERVERS}
+    ratios = {}
+    for shape, ours in medians["ours"].items():
+        for peer in ("baseline", "grpc-go"):
+            theirs = medians[peer].get(shape)
+            if theirs:
+                better = theirs / ours if chart.LOWER_IS_BETTER.search(shape) else ours / theirs
+                ratios.setdefault(shape, {})[peer] = better
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": options.runs,
+        "seconds_per_shape": options.duration,
+        "medians": medians,
+        "ratios": ratios,
+    }
+
+
+def compare(now, saved):
+    """Each ratio's change against a saved run; the rows more than
+    REGRESSION worse. Prints the table and returns whether none was."""
+    print("\n| shape | peer | saved | now | change |\n| --- | --- | --- | --- | --- |")
+    worse = []
+    for shape, peers in now["ratios"].items():
+        for peer, ratio in peers.items():
+            before = saved.get("ratios", {}).get(shape, {}).get(peer)
+            if not before:
+                continue
+            change = ratio / before - 1
+            flag = " **worse**" if change < -REGRESSION else ""
+            if flag:
+                worse.append(f"{shape} vs {peer}")
+            print(f"| {shape} | {peer} | {before:.2f}x | {ratio:.2f}x | {change:+.0%}{flag} |")
+    print(f"\ncompared with the run of {saved.get('date', '?')}: "
+          + (f"{len(worse)} row(s) more than {REGRESSION:.0%} worse: {'; '.join(worse)}" if worse
+             else f"no row more than {REGRESSION:.0%} worse"), file=sys.stderr)
+    return not worse
 
 # Unary calls in the other protocols, against our server only: (shape, body,
 # content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
@@ -633,6 +683,12 @@ def main():
     parser.add_argument("--chart", type=Path,
                         help="also draw the table as an SVG chart (bench/chart.py) to this file")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--json", type=Path,
+                        help="also save the run (medians and ratios) as JSON to this file (bench/baseline.json "
+                             "is the last full run's)")
+    parser.add_argument("--compare", type=Path, metavar="BASELINE.json",
+                        help="print each ratio's change against a saved run and exit 3 if any is more than "
+                             "10%% worse")
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per unary call of both servers with callgrind "
                              "(bench/instructions.py; needs valgrind)")
@@ -682,6 +738,12 @@ def main():
         options.chart.parent.mkdir(parents=True, exist_ok=True)
         options.chart.write_text(chart.svg(chart.read_table(table)))
     shutil.rmtree(suite.work, ignore_errors=True)
+    now = saved_run(suite, options)
+    if options.json:
+        options.json.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+    # A smoke run's debug builds compare with nothing: it shows the table, asserts no speed.
+    if options.compare and not compare(now, json.loads(options.compare.read_text())) and not options.smoke:
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 //! connection's (name resolution, TCP connect, the TLS handshake with its
 //! version, ALPN and resumption, HTTP/2 setup; QUIC's handshake for HTTP/3)
 //! as the connector makes it, and the call's own (request sent, response
-//! headers, first message, last message, trailers) as its bodies flow.
+//! headers, first message, last message, trailers) as its bodies flow; and
+//! the bytes every connection put on the wire and took off it.
 
 use std::collections::VecDeque;
 use std::io;
