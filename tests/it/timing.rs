@@ -186,6 +186,20 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
         "{sent} {received}"
     );
     plain.stop().await;
+
+    // No server: the call's one phase says why it got no answer (each
+    // attempt's: the library sends an unprocessed call again once).
+    let timeline = Timeline::new();
+    let client = ClientBuilder::new("http://127.0.0.1:1")
+        .timing(timeline.clone())
+        .connect_lazy()
+        .unwrap();
+    client.echo(hello()).await.unwrap_err();
+    let calls = timeline.take_calls();
+    let failed = calls[0].phases.last().unwrap();
+    assert_eq!(failed.name, "failed", "{calls:?}");
+    assert!(failed.detail.contains("Connection refused"), "{calls:?}");
+    assert!(calls[0].connection.is_none());
 }
 
 #[tokio::test]

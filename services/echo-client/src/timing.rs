@@ -293,9 +293,9 @@ impl Timeline {
         Box::pin(async move {
             let answer = answer.await;
             let mut open = lock(&call);
-            open.mark("response headers", "");
             match answer {
                 Ok(response) => {
+                    open.mark("response headers", "");
                     drop(open);
                     Ok(response.map(|body| {
                         Body::new(TimedBody {
@@ -307,12 +307,29 @@ impl Timeline {
                     }))
                 }
                 Err(error) => {
+                    // No answer came: the phase says why, each cause once.
+                    open.mark("failed", &causes(&*error));
                     open.finish();
                     Err(error)
                 }
             }
         })
     }
+}
+
+/// `error` and its sources, `: `-separated, a cause its parent already
+/// states left out.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn lock(call: &Mutex<OpenCall>) -> MutexGuard<'_, OpenCall> {

@@ -415,7 +415,9 @@ fn write_reports(
     let (calls, elapsed) = (*calls, *elapsed);
     let verdicts = report::verdicts(args, tally, calls, elapsed);
     let extra = report::Extra {
-        phases: phases.as_ref(),
+        phases: phases
+            .as_ref()
+            .map(|phases| (phases.json(), phases.lines())),
         wire_bytes: *wire_bytes,
     };
     report::print(args, tally, extra, calls, elapsed, stats, &verdicts, json);

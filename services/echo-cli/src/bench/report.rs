@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::args::BenchArgs;
 use super::gate::{self, Measure, Verdict};
-use super::phases::Phases;
 use super::schedule::Rate;
 use super::tally::{CallDetail, Tally};
 
@@ -288,9 +287,9 @@ fn mean_attempts(stats: &CallStats) -> Option<f64> {
 /// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
 /// counted), as text or one JSON object.
 /// What a run measured besides its calls, when asked to.
-pub(super) struct Extra<'a> {
-    /// Each phase's histogram (`--timing`).
-    pub(super) phases: Option<&'a Phases>,
+pub(super) struct Extra {
+    /// Each phase's summary (`--timing`): as JSON, and as text lines.
+    pub(super) phases: Option<(serde_json::Value, Vec<String>)>,
     /// Bytes sent and received on the wire.
     pub(super) wire_bytes: Option<(u64, u64)>,
 }
@@ -299,7 +298,7 @@ pub(super) struct Extra<'a> {
 pub(super) fn print(
     args: &BenchArgs,
     tally: &Tally,
-    extra: Extra<'_>,
+    extra: Extra,
     measured: u64,
     elapsed: Duration,
     stats: &CallStats,
@@ -348,8 +347,8 @@ pub(super) fn print(
                 }))
                 .collect::<Vec<_>>(),
         });
-        if let Some(phases) = extra.phases {
-            report["phases_ms"] = phases.json();
+        if let Some((phases, _)) = &extra.phases {
+            report["phases_ms"] = phases.clone();
         }
         if let Some((sent, received)) = extra.wire_bytes {
             report["wire_bytes"] = json!({ "sent": sent, "received": received });
@@ -432,7 +431,7 @@ pub(super) fn print(
             per_call(received)
         );
     }
-    for line in extra.phases.iter().flat_map(|phases| phases.lines()) {
+    for line in extra.phases.iter().flat_map(|(_, lines)| lines) {
         out!("  {line}");
     }
     for line in gate::lines(verdicts) {
