@@ -114,6 +114,26 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
         "{calls:?}"
     );
 
+    // An https address without TLS options is refused, timed or not (never
+    // called in plaintext).
+    for timed in [false, true] {
+        let mut builder = ClientBuilder::new(&uri);
+        if timed {
+            builder = builder.timing(Timeline::new());
+        }
+        let error = builder.connect().await.unwrap_err();
+        let mut refused = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            refused = format!("{refused}: {cause}");
+            source = cause.source();
+        }
+        assert!(
+            refused.contains("HTTPS without TLS"),
+            "timed {timed}: {refused}"
+        );
+    }
+
     // HTTP/1.1 (Connect): no HTTP setup phase; ALPN http/1.1.
     let timeline = Timeline::new();
     let client = ClientBuilder::new(&uri)

@@ -694,9 +694,15 @@ impl ClientBuilder {
             endpoint: name.to_owned(),
             source,
         };
-        // With timing, the library's connector does TLS: tonic sees plaintext.
-        let uri = match (&settings.timing, uri.strip_prefix("https://")) {
-            (Some(_), Some(rest)) => format!("http://{rest}"),
+        // With timing, the library's connector does TLS: tonic sees
+        // plaintext. (An https address without TLS stays https, and tonic
+        // refuses it as it would untimed.)
+        let uri = match (
+            &settings.timing,
+            &settings.tls,
+            uri.strip_prefix("https://"),
+        ) {
+            (Some(_), Some(_), Some(rest)) => format!("http://{rest}"),
             _ => uri,
         };
         let mut endpoint = Endpoint::from_shared(uri).map_err(invalid)?;
