@@ -5,7 +5,7 @@
 
 use echo_client::proto::EchoRequest;
 use echo_client::timing::{CallTiming, Phase, Timeline};
-use echo_client::{ClientBuilder, Protocol};
+use echo_client::{ClientBuilder, EchoClient, Protocol};
 use echo_tests::process::echo_client;
 use echo_tests::{TestServer, read_to_end, ticking};
 use serde_json::Value;
@@ -37,6 +37,18 @@ fn assert_unary_phases(call: &CallTiming) {
         "{call:?}"
     );
     assert!(call.phases.iter().all(|phase| phase.end >= phase.start));
+}
+
+/// One Echo call on a new client of `builder`, timed: the timeline, the
+/// client and the call, whose phases are a unary call's on a new connection.
+async fn one_echo(builder: ClientBuilder) -> (Timeline, EchoClient, CallTiming) {
+    let timeline = Timeline::new();
+    let client = builder.timing(timeline.clone()).connect().await.unwrap();
+    client.echo(hello()).await.unwrap();
+    let call = timeline.take_calls().remove(0);
+    assert!(call.connection.is_some(), "a new connection: {call:?}");
+    assert_unary_phases(&call);
+    (timeline, client, call)
 }
 
 #[tokio::test]
@@ -135,49 +147,33 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
     }
 
     // HTTP/1.1 (Connect): no HTTP setup phase; ALPN http/1.1.
-    let timeline = Timeline::new();
-    let client = ClientBuilder::new(&uri)
+    let http1 = ClientBuilder::new(&uri)
         .tls(server.tls())
         .http1(true)
-        .protocol(Protocol::Connect)
-        .timing(timeline.clone())
-        .connect()
-        .await
-        .unwrap();
-    client.echo(hello()).await.unwrap();
-    let calls = timeline.take_calls();
-    let connection = calls[0].connection.as_ref().expect("a new connection");
+        .protocol(Protocol::Connect);
+    let (_, _, call) = one_echo(http1).await;
+    let connection = call.connection.unwrap();
     assert_eq!(
-        names(connection),
+        names(&connection),
         ["resolve", "TCP connect", "TLS handshake"]
     );
     assert_eq!(
         connection[2].detail,
         "TLS 1.3, ALPN http/1.1, full handshake"
     );
-    assert_unary_phases(&calls[0]);
 
     // HTTP/3: QUIC's handshake (TLS inside it), then HTTP/3's setup.
-    let timeline = Timeline::new();
-    let client = ClientBuilder::new(&uri)
-        .tls(server.tls())
-        .http3(true)
-        .timing(timeline.clone())
-        .connect()
-        .await
-        .unwrap();
-    client.echo(hello()).await.unwrap();
-    let calls = timeline.take_calls();
-    let connection = calls[0].connection.as_ref().expect("a new connection");
+    let http3 = ClientBuilder::new(&uri).tls(server.tls()).http3(true);
+    let (timeline, client, call) = one_echo(http3).await;
+    let connection = call.connection.unwrap();
     assert_eq!(
-        names(connection),
+        names(&connection),
         ["resolve", "QUIC handshake", "HTTP/3 setup"]
     );
     assert!(
         connection[1].detail.ends_with("TLS 1.3, ALPN h3"),
         "{connection:?}"
     );
-    assert_unary_phases(&calls[0]);
     // QUIC's bytes, read from the open connection and again once it is let go.
     let (sent, received) = timeline.wire_bytes();
     assert!(sent > 1000 && received > 1000, "{sent} {received}");
@@ -186,17 +182,9 @@ async fn each_phase_of_a_new_connection_and_of_its_calls() {
 
     // Plaintext HTTP/2: no TLS.
     let plain = TestServer::start().await;
-    let timeline = Timeline::new();
-    let client = ClientBuilder::new(plain.uri())
-        .timing(timeline.clone())
-        .connect()
-        .await
-        .unwrap();
-    client.echo(hello()).await.unwrap();
-    let calls = timeline.take_calls();
-    let connection = calls[0].connection.as_ref().expect("a new connection");
+    let (timeline, _, call) = one_echo(ClientBuilder::new(plain.uri())).await;
     assert_eq!(
-        names(connection),
+        names(&call.connection.unwrap()),
         ["resolve", "TCP connect", "HTTP/2 setup"]
     );
     // Plaintext: the preface, SETTINGS and the call, a few hundred bytes.

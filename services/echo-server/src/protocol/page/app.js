@@ -179,6 +179,20 @@ async function callGrpcWeb(method, stream, show) {
   };
 }
 
+// A call's outcome: its status (code and message, marked failed unless OK)
+// and each error detail. The console shows its calls' the same way.
+function showOutcome(status, details, result) {
+  status.textContent = result.code + (result.message ? `: ${result.message}` : "");
+  status.dataset.code = result.code;
+  status.className = result.code === "OK" ? "" : "failed";
+  for (const detail of result.details || []) {
+    const pre = document.createElement("pre");
+    pre.className = "detail";
+    pre.textContent = detail;
+    details.append(pre);
+  }
+}
+
 async function run(method, stream) {
   const status = $("status");
   const list = $("responses");
@@ -204,15 +218,7 @@ async function run(method, stream) {
   } catch (err) {
     result = { code: "UNAVAILABLE", message: String(err), echoed: [] };
   }
-  status.textContent = result.code + (result.message ? `: ${result.message}` : "");
-  status.dataset.code = result.code;
-  status.className = result.code === "OK" ? "" : "failed";
-  for (const detail of result.details || []) {
-    const pre = document.createElement("pre");
-    pre.className = "detail";
-    pre.textContent = detail;
-    $("details").append(pre);
-  }
+  showOutcome(status, $("details"), result);
   $("echoed-headers").textContent = result.echoed.filter((h) => h.startsWith($("metadata-name").value || "\0") || h.includes("(trailer)")).join("\n") || "(none)";
   $("latency").textContent = `${list.children.length} answer(s) in ${(performance.now() - started).toFixed(1)} ms over ${$("protocol").value}`;
   status.dataset.state = "done";

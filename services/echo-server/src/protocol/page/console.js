@@ -2,8 +2,9 @@
 // descriptors (console/methods), called over Connect or gRPC-Web in JSON or
 // binary. The server carries messages between JSON and protobuf
 // (console/encode, console/decode), so the page needs no protobuf library.
-// Uses app.js's helpers ($, frame, envelopes, text, unbase64, CODES); its
-// own names stay inside this function, clear of app.js's globals.
+// Uses app.js's helpers ($, frame, envelopes, text, unbase64, CODES,
+// showOutcome); its own names stay inside this function, clear of app.js's
+// globals.
 "use strict";
 (() => {
 
@@ -286,15 +287,7 @@ async function runCall() {
     result = { code: "UNAVAILABLE", message: err.message || String(err), trailers: [] };
   }
   timing.total = performance.now() - started;
-  status.textContent = result.code + (result.message ? `: ${result.message}` : "");
-  status.dataset.code = result.code;
-  status.className = result.code === "OK" ? "" : "failed";
-  for (const detail of result.details || []) {
-    const pre = document.createElement("pre");
-    pre.className = "detail";
-    pre.textContent = detail;
-    $("console-details").append(pre);
-  }
+  showOutcome(status, $("console-details"), result);
   $("console-trailers").textContent = result.trailers.join("\n") || "(none)";
   $("console-timing").textContent = Object.entries(timing).map(([name, ms]) => `${name} ${ms.toFixed(1)} ms`).join(" · ") +
     ` · ${list.children.length} message(s) over ${options.protocol} (${options.encoding})`;
