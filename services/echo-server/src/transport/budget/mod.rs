@@ -154,6 +154,14 @@ impl Budget {
         self.used.get() < self.limit
     }
 
+    /// Whether the budget is in a used-up episode: full, or refused a
+    /// message that did not fit and not yet half free again. (A refusal can
+    /// leave a little room: the watchdog, woken once per episode, must still
+    /// see the episode, or it would wait for a wake-up that never comes.)
+    fn is_used_up(&self) -> bool {
+        !self.has_room() || self.exhausted.load(Ordering::Acquire)
+    }
+
     /// Takes `bytes` whatever the limit (what is already produced is counted).
     fn take(&self, bytes: usize) {
         let bytes = bytes as i64;
@@ -457,7 +465,7 @@ impl ConnectionBudgets {
 
     /// Holds answers while its own or the process's answer budget is used up.
     fn stuck_candidate(&self) -> bool {
-        self.answers.used() > 0 && (!self.answers.has_room() || !self.process.answers.has_room())
+        self.answers.used() > 0 && (self.answers.is_used_up() || self.process.answers.is_used_up())
     }
 
     /// How long holding without progress may last.
