@@ -571,3 +571,38 @@ impl Drop for Waiting {
         process.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message refused with a little room left begins a used-up episode
+    /// that the watchdog sees, woken once, until the budget is half free.
+    #[test]
+    fn a_refusal_with_room_left_is_a_used_up_episode() {
+        let watchdog = Arc::new(Notify::new());
+        let budget = Budget::new(
+            Holds::Answers,
+            "connection",
+            100,
+            Gauge::default(),
+            Some(Arc::clone(&watchdog)),
+        );
+        budget.take(60);
+        assert!(!budget.is_used_up());
+        assert!(!budget.try_take(50), "50 more do not fit under 100");
+        assert!(budget.has_room(), "40 bytes of room are left");
+        assert!(budget.is_used_up());
+        budget.release(5);
+        assert!(budget.is_used_up(), "55 held: not yet half free");
+        budget.release(10);
+        assert!(
+            !budget.is_used_up(),
+            "45 held: half free again, the episode ends"
+        );
+        // The watchdog was told, once: its permit is waiting.
+        let told = watchdog.notified();
+        tokio::pin!(told);
+        assert!(told.as_mut().enable(), "the watchdog was told");
+    }
+}
