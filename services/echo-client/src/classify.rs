@@ -134,7 +134,7 @@ fn causes<'a>(
 }
 
 /// Every cause's text once (transport errors repeat their sources).
-fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = String::new();
     for cause in causes(error) {
         let part = cause.to_string();

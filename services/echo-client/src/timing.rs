@@ -27,7 +27,7 @@ use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tower_service::Service;
 
-use crate::classify::BoxError;
+use crate::classify::{BoxError, chain_text};
 
 /// One phase: its name, when it began and ended, and what it found (the TLS
 /// version, the address connected to).
@@ -308,28 +308,13 @@ impl Timeline {
                 }
                 Err(error) => {
                     // No answer came: the phase says why, each cause once.
-                    open.mark("failed", &causes(&*error));
+                    open.mark("failed", &chain_text(&*error));
                     open.finish();
                     Err(error)
                 }
             }
         })
     }
-}
-
-/// `error` and its sources, `: `-separated, a cause its parent already
-/// states left out.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn lock(call: &Mutex<OpenCall>) -> MutexGuard<'_, OpenCall> {
