@@ -623,24 +623,52 @@ def saved_run(suite, options):
 
 
 def compare(now, saved):
-    """Each ratio's change against a saved run; the rows more than
-    REGRESSION worse. Prints the table and returns whether none was."""
-    print("\n| shape | peer | saved | now | change |\n| --- | --- | --- | --- | --- |")
+    """Each ratio's change against a saved run, beside the medians behind it
+    (so that a ratio moved by the peer's own figure shows as such); the rows
+    more than REGRESSION worse. Prints the table and returns whether none was."""
+    print("\n| shape | peer | saved | now | change | ours: saved -> now | peer: saved -> now |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     worse = []
     for shape, peers in now["ratios"].items():
+        ours = median_change(saved, now, "ours", shape)
         for peer, ratio in peers.items():
             before = saved.get("ratios", {}).get(shape, {}).get(peer)
             if not before:
                 continue
             change = ratio / before - 1
-            flag = " **worse**" if change < -REGRESSION else ""
-            if flag:
+            flag = ""
+            if change < -REGRESSION:
                 worse.append(f"{shape} vs {peer}")
-            print(f"| {shape} | {peer} | {before:.2f}x | {ratio:.2f}x | {change:+.0%}{flag} |")
+                # Ours no more than REGRESSION worse on its own: the peer's figure moved.
+                own = ours[2] if ours else None
+                flag = " **worse** (the peer's figure moved)" if own is not None and own >= -REGRESSION \
+                    else " **worse**"
+            theirs = median_change(saved, now, peer, shape)
+            print(f"| {shape} | {peer} | {before:.2f}x | {ratio:.2f}x | {change:+.0%}{flag} "
+                  f"| {describe(ours)} | {describe(theirs)} |")
     print(f"\ncompared with the run of {saved.get('date', '?')}: "
           + (f"{len(worse)} row(s) more than {REGRESSION:.0%} worse: {'; '.join(worse)}" if worse
              else f"no row more than {REGRESSION:.0%} worse"), file=sys.stderr)
     return not worse
+
+
+def median_change(saved, now, server, shape):
+    """`server`'s median of `shape` in both runs and how much better it got
+    (negative: worse, whichever way the shape counts), or None."""
+    then = saved.get("medians", {}).get(server, {}).get(shape)
+    current = now.get("medians", {}).get(server, {}).get(shape)
+    if not then or not current:
+        return None
+    better = then / current if chart.LOWER_IS_BETTER.search(shape) else current / then
+    return then, current, better - 1
+
+
+def describe(change):
+    if change is None:
+        return ""
+    then, current, better = change
+    return f"{fmt(then)} -> {fmt(current)} ({better:+.0%})"
+
 
 # Unary calls in the other protocols, against our server only: (shape, body,
 # content type, HTTP/1.1). HTTP/1.1 rows use one request at a time per
