@@ -664,6 +664,7 @@ def median_change(saved, now, server, shape):
 
 
 def describe(change):
+    """A median_change as `saved -> now (+x%)`, or nothing."""
     if change is None:
         return ""
     then, current, better = change
