@@ -737,6 +737,9 @@ def main():
         fail(f"the open-files limit ({hard}) is below {want}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
 
+    # Read before the run, so that --json may overwrite the run compared with.
+    saved = json.loads(options.compare.read_text()) if options.compare else None
+
     if not options.no_build:
         release = [] if options.smoke else ["--release"]
         if options.smoke:
@@ -771,7 +774,7 @@ def main():
     if options.json:
         options.json.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
     # A smoke run's debug builds compare with nothing: it shows the table, asserts no speed.
-    if options.compare and not compare(now, json.loads(options.compare.read_text())) and not options.smoke:
+    if saved is not None and not compare(now, saved) and not options.smoke:
         sys.exit(3)
 
 
