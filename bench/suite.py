@@ -640,9 +640,8 @@ def compare(now, saved):
             if change < -REGRESSION:
                 worse.append(f"{shape} vs {peer}")
                 # Ours no more than REGRESSION worse on its own: the peer's figure moved.
-                own = ours[2] if ours else None
-                flag = " **worse** (the peer's figure moved)" if own is not None and own >= -REGRESSION \
-                    else " **worse**"
+                ours_held = ours is not None and ours[2] >= -REGRESSION
+                flag = " **worse** (the peer's figure moved)" if ours_held else " **worse**"
             theirs = median_change(saved, now, peer, shape)
             print(f"| {shape} | {peer} | {before:.2f}x | {ratio:.2f}x | {change:+.0%}{flag} "
                   f"| {describe(ours)} | {describe(theirs)} |")

@@ -284,8 +284,6 @@ fn mean_attempts(stats: &CallStats) -> Option<f64> {
     (calls > 0).then(|| made as f64 / calls as f64)
 }
 
-/// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
-/// counted), as text or one JSON object.
 /// What a run measured besides its calls, when asked to.
 pub(super) struct Extra {
     /// Each phase's summary (`--timing`): as JSON, and as text lines.
@@ -294,6 +292,8 @@ pub(super) struct Extra {
     pub(super) wire_bytes: Option<(u64, u64)>,
 }
 
+/// Prints the report: `measured` calls in `elapsed` (and the retries `stats`
+/// counted), as text or one JSON object.
 #[expect(clippy::too_many_arguments, reason = "one run's every measurement")]
 pub(super) fn print(
     args: &BenchArgs,
@@ -347,8 +347,8 @@ pub(super) fn print(
                 }))
                 .collect::<Vec<_>>(),
         });
-        if let Some((phases, _)) = &extra.phases {
-            report["phases_ms"] = phases.clone();
+        if let Some((phases, _)) = extra.phases {
+            report["phases_ms"] = phases;
         }
         if let Some((sent, received)) = extra.wire_bytes {
             report["wire_bytes"] = json!({ "sent": sent, "received": received });
