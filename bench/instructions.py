@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import BASELINE_BODY, PROTOCOL_BODIES, ROOT, free_port, self_signed  # noqa: E402
+from suite import BASELINE_BODY, PROTOCOL_BODIES, ROOT, SHIPPED_BIN, free_port, self_signed  # noqa: E402
 
 
 def wait_for_port(port, process, limit=60):
@@ -75,7 +75,7 @@ def main():
         argv = [str(ROOT / "target/stock-tonic/release/stock-server"), f"127.0.0.1:{port}"]
         path = "/bench.Echo/Unary"
     else:
-        binary = ROOT / "target/bins/release/echo-server" if options.server == "ours" else Path(options.server)
+        binary = SHIPPED_BIN / "echo-server" if options.server == "ours" else Path(options.server)
         argv = [str(binary), "--listen", f"127.0.0.1:{port}", *options.server_args]
         path = "/echo.v1.EchoService/Echo"
     work = Path(tempfile.mkdtemp(prefix="grpc-echo-callgrind-"))

@@ -42,8 +42,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import (LOAD_CPU, OURS_FIELD, PREFACE, PROTOCOL_BODIES, ROOT, SERVER_CPU,  # noqa: E402
-                   fail, frame, free_port, grpc_headers, need, unary_call)
+from suite import (LOAD_CPU, OURS_FIELD, PREFACE, PROTOCOL_BODIES, SERVER_CPU, SHIPPED_BIN,  # noqa: E402
+                   build_shipped, fail, frame, free_port, grpc_headers, install_tools, unary_call)
 
 SAMPLE_SECONDS = 10
 SETTLE_SECONDS = 60
@@ -174,12 +174,10 @@ def main():
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries already built")
     options = parser.parse_args()
-    for tool in ["taskset", "h2load"]:
-        need(tool)
+    install_tools(["taskset=util-linux", "h2load=nghttp2-client"], "bench/soak.py")
     if not options.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo-server", "-p", "echo-cli", "--bins", "--target-dir", "target/bins"],
-                       cwd=ROOT, check=True)
-    bins = ROOT / "target" / "bins" / "release"
+        build_shipped()
+    bins = SHIPPED_BIN
     port, metrics_port = free_port(), free_port()
     server = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, str(bins / "echo-server"), "--listen", f"127.0.0.1:{port}",

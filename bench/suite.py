@@ -45,6 +45,10 @@ LOAD_CPU = "1"
 PAYLOAD = 64
 BIG_PAYLOAD = 64 * 1024
 IDLE_CONNECTIONS = 10_000
+# Where build_shipped() puts the release binaries.
+SHIPPED_BIN = ROOT / "target" / "bins" / "release"
+# The functions the server's build links first (written by bench/link_order.py).
+LINK_ORDER = ROOT / "services" / "echo-server" / "link-order.txt"
 
 
 def fail(message):
@@ -69,10 +73,10 @@ def build_grpc_go(out):
                    cwd=ROOT, env=env, check=True)
 
 
-def install_tools(needs):
-    """Installs what the suite needs with scripts/install-tools.sh (apt-get
+def install_tools(needs, caller="bench/suite.py"):
+    """Installs what `caller` needs with scripts/install-tools.sh (apt-get
     as root or with sudo), or stops with the command to run."""
-    result = subprocess.run([str(ROOT / "scripts" / "install-tools.sh"), "--for", "bench/suite.py", *needs])
+    result = subprocess.run([str(ROOT / "scripts" / "install-tools.sh"), "--for", caller, *needs])
     if result.returncode != 0:
         sys.exit(1)
 
@@ -256,7 +260,7 @@ class Suite:
         # Smoke mode measures nothing, so it takes the workspace's dev build
         # (the tests' build made it); figures come from the shipped packages
         # built alone in a directory of their own.
-        self.bin = ROOT / "target" / ("debug" if options.smoke else "bins/release")
+        self.bin = ROOT / "target" / "debug" if options.smoke else SHIPPED_BIN
         self.stock_bin = ROOT / "target" / "stock-tonic" / profile
         self.grpc_go_bin = ROOT / "target" / "grpc-go" / "grpc-go-echo"
         self.seconds = options.duration
@@ -700,6 +704,22 @@ def fmt(value):
     return f"{value:.2f}"
 
 
+def build_shipped():
+    """The binaries as they ship (the packages alone, as the Dockerfile builds
+    them), in a directory of their own (SHIPPED_BIN)."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo-server", "-p", "echo-cli",
+                    "--bins", "--target-dir", "target/bins"], cwd=ROOT, check=True)
+
+
+def link_order_coverage(binary):
+    """(found, listed): how many of LINK_ORDER's names `binary` defines."""
+    lines = LINK_ORDER.read_text().splitlines() if LINK_ORDER.exists() else []
+    names = {line for line in lines if line and not line.startswith("#")}
+    defined = subprocess.run(["nm", "--defined-only", str(binary)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    return len(names & set(defined)), len(names)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="interleaved runs (median reported)")
@@ -727,6 +747,8 @@ def main():
              "go=golang-go", f"{GOCODE}/src/google.golang.org/grpc=golang-google-grpc-dev", "openssl=openssl"]
     if options.instructions:
         needs.append("valgrind=valgrind")
+    if not options.smoke:
+        needs.append("nm=binutils")  # the link order's count
     install_tools(needs)
     if len(os.sched_getaffinity(0)) < 2:
         fail("needs two CPUs: the server runs on CPU 0, the load on CPU 1")
@@ -745,14 +767,16 @@ def main():
             # As scripts/test.sh builds them, so that after the tests nothing is rebuilt.
             subprocess.run(["cargo", "build", "--locked", "--workspace", "--bins"], cwd=ROOT, check=True)
         else:
-            # The binaries as they ship (the packages alone, as the Dockerfile
-            # builds them), in a directory of their own.
-            subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo-server", "-p", "echo-cli",
-                            "--bins", "--target-dir", "target/bins"], cwd=ROOT, check=True)
+            build_shipped()
         subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
                         "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
         build_grpc_go(ROOT / "target" / "grpc-go" / "grpc-go-echo")
 
+    if not options.smoke:
+        found, listed = link_order_coverage(SHIPPED_BIN / "echo-server")
+        stale = "" if found >= 0.9 * listed else "; below 90%: run bench/link_order.py"
+        print(f"link order: {found} of the {listed} start-up functions listed are in the server binary{stale}",
+              file=sys.stderr)
     suite = Suite(options)
     started = time.monotonic()
     for run in range(options.runs):
