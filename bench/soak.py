@@ -177,10 +177,9 @@ def main():
     install_tools(["taskset=util-linux", "h2load=nghttp2-client"], "bench/soak.py")
     if not options.no_build:
         build_shipped()
-    bins = SHIPPED_BIN
     port, metrics_port = free_port(), free_port()
     server = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, str(bins / "echo-server"), "--listen", f"127.0.0.1:{port}",
+        ["taskset", "-c", SERVER_CPU, str(SHIPPED_BIN / "echo-server"), "--listen", f"127.0.0.1:{port}",
          "--metrics-addr", f"127.0.0.1:{metrics_port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"grpc-echo-soak-{os.getpid()}"
@@ -194,7 +193,7 @@ def main():
         seconds = round(options.minutes * 60)
 
         def echo_bench(*args, duration):
-            return ["taskset", "-c", LOAD_CPU, str(bins / "echo-client"), "--addr", f"127.0.0.1:{port}",
+            return ["taskset", "-c", LOAD_CPU, str(SHIPPED_BIN / "echo-client"), "--addr", f"127.0.0.1:{port}",
                     "--json", "bench", "--duration", f"{duration}s", "--warmup", "0s", *args]
 
         unary = ["--method", "/echo.v1.EchoService/Echo", "--field", str(OURS_FIELD)]
