@@ -24,7 +24,8 @@ fn main() {
     }
     // What start-up runs, packed together: the kernel maps 64 KiB or more
     // around each page of code it faults in, so code run from across the
-    // 11 MB text kept 4 MB of it resident (BENCHMARKS.md). Release builds
+    // 11 MB text kept 6 MB of it resident, and 2 MB once packed
+    // (BENCHMARKS.md). Release builds
     // only (the symbols are a release build's), and only where rustc links
     // with its own lld, which reads the list: x86_64 Linux since 1.90.
     // Symbols no longer in the binary are skipped without a warning; the
