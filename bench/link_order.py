@@ -5,9 +5,9 @@ build.rs hands to the linker to put first in the code (lld's
 --symbol-ordering-file).
 
 Why: the kernel maps 64 KiB or more of a binary around each page of code it
-faults in, so code run from across the 11 MB text section kept about 4 MB of it
-resident in an idle server; packed together it keeps a quarter of that
-(BENCHMARKS.md, "Idle RSS").
+faults in, so code run from across the 11 MB text section kept 6 MB of it
+resident in an idle server; packed together, 2 MB (BENCHMARKS.md, "Idle RSS:
+what start-up keeps resident").
 
 The server (bench/suite.py's release build) runs under callgrind with the
 suite's arguments; once it has answered the suite's readiness probe (one
@@ -62,7 +62,9 @@ def functions_run(binary):
             subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             dump = Path(f"{out}.1")
-            while not dump.exists() and time.monotonic() < deadline:
+            while not dump.exists():
+                if time.monotonic() > deadline:
+                    fail("callgrind wrote no dump")
                 time.sleep(0.1)
             time.sleep(0.5)  # written whole
             text = dump.read_text(errors="replace")
@@ -87,6 +89,7 @@ def main():
     parser.add_argument("--check", action="store_true", help="count the listed names in the built binary")
     parser.add_argument("--no-build", action="store_true", help="use the release binary already built")
     options = parser.parse_args()
+    install_tools(["nm=binutils"] + ([] if options.check else ["valgrind=valgrind"]), "bench/link_order.py")
     binary = SHIPPED_BIN / "echo-server"
     if not options.no_build:
         build_shipped()
@@ -94,7 +97,6 @@ def main():
         found, total = link_order_coverage(binary)
         print(f"{found} of the {total} names in {LINK_ORDER.relative_to(ROOT)} are in {binary.relative_to(ROOT)}")
         return
-    install_tools(["valgrind=valgrind", "nm=binutils"], "bench/link_order.py")
     names = functions_run(binary)
     LINK_ORDER.write_text(HEADER + "".join(f"{name}\n" for name in names))
     print(f"{len(names)} functions written to {LINK_ORDER.relative_to(ROOT)}; "
