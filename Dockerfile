@@ -5,8 +5,10 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-# Static glibc binaries (the server resolves no host names, so no NSS is needed).
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+# Static glibc binaries (the server resolves no host names, so no NSS is needed),
+# as the target's own flags: RUSTFLAGS would replace those of
+# .cargo/config.toml, which these join.
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 # The Cargo profile: `release` as the image ships; CI checks the image with
 # `ci-image` (Cargo.toml), which builds faster and ships nowhere.
 ARG PROFILE=release

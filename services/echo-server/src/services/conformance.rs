@@ -201,7 +201,7 @@ fn payload(data: Bytes, info: Option<RequestInfo>) -> Option<ConformancePayload>
 
 /// A unary answer (Unary, IdempotentUnary, ClientStream) as `definition` asks.
 async fn answer_unary(
-    call: &Call,
+    call: &mut Call,
     seen: &Seen,
     definition: Option<UnaryResponseDefinition>,
     requests: Vec<Any>,
@@ -225,9 +225,9 @@ async fn unary_case<M: Packed>(
     request: Request<M>,
     definition: impl FnOnce(&M) -> Option<UnaryResponseDefinition>,
 ) -> Result<Response<Option<ConformancePayload>>, Status> {
-    let (call, seen) = (Call::unary(&request), Seen::of(&request));
+    let (mut call, seen) = (Call::unary(&request), Seen::of(&request));
     let message = request.into_inner();
-    answer_unary(&call, &seen, definition(&message), vec![message.pack()]).await
+    answer_unary(&mut call, &seen, definition(&message), vec![message.pack()]).await
 }
 
 #[tonic::async_trait]
@@ -254,7 +254,7 @@ impl ConformanceApi for ConformanceService {
         &self,
         request: Request<Streaming<ClientStreamRequest>>,
     ) -> Result<Response<ClientStreamResponse>, Status> {
-        let call = Call::stream(&request, &self.streams_end);
+        let mut call = Call::stream(&request, &self.streams_end);
         let seen = Seen::of(&request);
         let mut inbound = request.into_inner();
         let mut definition = None;
@@ -265,7 +265,7 @@ impl ConformanceApi for ConformanceService {
             }
             requests.push(message.pack());
         }
-        answer_unary(&call, &seen, definition, requests)
+        answer_unary(&mut call, &seen, definition, requests)
             .await
             .map(|response| response.map(|payload| ClientStreamResponse { payload }))
     }
@@ -276,7 +276,7 @@ impl ConformanceApi for ConformanceService {
         &self,
         request: Request<ServerStreamRequest>,
     ) -> Result<Response<Self::ServerStreamStream>, Status> {
-        let call = Call::stream(&request, &self.streams_end);
+        let mut call = Call::stream(&request, &self.streams_end);
         let seen = Seen::of(&request);
         let message = request.into_inner();
         let requests = vec![message.pack()];
@@ -301,7 +301,7 @@ impl ConformanceApi for ConformanceService {
         &self,
         request: Request<Streaming<BidiStreamRequest>>,
     ) -> Result<Response<Self::BidiStreamStream>, Status> {
-        let call = Call::stream(&request, &self.streams_end);
+        let mut call = Call::stream(&request, &self.streams_end);
         let seen = Seen::of(&request);
         let mut inbound = request.into_inner();
         // The first request says how to answer, and whether to answer as

@@ -93,7 +93,7 @@ impl EchoService {
     /// The per-message step of BidiStream: read one request, answer it.
     async fn bidi_step(
         &self,
-        call: &Call,
+        call: &mut Call,
         inbound: &mut Streaming<EchoRequest>,
         sequence: u64,
     ) -> Result<Option<EchoResponse>, EchoError> {
@@ -115,7 +115,7 @@ impl EchoService {
 #[tonic::async_trait]
 impl EchoServiceApi for EchoService {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        let call = Call::unary(&request);
+        let mut call = Call::unary(&request);
         let plan = self.shared.limits.plan(request.get_ref(), Rpc::Echo)?;
         let wire = reflected_wire(&request);
         let (echo, action) = (plan.echo, plan.connection);
@@ -144,7 +144,7 @@ impl EchoServiceApi for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<EchoStream>, Status> {
-        let call = Call::stream(&request, &self.shared.streams_end);
+        let mut call = Call::stream(&request, &self.shared.streams_end);
         let plan = self
             .shared
             .limits
@@ -185,7 +185,7 @@ impl EchoServiceApi for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ClientStreamResponse>, Status> {
-        let call = Call::stream(&request, &self.shared.streams_end);
+        let mut call = Call::stream(&request, &self.shared.streams_end);
         let _open = self.shared.stats.open_stream();
         let (metadata, _, mut inbound) = request.into_parts();
         let mut summary = Summary::new(self.shared.limits.max_summary_messages);
@@ -224,13 +224,13 @@ impl EchoServiceApi for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoStream>, Status> {
-        let call = Call::stream(&request, &self.shared.streams_end);
+        let mut call = Call::stream(&request, &self.shared.streams_end);
         let open = self.shared.stats.open_stream();
         let mut inbound = request.into_inner();
         let service = self.clone();
         let stream = async_stream::stream! {
             for sequence in 0.. {
-                match service.bidi_step(&call, &mut inbound, sequence).await {
+                match service.bidi_step(&mut call, &mut inbound, sequence).await {
                     Ok(Some(response)) => {
                         open.message_sent();
                         yield Ok(response);

@@ -57,7 +57,7 @@ impl Echo for ExampleEchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoResponse>, Status> {
-        let call = Call::stream(&request, &self.streams_end);
+        let mut call = Call::stream(&request, &self.streams_end);
         let mut inbound = request.into_inner();
         let mut last = String::new();
         while let Some(message) = call.next_message(&mut inbound).await? {
@@ -72,7 +72,7 @@ impl Echo for ExampleEchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ExampleStream>, Status> {
-        let call = Call::stream(&request, &self.streams_end);
+        let mut call = Call::stream(&request, &self.streams_end);
         let mut inbound = request.into_inner();
         let stream = async_stream::stream! {
             loop {

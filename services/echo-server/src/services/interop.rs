@@ -159,7 +159,7 @@ impl TestService {
         let stream = {
             let plan = plan.clone();
             async_stream::stream! {
-                let mut requests = requests;
+                let (mut call, mut requests) = (call, requests);
                 loop {
                     let request = match call.next_message(&mut requests).await {
                         Ok(Some(request)) => request,
@@ -174,7 +174,7 @@ impl TestService {
                         break;
                     }
                     for parameters in &request.response_parameters {
-                        match service.streamed(&call, parameters).await {
+                        match service.streamed(&mut call, parameters).await {
                             Ok(response) => {
                                 plan.0.push(is_true(parameters.compressed.as_ref()));
                                 open.message_sent();
@@ -200,7 +200,7 @@ impl TestService {
 
     async fn streamed(
         &self,
-        call: &Call,
+        call: &mut Call,
         parameters: &ResponseParameters,
     ) -> Result<StreamingOutputCallResponse, EchoError> {
         let interval = u64::try_from(parameters.interval_us).map_err(|_| {
@@ -257,7 +257,7 @@ impl TestServiceApi for TestService {
         &self,
         request: Request<Streaming<StreamingInputCallRequest>>,
     ) -> Result<Response<StreamingInputCallResponse>, Status> {
-        let call = Call::stream(&request, &self.shared.streams_end);
+        let mut call = Call::stream(&request, &self.shared.streams_end);
         let _open = self.shared.stats.open_stream();
         let observed = request.extensions().get::<ObservedCompression>().cloned();
         let (metadata, _, mut inbound) = request.into_parts();
@@ -293,7 +293,7 @@ impl TestServiceApi for TestService {
         &self,
         request: Request<Streaming<StreamingOutputCallRequest>>,
     ) -> Result<Response<InteropStream>, Status> {
-        let call = Call::stream(&request, &self.shared.streams_end);
+        let mut call = Call::stream(&request, &self.shared.streams_end);
         let (metadata, _, mut inbound) = request.into_parts();
         // Nothing is answered until the client half-closes.
         let mut buffered = Vec::new();
