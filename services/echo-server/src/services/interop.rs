@@ -146,9 +146,9 @@ impl TestService {
     /// Answers each request of `requests` with its response parameters, in order.
     fn answer_each<S>(
         &self,
-        call: Call,
+        mut call: Call,
         metadata: &MetadataMap,
-        requests: S,
+        mut requests: S,
     ) -> Result<Response<InteropStream>, Status>
     where
         S: Stream<Item = Result<StreamingOutputCallRequest, Status>> + Send + Unpin + 'static,
@@ -159,7 +159,6 @@ impl TestService {
         let stream = {
             let plan = plan.clone();
             async_stream::stream! {
-                let (mut call, mut requests) = (call, requests);
                 loop {
                     let request = match call.next_message(&mut requests).await {
                         Ok(Some(request)) => request,
