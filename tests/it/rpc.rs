@@ -735,6 +735,41 @@ async fn bidi_ends_with_the_requested_error() {
     server.stop().await;
 }
 
+/// Each bidi message waits its own `delay` (the call's one timer, set again
+/// for every message), and a delay that outlasts the caller's deadline ends
+/// the stream with DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn bidi_delays_each_answer_until_the_deadline_ends_the_stream() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let delayed = |message: &str, millis| EchoRequest {
+        delay: Some(ms(millis)),
+        ..text(message)
+    };
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    let mut request = Request::new(ReceiverStream::new(inbound));
+    request.set_timeout(Duration::from_millis(700));
+    let started = Instant::now();
+    let mut responses = client.bidi_stream(request).await.unwrap().into_inner();
+    for (message, millis, after) in [("first", 150, 150), ("second", 200, 350)] {
+        requests.send(delayed(message, millis)).await.unwrap();
+        let answer = responses.message().await.unwrap().unwrap();
+        assert_eq!(answer.message, message);
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(after), "{message} after {elapsed:?}");
+    }
+    requests.send(delayed("past the deadline", 5_000)).await.unwrap();
+    let status = responses.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "ended after {elapsed:?}");
+    eventually("the stream to close on the server", || async {
+        server.stats.open_streams() == 0
+    })
+    .await;
+    server.stop().await;
+}
+
 /// A ClientStream answers with a summary, so `response_size` is refused.
 #[tokio::test]
 async fn response_size_on_a_client_stream_is_invalid() {

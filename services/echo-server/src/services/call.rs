@@ -30,11 +30,13 @@ pub(crate) struct Call {
     pub(crate) response_size: Option<u32>,
     /// Set for streams, which end when the shutdown grace period does.
     streams_end: Option<CancellationToken>,
-    /// What `race` waits on beside the work, made at its first use and kept,
+    /// What ends the call before its work, made at its first use and kept,
     /// so that a stream's messages share one timer and one wait for the
     /// grace period rather than registering and dropping both for each
     /// message (7.6% of the server's CPU in a bidi ping-pong, BENCHMARKS.md).
     ends: Option<Pin<Box<Ends>>>,
+    /// The timer of `sleep`, made at its first use and reset after.
+    delay: Option<Pin<Box<Sleep>>>,
 }
 
 pin_project! {
@@ -89,6 +91,7 @@ impl Call {
                 .map(|size| size.0),
             streams_end: None,
             ends: None,
+            delay: None,
         }
     }
 
@@ -104,38 +107,66 @@ impl Call {
         self.deadline
     }
 
-    /// Runs `work` unless the caller's deadline or the server's grace period ends first.
-    pub(crate) async fn race<F: Future>(&mut self, work: F) -> Result<F::Output, EchoError> {
-        if self.deadline.is_none() && self.streams_end.is_none() {
-            return Ok(work.await);
-        }
-        let (deadline, streams_end) = (self.deadline, &self.streams_end);
-        let ends = self.ends.get_or_insert_with(|| {
-            Box::pin(Ends {
-                deadline: deadline.map(tokio::time::sleep_until),
-                streams_end: streams_end.clone().map(CancellationToken::cancelled_owned),
-            })
-        });
-        tokio::select! {
-            biased;
-            output = work => Ok(output),
-            end = ends.as_mut() => Err(end),
-        }
-    }
-
-    /// The next message of `inbound`, unless the deadline or grace period ends first.
-    pub(crate) async fn next_message<T, S>(&mut self, inbound: &mut S) -> Result<Option<T>, Status>
+    /// The next message of `inbound`, unless the deadline or grace period ends
+    /// first. This and [`Call::sleep`] poll the call's own timers in place: a
+    /// stream waits for each message, and a future that holds its own timer
+    /// would be built and copied for every one.
+    pub(crate) fn next_message<'a, T, S>(
+        &'a mut self,
+        inbound: &'a mut S,
+    ) -> impl Future<Output = Result<Option<T>, Status>> + 'a
     where
         S: Stream<Item = Result<T, Status>> + Unpin,
     {
-        self.race(inbound.next()).await?.transpose()
+        std::future::poll_fn(move |cx| {
+            if let Poll::Ready(message) = inbound.poll_next_unpin(cx) {
+                return Poll::Ready(message.transpose());
+            }
+            self.poll_ends(cx).map(|end| Err(end.into()))
+        })
     }
 
-    pub(crate) async fn sleep(&mut self, duration: Duration) -> Result<(), EchoError> {
-        if duration.is_zero() {
-            return Ok(());
+    /// Waits `duration`, unless the deadline or grace period ends first.
+    pub(crate) fn sleep(
+        &mut self,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), EchoError>> + '_ {
+        let waits = !duration.is_zero();
+        if waits {
+            let until = Instant::now() + duration;
+            match &mut self.delay {
+                Some(delay) => delay.as_mut().reset(until),
+                None => self.delay = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
         }
-        self.race(tokio::time::sleep(duration)).await
+        std::future::poll_fn(move |cx| {
+            let slept = match &mut self.delay {
+                Some(delay) if waits => delay.as_mut().poll(cx).is_ready(),
+                _ => true,
+            };
+            if slept {
+                return Poll::Ready(Ok(()));
+            }
+            self.poll_ends(cx).map(Err)
+        })
+    }
+
+    /// Ready when the deadline or the grace period has ended the call; pending
+    /// forever when neither applies.
+    fn poll_ends(&mut self, cx: &mut Context<'_>) -> Poll<EchoError> {
+        if self.deadline.is_none() && self.streams_end.is_none() {
+            return Poll::Pending;
+        }
+        let (deadline, streams_end) = (self.deadline, &self.streams_end);
+        self.ends
+            .get_or_insert_with(|| {
+                Box::pin(Ends {
+                    deadline: deadline.map(tokio::time::sleep_until),
+                    streams_end: streams_end.clone().map(CancellationToken::cancelled_owned),
+                })
+            })
+            .as_mut()
+            .poll(cx)
     }
 }
 

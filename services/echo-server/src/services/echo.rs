@@ -90,25 +90,21 @@ impl EchoService {
         }
     }
 
-    /// The per-message step of BidiStream: read one request, answer it.
-    async fn bidi_step(
+    /// BidiStream's answer to one request, once its delay has passed.
+    fn bidi_answer(
         &self,
-        call: &mut Call,
-        inbound: &mut Streaming<EchoRequest>,
+        request: &EchoRequest,
+        mut plan: Plan,
+        call: &Call,
         sequence: u64,
-    ) -> Result<Option<EchoResponse>, EchoError> {
-        let Some(request) = call.next_message(inbound).await? else {
-            return Ok(None);
-        };
-        let plan = self.shared.limits.plan(&request, Rpc::BidiStream)?;
-        call.sleep(plan.delay).await?;
-        if let Some(error) = plan.error {
+    ) -> Result<EchoResponse, EchoError> {
+        if let Some(error) = plan.error.take() {
             return Err(error);
         }
-        Ok(Some(EchoResponse {
+        Ok(EchoResponse {
             sequence,
-            ..self.response(&request, &plan, call)
-        }))
+            ..self.response(request, &plan, call)
+        })
     }
 }
 
@@ -229,13 +225,30 @@ impl EchoServiceApi for EchoService {
         let mut inbound = request.into_inner();
         let service = self.clone();
         let stream = async_stream::stream! {
+            // Each message's steps are written out here rather than awaited
+            // as one future: that future (800 bytes) would be built and copied
+            // for every message.
             for sequence in 0.. {
-                match service.bidi_step(&mut call, &mut inbound, sequence).await {
-                    Ok(Some(response)) => {
+                let request = match call.next_message(&mut inbound).await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    Err(status) => {
+                        yield Err(status);
+                        break;
+                    }
+                };
+                let answer = match service.shared.limits.plan(&request, Rpc::BidiStream) {
+                    Ok(plan) => match call.sleep(plan.delay).await {
+                        Ok(()) => service.bidi_answer(&request, plan, &call, sequence),
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                };
+                match answer {
+                    Ok(response) => {
                         open.message_sent();
                         yield Ok(response);
                     }
-                    Ok(None) => break,
                     Err(error) => {
                         yield Err(error.into());
                         break;
