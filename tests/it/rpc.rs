@@ -756,9 +756,15 @@ async fn bidi_delays_each_answer_until_the_deadline_ends_the_stream() {
         let answer = responses.message().await.unwrap().unwrap();
         assert_eq!(answer.message, message);
         let elapsed = started.elapsed();
-        assert!(elapsed >= Duration::from_millis(after), "{message} after {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(after),
+            "{message} after {elapsed:?}"
+        );
     }
-    requests.send(delayed("past the deadline", 5_000)).await.unwrap();
+    requests
+        .send(delayed("past the deadline", 5_000))
+        .await
+        .unwrap();
     let status = responses.message().await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let elapsed = started.elapsed();
