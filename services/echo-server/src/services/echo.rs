@@ -224,36 +224,20 @@ impl EchoServiceApi for EchoService {
         let open = self.shared.stats.open_stream();
         let mut inbound = request.into_inner();
         let service = self.clone();
-        let stream = async_stream::stream! {
+        // The first error ends the stream (`?` yields it).
+        let stream = async_stream::try_stream! {
             // Each message's steps are written out here rather than awaited
             // as one future: that future (800 bytes in a debug build) would be
             // built and copied for every message.
             for sequence in 0.. {
-                let request = match call.next_message(&mut inbound).await {
-                    Ok(Some(request)) => request,
-                    Ok(None) => break,
-                    Err(status) => {
-                        yield Err(status);
-                        break;
-                    }
+                let Some(request) = call.next_message(&mut inbound).await? else {
+                    break;
                 };
-                let answer = match service.shared.limits.plan(&request, Rpc::BidiStream) {
-                    Ok(plan) => match call.sleep(plan.delay).await {
-                        Ok(()) => service.bidi_answer(&request, plan, &call, sequence),
-                        Err(error) => Err(error),
-                    },
-                    Err(error) => Err(error),
-                };
-                match answer {
-                    Ok(response) => {
-                        open.message_sent();
-                        yield Ok(response);
-                    }
-                    Err(error) => {
-                        yield Err(error.into());
-                        break;
-                    }
-                }
+                let plan = service.shared.limits.plan(&request, Rpc::BidiStream)?;
+                call.sleep(plan.delay).await?;
+                let response = service.bidi_answer(&request, plan, &call, sequence)?;
+                open.message_sent();
+                yield response;
             }
         };
         Ok(Response::new(Box::pin(stream) as EchoStream))

@@ -74,16 +74,10 @@ impl Echo for ExampleEchoService {
     ) -> Result<Response<ExampleStream>, Status> {
         let mut call = Call::stream(&request, &self.streams_end);
         let mut inbound = request.into_inner();
-        let stream = async_stream::stream! {
-            loop {
-                match call.next_message(&mut inbound).await {
-                    Ok(Some(message)) => yield Ok(EchoResponse { message: message.message }),
-                    Ok(None) => break,
-                    Err(status) => {
-                        yield Err(status);
-                        break;
-                    }
-                }
+        // The first error ends the stream (`?` yields it).
+        let stream = async_stream::try_stream! {
+            while let Some(message) = call.next_message(&mut inbound).await? {
+                yield EchoResponse { message: message.message };
             }
         };
         Ok(Response::new(Box::pin(stream)))

@@ -158,36 +158,18 @@ impl TestService {
         let open = self.shared.stats.open_stream();
         let stream = {
             let plan = plan.clone();
-            async_stream::stream! {
-                loop {
-                    let request = match call.next_message(&mut requests).await {
-                        Ok(Some(request)) => request,
-                        Ok(None) => break,
-                        Err(status) => {
-                            yield Err(status);
-                            break;
-                        }
-                    };
-                    if let Err(status) = check_payload_type("response_type", request.response_type) {
-                        yield Err(status);
-                        break;
-                    }
+            // The first error ends the stream (`?` yields it).
+            async_stream::try_stream! {
+                while let Some(request) = call.next_message(&mut requests).await? {
+                    check_payload_type("response_type", request.response_type)?;
                     for parameters in &request.response_parameters {
-                        match service.streamed(&mut call, parameters).await {
-                            Ok(response) => {
-                                plan.0.push(is_true(parameters.compressed.as_ref()));
-                                open.message_sent();
-                                yield Ok(response);
-                            }
-                            Err(error) => {
-                                yield Err(error.into());
-                                return;
-                            }
-                        }
+                        let response = service.streamed(&mut call, parameters).await?;
+                        plan.0.push(is_true(parameters.compressed.as_ref()));
+                        open.message_sent();
+                        yield response;
                     }
                     if let Some(status) = requested_status(request.response_status.as_ref()) {
-                        yield Err(status);
-                        break;
+                        Err(status)?;
                     }
                 }
             }
