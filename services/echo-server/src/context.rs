@@ -7,14 +7,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use grpc_echo::echo::v1::{Header, TlsSession, Wire};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, PROXY_AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// What handlers and logs know of a connection's peer.
 #[derive(Debug, Clone)]
@@ -134,25 +134,63 @@ pub(crate) fn unix_nanos() -> u64 {
         .map_or(0, |since| since.as_nanos() as u64)
 }
 
-/// What a call may do to the connection it arrived on; its connection
-/// watches both tokens.
+/// What may be asked of a connection besides by its peer: by a call on it
+/// (GOAWAY, a close) or by the memory budgets' watchdog (a close). One record
+/// per connection, which its serving loop watches: a cancellation token for
+/// each of the three asks cost 336 bytes per connection (BENCHMARKS.md).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ConnectionControl {
-    /// Cancelled to send GOAWAY.
-    pub(crate) go_away: CancellationToken,
-    /// Cancelled to close the connection at once.
-    pub(crate) close: CancellationToken,
+pub(crate) struct ConnectionControl(Arc<Asks>);
+
+/// The asks made so far (a set of [`Ask`] bits), and the wake-up of the one
+/// task that watches them.
+#[derive(Debug, Default)]
+struct Asks {
+    made: AtomicU8,
+    told: Notify,
+}
+
+/// One thing asked of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Ask {
+    /// Send GOAWAY: take no new calls, close once the open calls end.
+    GoAway = 1,
+    /// Close at once, ending every call on it unanswered: a call asked.
+    Close = 2,
+    /// Close at once: its peer reads none of its answers while a memory
+    /// budget is used up.
+    CloseUnread = 4,
 }
 
 impl ConnectionControl {
     /// Sends GOAWAY: the connection takes no new calls and closes once its open calls end.
     pub(crate) fn go_away(&self) {
-        self.go_away.cancel();
+        self.ask(Ask::GoAway);
     }
 
     /// Closes the connection at once, ending every call on it unanswered.
     pub(crate) fn close(&self) {
-        self.close.cancel();
+        self.ask(Ask::Close);
+    }
+
+    /// Asks the connection for `ask`; asks are kept, so one made before its
+    /// watcher looks is not lost.
+    pub(crate) fn ask(&self, ask: Ask) {
+        self.0.made.fetch_or(ask as u8, Ordering::AcqRel);
+        // One watcher: a wake-up made while it is not waiting is kept for it.
+        self.0.told.notify_one();
+    }
+
+    /// The first of `watched` asked (in the order given), once one is.
+    /// For the connection's one watcher.
+    pub(crate) async fn asked(&self, watched: &[Ask]) -> Ask {
+        loop {
+            let made = self.0.made.load(Ordering::Acquire);
+            if let Some(ask) = watched.iter().find(|ask| made & **ask as u8 != 0) {
+                return *ask;
+            }
+            self.0.told.notified().await;
+        }
     }
 }
 

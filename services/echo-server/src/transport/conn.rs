@@ -33,7 +33,7 @@ use tower_service::Service;
 
 use super::accept::{Connection, Flushes};
 use super::budget::bodies::{BudgetedAnswer, BudgetedRequest};
-use super::budget::{Budgets, ConnectionBudgets};
+use super::budget::{Budgets, ConnectionBudgets, LazyBudgets};
 use super::lifetime::{Lifetime, Turn};
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
@@ -231,7 +231,7 @@ where
     let settings = shared.settings;
     let flushes = connection.flushes();
     let control = ConnectionControl::default();
-    let budgets = shared.budgets.connection();
+    let budgets = shared.budgets.connection(control.clone());
     let mut peer = connection.peer().clone();
     // Listed while the connection is served (the guard lives in its future).
     let channelz = shared
@@ -257,7 +257,6 @@ where
     );
     let mut lifetime = Lifetime::new(
         control,
-        budgets.close.clone(),
         shared.chaos.as_deref().map(Chaos::subscribe),
         shared.stop.clone(),
         settings.max_age(),
@@ -361,7 +360,7 @@ pub(crate) struct PerConnection<S> {
     pub(crate) peer: PeerInfo,
     pub(crate) control: ConnectionControl,
     pub(crate) flushes: Option<Arc<Flushes>>,
-    pub(crate) budgets: Arc<ConnectionBudgets>,
+    pub(crate) budgets: Arc<LazyBudgets>,
     pub(crate) served: Arc<Served>,
 }
 
@@ -404,7 +403,7 @@ where
         // Counted where the body is boxed anyway, so the budgets cost no
         // allocation; only enveloped bodies, whose length prefixes the budget reads.
         let mut request = if is_enveloped(request.headers()) {
-            let budgets = Arc::clone(&self.budgets);
+            let budgets = Arc::clone(self.budgets.get());
             request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
         } else {
             request.map(Body::new)
@@ -421,7 +420,7 @@ where
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: self.flushes.clone(),
-            budgets: Arc::clone(&self.budgets),
+            budgets: Arc::clone(self.budgets.get()),
             served: Arc::clone(&self.served),
             // Answers over HTTP/3 need not point at it.
             over_http3: version == http::Version::HTTP_3,

@@ -112,12 +112,13 @@ pub(crate) async fn serve<S, B>(
                     incoming.refuse();
                     continue;
                 };
+                let control = ConnectionControl::default();
                 let service = PerConnection {
                     inner: service.clone(),
                     peer: PeerInfo::new(incoming.remote_address()),
-                    control: ConnectionControl::default(),
+                    control: control.clone(),
                     flushes: None,
-                    budgets: shared.budgets.connection(),
+                    budgets: shared.budgets.connection(control),
                     served: Arc::clone(&shared.served),
                 };
                 let local = incoming.local_ip().map(|ip| SocketAddr::new(ip, port));
@@ -186,7 +187,6 @@ async fn serve_connection<S, B>(
     };
     let mut lifetime = Lifetime::new(
         service.control.clone(),
-        service.budgets.close.clone(),
         shared.chaos.as_deref().map(Chaos::subscribe),
         shared.stop,
         settings.max_age(),

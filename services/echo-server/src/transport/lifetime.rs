@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::ConnectionControl;
+use crate::context::{Ask, ConnectionControl};
 use crate::ops::chaos::{ConnectionChaos, ConnectionSubscription};
 
 type ChaosEvent = dyn Future<Output = (ConnectionChaos, ConnectionSubscription)> + Send;
@@ -26,10 +26,8 @@ pub(crate) enum Turn {
 
 /// The watches of one connection.
 pub(crate) struct Lifetime {
+    /// What its calls and the memory budgets ask of it.
     control: ConnectionControl,
-    /// Cancelled when the connection's peer reads none of its answers while
-    /// a memory budget is used up.
-    unread: CancellationToken,
     /// Boxed: only connections of a server with a chaos schedule pay for it.
     chaos: Option<Pin<Box<ChaosEvent>>>,
     stop: CancellationToken,
@@ -44,14 +42,12 @@ pub(crate) struct Lifetime {
 impl Lifetime {
     pub(crate) fn new(
         control: ConnectionControl,
-        unread: CancellationToken,
         chaos: Option<ConnectionSubscription>,
         stop: CancellationToken,
         (max_age, max_age_grace): (Option<Duration>, Option<Duration>),
     ) -> Self {
         Self {
             control,
-            unread,
             chaos: chaos.map(|subscription| Box::pin(subscription.next()) as _),
             stop,
             age_timer: max_age.map(|age| Box::pin(tokio::time::sleep(age))),
@@ -67,10 +63,11 @@ impl Lifetime {
     pub(crate) async fn next(&mut self) -> Turn {
         loop {
             let drain = tokio::select! {
-                () = self.control.close.cancelled() => return Turn::Close("a call asked"),
-                () = self.unread.cancelled() => {
-                    return Turn::Close("its peer reads none of its answers");
-                }
+                ask = self.control.asked(if self.draining { &CLOSES } else { &ASKS }) => match ask {
+                    Ask::Close => return Turn::Close("a call asked"),
+                    Ask::CloseUnread => return Turn::Close("its peer reads none of its answers"),
+                    Ask::GoAway => "asked by a call",
+                },
                 (event, subscription) = next_chaos(&mut self.chaos) => match event {
                     ConnectionChaos::Close => return Turn::Close("a chaos schedule picked it"),
                     ConnectionChaos::GoAway => {
@@ -79,7 +76,6 @@ impl Lifetime {
                     }
                 },
                 () = self.stop.cancelled(), if !self.draining => "shutdown",
-                () = self.control.go_away.cancelled(), if !self.draining => "asked by a call",
                 () = sleep_or_never(&mut self.age_timer) => {
                     if self.past_age {
                         return Turn::Close("past its maximum age and grace");
@@ -104,6 +100,12 @@ impl Lifetime {
     }
 }
 
+/// The asks that close a connection, before GOAWAY: a close asked while
+/// draining still closes.
+const CLOSES: [Ask; 2] = [Ask::Close, Ask::CloseUnread];
+/// Every ask, the closes first.
+const ASKS: [Ask; 3] = [Ask::Close, Ask::CloseUnread, Ask::GoAway];
+
 /// The next event of a connection's chaos schedules; never without any.
 fn next_chaos(
     chaos: &mut Option<Pin<Box<ChaosEvent>>>,
@@ -120,4 +122,50 @@ fn sleep_or_never(timer: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = (
         Some(sleep) => sleep.as_mut().poll(cx),
         None => Poll::Pending,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lifetime(control: &ConnectionControl) -> Lifetime {
+        Lifetime::new(
+            control.clone(),
+            None,
+            CancellationToken::new(),
+            (None, None),
+        )
+    }
+
+    /// Asks made before the connection looks are kept; GOAWAY drains once,
+    /// and a close asked while draining still closes.
+    #[tokio::test]
+    async fn asks_are_kept_until_seen_and_a_close_ends_a_drain() {
+        let control = ConnectionControl::default();
+        let mut lifetime = lifetime(&control);
+        control.go_away();
+        assert_eq!(lifetime.next().await, Turn::Drain("asked by a call"));
+        control.go_away();
+        let again = tokio::time::timeout(Duration::from_millis(50), lifetime.next()).await;
+        assert!(again.is_err(), "a second GOAWAY while draining: {again:?}");
+        control.close();
+        assert_eq!(lifetime.next().await, Turn::Close("a call asked"));
+    }
+
+    /// The budgets' close says why, and is seen by a watcher already waiting.
+    #[tokio::test]
+    async fn a_waiting_watcher_sees_the_budgets_close() {
+        let control = ConnectionControl::default();
+        let mut lifetime = lifetime(&control);
+        let asker = control.clone();
+        let closing = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            asker.ask(Ask::CloseUnread);
+        });
+        assert_eq!(
+            lifetime.next().await,
+            Turn::Close("its peer reads none of its answers")
+        );
+        closing.await.expect("the asking task");
+    }
 }

@@ -27,7 +27,7 @@ pub(crate) mod bodies;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,9 +38,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::LimitsConfig;
+use crate::context::{Ask, ConnectionControl};
 
 /// What a budget holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,8 +352,17 @@ impl Budgets {
         );
     }
 
-    /// The budgets of a new connection.
-    pub(crate) fn connection(self: &Arc<Self>) -> Arc<ConnectionBudgets> {
+    /// The budgets of a new connection, made when it first counts something.
+    pub(crate) fn connection(self: &Arc<Self>, control: ConnectionControl) -> Arc<LazyBudgets> {
+        Arc::new(LazyBudgets {
+            process: Arc::clone(self),
+            control,
+            made: OnceLock::new(),
+        })
+    }
+
+    /// The budgets of a connection that counts its first request or answer.
+    fn make_connection(self: &Arc<Self>, control: ConnectionControl) -> Arc<ConnectionBudgets> {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let budgets = Arc::new(ConnectionBudgets {
             id,
@@ -372,7 +381,7 @@ impl Budgets {
                 Some(Arc::clone(&self.stall_watch)),
             ),
             answers_released: AtomicU64::new(0),
-            close: CancellationToken::new(),
+            control,
             process: Arc::clone(self),
         });
         self.connections
@@ -414,11 +423,29 @@ impl Budgets {
                             timeout = %humantime::format_duration(self.timeout),
                             "the peer reads none of its answers while a budget is used up: closing the connection"
                         );
-                        connection.close.cancel();
+                        connection.control.ask(Ask::CloseUnread);
                     }
                 }
             }
         }
+    }
+}
+
+/// A connection's budgets, made at its first request or answer: an idle
+/// connection holds only this handle, not the budgets' counters, wake-ups and
+/// watchdog entry (BENCHMARKS.md).
+#[derive(Debug)]
+pub(crate) struct LazyBudgets {
+    process: Arc<Budgets>,
+    control: ConnectionControl,
+    made: OnceLock<Arc<ConnectionBudgets>>,
+}
+
+impl LazyBudgets {
+    /// The connection's budgets, made at the first call.
+    pub(crate) fn get(&self) -> &Arc<ConnectionBudgets> {
+        self.made
+            .get_or_init(|| self.process.make_connection(self.control.clone()))
     }
 }
 
@@ -430,8 +457,8 @@ pub(crate) struct ConnectionBudgets {
     answers: Budget,
     /// Answer bytes given back so far: whether the peer reads at all.
     answers_released: AtomicU64,
-    /// Cancelled when the connection is to be closed (its peer does not read).
-    pub(crate) close: CancellationToken,
+    /// Where the watchdog asks for the connection's close.
+    control: ConnectionControl,
     process: Arc<Budgets>,
 }
 
@@ -575,6 +602,21 @@ impl Drop for Waiting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection's budgets are made at its first use, and only then does
+    /// the watchdog list them.
+    #[test]
+    fn a_connection_s_budgets_are_made_at_first_use() {
+        let budgets = Arc::new(Budgets::new(&LimitsConfig::default()).expect("default budgets"));
+        let connection = budgets.connection(ConnectionControl::default());
+        let listed = || budgets.connections.lock().expect("connections lock").len();
+        assert_eq!(listed(), 0, "an unused connection has no budgets yet");
+        let made = Arc::clone(connection.get());
+        assert!(Arc::ptr_eq(&made, connection.get()), "made once");
+        assert_eq!(listed(), 1);
+        drop((made, connection));
+        assert_eq!(listed(), 0, "dropped with the connection");
+    }
 
     /// A message refused with a little room left begins a used-up episode
     /// that the watchdog sees, woken once, until the budget is half free.
