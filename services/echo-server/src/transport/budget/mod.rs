@@ -442,7 +442,7 @@ pub(crate) struct LazyBudgets {
 }
 
 impl LazyBudgets {
-    /// The connection's budgets, made at the first call.
+    /// The connection's budgets, made by the first `get`.
     pub(crate) fn get(&self) -> &Arc<ConnectionBudgets> {
         self.made
             .get_or_init(|| self.process.make_connection(self.control.clone()))
