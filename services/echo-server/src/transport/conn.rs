@@ -400,10 +400,12 @@ where
         R: HttpBody<Data = Bytes> + Send + 'static,
         R::Error: Into<StdError>,
     {
+        // Made at the connection's first request; every answer is counted.
+        let budgets = self.budgets.get();
         // Counted where the body is boxed anyway, so the budgets cost no
         // allocation; only enveloped bodies, whose length prefixes the budget reads.
         let mut request = if is_enveloped(request.headers()) {
-            let budgets = Arc::clone(self.budgets.get());
+            let budgets = Arc::clone(budgets);
             request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
         } else {
             request.map(Body::new)
@@ -420,7 +422,7 @@ where
         PerConnectionFuture {
             inner: self.inner.call(request),
             flushes: self.flushes.clone(),
-            budgets: Arc::clone(self.budgets.get()),
+            budgets: Arc::clone(budgets),
             served: Arc::clone(&self.served),
             // Answers over HTTP/3 need not point at it.
             over_http3: version == http::Version::HTTP_3,
