@@ -142,8 +142,10 @@ def count(argv, port, work, options, warm_up, load):
     (so that start-up and lazy set-up are not counted)."""
     out = work / "callgrind.out"
     server = subprocess.Popen(
-        # On one CPU, as the suite runs every server.
-        ["taskset", "-c", "0", "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        # On one CPU, as the suite runs every server. Names written out in
+        # each dump, so that the one kept (--keep) reads on its own.
+        ["taskset", "-c", "0", "valgrind", "--tool=callgrind", "--compress-strings=no",
+         f"--callgrind-out-file={out}", *argv],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
