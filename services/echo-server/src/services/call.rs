@@ -303,21 +303,27 @@ mod tests {
         }
     }
 
-    fn stream_call(deadline: Duration, streams_end: &CancellationToken) -> Call {
+    /// A stream call, with `deadline`, waiting for a message that never
+    /// comes: polled once with a fresh waker (as in its connection's task),
+    /// then three times with a second (as in a task of its own), each pending.
+    /// `end` then ends it, given the grace period's token and the second
+    /// waker's count. Returns the code the next poll ends the call with,
+    /// once `end` has woken the second waker exactly once.
+    async fn end_a_waiting_stream(
+        deadline: Duration,
+        end: impl AsyncFnOnce(&CancellationToken, &Woken),
+    ) -> Code {
+        let streams_end = CancellationToken::new();
         let mut request = Request::new(());
         request
             .extensions_mut()
             .insert(Deadline(Instant::now() + deadline));
-        Call::stream(&request, streams_end)
-    }
-
-    /// Polls `next` with a fresh waker (as when a stream moves to a task of
-    /// its own), then with a second one, which the rest use, three times:
-    /// each must be pending. Returns the second waker's count.
-    fn wait<F: Future + Unpin>(next: &mut F) -> Arc<Woken> {
+        let mut call = Call::stream(&request, &streams_end);
+        let mut inbound = futures_util::stream::pending::<Result<(), Status>>();
+        let mut next = Box::pin(call.next_message(&mut inbound));
         let first = Waker::from(Arc::new(Woken::default()));
         assert!(
-            Pin::new(&mut *next)
+            next.as_mut()
                 .poll(&mut Context::from_waker(&first))
                 .is_pending()
         );
@@ -325,20 +331,14 @@ mod tests {
         let waker = Waker::from(Arc::clone(&woken));
         for _ in 0..3 {
             assert!(
-                Pin::new(&mut *next)
+                next.as_mut()
                     .poll(&mut Context::from_waker(&waker))
                     .is_pending()
             );
         }
-        woken
-    }
-
-    fn ended_with<T: std::fmt::Debug>(
-        next: &mut (impl Future<Output = Result<Option<T>, Status>> + Unpin),
-        woken: &Arc<Woken>,
-    ) -> Code {
-        let waker = Waker::from(Arc::clone(woken));
-        match Pin::new(next).poll(&mut Context::from_waker(&waker)) {
+        end(&streams_end, &woken).await;
+        assert_eq!(woken.count(), 1, "the end woke the task that polled last");
+        match next.as_mut().poll(&mut Context::from_waker(&waker)) {
             Poll::Ready(Err(status)) => status.code(),
             other => panic!("the call did not end: {other:?}"),
         }
@@ -346,35 +346,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_waiting_for_a_message_ends_at_its_deadline_whatever_its_polls() {
-        let streams_end = CancellationToken::new();
-        let mut call = stream_call(Duration::from_secs(1), &streams_end);
-        let mut inbound = futures_util::stream::pending::<Result<(), Status>>();
-        let mut next = Box::pin(call.next_message(&mut inbound));
-        let woken = wait(&mut next);
-        tokio::time::advance(Duration::from_millis(999)).await;
-        assert_eq!(woken.count(), 0, "woken before the deadline");
-        tokio::time::advance(Duration::from_millis(2)).await;
-        assert_eq!(
-            woken.count(),
-            1,
-            "the deadline woke the task that polled last"
-        );
-        assert_eq!(ended_with(&mut next, &woken), Code::DeadlineExceeded);
+        let code = end_a_waiting_stream(Duration::from_secs(1), async |_, woken| {
+            tokio::time::advance(Duration::from_millis(999)).await;
+            assert_eq!(woken.count(), 0, "woken before the deadline");
+            tokio::time::advance(Duration::from_millis(2)).await;
+        })
+        .await;
+        assert_eq!(code, Code::DeadlineExceeded);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_waiting_for_a_message_ends_with_the_grace_period_whatever_its_polls() {
-        let streams_end = CancellationToken::new();
-        let mut call = stream_call(Duration::from_secs(60), &streams_end);
-        let mut inbound = futures_util::stream::pending::<Result<(), Status>>();
-        let mut next = Box::pin(call.next_message(&mut inbound));
-        let woken = wait(&mut next);
-        streams_end.cancel();
-        assert_eq!(
-            woken.count(),
-            1,
-            "the grace period's end woke the task that polled last"
-        );
-        assert_eq!(ended_with(&mut next, &woken), Code::Unavailable);
+        let code = end_a_waiting_stream(Duration::from_secs(60), async |streams_end, _| {
+            streams_end.cancel();
+        })
+        .await;
+        assert_eq!(code, Code::Unavailable);
     }
 }
