@@ -37,11 +37,13 @@
 //! - `context`: what travels in request and response extensions between
 //!   them (a leaf every folder may import).
 //! - `health`: the health the server reports (a leaf).
+//! - `boxed`: bodies boxed as tonic's `Body` once (a leaf).
 //! - `error`: [`ServeError`], [`EchoError`], [`ForwardError`], and the one
 //!   mapping of call errors to `tonic::Status`.
 //! - `fuzzing` (feature `fuzzing`): entry points for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
+mod boxed;
 pub mod config;
 mod context;
 mod error;
@@ -53,6 +55,8 @@ mod ops;
 mod protocol;
 mod server;
 mod services;
+#[cfg(test)]
+mod test_wakers;
 mod transport;
 
 pub use config::{Config, LogFormat};

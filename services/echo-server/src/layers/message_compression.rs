@@ -16,6 +16,8 @@ use tonic::body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::boxed::boxed;
+
 /// Path prefix of the calls this layer acts on.
 const TEST_SERVICE_PATH: &str = "/grpc.testing.TestService/";
 
@@ -63,7 +65,7 @@ where
             .is_some_and(|value| value.split(',').any(|encoding| encoding.trim() == "gzip"));
         let observed = ObservedCompression::default();
         request.extensions_mut().insert(observed.clone());
-        let request = request.map(|body| Body::new(ObservedBody::new(body, observed.0)));
+        let request = request.map(|body| boxed(ObservedBody::new(body, observed.0)));
         MessageCompressionFuture {
             inner: self.inner.call(request),
             client_accepts_gzip,
@@ -99,7 +101,7 @@ where
             .headers_mut()
             .insert("grpc-encoding", HeaderValue::from_static("gzip"));
         Poll::Ready(Ok(
-            response.map(|body| Body::new(RecompressBody::new(body, plan)))
+            response.map(|body| boxed(RecompressBody::new(body, plan)))
         ))
     }
 }

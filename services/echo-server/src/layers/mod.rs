@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::StdError;
 use tonic::service::RecoverErrorLayer;
@@ -54,9 +55,7 @@ pub(crate) fn stack<S>(
     settings: StackSettings,
 ) -> impl Service<
     http::Request<Body>,
-    Response = http::Response<
-        impl http_body::Body<Data = Bytes, Error: Into<StdError>> + Send + 'static,
-    >,
+    Response = http::Response<impl http_body::Body<Data = Bytes, Error = Status> + Send + 'static>,
     Error: Into<StdError> + Send,
     Future: Send + 'static,
 > + Clone

@@ -23,6 +23,7 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::body::{HookedBody, TrailersHook};
+use crate::boxed::boxed;
 use crate::context::{Arrival, PeerInfo, SocketCounts};
 use crate::ops::metrics::{MethodId, Metrics};
 
@@ -117,7 +118,7 @@ where
         let request = if rpc_type.client_streams() || one_message {
             let metrics = Arc::clone(&self.metrics);
             request.map(|body| {
-                Body::new(CountedRequest {
+                boxed(CountedRequest {
                     inner: body,
                     framing: Framing::default(),
                     metrics,

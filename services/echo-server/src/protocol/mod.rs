@@ -35,6 +35,7 @@ use json::Schemas;
 use page::Page;
 use shared::{GRPC_CONTENT_TYPE, method_not_allowed, plain};
 
+use crate::boxed::boxed;
 use crate::context::Original;
 
 const GRPC_JSON_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc+json");
@@ -172,7 +173,7 @@ fn decompressed_for_tonic(request: Request<Body>, max_message_size: usize) -> Re
         Ending::Keep,
         max_message_size,
     );
-    Request::from_parts(parts, Body::new(body))
+    Request::from_parts(parts, boxed(body))
 }
 
 fn classify<B>(request: &Request<B>) -> Kind {
@@ -228,8 +229,7 @@ where
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    B: http_body::Body<Data = Bytes, Error = Status> + Send + 'static,
 {
     type Response = Response<AnswerBody<B>>;
     type Error = S::Error;
@@ -251,7 +251,7 @@ where
             .and_then(Compression::from_name)
             .is_none_or(Compression::in_tonic);
         let request = if zstd {
-            request.map(|body| Body::new(EmptyUncompressed::new(body)))
+            request.map(|body| boxed(EmptyUncompressed::new(body)))
         } else {
             request
         };
@@ -275,7 +275,7 @@ where
         // The service made ready is the one to call; its clone waits for the next request.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone)
-            .map_response(|response: Response<B>| response.map(Body::new));
+            .map_response(|response: Response<B>| response.map(boxed));
         let shared = Arc::clone(&self.shared);
         ProtocolFuture::Translated {
             inner: Box::pin(translate(kind, request, inner, shared)),
@@ -394,7 +394,7 @@ fn json_request(
     parts.headers.insert(header::CONTENT_TYPE, content_type);
     let rewrite = Rewrite::JsonToProto(input, compression);
     let body = Rewritten::new(body, rewrite, Ending::Keep, max_message_size);
-    Request::from_parts(parts, Body::new(body))
+    Request::from_parts(parts, boxed(body))
 }
 
 /// A protobuf answer to a gRPC JSON request, in JSON, sent as `content_type`.
@@ -416,7 +416,7 @@ where
         Ending::Keep,
         max_message_size,
     );
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, boxed(body))
 }
 
 /// The gRPC answer for a method the JSON mapping does not know.
@@ -504,8 +504,7 @@ impl<B> Default for AnswerBody<B> {
 
 impl<B> http_body::Body for AnswerBody<B>
 where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<StdError>,
+    B: http_body::Body<Data = Bytes, Error = Status>,
 {
     type Data = Bytes;
     type Error = Status;
@@ -515,9 +514,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         match self.project() {
-            AnswerBodyProjection::Grpc { inner } => inner
-                .poll_frame(cx)
-                .map_err(|err| Status::from_error(err.into())),
+            AnswerBodyProjection::Grpc { inner } => inner.poll_frame(cx),
             AnswerBodyProjection::Translated { inner } => inner.poll_frame(cx),
         }
     }

@@ -11,6 +11,8 @@ use http_body_util::BodyExt as _;
 use tonic::Status;
 use tonic::body::Body;
 
+use crate::boxed::boxed;
+
 /// The content type of gRPC requests as the services take them.
 pub(crate) const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 
@@ -74,5 +76,5 @@ pub(crate) fn undecompressed(error: DecompressError) -> Status {
 
 /// A body of `bytes`, then nothing.
 pub(crate) fn full(bytes: Bytes) -> Body {
-    Body::new(http_body_util::Full::new(bytes).map_err(|never| match never {}))
+    boxed(http_body_util::Full::new(bytes).map_err(|never| match never {}))
 }

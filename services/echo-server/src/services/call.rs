@@ -280,28 +280,11 @@ impl EchoedMetadata {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
 
     use tonic::Code;
 
     use super::*;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Woken(AtomicUsize);
-
-    impl Wake for Woken {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Woken {
-        fn count(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::test_wakers::Woken;
 
     /// A stream call, with `deadline`, waiting for a message that never
     /// comes: polled once with a fresh waker (as in its connection's task),

@@ -35,6 +35,8 @@ use super::accept::{Connection, Flushes};
 use super::budget::bodies::{BudgetedAnswer, BudgetedRequest};
 use super::budget::{Budgets, ConnectionBudgets, LazyBudgets};
 use super::lifetime::{Lifetime, Turn};
+use super::woken::WokenBody;
+use crate::boxed::boxed;
 use crate::config::{Http2Config, LimitsConfig, MAX_LOCAL_ERROR_RESET_STREAMS};
 use crate::context::{Arrival, ConnectionControl, PeerInfo, ResetStream};
 use crate::ops::channelz::Channelz;
@@ -323,11 +325,11 @@ impl<S, B> Stack<B> for S where
 
 /// The body of the stack's answers.
 pub(crate) trait AnswerBody:
-    HttpBody<Data = Bytes, Error: Into<StdError>> + Send + 'static
+    HttpBody<Data = Bytes, Error = Status> + Send + 'static
 {
 }
 
-impl<B> AnswerBody for B where B: HttpBody<Data = Bytes, Error: Into<StdError>> + Send + 'static {}
+impl<B> AnswerBody for B where B: HttpBody<Data = Bytes, Error = Status> + Send + 'static {}
 
 /// What serving shares with every connection, over TCP and QUIC.
 #[derive(Clone)]
@@ -367,8 +369,7 @@ pub(crate) struct PerConnection<S> {
 impl<S, B> Service<http::Request<Incoming>> for PerConnection<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>>,
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    B: AnswerBody,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -389,8 +390,7 @@ where
 impl<S, B> PerConnection<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>>,
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    B: AnswerBody,
 {
     pub(crate) fn call_with<R>(
         &mut self,
@@ -406,7 +406,7 @@ where
         // allocation; only enveloped bodies, whose length prefixes the budget reads.
         let mut request = if is_enveloped(request.headers()) {
             let budgets = Arc::clone(budgets);
-            request.map(|body| Body::new(BudgetedRequest::new(body, budgets)))
+            request.map(|body| boxed(BudgetedRequest::new(body, budgets)))
         } else {
             request.map(Body::new)
         };
@@ -521,8 +521,7 @@ pin_project! {
 impl<F, B, E> Future for PerConnectionFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError>,
+    B: AnswerBody,
 {
     type Output = Result<http::Response<Body>, E>;
 
@@ -540,15 +539,17 @@ where
         };
         let budgets = Arc::clone(this.budgets);
         Poll::Ready(Ok(response.map(|body| {
-            let body = BudgetedAnswer::new(body, budgets);
+            // Outermost but for the reset: h2's wake-ups for send capacity
+            // pass over the budget's count and every body within.
+            let body = WokenBody::new(BudgetedAnswer::new(body, budgets));
             match (reset, this.flushes) {
-                (Some(ResetStream(code)), Some(flushes)) => Body::new(ResetAtEnd {
-                    inner: Body::new(body),
+                (Some(ResetStream(code)), Some(flushes)) => boxed(ResetAtEnd {
+                    inner: boxed(body),
                     code,
                     flushes: Arc::clone(flushes),
                     written: None,
                 }),
-                _ => Body::new(body),
+                _ => boxed(body),
             }
         })))
     }

@@ -13,6 +13,8 @@
 //! - `h3`: HTTP/3 over QUIC on the same port (UDP), into the same service.
 //! - `budget`: the memory budgets, process-wide and per connection, and
 //!   (`budget/bodies`) the request and answer bodies they count.
+//! - `woken`: every answer's body, polled again only once something it
+//!   waits on has woken it.
 
 pub(crate) mod accept;
 pub(crate) mod budget;
@@ -20,3 +22,4 @@ pub(crate) mod conn;
 pub(crate) mod h3;
 pub(crate) mod lifetime;
 pub(crate) mod tls;
+pub(crate) mod woken;

@@ -26,6 +26,7 @@ use super::json::{MethodSchema, Schemas, json_to_proto, proto_to_json};
 use super::shared::{
     GRPC_CONTENT_TYPE, full, grpc_request_headers, plain, too_large, undecompressed,
 };
+use crate::boxed::boxed;
 use crate::context::UnknownRoute;
 use lenient_base64::{BASE64, BASE64_URL};
 use status::{end_stream, error_response, grpc_status, metadata};
@@ -447,7 +448,7 @@ pub(crate) fn stream_request(
                 )));
             };
             let rewrite = Rewrite::JsonToProto(schema.input.clone(), compression);
-            let body = Body::new(Rewritten::new(
+            let body = boxed(Rewritten::new(
                 body,
                 rewrite,
                 Ending::Keep,
@@ -512,7 +513,7 @@ where
     };
     Response::from_parts(
         parts,
-        Body::new(Rewritten::new(
+        boxed(Rewritten::new(
             body,
             rewrite,
             Ending::ConnectEndStream,

@@ -54,24 +54,19 @@ impl<B> BudgetedRequest<B> {
     }
 }
 
-fn exhausted(message: String) -> StdError {
-    Box::new(Status::resource_exhausted(message))
-}
-
 impl<B> Body for BudgetedRequest<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<StdError>,
 {
     type Data = Bytes;
-    /// The inner body's errors, or a RESOURCE_EXHAUSTED [`Status`] (which
-    /// tonic finds among them and passes on as the call's status).
-    type Error = StdError;
+    /// The inner body's errors as tonic maps them, or RESOURCE_EXHAUSTED.
+    type Error = Status;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let mut this = self.project();
         let timeout = this.budgets.timeout();
         // A chunk whose message waits for room: yield it once there is room.
@@ -97,7 +92,7 @@ where
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             ready!(stall.as_mut().poll(cx));
             this.budgets.pair(Holds::Requests).2.rejections.inc();
-            return Poll::Ready(Some(Err(exhausted(format!(
+            return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                 "no room for a {length}-byte request message within {}",
                 humantime::format_duration(timeout)
             )))));
@@ -113,7 +108,7 @@ where
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                     if stall.as_mut().poll(cx).is_ready() {
                         this.budgets.pair(Holds::Requests).2.rejections.inc();
-                        return Poll::Ready(Some(Err(exhausted(format!(
+                        return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                             "a request message made no progress for {}",
                             humantime::format_duration(timeout)
                         )))));
@@ -124,7 +119,7 @@ where
         };
         let frame = match frame {
             Some(Ok(frame)) => frame,
-            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            Some(Err(err)) => return Poll::Ready(Some(Err(Status::from_error(err.into())))),
             None => return Poll::Ready(None),
         };
         let Some(chunk) = frame.data_ref() else {
@@ -151,7 +146,7 @@ where
                 }
                 if length > this.budgets.largest(Holds::Requests) {
                     this.budgets.pair(Holds::Requests).2.rejections.inc();
-                    return Poll::Ready(Some(Err(exhausted(format!(
+                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                         "a {length}-byte request message is larger than the server's buffer budget"
                     )))));
                 }
