@@ -13,13 +13,14 @@ pin_project! {
     /// `inner`, passed over while nothing it waits on has woken it since it
     /// last returned `Pending`.
     ///
-    /// hyper's HTTP/2 stream task polls the answer body whenever h2 wakes it
-    /// for send capacity or a written frame: two of the three wake-ups per
-    /// message of a bidi stream. Each such poll went down the whole chain of
-    /// bodies, to the handler and the request body, and found nothing
-    /// (BENCHMARKS.md). From its first `Pending` on, `inner` is polled with a
-    /// waker of its own, which records that it was woken; a body that is
-    /// never pending, as most unary answers, never makes one.
+    /// hyper's HTTP/2 stream task polls the answer body whenever h2 wakes it,
+    /// on the send side too (hyper waits there for send capacity with the
+    /// task's waker). Each poll went down the whole chain of bodies, to the
+    /// handler and the request body: three times per message of a bidi
+    /// stream, of which one found a request (BENCHMARKS.md). From its first
+    /// `Pending` on, `inner` is polled with a waker of its own, which records
+    /// that it was woken; a body that is never pending, as a unary answer,
+    /// never makes one.
     pub(crate) struct WokenBody<B> {
         #[pin]
         inner: B,
