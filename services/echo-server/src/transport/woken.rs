@@ -31,10 +31,11 @@ pin_project! {
 /// The waker `inner` is polled with, and what it records.
 struct Gate {
     wakeups: Arc<Wakeups>,
-    // `wakeups` as a waker, made once.
+    // `wakeups` as a waker, made once rather than cloned into one per poll.
     waker: Waker,
 }
 
+/// Whether `inner` was woken since its last poll.
 struct Wakeups {
     woken: AtomicBool,
     /// The task polling the body, woken in turn.
