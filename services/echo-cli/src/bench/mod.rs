@@ -7,6 +7,7 @@
 //! - `targets`: the callers (one call each) and the loop that
 //!   drives them on the schedule.
 //! - `schedule`: closed or open loop, constant, stepped or ramped, warm-up.
+//! - `pacer`: starts an open loop's calls on time, to tens of microseconds.
 //! - `tally`: what a run measured (HDR histograms, errors, instances).
 //! - `report`, `html`, `plot`, `histogram_log`: the reports (text, JSON,
 //!   CSV, HTML, a percentile plot, HdrHistogram logs) and `bench merge`.
@@ -19,6 +20,7 @@ mod gate;
 mod histogram_log;
 mod html;
 mod matrix;
+mod pacer;
 mod phases;
 mod plot;
 mod raw;

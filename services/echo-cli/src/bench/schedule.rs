@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
 
+use super::pacer::Pacer;
 use super::tally::{Answer, Tally};
 
 /// The run's schedule, shared by every worker.
@@ -30,6 +31,8 @@ pub(super) struct Schedule {
     /// Whether every measured call is kept (`--csv-calls`).
     keep_calls: bool,
     origin: Instant,
+    /// Ends the waits for scheduled starts.
+    pacer: Pacer,
 }
 
 /// How fast an open loop starts calls (per second).
@@ -137,7 +140,14 @@ impl Schedule {
             step_every,
             keep_calls,
             origin,
+            pacer: Pacer::new(rate.is_some()),
         }
+    }
+
+    /// Returns at `at` (a call's scheduled start, or a worker's join), at
+    /// once when it is due.
+    pub(super) async fn wait_until(&self, at: Instant) {
+        self.pacer.wait_until(at).await;
     }
 
     /// The next call's scheduled start, or `None` when the run is over.
@@ -212,15 +222,6 @@ impl Schedule {
     pub(super) fn measured_time(&self) -> Duration {
         let end = Instant::now().min(self.measure_until.unwrap_or_else(Instant::now));
         (end.saturating_duration_since(self.measure_from)).max(Duration::from_millis(1))
-    }
-}
-
-/// Waits for a scheduled start; returns at once when it is due. tokio's
-/// timer would wait for its next millisecond tick even then, which capped a
-/// closed loop at one call per millisecond per worker.
-pub(super) async fn wait_until(scheduled: Instant) {
-    if scheduled > Instant::now() {
-        tokio::time::sleep_until(scheduled).await;
     }
 }
 

@@ -21,7 +21,7 @@ use tonic::client::Grpc;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 
-use super::schedule::{Schedule, wait_until};
+use super::schedule::Schedule;
 use super::tally::{Answer, Tally};
 use super::template::{RequestContext, Template};
 
@@ -45,11 +45,11 @@ pub(super) async fn drive<C: Caller>(
     worker: usize,
 ) -> Tally {
     if let Some(joins) = joins {
-        wait_until(joins).await;
+        schedule.wait_until(joins).await;
     }
     let mut tally = Tally::new(worker, schedule.keeps_calls());
     while let Some(scheduled) = schedule.next() {
-        wait_until(scheduled).await;
+        schedule.wait_until(scheduled).await;
         let result = caller.call().await;
         schedule.record(&mut tally, scheduled, result);
     }
