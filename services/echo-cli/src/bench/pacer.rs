@@ -97,24 +97,23 @@ mod timer {
     struct Waits {
         /// The earliest first.
         due: BinaryHeap<Reverse<Due>>,
-        /// Breaks ties between waits due at the same instant.
-        registered: u64,
         /// When the timer fires next; `None` when it is not armed.
         fires_at: Option<Instant>,
-        /// The timer could not be armed: waits end on tokio's timer.
+        /// The timer failed (it could not be armed or read): waits end on
+        /// tokio's timer.
         failed: bool,
     }
 
-    /// A wait: when it is due, and the task to wake then.
+    /// A wait: when it is due, and the task to wake then. Ordered by time
+    /// alone: waits due at the same instant may end in any order.
     struct Due {
         at: Instant,
-        order: u64,
         waker: Waker,
     }
 
     impl PartialEq for Due {
         fn eq(&self, other: &Self) -> bool {
-            (self.at, self.order) == (other.at, other.order)
+            self.at == other.at
         }
     }
 
@@ -128,7 +127,7 @@ mod timer {
 
     impl Ord for Due {
         fn cmp(&self, other: &Self) -> Ordering {
-            (self.at, self.order).cmp(&(other.at, other.order))
+            self.at.cmp(&other.at)
         }
     }
 
@@ -153,7 +152,7 @@ mod timer {
             Some((timer, expiries))
         }
 
-        /// Returns at `at`, or `false` once the timer cannot be armed.
+        /// Returns at `at`, or `false` once the timer has failed.
         pub(super) async fn wait_until(&self, at: Instant) -> bool {
             std::future::poll_fn(|cx| {
                 if Instant::now() >= at {
@@ -164,11 +163,8 @@ mod timer {
                     return Poll::Ready(false);
                 }
                 // Again at each early poll, so that the latest waker is the one woken.
-                waits.registered += 1;
-                let order = waits.registered;
                 waits.due.push(Reverse(Due {
                     at,
-                    order,
                     waker: cx.waker().clone(),
                 }));
                 // Calls are scheduled in time order, so a new wait is seldom
@@ -202,12 +198,16 @@ mod timer {
                 &expiry,
             ) {
                 Ok(_) => waits.fires_at = Some(Instant::now() + after),
-                Err(_) => {
-                    waits.failed = true;
-                    waits.fires_at = None;
-                    waits.due.drain().for_each(|Reverse(due)| due.waker.wake());
-                }
+                Err(_) => Self::fail(waits),
             }
+        }
+
+        /// The timer is out of use: every wait is woken to end on tokio's
+        /// timer, and so are those that come later.
+        fn fail(waits: &mut Waits) {
+            waits.failed = true;
+            waits.fires_at = None;
+            waits.due.drain().for_each(|Reverse(due)| due.waker.wake());
         }
 
         /// The task: at each expiry, wakes the waits due and arms the timer
@@ -215,21 +215,28 @@ mod timer {
         async fn expire(self: Arc<Self>) {
             let mut wake = Vec::new();
             loop {
-                let Ok(mut ready) = self.fd.readable().await else {
-                    return;
+                // Clearing forgets only the readiness this guard saw: an
+                // expiry after the read marks the timer ready anew.
+                let expired = match self.fd.readable().await {
+                    Ok(mut ready) => match ready.try_io(|fd| {
+                        let mut expirations = [0; 8];
+                        rustix::io::read(fd.get_ref(), &mut expirations)
+                            .map_err(std::io::Error::from)
+                    }) {
+                        Ok(Ok(_)) => {
+                            ready.clear_ready();
+                            true
+                        }
+                        Ok(Err(_)) => false,
+                        Err(_would_block) => continue,
+                    },
+                    Err(_) => false,
                 };
-                // Readiness is cleared only when the read finds no expiry, so
-                // an expiry between the read and the clear is not lost.
-                match ready.try_io(|fd| {
-                    let mut expirations = [0; 8];
-                    rustix::io::read(fd.get_ref(), &mut expirations).map_err(std::io::Error::from)
-                }) {
-                    Ok(Ok(_)) => ready.clear_ready(),
-                    Ok(Err(_)) => return,
-                    Err(_would_block) => continue,
-                }
                 {
                     let mut waits = self.waits.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !expired {
+                        return Self::fail(&mut waits);
+                    }
                     let now = Instant::now();
                     while let Some(Reverse(due)) = waits.due.peek()
                         && due.at <= now
