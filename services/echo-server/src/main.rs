@@ -14,6 +14,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 // mimalloc: fewer instructions per call than the system allocator (BENCHMARKS.md).
+// Heap profilers see only malloc's calls: `system-allocator` leaves it out.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
