@@ -1,40 +1,46 @@
 #!/usr/bin/env python3
-"""What an idle HTTP/2 connection allocates, site by site: our echo-server
-against the plain tonic baseline (bench/stock-tonic), each under heaptrack
-with N connections that send the preface and an empty SETTINGS and nothing
-more (the suite's "RSS with 10,000 idle connections" shape).
+"""What an idle HTTP/2 connection holds, site by site: our echo-server
+against the plain tonic baseline (bench/stock-tonic). The connections send
+the preface and an empty SETTINGS and nothing more, as in the suite's "RSS
+with 10,000 idle connections" row; each server runs alone on the suite's
+server CPU.
 
-For each server: every allocation site that allocates once or more per
-connection, with its bytes per connection at the heap's peak (every
-connection open) and its allocations per connection, and the totals. A site
-is named by the innermost function of the project or a library that called
-the allocator (not `alloc`'s, `core`'s or `std`'s own). Allocations made
-count those freed since (a timer that ended, a string copied once).
+First the resident bytes per connection: RSS with 10,000 connections less
+RSS before them, for ours as it ships, ours on the system allocator, and
+tonic, in interleaved rounds. Then each server under heaptrack with N
+connections: every site that allocates once or more per connection, with
+the bytes it holds at the heap's peak (every connection open) and the
+allocations it made (those freed since included: a timer that ended, a
+string copied once), per connection, and the totals. A site is named by
+the innermost function of the project or a library that called the
+allocator (not `alloc`'s, `core`'s or `std`'s own); a function inlined into
+another counts as the other's.
 
-heaptrack sees only malloc's calls, so ours is built with the
-`system-allocator` feature (the system allocator in place of mimalloc), in
-target/heap-profile; otherwise as it ships, so a function inlined into
-another is counted as the other's. Bytes allocated are not bytes resident:
-most of h2's buffers are never touched (BENCHMARKS.md).
+heaptrack sees only malloc's calls, so ours runs under it on the system
+allocator: built with the `system-allocator` feature in target/heap-profile,
+otherwise as it ships. Bytes allocated are not bytes resident: most of h2's
+buffers are never touched (BENCHMARKS.md).
 
-    bench/conn_heap.py                         # 2,000 connections each
-    bench/conn_heap.py --connections 5000 --limit 40
+    bench/conn_heap.py                         # 2,000 connections under heaptrack
+    bench/conn_heap.py --connections 5000 --limit 40 --rounds 3
     bench/conn_heap.py --no-build -- --keepalive-interval 1h   # flags for ours
 
 Needs heaptrack (Debian: heaptrack).
 """
 
 import argparse
+import contextlib
 import re
+import resource
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from suite import PREFACE, ROOT, fail, frame, free_port, install_tools, listening
+from suite import IDLE_CONNECTIONS, PREFACE, ROOT, SERVER_CPU, SHIPPED_BIN, build_shipped, fail, frame, \
+    free_port, install_tools, listening
 
 OURS = ROOT / "target" / "heap-profile" / "release" / "echo-server"
 TONIC = ROOT / "target" / "stock-tonic" / "release" / "stock-server"
@@ -61,28 +67,67 @@ def build():
                     "--target-dir", "target/heap-profile"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "--manifest-path", "bench/stock-tonic/Cargo.toml",
                     "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+    build_shipped()
 
 
-def record(argv, port, connections, out):
-    """Runs `argv` under heaptrack, holds `connections` idle connections to
-    `port` for a second, stops it; returns heaptrack's data file."""
-    server = subprocess.Popen(["heaptrack", "-o", str(out), *argv],
+def started(argv, port, wrapper=()):
+    """`argv` (serving on `port`) started under `wrapper` on the suite's
+    server CPU (so with one runtime worker, as in the suite), once it serves."""
+    server = subprocess.Popen(["taskset", "-c", SERVER_CPU, *wrapper, *argv],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not listening(port):
         if server.poll() is not None or time.monotonic() > deadline:
-            fail(f"{argv[0]} did not start serving under heaptrack")
+            fail(f"{argv[0]} did not start serving")
         time.sleep(0.05)
+    return server
+
+
+@contextlib.contextmanager
+def idle_connections(port, connections):
+    """Holds `connections` HTTP/2 connections to `port` that sent the
+    preface and an empty SETTINGS, a second after the last is open."""
     sockets = []
     try:
         for _ in range(connections):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(PREFACE + frame(4, 0, 0))  # and an empty SETTINGS
+            s.sendall(PREFACE + frame(4, 0, 0))
             sockets.append(s)
         time.sleep(1.0)
+        yield
     finally:
         for s in sockets:
             s.close()
+
+
+def rss_bytes(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    fail(f"no VmRSS for process {pid}")
+
+
+def resident_per_connection(argv, port, connections):
+    """The server's RSS with `connections` idle connections less its RSS
+    before them, per connection."""
+    server = started(argv, port)
+    try:
+        time.sleep(0.5)
+        before = rss_bytes(server.pid)
+        with idle_connections(port, connections):
+            after = rss_bytes(server.pid)
+        return (after - before) / connections
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def record(argv, port, connections, out):
+    """Runs `argv` under heaptrack while it holds `connections` idle
+    connections to `port`, then stops it; returns heaptrack's data file."""
+    server = started(argv, port, wrapper=("heaptrack", "-o", str(out)))
+    with idle_connections(port, connections):
+        pass
     # heaptrack runs the server as its child: the signal goes to the server.
     subprocess.run(["pkill", "-INT", "-f", f"^{re.escape(argv[0])} "], check=False)
     try:
@@ -121,21 +166,43 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=2000, help="idle connections held (default 2,000)")
     parser.add_argument("--limit", type=int, default=25, help="sites shown per server")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the resident bytes")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
     parser.add_argument("flags", nargs="*", help="after --: flags for our server")
     options = parser.parse_args()
-    install_tools(["heaptrack=heaptrack", "heaptrack_print=heaptrack", "pkill=procps"],
+    install_tools(["heaptrack=heaptrack", "heaptrack_print=heaptrack", "pkill=procps", "taskset=util-linux"],
                   caller="bench/conn_heap.py")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(IDLE_CONNECTIONS, options.connections) + 1024
+    if hard != resource.RLIM_INFINITY and hard < want:
+        fail(f"the open-files limit ({hard}) is below {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
     if not options.no_build:
         build()
+
+    def argv(binary, port):
+        if binary == TONIC:
+            return [str(binary), f"127.0.0.1:{port}"]
+        return [str(binary), "--listen", f"127.0.0.1:{port}", *options.flags]
+
+    servers = {"ours, as it ships": SHIPPED_BIN / "echo-server", "ours, system-allocator": OURS,
+               "tonic": TONIC}
+    resident = {name: [] for name in servers}
+    for _ in range(options.rounds):
+        for name, binary in servers.items():
+            port = free_port()
+            resident[name].append(resident_per_connection(argv(binary, port), port, IDLE_CONNECTIONS))
+    print(f"resident bytes per connection ({IDLE_CONNECTIONS:,} idle connections, VmRSS with them "
+          f"less before; {options.rounds} interleaved rounds):\n")
+    for name, figures in resident.items():
+        print(f"  {name:<24}" + "  ".join(f"{figure:8,.0f}" for figure in figures))
+
     with tempfile.TemporaryDirectory(prefix="conn-heap-") as work:
         work = Path(work)
         totals = {}
         for name, binary in (("ours", OURS), ("tonic", TONIC)):
             port = free_port()
-            argv = ([str(binary), "--listen", f"127.0.0.1:{port}", *options.flags] if name == "ours"
-                    else [str(binary), f"127.0.0.1:{port}"])
-            data = record(argv, port, options.connections, work / name)
+            data = record(argv(binary, port), port, options.connections, work / name)
             rows = per_connection(data, options.connections, work)
             totals[name] = (sum(row[1] for row in rows), sum(row[2] for row in rows))
             print(f"\n{name}: {options.connections:,} idle connections, per connection\n")
