@@ -29,18 +29,16 @@ Needs heaptrack (Debian: heaptrack).
 """
 
 import argparse
-import contextlib
 import re
 import resource
-import socket
 import subprocess
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from suite import IDLE_CONNECTIONS, PREFACE, ROOT, SERVER_CPU, SHIPPED_BIN, build_shipped, fail, frame, \
-    free_port, install_tools, listening
+from suite import IDLE_CONNECTIONS, ROOT, SHIPPED_BIN, Server, build_shipped, build_stock_tonic, fail, \
+    free_port, idle_connections, install_tools, listening
 
 OURS = ROOT / "target" / "heap-profile" / "release" / "echo-server"
 TONIC = ROOT / "target" / "stock-tonic" / "release" / "stock-server"
@@ -65,67 +63,28 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "echo-server",
                     "--bin", "echo-server", "--features", "system-allocator",
                     "--target-dir", "target/heap-profile"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--manifest-path", "bench/stock-tonic/Cargo.toml",
-                    "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+    build_stock_tonic()
     build_shipped()
-
-
-def started(argv, port, wrapper=()):
-    """`argv` (serving on `port`) started under `wrapper` on the suite's
-    server CPU (so with one runtime worker, as in the suite), once it serves."""
-    server = subprocess.Popen(["taskset", "-c", SERVER_CPU, *wrapper, *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not listening(port):
-        if server.poll() is not None or time.monotonic() > deadline:
-            fail(f"{argv[0]} did not start serving")
-        time.sleep(0.05)
-    return server
-
-
-@contextlib.contextmanager
-def idle_connections(port, connections):
-    """Holds `connections` HTTP/2 connections to `port` that sent the
-    preface and an empty SETTINGS, a second after the last is open."""
-    sockets = []
-    try:
-        for _ in range(connections):
-            s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(PREFACE + frame(4, 0, 0))
-            sockets.append(s)
-        time.sleep(1.0)
-        yield
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def rss_bytes(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    fail(f"no VmRSS for process {pid}")
 
 
 def resident_per_connection(argv, port, connections):
     """The server's RSS with `connections` idle connections less its RSS
     before them, per connection."""
-    server = started(argv, port)
+    server = Server(argv[0], argv, port, lambda: listening(port))
     try:
         time.sleep(0.5)
-        before = rss_bytes(server.pid)
+        before = server.rss_kib()
         with idle_connections(port, connections):
-            after = rss_bytes(server.pid)
-        return (after - before) / connections
+            after = server.rss_kib()
+        return (after - before) * 1024 / connections
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 def record(argv, port, connections, out):
     """Runs `argv` under heaptrack while it holds `connections` idle
     connections to `port`, then stops it; returns heaptrack's data file."""
-    server = started(argv, port, wrapper=("heaptrack", "-o", str(out)))
+    server = Server(argv[0], ["heaptrack", "-o", str(out), *argv], port, lambda: listening(port)).process
     with idle_connections(port, connections):
         pass
     # heaptrack runs the server as its child: the signal goes to the server.

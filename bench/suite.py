@@ -24,6 +24,7 @@ with scripts/install-tools.sh, or says what to run.
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -194,6 +195,23 @@ def self_signed(work):
     return cert, key
 
 
+@contextlib.contextmanager
+def idle_connections(port, count):
+    """Holds `count` HTTP/2 connections to `port` that sent the preface and
+    an empty SETTINGS, then nothing, from a second after the last opened."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(PREFACE + frame(4, 0, 0))
+            sockets.append(s)
+        time.sleep(1.0)
+        yield
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def listening(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -335,22 +353,11 @@ class Suite:
         return float(match.group(1))
 
     def idle_connections_rss(self, server, count):
-        """Opens `count` HTTP/2 connections (preface and SETTINGS sent, then
-        silent) and returns the server's RSS with all of them open."""
-        sockets = []
-        preface = PREFACE + frame(4, 0, 0)  # and an empty SETTINGS
-        try:
-            for _ in range(count):
-                s = socket.create_connection(("127.0.0.1", server.port))
-                s.sendall(preface)
-                sockets.append(s)
-            time.sleep(1.0)
+        """The server's RSS with `count` idle HTTP/2 connections open."""
+        with idle_connections(server.port, count):
             if server.process.poll() is not None:
                 fail(f"{server.name} died holding {count} connections")
             return server.rss_kib()
-        finally:
-            for s in sockets:
-                s.close()
 
     def http3_rows(self, connections):
         """Our server with TLS and --http3: the same echo-client bench load
@@ -711,6 +718,12 @@ def build_shipped():
                     "--bins", "--target-dir", "target/bins"], cwd=ROOT, check=True)
 
 
+def build_stock_tonic(release=("--release",)):
+    """The plain tonic baseline's binaries, in target/stock-tonic."""
+    subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
+                    "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+
+
 def link_order_coverage(binary):
     """(found, listed, applied): how many of LINK_ORDER's names `binary`
     defines, and whether its code starts with one of them (the linker read
@@ -773,8 +786,7 @@ def main():
             subprocess.run(["cargo", "build", "--locked", "--workspace", "--bins"], cwd=ROOT, check=True)
         else:
             build_shipped()
-        subprocess.run(["cargo", "build", *release, "--manifest-path", "bench/stock-tonic/Cargo.toml",
-                        "--target-dir", "target/stock-tonic"], cwd=ROOT, check=True)
+        build_stock_tonic(release)
         build_grpc_go(ROOT / "target" / "grpc-go" / "grpc-go-echo")
 
     if not options.smoke:
